@@ -1,0 +1,401 @@
+"""Every setting of a benchmark run and of the TGI server, with its default and its checks.
+
+This is the one home of validation. The CLI and the UI both build a ``RunConfig`` (and, when they
+launch TGI, a ``ServerSettings``), call ``.validate()`` and show the ``ConfigError`` it raises:
+the error names the field (``err.field``) and says how to fix the value.
+
+    config = RunConfig(tokenizer_name="gpt2", url="http://localhost:3000", batch_sizes=(1, 4))
+    config.validate()                       # raises ConfigError on bad input
+    config.check_against_server(info)       # raises ServerLimitError when /info forbids it
+
+Names and defaults follow TGI's ``text-generation-benchmark`` (run) and
+``text-generation-launcher`` (server).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from .errors import ConfigError, ServerLimitError
+
+API_CHOICES = ("tgi", "openai-chat", "openai-completions")
+MODE_CHOICES = ("rounds", "concurrency")
+QUANTIZE_CHOICES = (
+    "awq", "compressed-tensors", "eetq", "exl2", "gptq", "marlin",
+    "bitsandbytes", "bitsandbytes-nf4", "bitsandbytes-fp4", "fp8",
+)
+DTYPE_CHOICES = ("float16", "bfloat16")
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+DEFAULT_URL = "http://localhost:3000"
+DEFAULT_SERVER_PORT = 1337
+DEFAULT_SERVER_HOST = "127.0.0.1"
+
+# Upper bounds on what a user may type: far above any sensible run, low enough that a typo
+# (an extra zero or two) cannot tie up a GPU for a day.
+MAX_BATCH_SIZE = 1024
+MAX_SEQUENCE_LENGTH = 1_000_000
+MAX_DECODE_LENGTH = 100_000
+MAX_RUNS = 10_000
+MAX_WARMUPS = 1_000
+MAX_DURATION_S = 24 * 3600.0
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing typed text (the UI's number fields and the CLI's flags share these)
+
+
+def parse_int(field_name: str, value: Any, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` as an int in [minimum, maximum], or a ConfigError naming ``field_name``."""
+    label = _label(field_name)
+    if isinstance(value, bool):
+        raise ConfigError(field_name, f"{label} must be a whole number, not {value!r}.")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ConfigError(field_name, f"{label} must be a whole number, got {value!r}.")
+        value = int(value)
+    if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        if not re.fullmatch(r"[+-]?\d+", text):
+            raise ConfigError(field_name, f"{label} must be a whole number, got {value!r}.")
+        value = int(text)
+    if not isinstance(value, int):
+        raise ConfigError(field_name, f"{label} must be a whole number, got {value!r}.")
+    if value < minimum:
+        raise ConfigError(field_name, f"{label} must be at least {minimum}, got {value}.")
+    if maximum is not None and value > maximum:
+        raise ConfigError(field_name, f"{label} must be at most {maximum}, got {value}.")
+    return value
+
+
+def parse_float(field_name: str, value: Any, *, minimum: float | None = None,
+                maximum: float | None = None, exclusive_minimum: bool = False) -> float:
+    """``value`` as a finite float within bounds, or a ConfigError naming ``field_name``."""
+    label = _label(field_name)
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ConfigError(field_name, f"{label} must be a number, got {value!r}.") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ConfigError(field_name, f"{label} must be a finite number, got {value!r}.")
+    if minimum is not None and (number <= minimum if exclusive_minimum else number < minimum):
+        word = "greater than" if exclusive_minimum else "at least"
+        raise ConfigError(field_name, f"{label} must be {word} {minimum:g}, got {number:g}.")
+    if maximum is not None and number > maximum:
+        raise ConfigError(field_name, f"{label} must be at most {maximum:g}, got {number:g}.")
+    return number
+
+
+def parse_batch_sizes(value: Any, field_name: str = "batch_sizes") -> tuple[int, ...]:
+    """Batch sizes from ``"1,2,4"``, ``"1 2 4"``, ``[1, "2,4"]`` or ``4``; sorted, no repeats."""
+    items: list[Any] = []
+    for part in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(part, str):
+            items += [p for p in re.split(r"[,\s]+", part.strip()) if p]
+        else:
+            items.append(part)
+    if not items:
+        raise ConfigError(field_name, "Give at least one batch size, for example 1,2,4,8.")
+    sizes = {parse_int(field_name, item, minimum=1, maximum=MAX_BATCH_SIZE) for item in items}
+    return tuple(sorted(sizes))
+
+
+def _label(field_name: str) -> str:
+    return FIELD_LABELS.get(field_name, field_name.replace("_", " ").capitalize())
+
+
+# Plain-words names of fields, shared by error messages and the UI's labels.
+FIELD_LABELS = {
+    "tokenizer_name": "Tokenizer",
+    "url": "Endpoint URL",
+    "api": "API",
+    "batch_sizes": "Batch sizes",
+    "sequence_length": "Sequence length",
+    "decode_length": "Decode length",
+    "runs": "Runs",
+    "warmups": "Warmups",
+    "mode": "Load pattern",
+    "duration_s": "Duration (s)",
+    "requests": "Requests",
+    "timeout_s": "Timeout (s)",
+    "temperature": "Temperature",
+    "top_k": "Top-k",
+    "top_p": "Top-p",
+    "typical_p": "Typical-p",
+    "repetition_penalty": "Repetition penalty",
+    "frequency_penalty": "Frequency penalty",
+    "top_n_tokens": "Top-n tokens",
+    "model_id": "Model ID",
+    "quantize": "Quantization",
+    "dtype": "Data type",
+    "num_shard": "Number of GPUs (shards)",
+    "max_input_tokens": "Max input tokens",
+    "max_total_tokens": "Max total tokens",
+    "max_batch_size": "Max batch size",
+    "max_batch_prefill_tokens": "Max batch prefill tokens",
+    "max_concurrent_requests": "Max concurrent requests",
+    "port": "Port",
+    "hostname": "Hostname",
+}
+
+
+def check_url(url: str, field_name: str = "url") -> str:
+    """An http(s) URL with a host, without a trailing slash."""
+    text = (url or "").strip()
+    parsed = urlparse(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(field_name, f"Endpoint URL must look like http://host:port, got {url!r}.")
+    try:
+        parsed.port
+    except ValueError:
+        raise ConfigError(field_name, f"Endpoint URL has an invalid port: {url!r}.") from None
+    return text.rstrip("/")
+
+
+def check_model_id(model_id: str, field_name: str = "model_id") -> str:
+    """A Hub id shaped like ``org/name`` or an existing local folder."""
+    text = (model_id or "").strip()
+    if not text:
+        raise ConfigError(field_name, "Model ID is empty: type a Hub id such as org/model-name.")
+    if os.path.isdir(text):
+        return text
+    if not _HUB_ID.match(text) or ".." in text or "--" in text:
+        raise ConfigError(
+            field_name,
+            f"Model ID {text!r} is not a Hub id shaped like org/model-name "
+            "(letters, digits, '-', '_', '.') nor an existing local folder.",
+        )
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# A benchmark run
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """TGI's sampling flags. ``None`` means: do not send the parameter."""
+
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    typical_p: float | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    watermark: bool = False
+    do_sample: bool = False
+    top_n_tokens: int | None = None
+
+    def validate(self) -> "SamplingParams":
+        if self.temperature is not None:
+            parse_float("temperature", self.temperature, minimum=0.0, exclusive_minimum=True)
+        if self.top_k is not None:
+            parse_int("top_k", self.top_k, minimum=1)
+        for name in ("top_p", "typical_p"):
+            value = getattr(self, name)
+            if value is not None:
+                number = parse_float(name, value, minimum=0.0, maximum=1.0,
+                                     exclusive_minimum=True)
+                if number >= 1.0:
+                    raise ConfigError(name, f"{_label(name)} must be below 1, got {number:g}.")
+        if self.repetition_penalty is not None:
+            parse_float("repetition_penalty", self.repetition_penalty, minimum=0.0,
+                        exclusive_minimum=True)
+        if self.frequency_penalty is not None:
+            parse_float("frequency_penalty", self.frequency_penalty, minimum=-2.0, maximum=2.0)
+        if self.top_n_tokens is not None:
+            parse_int("top_n_tokens", self.top_n_tokens, minimum=1, maximum=10)
+        return self
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One benchmark run: what to send, to whom, in which pattern.
+
+    ``mode="rounds"`` mirrors TGI's tool: for each batch size, ``warmups`` then ``runs`` rounds,
+    each round sending ``batch size`` requests at once and waiting for all of them.
+    ``mode="concurrency"`` keeps ``batch size`` virtual users busy (each sends its next request
+    as soon as the last finished) for ``duration_s`` seconds or ``requests`` requests.
+    """
+
+    tokenizer_name: str
+    url: str = DEFAULT_URL
+    api: str = "tgi"
+    model: str | None = None
+    revision: str | None = None
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    sequence_length: int = 10
+    decode_length: int = 8
+    runs: int = 10
+    warmups: int = 1
+    mode: str = "rounds"
+    duration_s: float | None = None
+    requests: int | None = None
+    timeout_s: float = 120.0
+    seed: int | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    output_dir: str | None = None
+    # Set by the Space for endpoint runs: refuse configs that would send more requests.
+    max_total_requests: int | None = None
+
+    def validate(self) -> "RunConfig":
+        """Raise ``ConfigError`` for the first invalid field; return self when all is well."""
+        if not (self.tokenizer_name or "").strip():
+            raise ConfigError("tokenizer_name", "Tokenizer is empty: give a Hub id or a folder.")
+        check_url(self.url)
+        if self.api not in API_CHOICES:
+            raise ConfigError("api", f"API must be one of {', '.join(API_CHOICES)}; got {self.api!r}.")
+        if self.mode not in MODE_CHOICES:
+            raise ConfigError("mode", f"Load pattern must be one of {', '.join(MODE_CHOICES)}; "
+                                      f"got {self.mode!r}.")
+        parse_batch_sizes(list(self.batch_sizes))
+        parse_int("sequence_length", self.sequence_length, maximum=MAX_SEQUENCE_LENGTH)
+        parse_int("decode_length", self.decode_length, maximum=MAX_DECODE_LENGTH)
+        parse_int("runs", self.runs, maximum=MAX_RUNS)
+        parse_int("warmups", self.warmups, minimum=0, maximum=MAX_WARMUPS)
+        parse_float("timeout_s", self.timeout_s, minimum=0.0, maximum=24 * 3600,
+                    exclusive_minimum=True)
+        if self.seed is not None:
+            parse_int("seed", self.seed, minimum=0)
+        if self.mode == "concurrency":
+            if self.duration_s is None and self.requests is None:
+                raise ConfigError("duration_s", "The concurrency pattern needs a duration "
+                                                "(--duration) or a number of requests (--requests).")
+            if self.duration_s is not None:
+                parse_float("duration_s", self.duration_s, minimum=0.0, maximum=MAX_DURATION_S,
+                            exclusive_minimum=True)
+            if self.requests is not None:
+                parse_int("requests", self.requests, maximum=10_000_000)
+        self.sampling.validate()
+        if self.max_total_requests is not None:
+            total = self.planned_requests()
+            if total is None or total > self.max_total_requests:
+                shown = "an unbounded number of" if total is None else f"{total}"
+                raise ConfigError(
+                    "runs",
+                    f"This run would send {shown} requests; the limit here is "
+                    f"{self.max_total_requests}. Lower the batch sizes, runs or warmups.",
+                )
+        return self
+
+    def planned_requests(self) -> int | None:
+        """How many requests the run sends in all, or None when only a duration bounds it."""
+        if self.mode == "rounds":
+            return sum(b * (self.runs + self.warmups) for b in self.batch_sizes)
+        if self.requests is not None:
+            return self.requests * len(self.batch_sizes)
+        return None
+
+    def check_against_server(self, info: dict[str, Any]) -> None:
+        """Refuse lengths the server would reject (TGI answers 422 for each request)."""
+        max_input = info.get("max_input_tokens") or info.get("max_input_length")
+        max_total = info.get("max_total_tokens")
+        if max_input and self.sequence_length > max_input:
+            raise ServerLimitError(
+                f"Sequence length {self.sequence_length} is longer than the server accepts "
+                f"(max_input_tokens = {max_input}). Lower the sequence length or restart the "
+                f"server with a larger --max-input-tokens."
+            )
+        if max_total and self.sequence_length + self.decode_length > max_total:
+            raise ServerLimitError(
+                f"Sequence length + decode length = {self.sequence_length + self.decode_length} "
+                f"is more than the server allows (max_total_tokens = {max_total}). Lower one of "
+                f"them or restart the server with a larger --max-total-tokens."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["batch_sizes"] = list(self.batch_sizes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["sampling"] = SamplingParams(**{
+            k: v for k, v in (data.get("sampling") or {}).items()
+            if k in {f.name for f in dataclasses.fields(SamplingParams)}
+        })
+        values["batch_sizes"] = tuple(values.get("batch_sizes") or DEFAULT_BATCH_SIZES)
+        return cls(**values)
+
+
+# ---------------------------------------------------------------------------------------------
+# The TGI server to launch
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What ``text-generation-launcher`` is started with; field names are TGI's flag names."""
+
+    model_id: str
+    revision: str | None = None
+    quantize: str | None = None
+    dtype: str | None = None
+    num_shard: int | None = None
+    max_input_tokens: int | None = None
+    max_total_tokens: int | None = None
+    max_batch_size: int | None = None
+    max_batch_prefill_tokens: int | None = None
+    max_concurrent_requests: int | None = None
+    trust_remote_code: bool = False
+    port: int = DEFAULT_SERVER_PORT
+    hostname: str = DEFAULT_SERVER_HOST
+
+    def validate(self, *, allow_trust_remote_code: bool = False) -> "ServerSettings":
+        check_model_id(self.model_id)
+        if self.quantize is not None and self.quantize not in QUANTIZE_CHOICES:
+            raise ConfigError("quantize", f"Quantization must be one of {', '.join(QUANTIZE_CHOICES)}"
+                                          f" (or none); got {self.quantize!r}.")
+        if self.dtype is not None and self.dtype not in DTYPE_CHOICES:
+            raise ConfigError("dtype", f"Data type must be one of {', '.join(DTYPE_CHOICES)}; "
+                                       f"got {self.dtype!r}.")
+        if self.quantize and self.dtype:
+            raise ConfigError("dtype", "Choose either a quantization or a data type, not both: "
+                                       "TGI refuses --dtype together with --quantize.")
+        limits = {"num_shard": 64, "max_input_tokens": MAX_SEQUENCE_LENGTH,
+                  "max_total_tokens": MAX_SEQUENCE_LENGTH + MAX_DECODE_LENGTH,
+                  "max_batch_size": 100_000, "max_batch_prefill_tokens": 10_000_000,
+                  "max_concurrent_requests": 100_000}
+        for name, maximum in limits.items():
+            value = getattr(self, name)
+            if value is not None:
+                parse_int(name, value, minimum=1, maximum=maximum)
+        if (self.max_input_tokens is not None and self.max_total_tokens is not None
+                and self.max_input_tokens >= self.max_total_tokens):
+            raise ConfigError("max_input_tokens",
+                              f"Max input tokens ({self.max_input_tokens}) must be less than max "
+                              f"total tokens ({self.max_total_tokens}), which also count the "
+                              f"generated tokens.")
+        if (self.max_batch_prefill_tokens is not None and self.max_input_tokens is not None
+                and self.max_batch_prefill_tokens < self.max_input_tokens):
+            raise ConfigError("max_batch_prefill_tokens",
+                              f"Max batch prefill tokens ({self.max_batch_prefill_tokens}) must be "
+                              f"at least max input tokens ({self.max_input_tokens}).")
+        if self.trust_remote_code and not allow_trust_remote_code:
+            raise ConfigError("trust_remote_code",
+                              "Running code from the model repository is turned off here. The "
+                              "owner can allow it with ALLOW_TRUST_REMOTE_CODE=1.")
+        parse_int("port", self.port, minimum=1, maximum=65535)
+        if not re.fullmatch(r"[A-Za-z0-9.:\-\[\]]+", self.hostname or ""):
+            raise ConfigError("hostname", f"Hostname {self.hostname!r} is not a valid host name.")
+        return self
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.hostname in ("0.0.0.0", "::") else self.hostname
+        return f"http://{host}:{self.port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ServerSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

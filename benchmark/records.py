@@ -1,0 +1,116 @@
+"""What one measured request looks like: raw monotonic stamps, and what the server reported.
+
+Every client (TGI native, OpenAI chat, OpenAI completions) fills the same ``RequestRecord``.
+Stamps are ``time.perf_counter_ns()`` values (CLOCK_MONOTONIC on Linux, shared by all processes
+of the machine), taken when bytes arrive and before any JSON is parsed. Derived numbers are
+properties with their unit in the name. A failed request is a record with ``error`` set, never a
+dropped row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+NS_PER_MS = 1_000_000
+
+
+@dataclass
+class RequestRecord:
+    """One request of a run.
+
+    step:      the batch size (rounds) or number of virtual users (concurrency) it belonged to
+    run:       round index (rounds; warm-up rounds are numbered separately) or user index
+    request:   index within the round (rounds) or sequence number of that user (concurrency)
+    warmup:    True for warm-up requests (kept in memory, excluded from files and statistics)
+    scheduled_ns: when the load pattern wanted it to go
+    sent_ns:   when its bytes were handed to the socket
+    token_ns:  arrival stamp of every token-carrying event (one per SSE event; an event may
+               carry several tokens on OpenAI streams)
+    end_ns:    when the response ended (last byte, error or timeout)
+    input_tokens / output_tokens: as the server reported them (None when it did not say)
+    requested_output_tokens: the max_new_tokens / max_tokens that was asked
+    finish_reason: "length", "eos_token", "stop_sequence", "stop", ... as reported
+    status:    HTTP status (None when no response came)
+    error:     None for a success, else a short sentence ("timeout after 60 s", "HTTP 422: ...")
+    error_kind: None, "http", "stream", "timeout", "connection", "cancelled"
+    request_id: the X-Request-Id header sent (lets a server trace be matched to this record)
+    """
+
+    step: int
+    run: int
+    request: int
+    warmup: bool = False
+    scheduled_ns: int = 0
+    sent_ns: int | None = None
+    token_ns: list[int] = field(default_factory=list)
+    end_ns: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    requested_output_tokens: int | None = None
+    finish_reason: str | None = None
+    status: int | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    request_id: str | None = None
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def first_token_ns(self) -> int | None:
+        return self.token_ns[0] if self.token_ns else None
+
+    @property
+    def dispatch_lag_ms(self) -> float | None:
+        """Time between when the request should have gone and when it went (client-side)."""
+        if self.sent_ns is None:
+            return None
+        return (self.sent_ns - self.scheduled_ns) / NS_PER_MS
+
+    @property
+    def ttft_ms(self) -> float | None:
+        """Time to first token, from the send (prefill latency over HTTP)."""
+        if self.sent_ns is None or not self.token_ns:
+            return None
+        return (self.token_ns[0] - self.sent_ns) / NS_PER_MS
+
+    @property
+    def e2e_ms(self) -> float | None:
+        """From the send to the end of the response."""
+        if self.sent_ns is None or self.end_ns is None:
+            return None
+        return (self.end_ns - self.sent_ns) / NS_PER_MS
+
+    @property
+    def decode_ms(self) -> float | None:
+        """From the first to the last token (decode total latency)."""
+        if len(self.token_ns) < 1:
+            return None
+        return (self.token_ns[-1] - self.token_ns[0]) / NS_PER_MS
+
+    @property
+    def token_latency_ms(self) -> float | None:
+        """Decode time per token: (last - first token) / (output tokens - 1)."""
+        tokens = self.output_tokens if self.output_tokens is not None else len(self.token_ns)
+        if tokens is None or tokens < 2 or len(self.token_ns) < 2:
+            return None
+        return (self.token_ns[-1] - self.token_ns[0]) / NS_PER_MS / (tokens - 1)
+
+    @property
+    def itl_ms(self) -> list[float]:
+        """Gaps between consecutive token events (inter-token latency)."""
+        stamps = self.token_ns
+        return [(b - a) / NS_PER_MS for a, b in zip(stamps, stamps[1:])]
+
+    # -- files -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RequestRecord":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
