@@ -80,3 +80,75 @@ def free_port() -> int:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+# ---------------------------------------------------------------------------------------------
+# The simulated TGI server as a subprocess (added by the simulator's owner)
+
+
+def _simulator_argv(flags: dict) -> list[str]:
+    argv = [sys.executable, "-m", "benchmark.simulator", "--port", "0"]
+    for name, value in flags.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+@pytest.fixture
+def simulator_process():
+    """Factory: ``url = simulator_process(max_batch_size=8, trace=path)`` starts
+    ``python -m benchmark.simulator --port 0 ...`` (keyword names are flag names with ``_``),
+    waits for its ``Simulated TGI listening on`` line and returns the URL. The processes are
+    stopped (SIGTERM, then kill) when the test ends. ``simulator_process.procs`` lists them."""
+    import subprocess
+    import threading
+    import time
+
+    procs: list[subprocess.Popen] = []
+
+    def start(timeout_s: float = 30.0, **flags) -> str:
+        proc = subprocess.Popen(
+            _simulator_argv(flags), cwd=str(ROOT), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, bufsize=1,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        procs.append(proc)
+        found: list[str] = []
+        lines: list[str] = []
+        ready = threading.Event()
+
+        def reader() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line.rstrip("\n"))
+                if line.startswith("Simulated TGI listening on "):
+                    found.append(line.split(" on ", 1)[1].strip())
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=reader, daemon=True).start()
+        deadline = time.perf_counter() + timeout_s
+        while not ready.wait(0.05):
+            if time.perf_counter() > deadline:
+                break
+        if not found:
+            proc.kill()
+            raise RuntimeError("simulator did not start:\n" + "\n".join(lines[-20:]))
+        proc.log_lines = lines  # type: ignore[attr-defined]
+        return found[0]
+
+    start.procs = procs  # type: ignore[attr-defined]
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
