@@ -1,0 +1,495 @@
+"""The Gradio app: a form, one Run button, progress, results, share links, history.
+
+    from benchmark.ui import create_app, launch_options
+    demo = create_app()                    # results under $RESULTS_DIR (default results/)
+    demo.launch(**launch_options(demo))
+
+The app adds no measurement logic. It validates the form with config.py (through ui_form),
+hands the run to the app-wide queue (runner.py: starts or reuses TGI with launcher.ServerManager,
+then runs the engine CLI in a child process), follows its progress stream, and shows the saved
+files with tables.py and charts.py (through ui_render). Who may run is access.py's decision.
+
+A link ``<page>?run=<id>`` opens a saved run read-only (also after a restart: runs are folders
+under the results directory); the "Saved runs" tab lists them and compares several on the same
+charts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import gradio as gr
+
+from . import access
+from .config import FIELD_LABELS
+from .errors import BenchmarkError, ConfigError, ResultFileError, redact
+from .results import RunResult, list_runs, new_run_id, run_dir
+from .runner import FINISHED, STARTING, Job, Runner
+from .ui_form import (
+    API_OPTIONS,
+    DEFAULTS,
+    DTYPE_OPTIONS,
+    EXAMPLE_MODEL_ID,
+    EXAMPLE_QUANTIZE,
+    FIELDS,
+    MODE_LABELS,
+    QUANTIZE_OPTIONS,
+    TARGET_ENDPOINT,
+    TARGET_LAUNCH,
+    build_plan,
+)
+from .ui_render import (
+    HISTORY_HEADERS,
+    ResultsView,
+    history_rows,
+    progress_html,
+    results_view,
+)
+
+MAX_FIGURES = 10
+POLL_S = 0.5
+
+INTRO = """# TGI Benchmark
+Measure how fast a model answers on [Text Generation Inference](https://github.com/huggingface/text-generation-inference):
+time to first token, time per token and tokens per second at each batch size, the same
+numbers as TGI's own benchmark tool, measured over HTTP. Pick a model (or paste the URL of a
+server that is already running), click **Run benchmark**, and read the charts below."""
+
+CSS = """
+.bench-progress progress { width: 55%; height: 0.9em; vertical-align: middle; }
+.bench-bar { display: flex; gap: 0.8em; align-items: center; margin: 0.15em 0; }
+.bench-bar-label { min-width: 9em; font-weight: 600; }
+.bench-error { border-left: 4px solid #d33; padding-left: 0.6em; }
+.bench-banner { border: 2px solid #e0a100; border-radius: 6px; padding: 0.4em 0.8em;
+                background: rgba(224, 161, 0, 0.08); }
+"""
+
+
+def _label(name: str) -> str:
+    return FIELD_LABELS.get(name, name.replace("_", " ").capitalize())
+
+
+def _error_markdown(exc: BenchmarkError) -> str:
+    message = redact(str(exc))
+    if isinstance(exc, ConfigError):
+        return f"❌ **{_label(exc.field)}:** {message}"
+    return f"❌ {message}"
+
+
+class _App:
+    """The page's components and its event handlers (methods, so each is testable)."""
+
+    def __init__(self, root: Path, env: Mapping[str, str], runner: Runner):
+        self.root = root
+        self.env = dict(env)
+        self.runner = runner
+        self.fields: dict[str, gr.components.Component] = {}
+        self.plots: list[gr.Plot] = []
+
+    # -- layout -----------------------------------------------------------------------------
+    def build(self) -> gr.Blocks:
+        with gr.Blocks(title="TGI Benchmark") as demo:
+            gr.Markdown(INTRO)
+            with gr.Row():
+                if access.oauth_enabled(self.env):
+                    gr.LoginButton(size="sm", scale=0, min_width=240)
+                self.access_md = gr.Markdown(elem_id="access-message")
+            self.readonly_md = gr.Markdown(visible=False, elem_id="readonly-message")
+            with gr.Column() as self.main_col:
+                with gr.Tabs():
+                    with gr.Tab("Run a benchmark", id="run"):
+                        self._form()
+                    with gr.Tab("Saved runs", id="history"):
+                        self._history()
+            self._results()
+            self.job_state = gr.State(None)
+            self._events(demo)
+        return demo
+
+    def _text(self, name: str, info: str | None = None, **kwargs: Any) -> gr.Textbox:
+        box = gr.Textbox(value=DEFAULTS[name], label=_label(name), info=info,
+                         elem_id=f"field-{name}", **kwargs)
+        self.fields[name] = box
+        return box
+
+    def _form(self) -> None:
+        f = self.fields
+        f["target"] = gr.Radio([TARGET_LAUNCH, TARGET_ENDPOINT], value=DEFAULTS["target"],
+                               label="What to benchmark", elem_id="field-target")
+        with gr.Group(visible=True) as self.launch_group:
+            with gr.Row():
+                self._text("model_id", "A Hugging Face model id (org/name) or a local folder.",
+                           placeholder=EXAMPLE_MODEL_ID, scale=4)
+                self.example_btn = gr.Button(f"Use the example: {EXAMPLE_MODEL_ID} (gptq)",
+                                             size="sm", scale=2, elem_id="example-button")
+            with gr.Row():
+                f["quantize"] = gr.Dropdown(list(QUANTIZE_OPTIONS), value=DEFAULTS["quantize"],
+                                            label=_label("quantize"), elem_id="field-quantize",
+                                            info="How the weights are compressed (gptq, awq, "
+                                                 "...), or none.")
+                self._text("max_input_tokens", "Longest prompt the server accepts. Empty: "
+                                               "TGI's default.")
+                self._text("max_total_tokens", "Prompt + generated tokens per request. Empty: "
+                                               "TGI's default.")
+                self._text("max_batch_size", "Most requests the server batches together. "
+                                             "Empty: TGI decides.")
+        with gr.Group(visible=False) as self.endpoint_group:
+            with gr.Row():
+                self._text("url", "An existing TGI or OpenAI-compatible server, e.g. "
+                                  "http://10.0.0.5:8080", placeholder="http://host:port")
+                self._text("tokenizer_name", "The model it serves (Hub id or folder), used to "
+                                             "build prompts of an exact length.")
+        gr.Markdown("#### The benchmark")
+        with gr.Row():
+            self._text("batch_sizes", "Several, separated by commas: 1,2,4,8")
+            self._text("sequence_length", "Prompt length, in tokens.")
+            self._text("decode_length", "Tokens to generate per request.")
+            self._text("runs", "Measured rounds per batch size.")
+            self._text("warmups", "Unmeasured rounds first.")
+        with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
+            with gr.Row():
+                f["api"] = gr.Dropdown(list(API_OPTIONS), value=DEFAULTS["api"],
+                                       label=_label("api"), elem_id="field-api",
+                                       info="tgi: /generate_stream; openai-*: /v1 routes.")
+                f["mode"] = gr.Radio(list(MODE_LABELS), value=DEFAULTS["mode"],
+                                     label=_label("mode"), elem_id="field-mode")
+                self._text("duration_s", "Concurrency pattern: seconds per batch size.")
+                self._text("requests", "Concurrency pattern: requests per batch size.")
+                self._text("timeout_s", "Give up on one request after this many seconds.")
+            with gr.Row():
+                for name in ("temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
+                             "frequency_penalty", "top_n_tokens"):
+                    self._text(name, "Empty: not sent.")
+            with gr.Row():
+                f["do_sample"] = gr.Checkbox(value=False, label="Sample (do_sample)",
+                                             elem_id="field-do_sample")
+                f["watermark"] = gr.Checkbox(value=False, label="Watermark",
+                                             elem_id="field-watermark")
+            with gr.Row():
+                f["dtype"] = gr.Dropdown(list(DTYPE_OPTIONS), value=DEFAULTS["dtype"],
+                                         label=_label("dtype"), elem_id="field-dtype")
+                self._text("num_shard", "Empty: all GPUs.")
+                self._text("max_batch_prefill_tokens", "Empty: TGI's default.")
+                self._text("max_concurrent_requests", "Empty: TGI's default (128).")
+        with gr.Row():
+            self.run_btn = gr.Button("Run benchmark", variant="primary", elem_id="run-button")
+            self.stop_btn = gr.Button("Stop", variant="stop", visible=False,
+                                      elem_id="stop-button")
+        self.form_error = gr.Markdown(elem_id="form-error", elem_classes=["bench-error"])
+        self.status_html = gr.HTML(elem_id="run-status")
+        self.server_log = gr.Textbox(label="Server log (last lines)", lines=8, max_lines=8,
+                                     interactive=False, visible=False, elem_id="server-log")
+
+    def _history(self) -> None:
+        gr.Markdown("Every run is saved with its id. Pick one to open it, or several to "
+                    "compare them on the same charts.")
+        self.history_table = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False,
+                                          elem_id="history-table", wrap=True)
+        with gr.Row():
+            self.history_pick = gr.Dropdown([], value=[], multiselect=True, label="Runs",
+                                            elem_id="history-pick", scale=4)
+            self.refresh_btn = gr.Button("Refresh", size="sm", scale=0)
+            self.open_btn = gr.Button("Open", size="sm", scale=0, elem_id="open-button")
+            self.compare_btn = gr.Button("Compare", size="sm", scale=0,
+                                         elem_id="compare-button")
+        self.history_msg = gr.Markdown(elem_id="history-message")
+
+    def _results(self) -> None:
+        with gr.Column(elem_id="results"):
+            self.banner = gr.Markdown(visible=False, elem_id="simulated-banner",
+                                      elem_classes=["bench-banner"])
+            self.title_md = gr.Markdown(elem_id="results-title")
+            self.share = gr.Textbox(label="Share link: opens these results read-only",
+                                    buttons=["copy"], interactive=False, visible=False,
+                                    elem_id="share-link")
+            self.headline = gr.Markdown(elem_id="headline")
+            self.calibration = gr.Markdown(elem_id="calibration")
+            with gr.Row():
+                with gr.Column():
+                    for i in range(0, MAX_FIGURES, 2):
+                        self.plots.append(gr.Plot(visible=False, elem_id=f"chart-{i}"))
+                with gr.Column():
+                    for i in range(1, MAX_FIGURES, 2):
+                        self.plots.append(gr.Plot(visible=False, elem_id=f"chart-{i}"))
+            self.plots.sort(key=lambda p: int(p.elem_id.split("-")[1]))
+            self.tables = gr.Markdown(elem_id="tables")
+            self.server_md = gr.Markdown(elem_id="server-info")
+            self.downloads = gr.File(label="Downloads: summary.csv, requests.csv, run.json",
+                                     file_count="multiple", interactive=False, visible=False,
+                                     elem_id="downloads")
+
+    @property
+    def result_outputs(self) -> list[Any]:
+        return [self.banner, self.title_md, self.share, self.headline, self.calibration,
+                *self.plots, self.tables, self.server_md, self.downloads]
+
+    @property
+    def history_outputs(self) -> list[Any]:
+        return [self.history_table, self.history_pick]
+
+    def _events(self, demo: gr.Blocks) -> None:
+        form = [self.fields[name] for name in FIELDS]
+        demo.load(self.on_load, inputs=None,
+                  outputs=[self.access_md, self.readonly_md, self.main_col, self.history_msg,
+                           *self.result_outputs, *self.history_outputs],
+                  api_name="load")
+        self.example_btn.click(self.use_example, None,
+                               [self.fields["model_id"], self.fields["quantize"],
+                                self.fields["target"]], api_name=False)
+        self.fields["target"].change(self.switch_target, [self.fields["target"]],
+                                     [self.launch_group, self.endpoint_group], api_name=False)
+        self.run_btn.click(
+            self.run, inputs=form,
+            outputs=[self.job_state, self.form_error, self.status_html, self.server_log,
+                     self.run_btn, self.stop_btn, *self.result_outputs, *self.history_outputs],
+            api_name="run", concurrency_limit=None, show_progress="hidden")
+        self.stop_btn.click(self.stop, [self.job_state], [self.form_error], api_name="stop",
+                            concurrency_limit=None)
+        self.refresh_btn.click(self.refresh_history, None, self.history_outputs,
+                               api_name="history")
+        self.open_btn.click(self.open_runs, [self.history_pick],
+                            [self.history_msg, *self.result_outputs], api_name="open")
+        self.compare_btn.click(self.compare_runs, [self.history_pick],
+                               [self.history_msg, *self.result_outputs], api_name="compare")
+
+    # -- rendering --------------------------------------------------------------------------
+    def show(self, view: ResultsView) -> dict[Any, Any]:
+        out: dict[Any, Any] = {
+            self.banner: gr.update(value=view.banner, visible=bool(view.banner)),
+            self.title_md: view.title,
+            self.share: gr.update(value=view.share_url, visible=bool(view.share_url)),
+            self.headline: view.headline,
+            self.calibration: view.calibration,
+            self.tables: view.tables,
+            self.server_md: view.server_info,
+            self.downloads: gr.update(value=view.downloads or None,
+                                      visible=bool(view.downloads)),
+        }
+        for i, plot in enumerate(self.plots):
+            if i < len(view.figures) and view.figures[i][1] is not None:
+                title, figure = view.figures[i]
+                out[plot] = gr.update(value=figure, label=title, visible=True)
+            else:
+                out[plot] = gr.update(value=None, visible=False)
+        return out
+
+    def share_url(self, request: gr.Request | None, run_id: str) -> str:
+        return page_url(request, self.env) + "?run=" + quote(run_id)
+
+    def load_run(self, run_id: str) -> tuple[RunResult, Path]:
+        folder = run_dir(self.root, run_id)
+        if not (folder / "run.json").is_file():
+            self._fetch_from_hub(run_id, folder)
+        return RunResult.load(folder), folder
+
+    def _fetch_from_hub(self, run_id: str, folder: Path) -> None:
+        """A shared run that is not on this disk (a Space restarted): try RESULTS_REPO."""
+        try:
+            from .hub import ResultsRepo
+        except ImportError:
+            return
+        repo = ResultsRepo.from_env(self.env)
+        if repo is None:
+            return
+        repo.download(run_id, folder)
+
+    def history_updates(self) -> dict[Any, Any]:
+        rows = list_runs(self.root)
+        ids = [r.run_id for r in rows]
+        return {self.history_table: gr.update(value=history_rows(rows) or None),
+                self.history_pick: gr.update(choices=ids)}
+
+    # -- events -----------------------------------------------------------------------------
+    def on_load(self, request: gr.Request, profile: gr.OAuthProfile | None) -> dict[Any, Any]:
+        rules = self._access(profile)
+        out: dict[Any, Any] = {self.access_md: rules.reason}
+        out.update(self.history_updates())
+        run_id = (request.query_params.get("run") if request is not None else None)
+        if run_id is None:
+            return out
+        try:
+            result, folder = self.load_run(run_id)
+        except BenchmarkError as exc:
+            out[self.readonly_md] = gr.update(
+                value=f"❌ This link does not open a saved run: {redact(str(exc))}",
+                visible=True)
+            return out
+        out[self.readonly_md] = gr.update(
+            value="**Shared results, read-only.** [Open the app](./) to run your own "
+                  "benchmark.", visible=True)
+        out[self.main_col] = gr.update(visible=False)
+        out.update(self.show(results_view([result], self.share_url(request, result.run_id),
+                                          folder)))
+        return out
+
+    def use_example(self) -> tuple[str, str, str]:
+        return EXAMPLE_MODEL_ID, EXAMPLE_QUANTIZE, TARGET_LAUNCH
+
+    def switch_target(self, target: str) -> tuple[Any, Any]:
+        endpoint = target == TARGET_ENDPOINT
+        return gr.update(visible=not endpoint), gr.update(visible=endpoint)
+
+    def _access(self, profile: Any) -> access.Access:
+        username = getattr(profile, "username", None) if profile is not None else None
+        return access.decide(self.env, username)
+
+    def run(self, request: gr.Request, profile: gr.OAuthProfile | None, *values: Any):
+        """Validate, queue, follow the run; yields page updates until it ends."""
+        form = dict(zip(FIELDS, values))
+        rules = self._access(profile)
+        endpoint = str(form.get("target") or "") == TARGET_ENDPOINT
+        if not rules.can_run or (endpoint and not rules.can_use_endpoint):
+            yield {self.form_error: f"🔒 {rules.reason}"}
+            return
+        try:
+            plan = build_plan(form, endpoint_request_cap=rules.request_cap(endpoint=endpoint),
+                              allow_trust_remote_code=access.allow_trust_remote_code(self.env))
+        except BenchmarkError as exc:
+            yield {self.form_error: _error_markdown(exc)}
+            return
+        model = plan.server.model_id if plan.server else plan.run.tokenizer_name
+        run_id = new_run_id(model)
+        try:
+            job = self.runner.submit(plan, run_id, after_finish=self._after_finish)
+        except BenchmarkError as exc:
+            yield {self.form_error: _error_markdown(exc)}
+            return
+        share = self.share_url(request, run_id)
+        first = {self.job_state: run_id, self.form_error: "",
+                 self.run_btn: gr.update(interactive=False),
+                 self.stop_btn: gr.update(visible=True, interactive=True)}
+        first.update(self.show(ResultsView(share_url=share)))
+        yield first
+        shown_version = -1
+        while True:
+            view = self.runner.view(job.run_id)
+            if view is None:
+                return
+            out: dict[Any, Any] = {self.status_html: progress_html(view)}
+            show_log = view.launches_server and (view.state == STARTING or
+                                                 (view.state in FINISHED and view.server_log
+                                                  and view.result_version == 0))
+            out[self.server_log] = gr.update(value="\n".join(view.server_log),
+                                             visible=bool(show_log))
+            if view.result_version != shown_version:
+                shown_version = view.result_version
+                out.update(self._partial(job, share))
+            if view.finished:
+                out.update({self.run_btn: gr.update(interactive=True),
+                            self.stop_btn: gr.update(visible=False)})
+                out.update(self.history_updates())
+                yield out
+                return
+            yield out
+            time.sleep(POLL_S)
+
+    def _partial(self, job: Job, share: str) -> dict[Any, Any]:
+        try:
+            result = RunResult.load(job.output_dir)
+        except ResultFileError:
+            return {}
+        return self.show(results_view([result], share, job.output_dir))
+
+    def _after_finish(self, job: Job) -> None:
+        """Record the launched server settings in the run, then upload it when configured."""
+        try:
+            result = RunResult.load(job.output_dir)
+        except ResultFileError:
+            return
+        if job.plan.server is not None and not result.server:
+            result.server = job.plan.server.to_dict()
+            result.save(job.output_dir)
+        try:
+            from .hub import ResultsRepo
+        except ImportError:
+            return
+        repo = ResultsRepo.from_env(self.env)
+        if repo is not None:
+            repo.upload(job.run_id, job.output_dir)
+
+    def stop(self, run_id: str | None) -> str:
+        if not run_id or not self.runner.cancel(run_id):
+            return "Nothing to stop: no benchmark of yours is running."
+        return "Stopping… the results measured so far are kept."
+
+    def refresh_history(self) -> dict[Any, Any]:
+        return self.history_updates()
+
+    def open_runs(self, run_ids: list[str] | None, request: gr.Request) -> dict[Any, Any]:
+        return self._show_runs((run_ids or [])[:1], request)
+
+    def compare_runs(self, run_ids: list[str] | None, request: gr.Request) -> dict[Any, Any]:
+        if len(run_ids or []) < 2:
+            return {self.history_msg: "Pick two or more runs to compare."}
+        return self._show_runs(list(run_ids or []), request)
+
+    def _show_runs(self, run_ids: list[str], request: gr.Request) -> dict[Any, Any]:
+        if not run_ids:
+            return {self.history_msg: "Pick a run first."}
+        results, folder = [], None
+        try:
+            for run_id in run_ids:
+                result, folder = self.load_run(run_id)
+                results.append(result)
+        except BenchmarkError as exc:
+            return {self.history_msg: f"❌ {redact(str(exc))}"}
+        share = self.share_url(request, results[0].run_id) if len(results) == 1 else ""
+        out = self.show(results_view(results, share, folder if len(results) == 1 else None))
+        out[self.history_msg] = ""
+        return out
+
+
+def page_url(request: Any, env: Mapping[str, str]) -> str:
+    """The page's address without its query: the Space's address, else what the browser used."""
+    space = access.space_url(env)
+    if space:
+        return space.rstrip("/") + "/"
+    headers = getattr(request, "headers", None) or {}
+    referer = headers.get("referer") or ""
+    host = headers.get("x-forwarded-host") or headers.get("host") or "127.0.0.1:7860"
+    if referer:
+        parts = urlsplit(referer)
+        if parts.scheme in ("http", "https") and parts.netloc == host:
+            return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", "", ""))
+    proto = headers.get("x-forwarded-proto") or "http"
+    return f"{proto}://{host}/"
+
+
+def _root_from(results_root: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
+    return Path(results_root or env.get("RESULTS_DIR") or "results").resolve()
+
+
+def create_app(results_root: str | os.PathLike[str] | None = None,
+               env: Mapping[str, str] | None = None) -> gr.Blocks:
+    """Build the app. ``results_root`` defaults to $RESULTS_DIR, then ``results``."""
+    environment = dict(os.environ if env is None else env)
+    root = _root_from(results_root, environment)
+    root.mkdir(parents=True, exist_ok=True)
+    runner = Runner(root, env=environment)
+    app = _App(root, environment, runner)
+    demo = app.build()
+    demo.tgi_bench = app  # type: ignore[attr-defined]  # launch_options and tests reach it
+    return demo
+
+
+def launch_options(demo: gr.Blocks, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Host, port and the files the page may serve (the results folder)."""
+    environment = dict(os.environ if env is None else env)
+    default_host = "0.0.0.0" if access.is_space(environment) else "127.0.0.1"
+    host = environment.get("GRADIO_SERVER_NAME") or default_host
+    if host not in ("0.0.0.0", "127.0.0.1"):
+        raise ConfigError("hostname", f"GRADIO_SERVER_NAME must be 0.0.0.0 or 127.0.0.1, "
+                                      f"got {host!r}.")
+    port_text = environment.get("GRADIO_SERVER_PORT") or "7860"
+    from .config import parse_int
+    port = parse_int("port", port_text, minimum=1, maximum=65535)
+    app: _App = demo.tgi_bench  # type: ignore[attr-defined]
+    return {"server_name": host, "server_port": port, "allowed_paths": [str(app.root)],
+            "css": CSS, "show_error": False, "footer_links": []}
+
+
+__all__ = ["create_app", "launch_options", "page_url", "CSS"]

@@ -1,0 +1,243 @@
+"""What the page shows for saved runs and for a run in progress: text and figures, no gradio.
+
+    view = results_view([RunResult.load(folder)], share_url="http://host/?run=...")
+    view.headline, view.tables, view.figures, view.downloads, view.banner, ...
+
+Numbers come from tables.py (headline, the three tables) and charts.py (figures); this module
+only arranges them, says when the server was simulated, and formats the progress of a run.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import redact
+from .results import RunResult, RunSummaryRow
+from .runner import COMPLETE, CANCELLED, FAILED, QUEUED, RUNNING, STARTING, JobView
+
+SIMULATED_BANNER = (
+    "⚠️ **SIMULATED SERVER.** These numbers come from the built-in TGI simulator, not from a "
+    "real model on a GPU: they show how the tool works, not how fast any model is."
+)
+SERVER_INFO_FIELDS = (
+    ("model_id", "Model"), ("model_sha", "Model revision"), ("version", "TGI version"),
+    ("router", "Router"), ("max_input_tokens", "Max input tokens"),
+    ("max_total_tokens", "Max total tokens"),
+    ("max_concurrent_requests", "Max concurrent requests"),
+    ("max_client_batch_size", "Max client batch size"), ("docker_label", "Docker label"),
+    ("sha", "TGI commit"),
+)
+DOWNLOAD_FILES = ("summary.csv", "requests.csv", "run.json")
+
+
+@dataclass
+class ResultsView:
+    """Everything the results area shows, ready to put into components."""
+
+    title: str = ""
+    banner: str = ""
+    headline: str = ""
+    calibration: str = ""
+    tables: str = ""
+    server_info: str = ""
+    figures: list[tuple[str, Any]] = field(default_factory=list)
+    downloads: list[str] = field(default_factory=list)
+    share_url: str = ""
+
+
+def results_view(results: list[RunResult], share_url: str = "",
+                 folder: Path | None = None) -> ResultsView:
+    """The results area for one run, or a comparison of several (same charts, one trace each)."""
+    from . import tables  # imported late: tables/charts may be heavy
+
+    if not results:
+        return ResultsView()
+    view = ResultsView(share_url=share_url)
+    view.figures = chart_figures(results)
+    if any(r.simulated for r in results):
+        view.banner = SIMULATED_BANNER
+    if len(results) == 1:
+        result = results[0]
+        view.title = run_title(result)
+        view.headline = _safe(lambda: tables.headline(result))
+        view.tables = _safe(lambda: tables.markdown_tables(result))
+        view.server_info = server_info_markdown(result)
+        view.calibration = calibration_markdown(result)
+        view.downloads = download_paths(folder) if folder is not None else []
+        return view
+    view.title = f"### Comparing {len(results)} runs\n" + "\n".join(
+        f"- `{r.run_id}`: {r.model}" + (" (simulated server)" if r.simulated else "")
+        for r in results)
+    view.headline = "\n\n".join(
+        f"**{r.model}** (`{r.run_id}`)\n\n{_safe(lambda r=r: tables.headline(r))}"
+        for r in results)
+    view.tables = "\n\n".join(
+        f"#### {r.model} (`{r.run_id}`)\n\n{_safe(lambda r=r: tables.markdown_tables(r))}"
+        for r in results)
+    view.server_info = "\n\n".join(server_info_markdown(r) for r in results)
+    return view
+
+
+def chart_figures(results: list[RunResult]) -> list[tuple[str, Any]]:
+    """(title, plotly figure) for every chart of charts.py, in its declared order."""
+    from . import charts
+
+    specs = getattr(charts, "CHARTS", None)
+    out: list[tuple[str, Any]] = []
+    for spec in specs or ():
+        title, function = _spec(spec)
+        try:
+            figure = function(results)
+        except Exception as exc:  # noqa: BLE001 - charts.py already guards; belt and braces
+            figure = None
+            title = f"{title} (could not draw: {type(exc).__name__})"
+        out.append((title, figure))
+    return out
+
+
+def _spec(spec: Any) -> tuple[str, Any]:
+    if isinstance(spec, tuple):
+        return str(spec[0]), spec[1]
+    title = getattr(spec, "title", None) or getattr(spec, "name", "Chart")
+    function = getattr(spec, "figure", None) or getattr(spec, "function", None) or spec
+    return str(title), function
+
+
+def _safe(make: Any) -> str:
+    try:
+        return str(make())
+    except Exception as exc:  # noqa: BLE001 - one broken part must not blank the page
+        return f"_This part could not be shown ({type(exc).__name__}: {redact(str(exc))})._"
+
+
+def run_title(result: RunResult) -> str:
+    status = {
+        "complete": "complete",
+        "running": "in progress (partial results)",
+        "cancelled": "stopped early: partial results",
+        "failed": "failed: partial results",
+    }.get(result.status, result.status)
+    lines = [f"### {result.model}", f"Run `{result.run_id}` · started {result.started_at} · "
+                                    f"**{status}**"]
+    if result.message:
+        lines.append(f"> {redact(result.message)}")
+    for warning in result.warnings:
+        lines.append(f"> ⚠️ {redact(warning)}")
+    return "\n\n".join(lines)
+
+
+def server_info_markdown(result: RunResult) -> str:
+    info = result.server_info or {}
+    rows = [(label, info[key]) for key, label in SERVER_INFO_FIELDS if info.get(key) is not None]
+    if not rows:
+        return "_The server did not report its /info._"
+    text = [f"**Server** (`/info` of `{result.config.url}`)", "", "| | |", "|---|---|"]
+    text += [f"| {label} | `{_cell(value)}` |" for label, value in rows]
+    if result.server:
+        launched = {k: v for k, v in result.server.items() if v not in (None, False, "")}
+        text += ["", "Launched with: " + ", ".join(f"`{k}={_cell(v)}`"
+                                                   for k, v in launched.items())]
+    return "\n".join(text)
+
+
+def calibration_markdown(result: RunResult) -> str:
+    """The client's own measurement error when the run carries a calibration (calibrate.py)."""
+    calibration = result.calibration
+    if not calibration:
+        return ""
+    verdict = calibration.get("verdict") or calibration.get("summary")
+    if verdict:
+        return f"**Measurement check:** {_cell(verdict)}"
+    parts = [f"{k} = {_cell(v)}" for k, v in calibration.items()
+             if isinstance(v, (int, float, str))]
+    return "**Measurement check:** " + ", ".join(parts) if parts else ""
+
+
+def download_paths(folder: Path | str) -> list[str]:
+    """summary.csv, requests.csv and run.json of a run folder (those that exist)."""
+    base = Path(folder)
+    return [str(base / name) for name in DOWNLOAD_FILES if (base / name).is_file()]
+
+
+def _cell(value: Any) -> str:
+    return redact(str(value)).replace("|", "\\|").replace("`", "'")
+
+
+# ---------------------------------------------------------------------------------------------
+# History
+
+
+HISTORY_HEADERS = ["Run id", "Model", "Started (UTC)", "Status", "Simulated", "Batch sizes",
+                   "Best decode throughput (tok/s)", "At batch size", "Requests", "Errors"]
+
+
+def history_rows(rows: list[RunSummaryRow]) -> list[list[Any]]:
+    return [[r.run_id, r.model, r.started_at[:19].replace("T", " "), r.status,
+             "yes" if r.simulated else "no", ",".join(str(b) for b in r.batch_sizes),
+             None if r.best_decode_throughput_tok_s is None
+             else round(r.best_decode_throughput_tok_s, 1),
+             r.best_batch_size, r.requests, r.errors] for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# A run in progress
+
+
+def progress_html(view: JobView | None, *, busy_with: str | None = None) -> str:
+    """Phase, queue place and one bar per batch size, as small self-contained HTML."""
+    if view is None:
+        return ""
+    esc = html.escape
+    parts: list[str] = []
+    if view.state == QUEUED:
+        place = view.queue_position
+        parts.append(f"<p><b>A benchmark is already running for another visitor.</b> Yours is "
+                     f"number {place} in the queue and starts automatically; keep this page "
+                     f"open.</p>")
+    elif view.state == STARTING:
+        parts.append(f"<p><b>Starting the server:</b> {esc(view.phase or 'starting')} "
+                     f"({view.elapsed_s:.0f} s). A large model can take many minutes to "
+                     f"download and warm up.</p>")
+    elif view.state == RUNNING:
+        parts.append(f"<p><b>Benchmark running</b> ({view.elapsed_s:.0f} s)."
+                     + (" Server: simulated." if view.simulated else "") + "</p>")
+    elif view.state == COMPLETE:
+        parts.append("<p><b>Benchmark complete.</b></p>")
+    elif view.state == CANCELLED:
+        parts.append(f"<p><b>Stopped.</b> {esc(view.message or '')}</p>")
+    elif view.state == FAILED:
+        parts.append(f"<p><b>The benchmark failed:</b> {esc(view.message or '')}</p>")
+    if view.steps:
+        total = len(view.steps)
+        done = sum(1 for p in view.progress if p.done)
+        parts.append(_bar("All batch sizes", done, total, f"{done} of {total} batch sizes"))
+        for p in view.progress:
+            if p.done:
+                parts.append(_bar(f"Batch size {p.step}", 1, 1, "done"))
+            elif p.requests_total or p.requests_done:
+                label = (f"{p.requests_done} of {p.requests_total} requests" if p.requests_total
+                         else f"{p.requests_done} requests")
+                parts.append(_bar(f"Batch size {p.step}", p.requests_done,
+                                  p.requests_total or 0, label))
+            elif p.rounds:
+                kind = "warm-up" if p.warmup else "run"
+                parts.append(_bar(f"Batch size {p.step}", 0 if p.warmup else p.rounds_done,
+                                  p.rounds, f"{kind} {p.rounds_done} of {p.rounds}"))
+            else:
+                waiting = "running" if view.current_step == p.step else "waiting"
+                parts.append(_bar(f"Batch size {p.step}", 0, 1, waiting))
+    for warning in view.warnings:
+        parts.append(f"<p>⚠️ {esc(warning)}</p>")
+    return "<div class='bench-progress'>" + "".join(parts) + "</div>"
+
+
+def _bar(label: str, value: int, maximum: int, text: str) -> str:
+    pct = 0 if maximum <= 0 else max(0, min(100, round(100 * value / maximum)))
+    esc = html.escape
+    return (f"<div class='bench-bar' data-label='{esc(label)}'>"
+            f"<span class='bench-bar-label'>{esc(label)}</span>"
+            f"<progress max='100' value='{pct}'></progress>"
+            f"<span class='bench-bar-text'>{esc(text)}</span></div>")
