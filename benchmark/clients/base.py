@@ -1,0 +1,195 @@
+"""The shared streaming core: send one request, stamp bytes as they arrive, fill a record.
+
+Every API client (``tgi.py``, ``openai.py``) only says how to build a body and how the data of
+one SSE event becomes tokens (a ``StreamDecoder``). Sending, stamping, timeouts and errors are
+written once, here:
+
+    client = TGIClient(base_url, sampling=..., decode_length=128, sequence_length=512)
+    async with open_session() as session:
+        body = client.body(prompt)                      # pre-serialised bytes
+        await client.send(session, body, record, timeout_s=60)
+
+Stamps are ``time.perf_counter_ns()``:
+- ``sent_ns`` when aiohttp hands the request's bytes to the socket (a trace hook), so the time
+  spent waiting for the event loop counts as dispatch lag, never as server latency;
+- one stamp per token-carrying SSE event, taken when the chunk holding it arrived, before any
+  JSON is parsed;
+- ``end_ns`` when the stream ended, failed or timed out.
+
+A failed request never raises: the record gets ``error`` (a sentence) and ``error_kind``
+(``"http"``, ``"stream"``, ``"timeout"``, ``"connection"``, ``"cancelled"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from abc import ABC, abstractmethod
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+from typing import Any, AsyncIterator
+
+import aiohttp
+
+from ..errors import redact
+from ..records import RequestRecord
+
+__all__ = ["StreamDecoder", "StreamClient", "open_session", "error_message"]
+
+_MAX_ERROR_CHARS = 300
+
+
+class StreamDecoder(ABC):
+    """Turns the data of SSE events into tokens on one record (one decoder per request)."""
+
+    def __init__(self, record: RequestRecord):
+        self.record = record
+
+    @abstractmethod
+    def on_event(self, data: str, arrived_ns: int) -> bool:
+        """Handle one event's data that arrived at ``arrived_ns``; True when the stream is over."""
+
+    def on_end(self) -> None:
+        """The stream closed; fill what the server did not say (default: nothing)."""
+
+    def fail(self, kind: str, message: str) -> None:
+        if self.record.error is None:
+            self.record.error = redact(message)[:_MAX_ERROR_CHARS]
+            self.record.error_kind = kind
+
+
+class StreamClient(ABC):
+    """One API: where to POST, what to send, how to read the stream."""
+
+    api: str = ""
+    path: str = ""
+
+    def __init__(self, base_url: str, *, headers: dict[str, str] | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + self.path
+        self.headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        self.headers.update(headers or {})
+
+    @abstractmethod
+    def payload(self, prompt: str) -> dict[str, Any]:
+        """The JSON body for ``prompt`` (as a dict)."""
+
+    @abstractmethod
+    def decoder(self, record: RequestRecord) -> StreamDecoder:
+        """A fresh decoder for one request."""
+
+    def body(self, prompt: str) -> bytes:
+        """The request body, serialised once before the load starts."""
+        return json.dumps(self.payload(prompt), separators=(",", ":")).encode()
+
+    async def send(self, session: aiohttp.ClientSession, body: bytes, record: RequestRecord,
+                   *, timeout_s: float) -> RequestRecord:
+        """POST ``body`` and fill ``record``; never raises except ``asyncio.CancelledError``."""
+        decoder = self.decoder(record)
+        headers = dict(self.headers)
+        if record.request_id:
+            headers["X-Request-Id"] = record.request_id
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._stream(session, body, headers, record, decoder)
+        except TimeoutError:
+            decoder.fail("timeout", f"timeout after {timeout_s:g} s")
+        except asyncio.CancelledError:
+            decoder.fail("cancelled", "cancelled before the response ended")
+            record.end_ns = record.end_ns or time.perf_counter_ns()
+            raise
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            decoder.fail("connection", f"connection error: {_describe(exc)}")
+        except aiohttp.ClientError as exc:
+            decoder.fail("connection", f"client error: {_describe(exc)}")
+        if record.end_ns is None:
+            record.end_ns = time.perf_counter_ns()
+        if record.sent_ns is None and record.error is None:
+            record.sent_ns = record.scheduled_ns
+        return record
+
+    async def _stream(self, session: aiohttp.ClientSession, body: bytes, headers: dict[str, str],
+                      record: RequestRecord, decoder: StreamDecoder) -> None:
+        from .sse import SSEParser  # local: keeps the import graph flat
+
+        context = SimpleNamespace(record=record)
+        async with session.post(self.url, data=body, headers=headers,
+                                trace_request_ctx=context) as response:
+            record.status = response.status
+            if response.status >= 400:
+                raw = await response.read()
+                record.end_ns = time.perf_counter_ns()
+                decoder.fail("http", f"HTTP {response.status}: {error_message(raw, response.reason)}")
+                return
+            parser = SSEParser()
+            done = False
+            while not done:
+                chunk = await response.content.readany()
+                arrived = time.perf_counter_ns()
+                if not chunk:
+                    for data in parser.close():
+                        if decoder.on_event(data, arrived):
+                            break
+                    record.end_ns = arrived
+                    break
+                for data in parser.feed(chunk):
+                    if decoder.on_event(data, arrived):
+                        done = True
+                        record.end_ns = arrived
+                        break
+            decoder.on_end()
+
+
+def error_message(raw: bytes, fallback: str | None = None) -> str:
+    """The server's own error sentence from a JSON error body, else the raw text (shortened)."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        inner = data.get("error", data.get("message", data.get("detail")))
+        if isinstance(inner, dict):
+            inner = inner.get("message") or json.dumps(inner)
+        if inner:
+            text = str(inner)
+    if not text:
+        text = fallback or "no message"
+    return redact(" ".join(text.split()))[:_MAX_ERROR_CHARS]
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+async def _on_chunk_sent(session: Any, context: SimpleNamespace, params: Any) -> None:
+    record = getattr(context.trace_request_ctx, "record", None)
+    if record is not None:
+        record.sent_ns = time.perf_counter_ns()
+
+
+def trace_config() -> aiohttp.TraceConfig:
+    """Stamps ``record.sent_ns`` when aiohttp writes the request bytes to the socket."""
+    config = aiohttp.TraceConfig()
+    config.on_request_chunk_sent.append(_on_chunk_sent)
+    return config
+
+
+@asynccontextmanager
+async def open_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """One session for a whole run: no connection limit, keep-alive, no total timeout."""
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300,
+                                     keepalive_timeout=60)
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+        trace_configs=[trace_config()],
+        auto_decompress=False,
+        read_bufsize=2**16,
+    )
+    try:
+        yield session
+    finally:
+        await session.close()

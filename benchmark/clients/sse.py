@@ -1,0 +1,88 @@
+"""Server-Sent Events, from raw bytes to the ``data`` payload of each event.
+
+    parser = SSEParser()
+    for chunk in chunks:                    # bytes as they arrive, cut anywhere
+        for data in parser.feed(chunk):     # the events this chunk completed
+            handle(data)
+    for data in parser.close():             # an event the stream ended without a blank line
+        handle(data)
+
+Rules (the parts of the SSE format that servers really use):
+- events end with a blank line: ``\\n\\n``, ``\\r\\n\\r\\n`` or ``\\r\\r``; a chunk may hold
+  several events, and an event may be cut across chunks (even inside a ``\\r\\n``);
+- ``data:`` is accepted with or without one space after the colon; several ``data`` lines of
+  one event are joined with ``\\n``;
+- lines starting with ``:`` are comments (keep-alives) and are ignored, as are ``event:``,
+  ``id:`` and ``retry:`` lines; an event without data yields nothing.
+
+The parser never parses JSON: the caller stamps the arrival time of the chunk first.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["SSEParser"]
+
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+class SSEParser:
+    """Incremental SSE parser: ``feed(bytes) -> list[str]`` of completed events' data."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """Add ``chunk`` and return the data of every event it completed (oldest first)."""
+        if not chunk:
+            return []
+        buffer = self._buffer + chunk
+        # A trailing "\r" may be the first half of "\r\n": wait for the next chunk.
+        keep_cr = buffer.endswith(b"\r")
+        text = buffer[:-1] if keep_cr else buffer
+        lines = _LINE_BREAK.split(text)
+        # The last element is an unterminated line (possibly empty): keep it for later.
+        pending = lines.pop()
+        events: list[str] = []
+        current: list[bytes] = []
+        consumed_upto = 0  # index in ``lines`` after the last complete event
+        for index, line in enumerate(lines):
+            if line == b"":
+                data = _event_data(current)
+                if data is not None:
+                    events.append(data)
+                current = []
+                consumed_upto = index + 1
+            else:
+                current.append(line)
+        # Keep the lines of the unfinished event (and the unterminated tail) for next time.
+        rest = lines[consumed_upto:]
+        self._buffer = b"".join(line + b"\n" for line in rest) + pending + (b"\r" if keep_cr else b"")
+        return events
+
+    def close(self) -> list[str]:
+        """The data of an event the stream ended without terminating (servers sometimes do)."""
+        buffer, self._buffer = self._buffer, b""
+        lines = [line for line in _LINE_BREAK.split(buffer) if line != b""]
+        data = _event_data(lines)
+        return [] if data is None else [data]
+
+
+def _event_data(lines: list[bytes]) -> str | None:
+    parts: list[bytes] = []
+    for line in lines:
+        if line.startswith(b":"):
+            continue
+        if line.startswith(b"data:"):
+            value = line[5:]
+            if value.startswith(b" "):
+                value = value[1:]
+            parts.append(value)
+        elif line == b"data":
+            parts.append(b"")
+    if not parts:
+        return None
+    return b"\n".join(parts).decode("utf-8", errors="replace")

@@ -1,0 +1,557 @@
+"""The engine: ``run(config) -> RunResult``, TGI's benchmark over HTTP.
+
+    from benchmark.engine import run
+    result = run(config, on_progress=print)         # blocks; returns the finished RunResult
+    result.status                                   # "complete", "cancelled" or "failed"
+
+What ``run`` does, in order:
+1. ``config.validate()``; ``GET /health`` and ``GET /info`` (httpx) so that a wrong URL, a server
+   still loading or lengths above the server's limits are refused before any load is sent
+   (``ServerUnreachable``, ``ServerError``, ``ServerLimitError``, ``ConfigError``);
+2. loads the tokenizer (``TokenizerError``) and, step by step, builds prompts of exactly
+   ``sequence_length`` tokens and pre-serialises every request body;
+3. runs the load pattern of every step (``load.py``) with the streaming clients (``clients/``)
+   on one ``aiohttp`` session without a connection limit, connections opened before a step;
+4. saves ``run.json``, ``summary.csv`` and ``requests.csv`` at the start and after every step,
+   and once more at the end, then returns the result.
+
+Progress goes to ``on_progress(event: dict)`` (the events of ``progress.py``). Setting ``cancel``
+(a ``threading.Event``), or SIGINT / SIGTERM when ``run`` is called on the main thread, stops
+the load: requests in flight are recorded as cancelled, files are saved with status
+"cancelled". A server that stops answering mid-run ends the run with status "failed" and a
+message; what was measured is kept in both cases. Failed requests (HTTP errors, timeouts,
+broken streams) are records with ``error`` set, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+
+from . import results
+from .clients import StreamClient, make_client, open_session
+from .clients.openai import UNSENT_SAMPLING
+from .config import RunConfig
+from .errors import BenchmarkError, ConfigError, ServerError, ServerUnreachable, redact
+from .load import Concurrency, Rounds, Slot
+from .prompts import PromptSet, build_prompts, load_tokenizer
+from .records import RequestRecord
+from .results import RunResult
+
+__all__ = ["run", "probe_server", "ServerProbe", "ProgressCallback"]
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+CONTROL_TIMEOUT_S = 10.0
+CANCEL_POLL_S = 0.05
+PROGRESS_EVERY_S = 0.25
+# Concurrency mode without a request count: the prompt pool is cycled (prompts are re-used).
+PROMPT_POOL_MAX = 512
+MAX_ERROR_WARNINGS = 5
+
+
+# ---------------------------------------------------------------------------------------------
+# Before the load: is there a server, what is it, what does it accept?
+
+
+@dataclass(frozen=True)
+class ServerProbe:
+    """What ``/health``, ``/info`` (and ``/v1/models`` on OpenAI APIs) said."""
+
+    info: dict[str, Any]
+    simulated: bool
+    model: str | None
+
+
+def _unreachable(url: str, reason: str) -> ServerUnreachable:
+    return ServerUnreachable(
+        url,
+        f"Nothing answers at {url} ({reason}). Start a server there (for a quick try, a "
+        f"simulated one: python -m benchmark.simulator --port 3000) or pass the right --url.",
+    )
+
+
+def probe_server(config: RunConfig, *, timeout_s: float = CONTROL_TIMEOUT_S) -> ServerProbe:
+    """Check that the server at ``config.url`` is up and read its ``/info``; raise if not."""
+    url = config.url
+    tgi = config.api == "tgi"
+    try:
+        with httpx.Client(base_url=url, timeout=timeout_s, follow_redirects=True) as http:
+            health = http.get("/health")
+            if health.status_code == 503:
+                raise ServerError(
+                    f"The server at {url} is not ready yet (/health answered 503). Wait until "
+                    f"it has loaded the model, then run the benchmark again.")
+            if tgi and health.status_code != 200:
+                raise ServerError(
+                    f"{url}/health answered HTTP {health.status_code}: this does not look like "
+                    f"a TGI server. For an OpenAI-compatible server pass --api openai-chat or "
+                    f"--api openai-completions.")
+            info_response = http.get("/info")
+            info = _json_dict(info_response) if info_response.status_code == 200 else None
+            if tgi and info is None:
+                raise ServerError(
+                    f"{url}/info did not answer with TGI's server description (HTTP "
+                    f"{info_response.status_code}). Check the URL, or pass --api openai-chat "
+                    f"for an OpenAI-compatible server.")
+            info = info or {}
+            model = config.model
+            if not tgi and not model:
+                models = http.get("/v1/models")
+                listed = _json_dict(models) if models.status_code == 200 else None
+                data = (listed or {}).get("data") or []
+                if data and isinstance(data[0], dict) and data[0].get("id"):
+                    model = str(data[0]["id"])
+                elif info.get("model_id"):
+                    model = str(info["model_id"])
+                else:
+                    raise ConfigError("model", f"{url} did not say which model it serves: "
+                                               f"give it with --model.")
+    except httpx.TimeoutException:
+        raise _unreachable(url, f"no answer within {timeout_s:g} s") from None
+    except httpx.HTTPError as exc:
+        raise _unreachable(url, redact(" ".join(str(exc).split())) or type(exc).__name__) \
+            from None
+    return ServerProbe(info=info, simulated=info.get("simulated") is True, model=model)
+
+
+def _json_dict(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+async def _server_answers(url: str, timeout_s: float = 5.0) -> str | None:
+    """None when ``url`` still answers ``/health``; else why not (a short phrase)."""
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as http:
+            await http.get("/health")
+    except httpx.TimeoutException:
+        return f"no answer within {timeout_s:g} s"
+    except httpx.HTTPError as exc:
+        return redact(" ".join(str(exc).split())) or type(exc).__name__
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals
+
+
+@contextlib.contextmanager
+def _signals_set(cancel: threading.Event) -> Iterator[None]:
+    """SIGINT / SIGTERM set ``cancel`` (main thread only); a second SIGINT interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if cancel.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        cancel.set()
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+class _RunStopped(Exception):
+    """The run cannot go on (server gone, every request refused); str() says why."""
+
+
+class _Cancelled(Exception):
+    """The user asked to stop (cancel event, SIGINT, SIGTERM)."""
+
+
+@dataclass
+class _Step:
+    """What one step needs while it runs."""
+
+    size: int
+    index: int
+    bodies: list[bytes]
+    records: list[RequestRecord] = field(default_factory=list)
+    warmups: list[RequestRecord] = field(default_factory=list)
+
+
+def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None, server: dict[str, Any] | None = None,
+        ) -> RunResult:
+    """Run the benchmark described by ``config`` and return its result (see module docstring).
+
+    Raises a ``BenchmarkError`` when the run cannot start (bad config, no server, server limits,
+    tokenizer); once it has started, failures end up in ``result.status`` / ``result.message``.
+    """
+    config = config.validate()
+    cancel = cancel if cancel is not None else threading.Event()
+    with _signals_set(cancel):
+        return _Engine(config, on_progress, cancel, server).execute()
+
+
+class _Engine:
+    def __init__(self, config: RunConfig, on_progress: ProgressCallback | None,
+                 cancel: threading.Event, server: dict[str, Any] | None):
+        self.config = config
+        self.on_progress = on_progress
+        self.cancel = cancel
+        self.server = server
+        self.warned: set[str] = set()
+        self.error_warnings = 0
+        self.result: RunResult | None = None
+        self.folder: Path | None = None
+        self.client: StreamClient | None = None
+        self.tokenizer: Any = None
+        self._alive_lock: asyncio.Lock | None = None
+        self._dead: str | None = None
+        self._current: _Step | None = None
+        self._last_progress = 0.0
+
+    # -- progress ----------------------------------------------------------------------------
+    def emit(self, event: dict[str, Any]) -> None:
+        if self.on_progress is None:
+            return
+        try:
+            self.on_progress(event)
+        except (BrokenPipeError, ValueError):  # a reader that went away must not stop the run
+            self.on_progress = None
+
+    def warn(self, message: str, key: str | None = None) -> None:
+        key = key or message
+        if key in self.warned:
+            return
+        self.warned.add(key)
+        message = redact(message)
+        if self.result is not None:
+            self.result.warnings.append(message)
+        self.emit({"event": "warning", "message": message})
+
+    # -- the whole run -------------------------------------------------------------------------
+    def execute(self) -> RunResult:
+        config = self.config
+        probe = probe_server(config)
+        config.check_against_server(probe.info)
+        self._check_cancel_before_start()
+        self.tokenizer = load_tokenizer(config.tokenizer_name, config.revision)
+        self._check_cancel_before_start()
+        self.client = make_client(config, model=probe.model)
+
+        model = str(probe.info.get("model_id") or probe.model or config.tokenizer_name)
+        folder = Path(config.output_dir) if config.output_dir else results.default_output_dir(model)
+        try:
+            run_id = results.check_run_id(folder.name)
+        except BenchmarkError:
+            run_id = results.new_run_id(model)
+        self.folder = folder
+        self.result = RunResult(run_id=run_id, config=config, server_info=probe.info,
+                                simulated=probe.simulated, server=self.server)
+        self._save()
+        self.emit({"event": "start", "run_id": run_id, "output_dir": str(folder),
+                   "steps": list(config.batch_sizes),
+                   "planned_requests": config.planned_requests(),
+                   "simulated": probe.simulated})
+        if config.api != "tgi":
+            unsent = [n for n in UNSENT_SAMPLING if getattr(config.sampling, n) not in (None, False)]
+            if unsent:
+                self.warn(f"The OpenAI API has no {', '.join(unsent)}: these settings were not "
+                          f"sent (use --api tgi to send them).")
+
+        status, message = "complete", None
+        try:
+            self._run_loop()
+        except _Cancelled:
+            status = "cancelled"
+            message = (f"Stopped before the end; the files hold the "
+                       f"{self._measured_count()} requests measured until then.")
+        except KeyboardInterrupt:
+            status = "cancelled"
+            message = (f"Interrupted; the files hold the {self._measured_count()} requests "
+                       f"measured until then.")
+        except _RunStopped as exc:
+            status, message = "failed", str(exc)
+        except BaseException as exc:
+            self._finish("failed", f"The benchmark stopped on an unexpected error: "
+                                   f"{type(exc).__name__}: {exc}")
+            raise
+        self._finish(status, message)
+        return self.result
+
+    def _check_cancel_before_start(self) -> None:
+        if self.cancel.is_set():
+            raise KeyboardInterrupt
+
+    def _measured_count(self) -> int:
+        assert self.result is not None
+        return sum(1 for r in self.result.records if r.error_kind != "cancelled")
+
+    def _save(self) -> None:
+        assert self.result is not None and self.folder is not None
+        self.result.save(self.folder)
+
+    def _finish(self, status: str, message: str | None) -> None:
+        assert self.result is not None
+        self.result.status = status
+        self.result.message = redact(message) if message else None
+        self.result.ended_at = results.now_iso()
+        self._save()
+        self.emit({"event": "done", "status": status, "message": self.result.message,
+                   "output_dir": str(self.folder)})
+
+    def _run_loop(self) -> None:
+        try:
+            import uvloop  # noqa: F401  (optional: a faster event loop, less client overhead)
+            factory: Any = uvloop.new_event_loop
+        except ImportError:  # pragma: no cover - uvloop is in requirements
+            factory = None
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(self._all_steps())
+
+    # -- steps ---------------------------------------------------------------------------------
+    async def _all_steps(self) -> None:
+        self._alive_lock = asyncio.Lock()
+        main = asyncio.current_task()
+        assert main is not None
+        watcher = asyncio.create_task(self._watch_cancel(main))
+        try:
+            async with open_session() as session:
+                sizes = self.config.batch_sizes
+                for index, size in enumerate(sizes, start=1):
+                    if self.cancel.is_set():
+                        raise _Cancelled
+                    self.emit({"event": "step_start", "step": size, "index": index,
+                               "of": len(sizes)})
+                    step = _Step(size=size, index=index, bodies=self._bodies(size))
+                    self._current = step
+                    try:
+                        if self.config.mode == "rounds":
+                            await self._rounds(session, step)
+                        else:
+                            await self._concurrency(session, step)
+                    finally:
+                        self._keep(step)
+                    self._step_warnings(step)
+                    self._save()
+                    self.emit({"event": "step_done", "step": size})
+                    self._stop_if_all_refused(step)
+        except asyncio.CancelledError:
+            if self.cancel.is_set():
+                raise _Cancelled from None
+            raise
+        finally:
+            watcher.cancel()
+
+    async def _watch_cancel(self, main: asyncio.Task[Any]) -> None:
+        while not self.cancel.is_set():
+            await asyncio.sleep(CANCEL_POLL_S)
+        main.cancel()
+
+    def _keep(self, step: _Step) -> None:
+        """Move a step's measured records into the result (once, even when interrupted)."""
+        assert self.result is not None
+        if step.records:
+            self.result.records.extend(step.records)
+            step.records = []
+
+    def _bodies(self, size: int) -> list[bytes]:
+        config = self.config
+        assert self.client is not None
+        if config.mode == "rounds":
+            count = size * (config.runs + config.warmups)
+        elif config.requests is not None:
+            count = min(config.requests, PROMPT_POOL_MAX * 8)
+        else:
+            count = min(max(size * 8, 64), PROMPT_POOL_MAX)
+        seed = (config.seed or 0) * 1_000_003 + size
+        prompts = build_prompts(self.tokenizer, length=config.sequence_length, count=count,
+                                api=config.api, seed=seed)
+        self._prompt_warning(prompts)
+        return [self.client.body(text) for text in prompts.texts]
+
+    def _prompt_warning(self, prompts: PromptSet) -> None:
+        if prompts.exact:
+            return
+        other = sorted({c for c in prompts.token_counts if c != prompts.length})
+        self.warn(f"The tokenizer could not build prompts of exactly {prompts.length} tokens "
+                  f"for this API: some are {', '.join(map(str, other[:5]))} tokens long. "
+                  f"The files show the length the server reported.", key="prompt-length")
+
+    def _record(self, slot: Slot) -> RequestRecord:
+        assert self.result is not None
+        run = f"w{slot.run}" if slot.warmup else str(slot.run)
+        return RequestRecord(step=slot.step, run=slot.run, request=slot.request,
+                             warmup=slot.warmup,
+                             requested_output_tokens=self.config.decode_length,
+                             request_id=f"{self.result.run_id}-{slot.step}-{run}-{slot.request}")
+
+    async def _open_connections(self, session: Any, count: int) -> None:
+        """Open ``count`` keep-alive connections (small GETs at once) before the load starts."""
+        url = self.config.url + "/health"
+
+        async def one() -> None:
+            async with session.get(url) as response:
+                await response.read()
+
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CONTROL_TIMEOUT_S):
+                await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+
+    async def _send(self, session: Any, body: bytes, record: RequestRecord) -> None:
+        assert self.client is not None
+        await self.client.send(session, body, record, timeout_s=self.config.timeout_s)
+
+    async def _rounds(self, session: Any, step: _Step) -> None:
+        config = self.config
+        pattern = Rounds(step.size, config.runs, config.warmups)
+        await self._open_connections(session, step.size)
+        position = 0
+        for round_ in pattern.rounds():
+            records = [self._record(slot) for slot in round_.slots]
+            (step.warmups if round_.warmup else step.records).extend(records)
+            bodies = step.bodies[position:position + len(records)]
+            position += len(records)
+            now = time.perf_counter_ns()
+            for record in records:
+                record.scheduled_ns = now
+            await asyncio.gather(*(self._send(session, b, r) for b, r in zip(bodies, records)))
+            errors = sum(1 for r in records if not r.ok)
+            self.emit({"event": "round_done", "step": step.size, "run": round_.run,
+                       "runs": config.warmups if round_.warmup else config.runs,
+                       "warmup": round_.warmup, "errors": errors})
+            if round_.warmup and errors:
+                self._error_warning(records, warmup=True)
+            await self._check_alive(records, step)
+
+    async def _concurrency(self, session: Any, step: _Step) -> None:
+        config = self.config
+        pattern = Concurrency(step.size, duration_s=config.duration_s, requests=config.requests)
+        await self._open_connections(session, step.size)
+        done = 0
+        started = time.perf_counter_ns()
+        pattern.start(started)
+
+        async def user(index: int) -> None:
+            nonlocal done
+            while True:
+                now = time.perf_counter_ns()
+                slot = pattern.next_slot(index, now)
+                if slot is None:
+                    return
+                record = self._record(slot)
+                record.scheduled_ns = now
+                step.records.append(record)
+                body = step.bodies[(pattern.issued - 1) % len(step.bodies)]
+                await self._send(session, body, record)
+                done += 1
+                self._requests_progress(step, done, pattern.total, started)
+                if record.error_kind in ("connection", "stream"):
+                    await self._check_alive([record], step)
+
+        await asyncio.gather(*(user(i) for i in range(step.size)))
+        self._requests_progress(step, done, pattern.total, started, force=True)
+
+    def _requests_progress(self, step: _Step, done: int, total: int | None, started: int,
+                           force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        self.emit({"event": "requests_done", "step": step.size, "done": done, "total": total,
+                   "elapsed_s": round((time.perf_counter_ns() - started) / 1e9, 3)})
+
+    async def _check_alive(self, records: list[RequestRecord], step: _Step) -> None:
+        """After broken connections, stop the run if the server no longer answers."""
+        if self._dead is not None:
+            raise _RunStopped(self._dead)
+        if not any(r.error_kind in ("connection", "stream") for r in records):
+            return
+        assert self._alive_lock is not None
+        async with self._alive_lock:
+            if self._dead is None:
+                reason = await _server_answers(self.config.url)
+                if reason is not None:
+                    failed = next(r for r in records if r.error_kind in ("connection", "stream"))
+                    self._dead = (
+                        f"The server at {self.config.url} stopped answering during batch size "
+                        f"{step.size} ({failed.error}; /health: {reason}). The files hold the "
+                        f"{self._measured_count() + len(step.records)} requests measured until "
+                        f"then; restart the server and run again.")
+        if self._dead is not None:
+            raise _RunStopped(self._dead)
+
+    # -- after a step --------------------------------------------------------------------------
+    def _step_warnings(self, step: _Step) -> None:
+        assert self.result is not None
+        config = self.config
+        records = [r for r in self.result.records if r.step == step.size and not r.warmup]
+        ok = [r for r in records if r.ok]
+        expected = config.sequence_length
+        mismatched = [r for r in ok if r.input_tokens is not None and r.input_tokens != expected]
+        if mismatched:
+            seen = sorted({r.input_tokens for r in mismatched})  # type: ignore[type-var]
+            self.warn(f"The server counted {', '.join(map(str, seen[:5]))} prompt tokens instead "
+                      f"of the {expected} asked ({len(mismatched)} of {len(ok)} requests at batch "
+                      f"size {step.size}). Prefill throughput uses the server's count.",
+                      key="input-length")
+        if ok and all(r.input_tokens is None for r in ok):
+            self.warn(f"The server did not report prompt token counts: prefill throughput assumes "
+                      f"the {expected} tokens the prompts were built with.", key="input-unknown")
+        if ok and all(r.output_tokens is None for r in ok):
+            self.warn("The server did not report output token counts: tokens are counted from "
+                      "stream events, which undercounts when an event carries several tokens.",
+                      key="output-unknown")
+        short = [r for r in ok
+                 if (r.output_tokens if r.output_tokens is not None else len(r.token_ns))
+                 < config.decode_length]
+        if short:
+            self.warn(f"Outputs were shorter than asked: {len(short)} of {len(ok)} requests at "
+                      f"batch size {step.size} stopped before {config.decode_length} tokens "
+                      f"(finish reason: {short[0].finish_reason or 'not given'}). Throughput and "
+                      f"token latency count only the tokens that really came.",
+                      key="short-outputs")
+        failed = [r for r in records if not r.ok and r.error_kind != "cancelled"]
+        if failed:
+            self._error_warning(failed, warmup=False, total=len(records))
+
+    def _error_warning(self, failed: list[RequestRecord], *, warmup: bool,
+                       total: int | None = None) -> None:
+        failed = [r for r in failed if not r.ok and r.error_kind != "cancelled"]
+        if not failed or self.error_warnings >= MAX_ERROR_WARNINGS:
+            return
+        first = failed[0]
+        key = f"error:{first.error_kind}:{(first.error or '')[:60]}"
+        if key in self.warned:
+            return
+        self.error_warnings += 1
+        where = "a warm-up round" if warmup else "measured requests"
+        count = f"{len(failed)} of {total}" if total else f"{len(failed)}"
+        self.warn(f"{count} {where} at batch size {first.step} failed: {first.error}", key=key)
+
+    def _stop_if_all_refused(self, step: _Step) -> None:
+        """Every request of a step refused by the server (HTTP 4xx): stop instead of repeating."""
+        assert self.result is not None
+        records = [r for r in self.result.records if r.step == step.size] + step.warmups
+        if not records or any(r.ok for r in records):
+            return
+        refused = [r for r in records if r.error_kind == "http" and r.status is not None
+                   and 400 <= r.status < 500 and r.status != 429]
+        if len(refused) == len(records):
+            raise _RunStopped(
+                f"The server refused every request at batch size {step.size}: "
+                f"{refused[0].error}. Fix the settings it complains about and run again.")

@@ -1,0 +1,150 @@
+"""Progress of a run: a JSON-lines stream for programs, a plain-text bar for people.
+
+    with JsonLinesProgress.open("progress.jsonl") as stream:     # or "-" for stdout
+        run(config, on_progress=fan_out(stream, ConsoleProgress(sys.stderr)))
+
+Events (one JSON object a line, flushed after each):
+
+    {"event":"start","run_id","output_dir","steps":[1,2,4],"planned_requests":N|null,"simulated":b}
+    {"event":"step_start","step":4,"index":1,"of":3}
+    {"event":"round_done","step":4,"run":2,"runs":5,"warmup":false,"errors":0}      (rounds)
+    {"event":"requests_done","step":4,"done":n,"total":N|null,"elapsed_s":x}     (concurrency)
+    {"event":"step_done","step":4}            (the files in output_dir already hold this step)
+    {"event":"warning","message":"..."}
+    {"event":"done","status":"complete"|"cancelled"|"failed","message":str|null,"output_dir"}
+
+The console bar is plain text on stderr: redrawn in place on a terminal, one line per step (and
+per warning) otherwise, so logs of a CI job stay readable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import IO, Any, Callable
+
+__all__ = ["JsonLinesProgress", "ConsoleProgress", "fan_out", "EVENTS"]
+
+EVENTS = ("start", "step_start", "round_done", "requests_done", "step_done", "warning", "done")
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+class JsonLinesProgress:
+    """Writes each event as one JSON line and flushes it."""
+
+    def __init__(self, stream: IO[str], *, close: bool = False):
+        self.stream = stream
+        self._close = close
+
+    @classmethod
+    def open(cls, target: str | Path) -> "JsonLinesProgress":
+        """``"-"`` is stdout; anything else a file (created, truncated; parent folders made)."""
+        if str(target) == "-":
+            return cls(sys.stdout)
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(path.open("w", encoding="utf-8", buffering=1), close=True)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(event, separators=(",", ":"), allow_nan=False) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._close:
+            self.stream.close()
+
+    def __enter__(self) -> "JsonLinesProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def fan_out(*callbacks: ProgressCallback | None) -> ProgressCallback:
+    """One callback calling each of ``callbacks`` (None entries are skipped) in order."""
+    active = [c for c in callbacks if c is not None]
+
+    def call(event: dict[str, Any]) -> None:
+        for callback in active:
+            callback(event)
+
+    return call
+
+
+class ConsoleProgress:
+    """A text progress bar: ``[#######-------]  45%  batch size 4 (2/3)  run 3/5  0 errors``."""
+
+    def __init__(self, stream: IO[str] | None = None, *, width: int = 28,
+                 tty: bool | None = None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.tty = tty if tty is not None else bool(getattr(self.stream, "isatty", lambda: False)())
+        self.planned: int | None = None
+        self.done = 0
+        self.errors = 0
+        self.step_label = ""
+        self.detail = ""
+        self._step_base = 0
+        self._drawn = False
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            self.planned = event.get("planned_requests")
+            simulated = "  (SIMULATED server)" if event.get("simulated") else ""
+            self._line(f"Benchmark {event.get('run_id')}: batch sizes "
+                       f"{', '.join(map(str, event.get('steps') or []))}{simulated}")
+        elif kind == "step_start":
+            self.step_label = f"batch size {event['step']} ({event['index']}/{event['of']})"
+            self.detail = ""
+            self._step_base = self.done
+            self._draw()
+        elif kind == "round_done":
+            self.done += int(event["step"])
+            self.errors += int(event.get("errors") or 0)
+            phase = "warm-up" if event.get("warmup") else "run"
+            self.detail = f"{phase} {event['run']}/{event['runs']}"
+            self._draw()
+        elif kind == "requests_done":
+            self.done = self._step_base + int(event["done"])
+            total = event.get("total")
+            self.detail = (f"{event['done']}/{total} requests" if total
+                           else f"{event['done']} requests, {event.get('elapsed_s', 0):.0f} s")
+            self._draw()
+        elif kind == "step_done":
+            self._draw(final=True)
+        elif kind == "warning":
+            self._line(f"warning: {event.get('message')}")
+        elif kind == "done":
+            message = event.get("message")
+            self._line(f"Run {event.get('status')}" + (f": {message}" if message else ""))
+
+    def render(self) -> str:
+        """The bar as one line of text."""
+        if self.planned:
+            fraction = min(1.0, self.done / self.planned)
+            filled = int(round(fraction * self.width))
+            bar = f"[{'#' * filled}{'-' * (self.width - filled)}] {fraction * 100:3.0f}%"
+        else:
+            bar = f"{self.done} requests"
+        errors = f"{self.errors} error{'s' if self.errors != 1 else ''}"
+        parts = [bar, self.step_label, self.detail, errors]
+        return "  ".join(p for p in parts if p)
+
+    def _draw(self, final: bool = False) -> None:
+        text = self.render()
+        if self.tty:
+            self.stream.write("\r" + text + "\033[K" + ("\n" if final else ""))
+            self._drawn = not final
+        elif final:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _line(self, text: str) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self._drawn = False
+        self.stream.write(text + "\n")
+        self.stream.flush()

@@ -1,0 +1,169 @@
+"""Prompts of exactly ``sequence_length`` tokens, built with the model's own tokenizer.
+
+    tokenizer = load_tokenizer("meta-llama/Llama-3.1-8B-Instruct")      # TokenizerError if not
+    prompts = build_prompts(tokenizer, length=512, count=40, api="tgi", seed=0)
+    prompts.texts[3], prompts.token_counts[3]                            # text, 512
+
+How the length is counted, so it matches what the server counts:
+- ``tgi`` and ``openai-completions``: the text encoded *with* the tokenizer's special tokens
+  (a BOS token is part of the 512, as in TGI's ``details.input_length``);
+- ``openai-chat``: the token ids of the rendered chat template for one user message with the
+  generation prompt (when the tokenizer has a chat template; else as above without specials).
+
+Every prompt is different (seeded random words, a different first word per prompt) so that a
+server's prefix cache cannot make prefill look faster than it is for fresh prompts. Each prompt
+is decoded and encoded again to check its length; when a tokenizer does not round-trip, the
+closest prompt is kept and ``token_counts`` says its true length (the engine warns).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import TokenizerError, redact
+
+__all__ = ["PromptSet", "load_tokenizer", "build_prompts", "count_tokens"]
+
+_WORDS = (
+    "time year people way day man thing woman life child world school state family student "
+    "group country problem hand part place case week company system program question work "
+    "government number night point home water room mother area money story fact month lot "
+    "right study book eye job word business issue side kind head house service friend father "
+    "power hour game line end member law car city community name president team minute idea "
+    "kid body information back parent face others level office door health person art war "
+    "history party result change morning reason research girl guy moment air teacher force "
+    "education foot boy age policy process music market sense nation plan college interest "
+    "death experience effect use class control care field development role effort rate heart "
+    "drug show leader light voice wife police mind price report decision son view relationship "
+    "town road arm difference value building action model season society tax director position "
+    "player record paper space ground form event official matter center couple site project "
+    "activity star table need court oil situation cost industry figure street image phone data "
+    "picture practice piece land product doctor wall patient worker news test movie north love "
+    "support technology step baby computer type attention film tree source organization hair "
+    "window evidence population truth garden river bridge engine signal summer winter autumn "
+    "spring mountain ocean island forest desert valley stone silver golden quiet rapid gentle"
+).split()
+
+_MAX_ADJUSTMENTS = 12
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Prompts for one run: ``texts[i]`` is ``token_counts[i]`` tokens long (as counted above)."""
+
+    texts: tuple[str, ...]
+    token_counts: tuple[int, ...]
+    length: int
+
+    @property
+    def exact(self) -> bool:
+        return all(count == self.length for count in self.token_counts)
+
+
+def load_tokenizer(name: str, revision: str | None = None) -> Any:
+    """``AutoTokenizer.from_pretrained(name)``, or a ``TokenizerError`` saying what to do."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        kwargs: dict[str, Any] = {}
+        if revision:
+            kwargs["revision"] = revision
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+    except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors, ...
+        reason = redact(" ".join(str(exc).split()))[:300] or type(exc).__name__
+        raise TokenizerError(
+            f"Could not load the tokenizer {name!r}: {reason.rstrip('.')}. Give a Hub id (org/model) or a "
+            f"local folder; for a gated or private model, accept its license on the Hub and "
+            f"set HF_TOKEN."
+        ) from exc
+    if tokenizer is None or not callable(getattr(tokenizer, "encode", None)):
+        raise TokenizerError(f"{name!r} did not give a usable tokenizer. Give the Hub id or "
+                             f"folder of the model the server runs.")
+    return tokenizer
+
+
+def _has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _chat_ids(tokenizer: Any, content: str) -> list[int]:
+    out = tokenizer.apply_chat_template([{"role": "user", "content": content}],
+                                        add_generation_prompt=True, tokenize=True)
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        out = out["input_ids"]
+    if out and isinstance(out[0], list):
+        out = out[0]
+    return list(out)
+
+
+def count_tokens(tokenizer: Any, text: str, api: str) -> int:
+    """How many tokens the server will count for ``text`` sent on ``api``."""
+    if api == "openai-chat":
+        if _has_chat_template(tokenizer):
+            return len(_chat_ids(tokenizer, text))
+        return len(tokenizer.encode(text, add_special_tokens=False))
+    return len(tokenizer.encode(text, add_special_tokens=True))
+
+
+def _overhead(tokenizer: Any, api: str) -> int:
+    """Tokens the server adds around the text (special tokens or the chat template)."""
+    if api == "openai-chat":
+        return len(_chat_ids(tokenizer, "")) if _has_chat_template(tokenizer) else 0
+    return len(tokenizer.encode("", add_special_tokens=True))
+
+
+def _source_ids(tokenizer: Any, rng: random.Random, first: str, need: int) -> list[int]:
+    words = max(need, 8)
+    while True:
+        text = first + " " + " ".join(rng.choice(_WORDS) for _ in range(words))
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) >= need + 4 or words > 64 * need + 1000:
+            return list(ids)
+        words *= 2
+
+
+def _one_prompt(tokenizer: Any, *, length: int, api: str, index: int, seed: int,
+                overhead: int) -> tuple[str, int]:
+    rng = random.Random(f"{seed}-{index}")
+    first = _WORDS[(index * 7919 + seed) % len(_WORDS)].capitalize()
+    target = max(1, length - overhead)
+    source = _source_ids(tokenizer, rng, first, target + _MAX_ADJUSTMENTS)
+    take = min(target, len(source))
+    best: tuple[int, str, int] | None = None
+    seen: set[int] = set()
+    for _ in range(_MAX_ADJUSTMENTS):
+        seen.add(take)
+        text = tokenizer.decode(source[:take], skip_special_tokens=True)
+        count = count_tokens(tokenizer, text, api)
+        diff = count - length
+        if best is None or abs(diff) < abs(best[0]) or (abs(diff) == abs(best[0]) and diff < 0):
+            best = (diff, text, count)
+        if diff == 0:
+            break
+        take = max(1, min(len(source), take - diff))
+        if take in seen:
+            take = max(1, take - 1 if diff > 0 else take + 1)
+            if take in seen or take > len(source):
+                break
+    assert best is not None
+    return best[1], best[2]
+
+
+def build_prompts(tokenizer: Any, *, length: int, count: int, api: str = "tgi",
+                  seed: int = 0) -> PromptSet:
+    """``count`` different prompts of ``length`` tokens each (see the module docstring)."""
+    overhead = _overhead(tokenizer, api)
+    texts: list[str] = []
+    counts: list[int] = []
+    for index in range(count):
+        text, tokens = _one_prompt(tokenizer, length=length, api=api, index=index, seed=seed,
+                                   overhead=overhead)
+        texts.append(text)
+        counts.append(tokens)
+    return PromptSet(texts=tuple(texts), token_counts=tuple(counts), length=length)
