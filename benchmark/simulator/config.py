@@ -50,6 +50,7 @@ class SimulatorConfig:
     tokenizer: str | None = None
     trace: str | None = None
     startup_delay_s: float = 0.0
+    keep_alive_s: float = 15.0  # an SSE comment line ":" after this long without an event
     # Accepted for launcher compatibility, logged, otherwise ignored.
     revision: str | None = None
     quantize: str | None = None
@@ -90,6 +91,8 @@ class SimulatorConfig:
                      "decode_per_seq_ms", "decode_per_context_token_us", "startup_delay_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        if self.keep_alive_s <= 0:
+            raise ValueError("--keep-alive-s must be positive")
         if not 0 <= self.port <= 65535:
             raise ValueError("--port must be between 0 and 65535")
         return self
@@ -142,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--trace", default=None, help="append one JSON line per finished request to FILE")
     add("--startup-delay", dest="startup_delay_s", type=float, default=d.startup_delay_s,
         help="seconds of pretend loading and warm-up before the port opens")
+    add("--keep-alive-s", type=float, default=d.keep_alive_s,
+        help="send an SSE comment line after this many seconds without an event (TGI: 15)")
     ignored = parser.add_argument_group("accepted for launcher compatibility (logged, ignored)")
     ignored.add_argument("--revision")
     ignored.add_argument("--quantize")

@@ -4,8 +4,9 @@ Each streamed token costs one bytes concatenation: the per-request head (encoded
 token's position and the pre-encoded token fragment. Formats follow TGI 3.3:
 
 - ``/generate_stream``: ``data:{"index":N,"token":{...},"generated_text":null,"details":null}``
-  events; the last one carries ``generated_text`` and ``details`` (finish_reason,
-  generated_tokens, seed, input_length). No ``[DONE]``.
+  events; the last one carries ``generated_text`` and, when the request asked
+  ``details: true``, ``details`` (finish_reason, generated_tokens, seed, input_length); TGI's
+  ``details`` defaults to false. No ``[DONE]``.
 - ``/v1/chat/completions`` (stream): ``data: {chat.completion.chunk}`` events, the last token's
   chunk carries ``finish_reason``; with ``stream_options.include_usage`` one more chunk with
   ``choices: []`` and ``usage``; then ``data: [DONE]``.
@@ -72,7 +73,8 @@ class TgiStreamFormat:
             "token": token_dict(k),
             "generated_text": seq.generated_text(),
             "details": {"finish_reason": seq.finish_reason, "generated_tokens": seq.generated,
-                        "seed": seq.reported_seed, "input_length": seq.input_length},
+                        "seed": seq.reported_seed, "input_length": seq.input_length}
+            if seq.details else None,
         }
         return b"data:" + _dumps(event).encode() + b"\n\n"
 

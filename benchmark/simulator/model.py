@@ -95,12 +95,13 @@ class Sequence:
                  "seed", "reported_seed", "rng", "eos_p", "stops", "stop_tail", "start_word",
                  "words", "generated", "token_ns", "finish_reason", "status", "error", "fmt",
                  "channel", "head", "done", "queued_ns", "admitted_ns", "end_ns", "model",
-                 "created", "include_usage", "reserved", "extra")
+                 "created", "include_usage", "reserved", "extra", "details", "watch")
 
     def __init__(self, *, request_id: str, route: str, arrived_ns: int, input_length: int,
                  max_new_tokens: int, seed: int | None, reported_seed: int | None,
                  eos_probability: float, stops: list[str] | None, model: str, created: int,
-                 fmt: Any = None, include_usage: bool = False, extra: dict | None = None):
+                 fmt: Any = None, include_usage: bool = False, details: bool = False,
+                 extra: dict | None = None):
         self.request_id = request_id
         self.route = route
         self.arrived_ns = arrived_ns
@@ -124,6 +125,8 @@ class Sequence:
         self.model = model
         self.created = created
         self.include_usage = include_usage
+        self.details = details
+        self.watch: Any = None  # transport of a non-streamed request, to notice a disconnect
         self.head = fmt.head(self) if fmt is not None else b""
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
         self.queued_ns = arrived_ns
@@ -162,6 +165,12 @@ class Sequence:
                 return True
         else:
             self.token_ns.append(perf_counter_ns())
+            watch = self.watch
+            if watch is not None and watch.is_closing():
+                self.finish_reason = None
+                self.status = 499
+                self.error = "client disconnected"
+                return True
         return self.finish_reason is not None
 
     def generated_text(self) -> str:

@@ -307,7 +307,7 @@ class Simulator:
                            reported_seed=valid.reported_seed,
                            eos_probability=self.config.eos_probability, stops=valid.stops,
                            model=self.config.model_id, created=int(time.time()),
-                           fmt=fmt, include_usage=valid.include_usage)
+                           fmt=fmt, include_usage=valid.include_usage, details=valid.details)
             if fmt is not None:
                 return await self._stream(request, seq, scheduler)
             return await self._whole(request, seq, scheduler, valid)
@@ -327,7 +327,15 @@ class Simulator:
         seq.channel = Channel(request.transport, chunked)
         scheduler.submit(seq)
         try:
-            await asyncio.shield(seq.done)
+            # Like axum's KeepAlive: a comment line when no event went out for 15 s.
+            while True:
+                sent = len(seq.token_ns)
+                try:
+                    await asyncio.wait_for(asyncio.shield(seq.done), self.config.keep_alive_s)
+                    break
+                except asyncio.TimeoutError:
+                    if len(seq.token_ns) == sent and not seq.channel.send(b":\n\n"):
+                        scheduler.cancel(seq)
         except asyncio.CancelledError:
             scheduler.cancel(seq)
             raise
@@ -340,6 +348,7 @@ class Simulator:
 
     async def _whole(self, request: web.Request, seq: Sequence, scheduler: Scheduler,
                      valid: ValidRequest) -> web.StreamResponse:
+        seq.watch = request.transport
         scheduler.submit(seq)
         try:
             await asyncio.shield(seq.done)

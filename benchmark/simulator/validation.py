@@ -49,7 +49,7 @@ class ValidRequest:
     seed: int | None
     reported_seed: int | None
     stops: list[str]
-    details: bool = True
+    details: bool = False
     decoder_input_details: bool = False
     include_usage: bool = False
     stream: bool = False
@@ -144,7 +144,7 @@ def check_parameters(p: dict[str, Any], config: SimulatorConfig, *, stream: bool
     truncate = _opt_uint(p, "truncate", path, maximum=2**63)
     seed = _opt_uint(p, "seed", path, maximum=2**64 - 1)
     top_n_tokens = _opt_uint(p, "top_n_tokens", path)
-    details = _opt_bool(p, "details", path, True)
+    details = _opt_bool(p, "details", path, False)  # serde default: false
     decoder_input_details = _opt_bool(p, "decoder_input_details", path, False)
     _opt_bool(p, "watermark", path, False)
 
