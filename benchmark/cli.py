@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_benchmark_arguments(parser)
+    from .launcher import add_server_arguments  # --launch: start TGI, benchmark it, stop it
+
+    add_server_arguments(parser)
     return parser
 
 
@@ -170,6 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(calibrate_main(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .launcher import launch_from_cli
+
+    launched = launch_from_cli(args, parser)
+    if launched is not None:
+        return launched
     try:
         config = config_from_args(args)
     except ConfigError as err:

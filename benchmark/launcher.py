@@ -28,6 +28,7 @@ import atexit
 import errno
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -60,7 +61,9 @@ __all__ = [
     "stop_all",
     "add_server_arguments",
     "settings_from_args",
+    "launch_from_cli",
     "launch_and_run",
+    "mask_line",
 ]
 
 LAUNCHER = "text-generation-launcher"
@@ -149,6 +152,28 @@ def launcher_available(launcher_cmd: str = LAUNCHER, env: dict[str, str] | None 
     return shutil.which(launcher_cmd, path=path) is not None
 
 
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+MAX_PENDING_BYTES = 65536
+
+
+def _split_lines(data: bytes) -> tuple[list[bytes], bytes]:
+    """Complete lines (\\n, \\r\\n or \\r: progress bars) and the unfinished rest."""
+    parts = _LINE_BREAK.split(data)
+    pending = parts.pop()
+    if len(pending) > MAX_PENDING_BYTES:
+        parts.append(pending)
+        pending = b""
+    return parts, pending
+
+
+def mask_line(raw: bytes | str, secrets: list[str] | None = None) -> str:
+    """One output line as stored: decoded, secrets masked (before and after cleaning), no
+    colour codes, bounded length. Empty when the line is blank."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    line = redact(logs.clean_line(redact(text, secrets)), secrets)
+    return line if line.strip() else ""
+
+
 # ---------------------------------------------------------------------------------------------
 # One launched process: its output reader, log buffer and phase
 
@@ -170,6 +195,9 @@ class _Launch:
         self.ended_ns: int | None = None
         self.stop_requested = False
         self.ever_ready = False
+        self.relay_pid: int | None = None
+        self._handover = threading.Event()
+        self._pending = b""
         self._lock = threading.Lock()
         self._on_change = on_change
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,33 +223,33 @@ class _Launch:
     def _read(self) -> None:
         stream = self.proc.stdout
         assert stream is not None
+        fd = stream.fileno()
         pending = b""
         try:
-            while True:
-                chunk = stream.read1(65536)
+            while not self._handover.is_set():
+                ready, _, _ = select.select([fd], [], [], 0.2)
+                if not ready:
+                    continue
+                chunk = os.read(fd, 65536)
                 if not chunk:
                     break
-                pending += chunk
-                parts = re.split(rb"\r\n|\r|\n", pending)
-                pending = parts.pop()
-                if len(pending) > 65536:
-                    parts.append(pending)
-                    pending = b""
-                for part in parts:
-                    self._add(part)
-            if pending:
+                lines, pending = _split_lines(pending + chunk)
+                for raw in lines:
+                    self._add(raw)
+            if pending and not self._handover.is_set():
                 self._add(pending)
         except (OSError, ValueError):
             pass
         finally:
+            self._pending = pending
             with self._lock:
                 self._log.close()
-            stream.close()
+            if not self._handover.is_set():
+                stream.close()
 
     def _add(self, raw: bytes) -> None:
-        text = redact(raw.decode("utf-8", errors="replace"), self.secrets)
-        line = redact(logs.clean_line(text), self.secrets)
-        if not line.strip():
+        line = mask_line(raw, self.secrets)
+        if not line:
             return
         with self._lock:
             self.lines.append(line)
@@ -233,6 +261,32 @@ class _Launch:
                 self.progress = logs.download_progress(line) or self.progress
             self.phase = new_phase
         self._on_change()
+
+    def hand_over(self, env: dict[str, str]) -> None:
+        """Let a small relay process keep reading (and masking) the output into the log file.
+
+        Used when the server must outlive this program: without a reader its output pipe
+        would break or fill up.
+        """
+        self._handover.set()
+        self.reader.join(5.0)
+        stream = self.proc.stdout
+        if stream is None or stream.closed or not self.alive():
+            return
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "benchmark.launcher", "--relay", str(self.log_path)],
+            stdin=stream, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**env, "PYTHONPATH": os.pathsep.join(
+                p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)},
+            start_new_session=True, close_fds=True,
+        )
+        self.relay_pid = relay.pid
+        stream.close()
+        if self._pending:
+            line = mask_line(self._pending, self.secrets)
+            if line:
+                with open(self.log_path, "a", encoding="utf-8") as log:
+                    log.write(line + "\n")
 
     def tail(self, n: int = TAIL_LINES) -> list[str]:
         with self._lock:
@@ -358,21 +412,27 @@ class ServerManager:
                    passed through it and nowhere else
     launcher_cmd:  the program to start; when it is not on PATH the simulator is started
     allow_trust_remote_code: whether settings may ask for --trust-remote-code (default: the
-                   environment variable ALLOW_TRUST_REMOTE_CODE=1)
+                   environment variable ALLOW_TRUST_REMOTE_CODE, see ``access``)
+    simulator_args: extra flags for the simulated server when it stands in for TGI (e.g.
+                   ``["--tokenizer", name]`` so that it counts prompt tokens exactly)
     """
 
     def __init__(self, log_dir: Path | str | None = None, env: dict[str, str] | None = None,
                  launcher_cmd: str = LAUNCHER, *, grace_s: float = DEFAULT_GRACE_S,
                  allow_trust_remote_code: bool | None = None,
-                 fallback_to_simulator: bool = True, poll_interval_s: float = POLL_INTERVAL_S):
+                 fallback_to_simulator: bool = True, simulator_args: list[str] | None = None,
+                 poll_interval_s: float = POLL_INTERVAL_S):
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.env = dict(os.environ if env is None else env)
         self.launcher_cmd = launcher_cmd
         self.grace_s = grace_s
         if allow_trust_remote_code is None:
-            allow_trust_remote_code = os.environ.get("ALLOW_TRUST_REMOTE_CODE", "") == "1"
+            from .access import allow_trust_remote_code as allowed_by_env
+
+            allow_trust_remote_code = allowed_by_env(os.environ)
         self.allow_trust_remote_code = allow_trust_remote_code
         self.fallback_to_simulator = fallback_to_simulator
+        self.simulator_args = list(simulator_args or [])
         self.poll_interval_s = poll_interval_s
         self._start_lock = threading.RLock()
         self._launch: _Launch | None = None        # the current process (None when stopped)
@@ -466,13 +526,22 @@ class ServerManager:
             self._notify(force=True)
             return self._handle
 
-    def check_alive(self) -> None:
-        """Raise ``ServerStartError("crashed", ...)`` with the last log lines if the server died."""
+    def check_alive(self, wait_s: float = 0.0) -> None:
+        """Raise ``ServerStartError("crashed", ...)`` with the last log lines if the server died.
+
+        With ``wait_s``, a server that no longer answers ``/health`` gets that long to finish
+        exiting (TGI takes a few seconds to shut down its shards after a crash).
+        """
         launch = self._launch
         if launch is None:
             if self._last is not None and self._failure is not None:
                 raise ServerStartError(self._failure[0], self._failure[1], self._last.tail(40))
             raise ServerStartError("exited", "No TGI server is running: start one first.")
+        if launch.alive() and wait_s > 0 and not self._answers(launch):
+            try:
+                launch.proc.wait(wait_s)
+            except subprocess.TimeoutExpired:
+                pass
         if launch.alive():
             return
         launch.drain()
@@ -490,13 +559,18 @@ class ServerManager:
     def keep(self) -> ServerHandle | None:
         """Let the current server outlive this program (the CLI's --keep-server).
 
-        Its output still goes to this process until it exits; after that the launcher writes
-        to a closed pipe, which TGI ignores.
+        A small relay process takes over its output (masked, appended to the same log file)
+        and this manager forgets it: ``stop()`` and the exit hooks no longer touch it.
         """
         launch = self._launch
-        if launch is not None:
-            _RUNNING.discard(launch)
-        return self.handle
+        handle = self.handle
+        if launch is None:
+            return None
+        _RUNNING.discard(launch)
+        launch.hand_over(self._child_env())
+        self._launch = None
+        self._handle = None
+        return handle
 
     # -- internals ------------------------------------------------------------------------
     def _start(self, settings: ServerSettings) -> _Launch:
@@ -508,7 +582,7 @@ class ServerManager:
             if not self.fallback_to_simulator:
                 raise ServerStartError("exited", f"{self.launcher_cmd} is not installed here "
                                                  "(not found on PATH).")
-            argv = [sys.executable, "-m", "benchmark.simulator", *args]
+            argv = [sys.executable, "-m", "benchmark.simulator", *args, *self.simulator_args]
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
         else:
@@ -564,6 +638,13 @@ class ServerManager:
         except (httpx.HTTPError, ValueError):
             return None
         return info if isinstance(info, dict) else None
+
+    def _answers(self, launch: _Launch) -> bool:
+        try:
+            with httpx.Client(timeout=5.0, trust_env=False) as client:
+                return client.get(f"{launch.settings.url}/health").status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def _probe_reuse(self, launch: _Launch) -> bool:
         with httpx.Client(timeout=5.0, trust_env=False) as client:
@@ -657,62 +738,166 @@ def _duration(seconds: float) -> str:
 # ---------------------------------------------------------------------------------------------
 # The CLI's --launch: flags, and start -> run -> stop
 
+# The flag each ServerSettings field is typed with (to word ConfigErrors like argparse does).
+SERVER_FLAG_FOR_FIELD = {
+    "model_id": "--model-id", "revision": "--revision", "quantize": "--quantize",
+    "dtype": "--dtype", "num_shard": "--num-shard", "max_input_tokens": "--max-input-tokens",
+    "max_total_tokens": "--max-total-tokens", "max_batch_size": "--max-batch-size",
+    "max_batch_prefill_tokens": "--max-batch-prefill-tokens",
+    "max_concurrent_requests": "--max-concurrent-requests",
+    "trust_remote_code": "--trust-remote-code", "port": "--port", "hostname": "--hostname",
+    "timeout_s": "--server-timeout",
+}
+# Flags that mean nothing without --launch: (dest, flag, default).
+_LAUNCH_ONLY = (
+    ("model_id", "--model-id", None), ("quantize", "--quantize", None), ("dtype", "--dtype", None),
+    ("num_shard", "--num-shard", None), ("max_input_tokens", "--max-input-tokens", None),
+    ("max_total_tokens", "--max-total-tokens", None), ("max_batch_size", "--max-batch-size", None),
+    ("max_batch_prefill_tokens", "--max-batch-prefill-tokens", None),
+    ("max_concurrent_requests", "--max-concurrent-requests", None),
+    ("trust_remote_code", "--trust-remote-code", False), ("port", "--port", None),
+    ("hostname", "--hostname", None), ("server_timeout", "--server-timeout", None),
+    ("server_log_dir", "--server-log-dir", None), ("keep_server", "--keep-server", False),
+)
+
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--launch`` and the launcher's flags (TGI's names) to the benchmark's parser.
 
-    The benchmark's own ``--revision`` (the tokenizer's) is reused for the server when present.
+    The benchmark's ``--revision`` (the tokenizer's) is also the model's revision when
+    launching. ``--tokenizer-name`` becomes optional: with ``--launch`` it defaults to
+    ``--model-id``; without it the run's own validation still asks for it.
     """
+    for action in parser._actions:
+        if "--tokenizer-name" in action.option_strings:
+            action.required = False
+            action.help = (action.help or "") + " (with --launch: defaults to --model-id)"
     group = parser.add_argument_group(
         "launch a TGI server (--launch)",
-        "Start text-generation-launcher (or the simulator when it is not installed), wait until "
-        "it is ready, benchmark it, then stop it.")
+        "Start text-generation-launcher (or the simulated server when it is not installed), "
+        "wait until it is ready, benchmark it, then stop it. HF_TOKEN is passed to it through "
+        "the environment.")
     group.add_argument("--launch", action="store_true",
                        help="start a TGI server with the flags below and benchmark it")
-    group.add_argument("--model-id", help="Hub id (org/name) or local folder of the model")
+    group.add_argument("--model-id", metavar="ID",
+                       help="Hub id (org/name) or local folder of the model")
     if not any("--revision" in a.option_strings for a in parser._actions):
         group.add_argument("--revision", help="model revision (branch, tag or commit)")
     group.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="quantization method")
-    group.add_argument("--dtype", choices=DTYPE_CHOICES, help="weights' data type")
-    group.add_argument("--num-shard", type=int, help="number of GPUs to shard the model over")
-    group.add_argument("--max-input-tokens", type=int, help="longest prompt the server accepts")
-    group.add_argument("--max-total-tokens", type=int,
-                       help="longest prompt + generated tokens per request")
-    group.add_argument("--max-batch-size", type=int, help="most requests in one batch")
-    group.add_argument("--max-batch-prefill-tokens", type=int,
+    group.add_argument("--dtype", choices=DTYPE_CHOICES,
+                       help="weights' data type (not with --quantize)")
+    group.add_argument("--num-shard", metavar="N", help="number of GPUs to shard the model over")
+    group.add_argument("--max-input-tokens", metavar="N",
+                       help="longest prompt the server accepts")
+    group.add_argument("--max-total-tokens", metavar="N",
+                       help="longest prompt + generated tokens of one request")
+    group.add_argument("--max-batch-size", metavar="N", help="most requests in one batch")
+    group.add_argument("--max-batch-prefill-tokens", metavar="N",
                        help="most prompt tokens processed in one prefill")
-    group.add_argument("--max-concurrent-requests", type=int,
-                       help="requests the router accepts at once (more get 429)")
+    group.add_argument("--max-concurrent-requests", metavar="N",
+                       help="requests the router accepts at once (more get HTTP 429)")
     group.add_argument("--trust-remote-code", action="store_true",
                        help="run code from the model repository (only for models you trust)")
-    group.add_argument("--port", type=int, default=DEFAULT_SERVER_PORT,
+    group.add_argument("--port", metavar="PORT",
                        help=f"server port (default {DEFAULT_SERVER_PORT})")
-    group.add_argument("--hostname", default=DEFAULT_SERVER_HOST,
+    group.add_argument("--hostname", metavar="HOST",
                        help=f"address the server listens on (default {DEFAULT_SERVER_HOST})")
-    group.add_argument("--server-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
-                       help="seconds to wait for the server to be ready (default 1800)")
+    group.add_argument("--server-timeout", metavar="S",
+                       help=f"seconds to wait until the server is ready (default "
+                            f"{DEFAULT_TIMEOUT_S:g}: downloads are slow)")
     group.add_argument("--server-log-dir", metavar="DIR",
-                       help="folder for the launcher's log (default: a temporary folder)")
+                       help="folder for the launcher's (masked) log (default: a temporary folder)")
     group.add_argument("--keep-server", action="store_true",
                        help="leave the server running after the benchmark")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
-    """``ServerSettings`` from parsed CLI flags (validated; --trust-remote-code is explicit)."""
+    """Validated ``ServerSettings`` from parsed flags (``--trust-remote-code`` is explicit)."""
+    from .config import parse_int
     from .errors import ConfigError
 
     if not getattr(args, "model_id", None):
-        raise ConfigError("model_id", "--launch needs --model-id (a Hub id such as "
-                                      "org/model-name, or a local folder).")
+        raise ConfigError("model_id", "--launch needs --model-id: a Hub id such as "
+                                      "org/model-name, or a local folder.")
+
+    def number(name: str, minimum: int = 1) -> int | None:
+        value = getattr(args, name, None)
+        return None if value is None else parse_int(name, value, minimum=minimum)
+
     settings = ServerSettings(
         model_id=args.model_id, revision=getattr(args, "revision", None),
-        quantize=args.quantize, dtype=args.dtype, num_shard=args.num_shard,
-        max_input_tokens=args.max_input_tokens, max_total_tokens=args.max_total_tokens,
-        max_batch_size=args.max_batch_size, max_batch_prefill_tokens=args.max_batch_prefill_tokens,
-        max_concurrent_requests=args.max_concurrent_requests,
-        trust_remote_code=bool(args.trust_remote_code), port=args.port, hostname=args.hostname,
+        quantize=args.quantize, dtype=args.dtype, num_shard=number("num_shard"),
+        max_input_tokens=number("max_input_tokens"), max_total_tokens=number("max_total_tokens"),
+        max_batch_size=number("max_batch_size"),
+        max_batch_prefill_tokens=number("max_batch_prefill_tokens"),
+        max_concurrent_requests=number("max_concurrent_requests"),
+        trust_remote_code=bool(args.trust_remote_code),
+        port=DEFAULT_SERVER_PORT if args.port is None else parse_int("port", args.port),
+        hostname=args.hostname or DEFAULT_SERVER_HOST,
     )
     return settings.validate(allow_trust_remote_code=True)
+
+
+def launch_from_cli(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int | None:
+    """The CLI's hook: None without ``--launch``; else start, benchmark, stop; the exit code.
+
+    Flag errors exit 2 through ``parser.error`` (before anything is started). The run's
+    folder defaults to a fresh ``results/<run id>`` so that a crash can be recorded in it.
+    """
+    from . import cli, results
+    from .config import DEFAULT_URL
+    from .errors import ConfigError
+
+    if not args.launch:
+        for dest, flag, default in _LAUNCH_ONLY:
+            if getattr(args, dest, default) not in (default, None):
+                parser.error(f"argument {flag}: only used with --launch (add --launch to start "
+                             "a TGI server and benchmark it, or drop this flag).")
+        return None
+    if args.url != DEFAULT_URL:
+        parser.error("argument --url: --launch benchmarks the server it starts; drop --url "
+                     "(or drop --launch to benchmark a server that is already running).")
+    try:
+        settings = settings_from_args(args)
+        timeout_s = DEFAULT_TIMEOUT_S if args.server_timeout is None else parse_float(
+            "timeout_s", args.server_timeout, minimum=0.0, exclusive_minimum=True)
+    except ConfigError as err:
+        flag = SERVER_FLAG_FOR_FIELD.get(err.field)
+        parser.error(f"argument {flag}: {err.message}" if flag else err.message)
+    args.url = settings.url
+    args.tokenizer_name = args.tokenizer_name or settings.model_id
+    if not args.output_dir:
+        args.output_dir = str(results.default_output_dir(settings.model_id))
+    try:
+        config = cli.config_from_args(args)
+    except ConfigError as err:
+        cli.usage_error(parser, err)
+
+    def run(handle: ServerHandle, manager: ServerManager) -> int:
+        return cli.run_cli(config, args, parser, server=settings.to_dict())
+
+    def on_crash(err: ServerStartError) -> None:
+        _record_crash(Path(args.output_dir), err)
+
+    manager = ServerManager(log_dir=args.server_log_dir, allow_trust_remote_code=True,
+                            simulator_args=["--tokenizer", args.tokenizer_name])
+    return launch_and_run(settings, run, timeout_s=timeout_s, keep=args.keep_server,
+                          manager=manager, on_crash=on_crash)
+
+
+def _record_crash(folder: Path, err: ServerStartError) -> None:
+    """Add the launcher's explanation (with its last log lines) to a failed run's files."""
+    from .errors import BenchmarkError
+    from .results import RunResult
+
+    try:
+        result = RunResult.load(folder)
+    except BenchmarkError:
+        return  # the run never started: nothing was saved
+    if result.status != "failed":
+        return
+    result.message = redact(f"{result.message or ''} {err}".strip())
+    result.save(folder)
 
 
 class _StartupInterrupted(BaseException):
@@ -724,32 +909,35 @@ def _print_status(out: Any) -> Callable[[ServerStatus], None]:
 
     def show(status: ServerStatus) -> None:
         text = status.message
-        if seen and seen[-1] == text:
+        if status.phase == "failed" or (seen and seen[-1] == text):
             return
         seen.append(text)
         label = " (simulated)" if status.simulated else ""
+        if status.phase == "stopped":
+            print(f"[server]{label} Stopped.", file=out, flush=True)
+            return
         print(f"[server {status.elapsed_s:6.1f} s]{label} {text}", file=out, flush=True)
 
     return show
 
 
-def launch_and_run(args: argparse.Namespace, run: Callable[[ServerHandle, ServerManager], int],
-                   *, manager: ServerManager | None = None, out: Any = None) -> int:
-    """Start (or reuse) the server the flags describe, call ``run(handle, manager)``, stop it.
+def launch_and_run(settings: ServerSettings, run: Callable[[ServerHandle, ServerManager], int],
+                   *, timeout_s: float = DEFAULT_TIMEOUT_S, keep: bool = False,
+                   log_dir: Path | str | None = None, manager: ServerManager | None = None,
+                   on_crash: Callable[[ServerStartError], None] | None = None,
+                   out: Any = None) -> int:
+    """Start (or reuse) the server, call ``run(handle, manager)``, then stop it unless ``keep``.
 
-    Returns ``run``'s exit code; 1 when the server cannot start (the message is printed), 130
-    when start-up is interrupted (Ctrl-C or SIGTERM; the server is stopped). Unless
-    ``args.keep_server``, the server is stopped after the run. ``ConfigError`` propagates.
+    Returns ``run``'s exit code; 1 when the server cannot start or died during the run (the
+    explanation is printed and passed to ``on_crash``); 130 when start-up is interrupted by
+    Ctrl-C or SIGTERM (the server is stopped).
     """
     out = out if out is not None else sys.stderr
-    settings = settings_from_args(args)
-    manager = manager or ServerManager(log_dir=getattr(args, "server_log_dir", None),
-                                       allow_trust_remote_code=True)
+    manager = manager or ServerManager(log_dir=log_dir, allow_trust_remote_code=True)
     previous = _interrupt_on_sigterm()
     try:
         try:
-            handle = manager.ensure(settings, timeout_s=args.server_timeout,
-                                    on_status=_print_status(out))
+            handle = manager.ensure(settings, timeout_s=timeout_s, on_status=_print_status(out))
         except (KeyboardInterrupt, _StartupInterrupted):
             manager.stop()
             print("Start-up interrupted: the server was stopped.", file=out, flush=True)
@@ -770,17 +958,20 @@ def launch_and_run(args: argparse.Namespace, run: Callable[[ServerHandle, Server
               f"pid {handle.pid}; log {handle.log_path}).", file=out, flush=True)
         code = run(handle, manager)
         try:
-            manager.check_alive()
+            manager.check_alive(wait_s=0.0 if code == 0 else 10.0)
         except ServerStartError as err:
             print(f"error: {err}", file=out, flush=True)
+            if on_crash is not None:
+                on_crash(err)
             code = code or 1
         return code
     finally:
-        if getattr(args, "keep_server", False) and manager.handle is not None:
+        if keep and manager.handle is not None:
             kept = manager.keep()
             if kept is not None:
-                print(f"The server keeps running at {kept.url} (pid {kept.pid}). Stop it with: "
-                      f"kill -TERM -- -{kept.pid}", file=out, flush=True)
+                print(f"The server keeps running at {kept.url} (pid {kept.pid}; log "
+                      f"{kept.log_path}). Stop it with: kill -TERM -- -{kept.pid}",
+                      file=out, flush=True)
         else:
             manager.stop()
 
@@ -798,3 +989,36 @@ def _interrupt_on_sigterm() -> Any:
 def _restore_signal(previous: Any) -> None:
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# The relay behind --keep-server: ``python -m benchmark.launcher --relay LOG``
+
+
+def _relay_main(argv: list[str]) -> int:
+    """Copy stdin (a kept server's output) into LOG, masked line by line, until it ends."""
+    if len(argv) != 2 or argv[0] != "--relay":
+        print("usage: python -m benchmark.launcher --relay LOGFILE", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    secrets = [os.environ[name] for name in SECRET_ENV if os.environ.get(name)]
+    pending = b""
+    with open(argv[1], "a", encoding="utf-8") as log:
+        while True:
+            chunk = os.read(0, 65536)
+            if not chunk:
+                break
+            lines, pending = _split_lines(pending + chunk)
+            for raw in lines:
+                line = mask_line(raw, secrets)
+                if line:
+                    log.write(line + "\n")
+                    log.flush()
+        if pending and mask_line(pending, secrets):
+            log.write(mask_line(pending, secrets) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_relay_main(sys.argv[1:]))
