@@ -224,8 +224,7 @@ class RunResult:
         path.mkdir(parents=True, exist_ok=True)
         steps = self.steps()
         document = self.to_dict()
-        _atomic_write(path / RUN_FILE, json.dumps(_finite(document), indent=1,
-                                                  ensure_ascii=False, allow_nan=False) + "\n")
+        _atomic_write(path / RUN_FILE, run_json_text(document))
         _atomic_write(path / SUMMARY_FILE, summary_csv(steps))
         _atomic_write(path / REQUESTS_FILE, requests_csv(self.measured_records, self.config.mode))
         return path
@@ -305,7 +304,20 @@ class RunResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# CSV content
+# File content
+
+
+def run_json_text(document: dict[str, Any]) -> str:
+    """run.json text: indented, except that each request is one compact line (files stay small
+    and a request's token stamps do not take one line each)."""
+    clean = _finite(document)
+    requests = clean.pop("requests", [])
+    head = json.dumps(clean, indent=1, ensure_ascii=False, allow_nan=False)
+    lines = ",\n".join("  " + json.dumps(r, ensure_ascii=False, allow_nan=False,
+                                         separators=(",", ":")) for r in requests)
+    body = f'[\n{lines}\n ]' if requests else "[]"
+    return head[:-2] + f',\n "requests": {body}\n}}\n'
+
 
 
 def summary_csv(steps: list[StepSummary]) -> str:

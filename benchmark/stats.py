@@ -272,7 +272,8 @@ def summarize_step(records: Iterable[RequestRecord], *, step: int, mode: str,
                    sequence_length: int, decode_length: int) -> StepSummary:
     """Statistics of the measured (non-warm-up) records of ``step``.
 
-    Rounds mode: throughputs are computed per round (``record.run``) and summarised over rounds.
+    Rounds mode: throughputs are computed per round (``record.run``) and summarised over rounds;
+    a round with a cancelled request (the user stopped the run) gives no throughput sample.
     Concurrency mode: the whole step is one window and gives one throughput sample.
     A prompt length the server did not report is taken as ``sequence_length`` (the engine
     builds prompts of exactly that many tokens); a requested output length the record does not
@@ -311,9 +312,13 @@ def summarize_step(records: Iterable[RequestRecord], *, step: int, mode: str,
     if mode == "concurrency":
         groups = [ok]
     else:
+        # A round the user stopped midway is not a full batch: its latencies count, its
+        # throughput does not.
         by_round: dict[int, list[RequestRecord]] = {}
+        stopped: set[int] = {r.run for r in measured if _is_cancelled(r)}
         for record in ok:
-            by_round.setdefault(record.run, []).append(record)
+            if record.run not in stopped:
+                by_round.setdefault(record.run, []).append(record)
         groups = [by_round[k] for k in sorted(by_round)]
     summary.rounds = len({r.run for r in measured}) if mode != "concurrency" else (
         1 if measured else 0)

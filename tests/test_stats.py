@@ -186,6 +186,18 @@ def test_cancelled_requests_are_not_errors():
     assert (s.requests, s.ok, s.errors, s.cancelled) == (2, 1, 0, 1)
 
 
+def test_a_round_stopped_midway_gives_latencies_but_no_throughput():
+    records = [rec(2, 0, 0, 0, [10, 20], 20, requested=2),
+               rec(2, 0, 1, 0, [12, 22], 22, requested=2),
+               rec(2, 1, 0, 100, [110, 120], 120, requested=2),
+               rec(2, 1, 1, 100, [], 115, output_tokens=None, error="cancelled",
+                   kind="cancelled")]
+    s = summarize_step(records, step=2, mode="rounds", sequence_length=10, decode_length=2)
+    assert s.metric("prefill_latency_ms").count == 3
+    assert s.metric("decode_throughput_tok_s").count == 1      # round 0 only
+    assert s.metric("decode_throughput_tok_s").avg == pytest.approx(2 / 0.012)
+
+
 # -- concurrency mode --------------------------------------------------------------------------
 
 def test_concurrency_step_is_one_window():
