@@ -6,6 +6,7 @@ Everything runs against a real server (in a thread or a subprocess) on 127.0.0.1
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -14,16 +15,14 @@ import pytest
 
 from benchmark.simulator import SimulatorConfig, run_in_thread
 
-SPEC_PATH = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "tgi" / "openapi.json"
+# TGI's published spec lives in ../shared beside the project root.
+SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tgi" / "openapi.json"
 FAST = dict(prefill_base_ms=1.0, prefill_per_token_ms=0.0, decode_base_ms=1.0,
             decode_per_seq_ms=0.0, decode_per_context_token_us=0.0)
 
 
 def _spec() -> dict:
-    for candidate in (SPEC_PATH, Path("/work/shared/reference/tgi/openapi.json")):
-        if candidate.exists():
-            return json.loads(candidate.read_text())
-    raise FileNotFoundError("TGI's openapi.json was not found beside the project")
+    return json.loads(SPEC_PATH.read_text())
 
 
 def _nullable(node: object) -> object:
@@ -162,3 +161,108 @@ def test_subprocess_fixture_serves_and_logs_like_tgi(simulator_process):
                    "Setting max batch total tokens to", "Connected"):
         assert needle in text
     assert lines[-1] == f"Simulated TGI listening on {url}"
+
+
+def test_openai_shapes_match_tgi_schemas(sim):
+    chat_body = {"messages": [{"role": "system", "content": "Be brief"},
+                              {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+                 "max_tokens": 3}
+    whole = httpx.post(sim.url + "/v1/chat/completions", json=chat_body).json()
+    check_schema(whole, "ChatCompletion")
+    raw = httpx.post(sim.url + "/v1/chat/completions",
+                     json={**chat_body, "stream": True,
+                           "stream_options": {"include_usage": True}}).content
+    events = sse_events(raw)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    for chunk in chunks:
+        check_schema(chunk, "ChatCompletionChunk")
+    assert [c["usage"] is not None for c in chunks] == [False, False, False, True]
+    completion = httpx.post(sim.url + "/v1/completions",
+                            json={"prompt": "Once", "max_tokens": 2}).json()
+    check_schema(completion, "CompletionFinal")
+    raw = httpx.post(sim.url + "/v1/completions",
+                     json={"prompt": "Once", "max_tokens": 2, "stream": True}).content
+    events = sse_events(raw)
+    assert events[-1] == "[DONE]"
+    for event in events[:-1]:
+        check_schema(json.loads(event), "Chunk")
+    models = httpx.get(sim.url + "/v1/models").json()
+    assert models["data"][0]["id"] == "simulated/tgi-model"
+
+
+def test_details_are_off_unless_asked_like_tgi(sim):
+    raw = httpx.post(sim.url + "/generate_stream",
+                     json={"inputs": "Hi", "parameters": {"max_new_tokens": 2}}).content
+    last = json.loads(sse_events(raw)[-1])
+    assert last["details"] is None and last["generated_text"]
+    body = httpx.post(sim.url + "/generate",
+                      json={"inputs": "Hi", "parameters": {"max_new_tokens": 2}}).json()
+    assert "details" not in body
+
+
+def test_top_n_tokens_and_stop_sequences(sim):
+    raw = httpx.post(sim.url + "/generate_stream", json={"inputs": "Hi", "parameters": {
+        "max_new_tokens": 3, "top_n_tokens": 2, "details": True}}).content
+    events = [json.loads(e) for e in sse_events(raw)]
+    for event in events:
+        check_schema(event, "StreamResponse")
+        assert len(event["top_tokens"]) == 2
+        assert event["top_tokens"][0] == event["token"]
+    # seed 0 starts the synthetic text at " the quick brown fox"
+    body = httpx.post(sim.url + "/generate", json={"inputs": "Hi", "parameters": {
+        "max_new_tokens": 20, "seed": 0, "stop": [" brown"], "details": True}}).json()
+    assert body["details"]["finish_reason"] == "stop_sequence"
+    assert body["generated_text"] == " the quick brown"
+
+
+def test_compat_route_answers_a_list_or_a_stream(sim):
+    body = httpx.post(sim.url + "/", json={"inputs": "Hi",
+                                           "parameters": {"max_new_tokens": 2}}).json()
+    assert isinstance(body, list) and body[0]["generated_text"]
+    raw = httpx.post(sim.url + "/", json={"inputs": "Hi", "stream": True,
+                                          "parameters": {"max_new_tokens": 2}}).content
+    assert len(sse_events(raw)) == 2
+
+
+def test_metrics_use_tgi_names_and_follow_traffic(sim):
+    def value(text: str, line_start: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(line_start + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = httpx.get(sim.url + "/metrics").text
+    httpx.post(sim.url + "/generate", json={"inputs": "Hi", "parameters": {"max_new_tokens": 3}})
+    after = httpx.get(sim.url + "/metrics").text
+    assert value(after, "tgi_request_success") == value(before, "tgi_request_success") + 1
+    assert (value(after, "tgi_request_generated_tokens_sum")
+            == value(before, "tgi_request_generated_tokens_sum") + 3)
+    for name in ("tgi_request_count", "tgi_request_duration_bucket", "tgi_queue_size",
+                 "tgi_batch_current_size", "tgi_batch_max_total_tokens",
+                 'tgi_batch_forward_duration_count{method="decode"}',
+                 "tgi_request_input_length_count", "tgi_request_queue_duration_sum",
+                 "tgi_request_mean_time_per_token_duration_count"):
+        assert name in after
+
+
+def test_keep_alive_comment_while_a_request_waits():
+    config = SimulatorConfig(keep_alive_s=0.1, max_batch_size=1, prefill_base_ms=1,
+                             prefill_per_token_ms=0, decode_base_ms=40, decode_per_seq_ms=0,
+                             decode_per_context_token_us=0)
+    with run_in_thread(config) as sim:
+        with httpx.Client(base_url=sim.url, timeout=30) as client:
+            import threading
+
+            first = threading.Thread(target=lambda: client.post("/generate", json={
+                "inputs": "Hi", "parameters": {"max_new_tokens": 12}}))
+            first.start()
+            for _ in range(500):  # until the first request holds the only batch slot
+                if sim.simulator.scheduler.running:
+                    break
+                time.sleep(0.01)
+            raw = client.post("/generate_stream", json={
+                "inputs": "Hi", "parameters": {"max_new_tokens": 2}}).content
+            first.join()
+    assert raw.startswith(b":\n\n")  # queued behind the first request, kept alive
+    assert len(sse_events(raw)) == 2

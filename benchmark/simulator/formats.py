@@ -7,10 +7,13 @@ token's position and the pre-encoded token fragment. Formats follow TGI 3.3:
   events; the last one carries ``generated_text`` and, when the request asked
   ``details: true``, ``details`` (finish_reason, generated_tokens, seed, input_length); TGI's
   ``details`` defaults to false. No ``[DONE]``.
-- ``/v1/chat/completions`` (stream): ``data: {chat.completion.chunk}`` events, the last token's
+- ``/v1/chat/completions`` (stream): ``data:{chat.completion.chunk}`` events, the last token's
   chunk carries ``finish_reason``; with ``stream_options.include_usage`` one more chunk with
-  ``choices: []`` and ``usage``; then ``data: [DONE]``.
-- ``/v1/completions`` (stream): ``text_completion`` chunks, then ``data: [DONE]``.
+  ``choices: []`` and ``usage``; then ``data:[DONE]``.
+- ``/v1/completions`` (stream): ``text_completion`` chunks, then ``data:[DONE]``.
+
+Like TGI (axum's SSE writer) there is no space after ``data:``; an event is one line followed
+by a blank line; during a long wait a comment line ``:`` keeps the connection alive.
 """
 
 from __future__ import annotations
@@ -39,6 +42,18 @@ def token_dict(k: int) -> dict[str, Any]:
             "special": False}
 
 
+def top_tokens(k: int, n: int) -> list[dict[str, Any]]:
+    """``top_n_tokens`` alternatives: the chosen token first, then other words, less likely."""
+    if n <= 0:
+        return []
+    first = token_dict(k)
+    base = first["logprob"] or 0.0
+    others = [token_dict((max(k, 0) + i) % len(WORDS)) for i in range(1, n)]
+    for i, other in enumerate(others, 1):
+        other["logprob"] = round(base - 0.5 * i, 2)
+    return [first, *others]
+
+
 def token_text(k: int) -> str:
     return "" if k == EOS else WORDS[k]
 
@@ -57,20 +72,24 @@ _TGI_TAILS = tuple(
 class TgiStreamFormat:
     """``/generate_stream`` events."""
 
-    done_marker = b""
-
     def head(self, seq: "Sequence") -> bytes:
         return _TGI_HEAD
 
     @staticmethod
     def token(seq: "Sequence", index: int, k: int) -> bytes:
+        if seq.top_n:
+            event = {"index": index, "token": token_dict(k),
+                     "top_tokens": top_tokens(k, seq.top_n), "generated_text": None,
+                     "details": None}
+            return b"data:" + _dumps(event).encode() + b"\n\n"
         return b"%b%d%b" % (_TGI_HEAD, index, _TGI_TAILS[k])
 
     @staticmethod
     def final(seq: "Sequence", index: int, k: int) -> bytes:
-        event = {
-            "index": index,
-            "token": token_dict(k),
+        event: dict[str, Any] = {"index": index, "token": token_dict(k)}
+        if seq.top_n:
+            event["top_tokens"] = top_tokens(k, seq.top_n)
+        event |= {
             "generated_text": seq.generated_text(),
             "details": {"finish_reason": seq.finish_reason, "generated_tokens": seq.generated,
                         "seed": seq.reported_seed, "input_length": seq.input_length}
@@ -99,7 +118,7 @@ class ChatStreamFormat:
 
     def head(self, seq: "Sequence") -> bytes:
         base = _dumps(self._base(seq))[:-1]
-        return ("data: " + base + ',"choices":[{"index":0,"delta":{"role":"assistant",'
+        return ("data:" + base + ',"choices":[{"index":0,"delta":{"role":"assistant",'
                 '"content":').encode()
 
     @staticmethod
@@ -113,17 +132,17 @@ class ChatStreamFormat:
                              "logprobs": None,
                              "finish_reason": OPENAI_FINISH.get(seq.finish_reason or "", "stop")}]
         chunk["usage"] = None
-        out = b"data: " + _dumps(chunk).encode() + b"\n\n"
+        out = b"data:" + _dumps(chunk).encode() + b"\n\n"
         if seq.include_usage:
             usage = self._base(seq)
             usage["choices"] = []
             usage["usage"] = seq.usage()
-            out += b"data: " + _dumps(usage).encode() + b"\n\n"
-        return out + b"data: [DONE]\n\n"
+            out += b"data:" + _dumps(usage).encode() + b"\n\n"
+        return out + b"data:[DONE]\n\n"
 
     @staticmethod
     def error(message: str, error_type: str) -> bytes:
-        return b"data: " + _dumps({"error": message, "error_type": error_type}).encode() + b"\n\n"
+        return b"data:" + _dumps({"error": message, "error_type": error_type}).encode() + b"\n\n"
 
 
 # --- OpenAI completions stream -------------------------------------------------------------------
@@ -141,7 +160,7 @@ class CompletionStreamFormat(ChatStreamFormat):
 
     def head(self, seq: "Sequence") -> bytes:
         base = _dumps(self._base(seq))[:-1]
-        return ("data: " + base + ',"choices":[{"index":0,"text":').encode()
+        return ("data:" + base + ',"choices":[{"index":0,"text":').encode()
 
     @staticmethod
     def token(seq: "Sequence", index: int, k: int) -> bytes:
@@ -152,7 +171,7 @@ class CompletionStreamFormat(ChatStreamFormat):
         chunk["choices"] = [{"index": 0, "text": token_text(k), "logprobs": None,
                              "finish_reason": OPENAI_FINISH.get(seq.finish_reason or "", "stop")}]
         chunk["object"] = "text_completion"
-        return b"data: " + _dumps(chunk).encode() + b"\n\n" + b"data: [DONE]\n\n"
+        return b"data:" + _dumps(chunk).encode() + b"\n\n" + b"data:[DONE]\n\n"
 
 
 # --- Bodies of non-streamed responses ------------------------------------------------------------
@@ -167,7 +186,7 @@ def generate_body(seq: "Sequence", details: bool) -> dict[str, Any]:
             "seed": seq.reported_seed,
             "prefill": [],
             "tokens": [token_dict(k) for k in seq.words],
-            "top_tokens": [],
+            "top_tokens": [top_tokens(k, seq.top_n) for k in seq.words] if seq.top_n else [],
         }
     return body
 

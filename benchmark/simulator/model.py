@@ -95,13 +95,13 @@ class Sequence:
                  "seed", "reported_seed", "rng", "eos_p", "stops", "stop_tail", "start_word",
                  "words", "generated", "token_ns", "finish_reason", "status", "error", "fmt",
                  "channel", "head", "done", "queued_ns", "admitted_ns", "end_ns", "model",
-                 "created", "include_usage", "reserved", "extra", "details", "watch")
+                 "created", "include_usage", "reserved", "extra", "details", "watch", "top_n")
 
     def __init__(self, *, request_id: str, route: str, arrived_ns: int, input_length: int,
                  max_new_tokens: int, seed: int | None, reported_seed: int | None,
                  eos_probability: float, stops: list[str] | None, model: str, created: int,
                  fmt: Any = None, include_usage: bool = False, details: bool = False,
-                 extra: dict | None = None):
+                 top_n: int = 0, extra: dict | None = None):
         self.request_id = request_id
         self.route = route
         self.arrived_ns = arrived_ns
@@ -126,14 +126,15 @@ class Sequence:
         self.created = created
         self.include_usage = include_usage
         self.details = details
+        self.top_n = top_n
         self.watch: Any = None  # transport of a non-streamed request, to notice a disconnect
-        self.head = fmt.head(self) if fmt is not None else b""
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
         self.queued_ns = arrived_ns
         self.admitted_ns = 0
         self.end_ns = 0
         self.reserved = input_length + max_new_tokens
         self.extra = extra or {}
+        self.head = fmt.head(self) if fmt is not None else b""
 
     # -- what the "model" produces -----------------------------------------------------------
     def emit(self, decode: bool) -> bool:

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Iterator
@@ -59,6 +60,11 @@ class Simulator:
         self._task: asyncio.Task | None = None
         self._runner: web.AppRunner | None = None
         self._trace = open(config.trace, "a", encoding="utf-8") if config.trace else None
+        # Like TGI's validation workers: real tokenization runs off the event loop so a long
+        # prompt does not delay the batch's next step.
+        self._pool = (ThreadPoolExecutor(max(1, config.validation_workers),
+                                         thread_name_prefix="validation")
+                      if self.counter.exact else None)
         self.url = ""
         self.port = 0
         self.ready = False
@@ -112,6 +118,8 @@ class Simulator:
         if self._trace is not None:
             self._trace.close()
             self._trace = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def _on_step(self, method: str, cost_ns: int, size: int) -> None:
@@ -292,7 +300,11 @@ class Simulator:
         self.inflight += 1
         try:
             try:
-                valid: ValidRequest = parse()
+                if self._pool is not None:
+                    valid: ValidRequest = await asyncio.get_running_loop().run_in_executor(
+                        self._pool, parse)
+                else:
+                    valid = parse()
             except ApiError as err:
                 self._trace_error(request, route, arrived, err.status, err.message)
                 return json_error(err.status, err.message, err.error_type)
@@ -307,7 +319,8 @@ class Simulator:
                            reported_seed=valid.reported_seed,
                            eos_probability=self.config.eos_probability, stops=valid.stops,
                            model=self.config.model_id, created=int(time.time()),
-                           fmt=fmt, include_usage=valid.include_usage, details=valid.details)
+                           fmt=fmt, include_usage=valid.include_usage, details=valid.details,
+                           top_n=valid.top_n_tokens)
             if fmt is not None:
                 return await self._stream(request, seq, scheduler)
             return await self._whole(request, seq, scheduler, valid)

@@ -53,6 +53,7 @@ class ValidRequest:
     decoder_input_details: bool = False
     include_usage: bool = False
     stream: bool = False
+    top_n_tokens: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -187,7 +188,7 @@ def check_parameters(p: dict[str, Any], config: SimulatorConfig, *, stream: bool
                                f"Given: {top_n_tokens}")
     return {"max_new_tokens": max_new_tokens, "stops": stops, "truncate": truncate,
             "seed": seed, "details": details, "decoder_input_details": decoder_input_details,
-            "do_sample": sampling}
+            "do_sample": sampling, "top_n_tokens": top_n_tokens or 0}
 
 
 def check_lengths(count: int, truncate: int | None, max_new_tokens: int | None,
@@ -247,7 +248,8 @@ def parse_generate(data: Any, counter: TokenCounter, config: SimulatorConfig, *,
     seed, reported = _seeds(checked["seed"], checked["do_sample"])
     return ValidRequest(input_length, max_new, seed, reported, checked["stops"],
                         details=checked["details"],
-                        decoder_input_details=checked["decoder_input_details"], stream=stream)
+                        decoder_input_details=checked["decoder_input_details"], stream=stream,
+                        top_n_tokens=checked["top_n_tokens"])
 
 
 def _openai_common(data: dict[str, Any], config: SimulatorConfig) -> dict[str, Any]:
