@@ -243,9 +243,7 @@ class RunResult:
             )
         try:
             config = RunConfig.from_dict(data["config"])
-            records = [RequestRecord.from_dict(r) for r in data.get("requests") or []]
-            for record in records:
-                record.token_ns = [int(t) for t in record.token_ns]
+            records = [_record_in(r) for r in data.get("requests") or []]
             tool = data.get("tool") or {}
             status = str(data.get("status") or "running")
             if status not in STATUSES:
@@ -378,6 +376,35 @@ def _record_out(record: RequestRecord) -> dict[str, Any]:
     return data
 
 
+_INT_FIELDS = ("step", "run", "request", "scheduled_ns")
+_OPTIONAL_INT_FIELDS = ("sent_ns", "end_ns", "input_tokens", "output_tokens",
+                        "requested_output_tokens", "status")
+_OPTIONAL_STR_FIELDS = ("finish_reason", "error", "error_kind", "request_id")
+
+
+def _record_in(data: Any) -> RequestRecord:
+    """A RequestRecord from run.json, refusing values of the wrong type (TypeError)."""
+    if not isinstance(data, dict):
+        raise TypeError("a request is not a JSON object")
+    record = RequestRecord.from_dict(data)
+    for name in _INT_FIELDS:
+        if not isinstance(getattr(record, name), int):
+            raise TypeError(f"request field {name} is not a whole number")
+    for name in _OPTIONAL_INT_FIELDS:
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, int):
+            raise TypeError(f"request field {name} is not a whole number")
+    for name in _OPTIONAL_STR_FIELDS:
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"request field {name} is not text")
+    if not isinstance(record.token_ns, list) or not all(
+            isinstance(t, int) for t in record.token_ns):
+        raise TypeError("request field token_ns is not a list of whole numbers")
+    record.warmup = bool(record.warmup)
+    return record
+
+
 def _finite(value: Any) -> Any:
     """Replace NaN/inf (not valid JSON) by None, recursively."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -444,11 +471,33 @@ def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummaryRow]
     for folder in base.iterdir():
         if not folder.is_dir() or not _RUN_ID.fullmatch(folder.name) or ".." in folder.name:
             continue
-        row = _summary_row(folder)
+        row = _cached_summary_row(folder)
         if row is not None:
             rows.append(row)
     rows.sort(key=lambda r: (_sort_time(r.started_at), r.run_id), reverse=True)
     return rows
+
+
+# run.json files can be large (every token stamp); the history re-reads one only when it changed
+# (each save replaces the file, so a new inode, mtime or size means new content).
+_ROW_CACHE: dict[Path, tuple[tuple[int, int, int], RunSummaryRow | None]] = {}
+_ROW_CACHE_MAX = 2048
+
+
+def _cached_summary_row(folder: Path) -> RunSummaryRow | None:
+    try:
+        stat = (folder / RUN_FILE).stat()
+    except OSError:
+        return None
+    key, stamp = folder.resolve(), (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    cached = _ROW_CACHE.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    row = _summary_row(folder)
+    if len(_ROW_CACHE) >= _ROW_CACHE_MAX:
+        _ROW_CACHE.clear()
+    _ROW_CACHE[key] = (stamp, row)
+    return row
 
 
 def _summary_row(folder: Path) -> RunSummaryRow | None:

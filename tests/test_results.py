@@ -245,6 +245,19 @@ def test_corrupt_files_give_a_plain_sentence(tmp_path, content, words):
     assert words in str(info.value)
 
 
+@pytest.mark.parametrize("field,value", [
+    ("token_ns", "abc"), ("token_ns", [1.5, 2]), ("sent_ns", "soon"), ("step", None),
+    ("error", 42),
+])
+def test_requests_with_wrong_types_are_refused(tmp_path, field, value):
+    folder = make_result().save(tmp_path)
+    data = json.loads((folder / "run.json").read_text())
+    data["requests"][0][field] = value
+    (folder / "run.json").write_text(json.dumps(data))
+    with pytest.raises(ResultFileError, match="damaged or incomplete"):
+        RunResult.load(folder)
+
+
 def test_tampered_run_id_or_status_is_refused(tmp_path):
     folder = make_result().save(tmp_path)
     data = json.loads((folder / "run.json").read_text())
@@ -283,3 +296,16 @@ def test_list_runs_newest_first_skipping_junk(tmp_path):
     assert newest.best_batch_size == best.step
     assert (newest.requests, newest.errors) == (6, 1)
     assert list_runs(tmp_path / "missing") == []
+
+
+def test_list_runs_sees_a_run_update(tmp_path):
+    result = make_result("20261128-120000-live-eeee", status="running", records=[])
+    folder = result.save(tmp_path / result.run_id)
+    assert list_runs(tmp_path)[0].status == "running"
+    assert list_runs(tmp_path)[0].best_decode_throughput_tok_s is None
+    result.records = [record(1, 0, 0, tokens=6)]
+    result.status = "complete"
+    result.save(folder)
+    row = list_runs(tmp_path)[0]
+    assert row.status == "complete" and row.requests == 1
+    assert row.best_decode_throughput_tok_s == pytest.approx(100.0)   # 5 tokens in 50 ms
