@@ -19,6 +19,7 @@ the balance point.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
@@ -235,7 +236,8 @@ def headline(result: Any) -> list[str]:
     """A few plain sentences: best throughput, per-user latency per step, the balance point."""
     steps = result.steps()
     mode = result.config.mode
-    word = step_label(mode)
+    at = functools.partial(_at, mode)
+    name = functools.partial(_name, mode)
     sentences: list[str] = []
     if result.simulated:
         sentences.append("These numbers come from a simulated server, not a GPU: use them to try "
@@ -254,14 +256,14 @@ def headline(result: Any) -> list[str]:
                 else "measured over the whole step" if mode == "concurrency" else "one run")
         sentences.append(
             f"Highest generation speed: {_rate(best.value('decode_throughput_tok_s'))} tokens per "
-            f"second in total at {word} {best.step} ({over})."
+            f"second in total {at(best.step)} ({over})."
         )
-    token_parts = [f"{_short_ms(s.value('decode_token_latency_ms', 'p50'))} at {word} {s.step}"
+    token_parts = [f"{_short_ms(s.value('decode_token_latency_ms', 'p50'))} {at(s.step)}"
                    for s in steps if s.value("decode_token_latency_ms", "p50") is not None]
     if token_parts:
         sentences.append("Each user waits this long for every new token (median): "
                          + _join(token_parts) + ".")
-    first_parts = [f"{_short_ms(s.value('prefill_latency_ms', 'p50'))} at {word} {s.step}"
+    first_parts = [f"{_short_ms(s.value('prefill_latency_ms', 'p50'))} {at(s.step)}"
                    for s in steps if s.value("prefill_latency_ms", "p50") is not None]
     if first_parts:
         sentences.append("Wait for the first token (median): " + _join(first_parts) + ".")
@@ -273,18 +275,19 @@ def headline(result: Any) -> list[str]:
         base_ms = base.value("decode_token_latency_ms", "p50")
         if balance.step == base.step:
             sentences.append(
-                f"Best balance: {word} {base.step}. Every larger {word} made each user wait more "
-                f"than {BALANCE_FACTOR:g}x longer per token than the {_short_ms(base_ms)} at "
-                f"{word} {base.step}."
+                f"Best balance: {name(base.step)}. Every larger "
+                f"{'number of users' if mode == 'concurrency' else 'batch size'} made each user "
+                f"wait more than {BALANCE_FACTOR:g}x longer per token than the "
+                f"{_short_ms(base_ms)} {at(base.step)}."
             )
         else:
             sentences.append(
-                f"Best balance: {word} {balance.step}, giving "
+                f"Best balance: {name(balance.step)}, giving "
                 f"{_rate(balance.value('decode_throughput_tok_s'))} tokens per second while each "
                 f"user still gets a token every "
                 f"{_short_ms(balance.value('decode_token_latency_ms', 'p50'))} (rule: the highest "
                 f"throughput whose median time per token stays within {BALANCE_FACTOR:g}x of the "
-                f"{_short_ms(base_ms)} at {word} {base.step})."
+                f"{_short_ms(base_ms)} {at(base.step)})."
             )
 
     total = sum(s.requests for s in steps)
@@ -314,6 +317,18 @@ def _status_sentence(result: Any, steps: list[StepSummary]) -> str:
         return f"The run was stopped before the end; results cover {words}: {covered}."
     reason = f" {redact(result.message)}" if result.message else ""
     return f"The run failed.{reason} Results cover {words}: {covered}."
+
+
+def _name(mode: str, step: int) -> str:
+    """Return "batch size 4" or "4 concurrent users"."""
+    if mode == "concurrency":
+        return f"{step} concurrent user{'' if step == 1 else 's'}"
+    return f"batch size {step}"
+
+
+def _at(mode: str, step: int) -> str:
+    """Return "at batch size 4" or "with 4 concurrent users"."""
+    return ("with " if mode == "concurrency" else "at ") + _name(mode, step)
 
 
 def _join(parts: list[str]) -> str:

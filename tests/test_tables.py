@@ -154,7 +154,9 @@ def test_concurrency_mode_talks_about_users():
     text = markdown_tables(r)
     assert ["Step", "Users", "Average", "Lowest", "Highest", "p50", "p90", "p99"] in cells(text)
     assert ["Users", "1, 2"] in cells(text)
-    assert "concurrent users 2" in " ".join(headline(r))
+    text = " ".join(headline(r))
+    assert "10.0 ms with 1 concurrent user; 12.0 ms with 2 concurrent users" in text
+    assert "in total with 2 concurrent users (measured over the whole step)" in text
 
 
 @pytest.mark.parametrize("status,words", [("failed", "The run failed. Server died."),
