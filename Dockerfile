@@ -35,15 +35,15 @@ RUN chmod 755 /root \
 # them across restarts, or set RESULTS_REPO (see README). /kernels holds TGI's pre-downloaded
 # kernels: its folders must accept the lock files the kernels cache writes.
 ENV HF_HOME=/data \
-    RESULTS_DIR=/data/results \
-    HOME=/home/user
+    RESULTS_DIR=/data/results
 RUN mkdir -p /data/hub /data/results /app \
     && chown -R 1000:1000 /data /app \
     && if [ -d /kernels ]; then find /kernels -type d -exec chown 1000:1000 {} + ; fi
 
 # The app's own virtual environment: TGI's venv (/usr/src/.venv, also $VIRTUAL_ENV) pins older
-# transformers / huggingface_hub. Built with the image's uv and the image's Python 3.11; the
-# target is named explicitly so that nothing lands in TGI's venv.
+# transformers / huggingface_hub. Built with the image's uv and the image's Python 3.11 (found
+# under root's HOME, hence HOME changes only after this step); the target is named explicitly so
+# that nothing lands in TGI's venv.
 ENV APP_VENV=/opt/app-venv
 COPY --chown=1000:1000 requirements.txt /app/requirements.txt
 RUN UV_PYTHON_DOWNLOADS=never /bin/uv venv --python 3.11 /opt/app-venv \
@@ -58,6 +58,7 @@ WORKDIR /app
 # fails as uid 1000). The app always passes --port/--hostname (the platform also sets HOSTNAME);
 # PORT=3000 restores TGI's documented default for a launcher started by hand in Dev Mode.
 ENV PORT=3000 \
+    HOME=/home/user \
     GRADIO_SERVER_NAME=0.0.0.0 \
     GRADIO_SERVER_PORT=7860 \
     GRADIO_ANALYTICS_ENABLED=False \
