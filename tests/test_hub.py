@@ -87,6 +87,15 @@ def test_fetch_brings_a_run_back_after_the_disk_was_wiped(stub, tmp_path):
     assert repo.list_remote_runs() == [RUN_ID]
 
 
+def test_space_settings_alone_route_uploads_and_fetches_through_hf_endpoint(stub, tmp_path):
+    env = {"RESULTS_REPO": REPO, "HF_TOKEN": TOKEN, "HF_ENDPOINT": stub.url}
+    folder = make_run(tmp_path / "before")
+    assert hub.from_env(env).upload_run(folder).ok
+    fetched = hub.from_env(env).fetch_run(RUN_ID, tmp_path / "after")
+    assert RunResult.load(fetched).run_id == RUN_ID
+    assert stub.calls("commit") == 1 and stub.calls("resolve") >= 3
+
+
 def test_fetch_of_a_run_already_on_disk_does_not_call_the_hub(stub, tmp_path):
     make_run(tmp_path)
     before = len(stub.requests)
