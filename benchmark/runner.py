@@ -73,7 +73,8 @@ class Job:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     proc: subprocess.Popen | None = None
-    after_finish: list[Callable[["Job"], None]] = field(default_factory=list)
+    after_finish: list[Callable[["Job"], str | None]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class JobView:
     current_step: int | None
     result_version: int
     queue_position: int          # 0 while it runs or after it ended, 1.. while it waits
+    notes: tuple[str, ...]
+    done: bool                   # ended and its after-finish hooks ran
     simulated: bool | None
     launches_server: bool
     output_dir: str
@@ -98,7 +101,7 @@ class JobView:
 
     @property
     def finished(self) -> bool:
-        return self.state in FINISHED
+        return self.done
 
 
 def engine_argv(python: str, plan: Plan, output_dir: Path, progress_path: Path) -> list[str]:
@@ -118,12 +121,12 @@ def engine_argv(python: str, plan: Plan, output_dir: Path, progress_path: Path) 
              "--warmups", str(run.warmups),
              "--mode", run.mode,
              "--timeout", f"{run.timeout_s:g}"]
-    if run.duration_s is not None:
+    if run.mode == "concurrency" and run.duration_s is not None:
         argv += ["--duration", f"{run.duration_s:g}"]
-    if run.requests is not None:
+    if run.mode == "concurrency" and run.requests is not None:
         argv += ["--requests", str(run.requests)]
-    if run.max_total_requests is not None:
-        argv += ["--max-total-requests", str(run.max_total_requests)]
+    if run.seed is not None:
+        argv += ["--seed", str(run.seed)]
     sampling = run.sampling
     for name in ("temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
                  "frequency_penalty", "top_n_tokens"):
@@ -143,10 +146,16 @@ class Runner:
     """The app-wide queue. Thread-safe; one worker thread runs jobs one after the other."""
 
     def __init__(self, results_root: Path, *, env: Mapping[str, str] | None = None,
-                 python: str = sys.executable, server_manager: Any = None):
+                 python: str = sys.executable, server_manager: Any = None,
+                 allow_trust_remote_code: bool = False):
         self.results_root = Path(results_root).resolve()
         self.env = dict(os.environ if env is None else env)
         self.python = python
+        if server_manager is None:
+            # Created here (in the main thread) so that its exit hooks can be installed.
+            from .launcher import ServerManager
+            server_manager = ServerManager(env=self.env,
+                                           allow_trust_remote_code=allow_trust_remote_code)
         self._manager = server_manager
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -159,7 +168,9 @@ class Runner:
 
     # -- public -------------------------------------------------------------------------------
     def submit(self, plan: Plan, run_id: str,
-               after_finish: Callable[[Job], None] | None = None) -> Job:
+               after_finish: Callable[[Job], str | None] | None = None) -> Job:
+        """Queue a run. ``after_finish(job)`` runs in the worker once it ended (e.g. an upload);
+        the sentence it returns is shown with the run's status."""
         job = Job(run_id=run_id, plan=plan, output_dir=self.results_root / run_id)
         if after_finish is not None:
             job.after_finish.append(after_finish)
@@ -186,7 +197,8 @@ class Runner:
                 steps=tuple(job.steps),
                 progress=tuple(replace(job.progress[s]) for s in job.steps if s in job.progress),
                 current_step=job.current_step, result_version=job.result_version,
-                queue_position=position, simulated=job.simulated,
+                queue_position=position, notes=tuple(job.notes), done=job.finished.is_set(),
+                simulated=job.simulated,
                 launches_server=job.plan.launches_server, output_dir=str(job.output_dir),
                 elapsed_s=elapsed,
             )
@@ -258,9 +270,12 @@ class Runner:
                     self._active = None
                 for hook in job.after_finish:
                     try:
-                        hook(job)
-                    except Exception:  # noqa: BLE001 - hooks report their own failures
-                        pass
+                        note = hook(job)
+                    except Exception as exc:  # noqa: BLE001 - shown, never fatal
+                        note = redact(f"After the run: {type(exc).__name__}: {exc}")
+                    if note:
+                        with self._lock:
+                            job.notes.append(note)
                 job.finished.set()
 
     def _set(self, job: Job, **changes: Any) -> None:
@@ -271,20 +286,14 @@ class Runner:
     def _finish(self, job: Job, state: str, message: str | None) -> None:
         self._set(job, state=state, message=message, phase="")
 
-    def _server_manager(self) -> Any:
-        if self._manager is None:
-            from .launcher import ServerManager
-            self._manager = ServerManager(env=self.env)
-        return self._manager
-
     def _start_server(self, job: Job) -> Plan:
         plan = job.plan
         assert plan.server is not None
         self._set(job, state=STARTING, phase="checking for a running server")
-        manager = self._server_manager()
+        manager = self._manager
 
         def on_status(status: Any) -> None:
-            phase = getattr(status, "phase", None) or str(status)
+            phase = getattr(status, "message", None) or getattr(status, "phase", None) or ""
             with self._lock:
                 job.phase = phase
                 job.server_log.clear()

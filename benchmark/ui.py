@@ -24,8 +24,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import gradio as gr
 
-from . import access
-from .config import FIELD_LABELS
+from . import access, hub
+from .config import DEFAULT_SERVER_PORT, FIELD_LABELS, parse_int
 from .errors import BenchmarkError, ConfigError, ResultFileError, redact
 from .results import RunResult, list_runs, new_run_id, run_dir
 from .runner import FINISHED, STARTING, Job, Runner
@@ -88,6 +88,8 @@ class _App:
         self.env = dict(env)
         self.runner = runner
         self.fields: dict[str, gr.components.Component] = {}
+        self._failed_uploads: set[Path] = set()
+        self._session_runs: dict[str, str] = {}   # browser session -> its latest run id
         self.plots: list[gr.Plot] = []
 
     # -- layout -----------------------------------------------------------------------------
@@ -97,8 +99,9 @@ class _App:
             with gr.Row():
                 if access.oauth_enabled(self.env):
                     gr.LoginButton(size="sm", scale=0, min_width=240)
-                self.access_md = gr.Markdown(elem_id="access-message")
-            self.readonly_md = gr.Markdown(visible=False, elem_id="readonly-message")
+                self.access_md = gr.Markdown(label="Access", elem_id="access-message")
+            self.readonly_md = gr.Markdown(label="Page message", visible=False,
+                                           elem_id="readonly-message")
             with gr.Column() as self.main_col:
                 with gr.Tabs():
                     with gr.Tab("Run a benchmark", id="run"):
@@ -179,8 +182,9 @@ class _App:
             self.run_btn = gr.Button("Run benchmark", variant="primary", elem_id="run-button")
             self.stop_btn = gr.Button("Stop", variant="stop", visible=False,
                                       elem_id="stop-button")
-        self.form_error = gr.Markdown(elem_id="form-error", elem_classes=["bench-error"])
-        self.status_html = gr.HTML(elem_id="run-status")
+        self.form_error = gr.Markdown(label="Form message", elem_id="form-error",
+                                      elem_classes=["bench-error"])
+        self.status_html = gr.HTML(label="Run status", elem_id="run-status")
         self.server_log = gr.Textbox(label="Server log (last lines)", lines=8, max_lines=8,
                                      interactive=False, visible=False, elem_id="server-log")
 
@@ -188,37 +192,41 @@ class _App:
         gr.Markdown("Every run is saved with its id. Pick one to open it, or several to "
                     "compare them on the same charts.")
         self.history_table = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False,
+                                          label="Saved runs",
                                           elem_id="history-table", wrap=True)
         with gr.Row():
             self.history_pick = gr.Dropdown([], value=[], multiselect=True, label="Runs",
+                                            allow_custom_value=True,
                                             elem_id="history-pick", scale=4)
             self.refresh_btn = gr.Button("Refresh", size="sm", scale=0)
             self.open_btn = gr.Button("Open", size="sm", scale=0, elem_id="open-button")
             self.compare_btn = gr.Button("Compare", size="sm", scale=0,
                                          elem_id="compare-button")
-        self.history_msg = gr.Markdown(elem_id="history-message")
+        self.history_msg = gr.Markdown(label="History message", elem_id="history-message")
 
     def _results(self) -> None:
         with gr.Column(elem_id="results"):
-            self.banner = gr.Markdown(visible=False, elem_id="simulated-banner",
+            self.banner = gr.Markdown(label="Simulated banner", visible=False, elem_id="simulated-banner",
                                       elem_classes=["bench-banner"])
-            self.title_md = gr.Markdown(elem_id="results-title")
+            self.title_md = gr.Markdown(label="Run title", elem_id="results-title")
             self.share = gr.Textbox(label="Share link: opens these results read-only",
                                     buttons=["copy"], interactive=False, visible=False,
                                     elem_id="share-link")
-            self.headline = gr.Markdown(elem_id="headline")
-            self.calibration = gr.Markdown(elem_id="calibration")
+            self.headline = gr.Markdown(label="Headline", elem_id="headline")
+            self.calibration = gr.Markdown(label="Calibration", elem_id="calibration")
             with gr.Row():
                 with gr.Column():
                     for i in range(0, MAX_FIGURES, 2):
-                        self.plots.append(gr.Plot(visible=False, elem_id=f"chart-{i}"))
+                        self.plots.append(gr.Plot(label=f"Chart {i}", visible=False,
+                                                  elem_id=f"chart-{i}"))
                 with gr.Column():
                     for i in range(1, MAX_FIGURES, 2):
-                        self.plots.append(gr.Plot(visible=False, elem_id=f"chart-{i}"))
+                        self.plots.append(gr.Plot(label=f"Chart {i}", visible=False,
+                                                  elem_id=f"chart-{i}"))
             self.plots.sort(key=lambda p: int(p.elem_id.split("-")[1]))
-            self.tables = gr.Markdown(elem_id="tables")
-            self.server_md = gr.Markdown(elem_id="server-info")
-            self.downloads = gr.File(label="Downloads: summary.csv, requests.csv, run.json",
+            self.tables = gr.Markdown(label="Tables", elem_id="tables")
+            self.server_md = gr.Markdown(label="Server info", elem_id="server-info")
+            self.downloads = gr.File(label="Downloads",
                                      file_count="multiple", interactive=False, visible=False,
                                      elem_id="downloads")
 
@@ -281,21 +289,17 @@ class _App:
         return page_url(request, self.env) + "?run=" + quote(run_id)
 
     def load_run(self, run_id: str) -> tuple[RunResult, Path]:
-        folder = run_dir(self.root, run_id)
+        """A saved run by id (from this disk, else from the results dataset when set up)."""
+        folder = run_dir(self.root, run_id)          # refuses ../, slashes, odd characters
         if not (folder / "run.json").is_file():
-            self._fetch_from_hub(run_id, folder)
+            repo = hub.from_env(self.env)
+            if repo is not None:
+                repo.fetch_run(run_id, self.root)
+        if not (folder / "run.json").is_file():
+            raise ResultFileError(
+                f"No saved run has the id {run_id!r} here. It may have been deleted, or this "
+                f"app restarted without a results dataset (RESULTS_REPO) to keep its runs.")
         return RunResult.load(folder), folder
-
-    def _fetch_from_hub(self, run_id: str, folder: Path) -> None:
-        """A shared run that is not on this disk (a Space restarted): try RESULTS_REPO."""
-        try:
-            from .hub import ResultsRepo
-        except ImportError:
-            return
-        repo = ResultsRepo.from_env(self.env)
-        if repo is None:
-            return
-        repo.download(run_id, folder)
 
     def history_updates(self) -> dict[Any, Any]:
         rows = list_runs(self.root)
@@ -347,7 +351,8 @@ class _App:
             return
         try:
             plan = build_plan(form, endpoint_request_cap=rules.request_cap(endpoint=endpoint),
-                              allow_trust_remote_code=access.allow_trust_remote_code(self.env))
+                              allow_trust_remote_code=access.allow_trust_remote_code(self.env),
+                              server_port=server_port(self.env))
         except BenchmarkError as exc:
             yield {self.form_error: _error_markdown(exc)}
             return
@@ -358,6 +363,9 @@ class _App:
         except BenchmarkError as exc:
             yield {self.form_error: _error_markdown(exc)}
             return
+        session = getattr(request, "session_hash", None)
+        if session:
+            self._session_runs[session] = run_id
         share = self.share_url(request, run_id)
         first = {self.job_state: run_id, self.form_error: "",
                  self.run_btn: gr.update(interactive=False),
@@ -394,24 +402,38 @@ class _App:
             return {}
         return self.show(results_view([result], share, job.output_dir))
 
-    def _after_finish(self, job: Job) -> None:
-        """Record the launched server settings in the run, then upload it when configured."""
+    def _after_finish(self, job: Job) -> str | None:
+        """Record the launched server's settings in the run; upload it when RESULTS_REPO is set.
+
+        Runs in the queue's worker once the engine has exited (nothing else writes the folder
+        then). Returns the sentence to show (upload result), or None.
+        """
         try:
             result = RunResult.load(job.output_dir)
         except ResultFileError:
-            return
+            return None
         if job.plan.server is not None and not result.server:
             result.server = job.plan.server.to_dict()
             result.save(job.output_dir)
-        try:
-            from .hub import ResultsRepo
-        except ImportError:
-            return
-        repo = ResultsRepo.from_env(self.env)
-        if repo is not None:
-            repo.upload(job.run_id, job.output_dir)
+        repo = hub.from_env(self.env)
+        if repo is None:
+            return None
+        notes = []
+        for folder in [*self._failed_uploads, job.output_dir]:
+            status = repo.upload_run(folder)
+            if status.ok:
+                self._failed_uploads.discard(folder)
+                if folder == job.output_dir:
+                    notes.append(status.message)
+            else:
+                self._failed_uploads.add(folder)
+                if folder == job.output_dir:
+                    notes.append(status.message + " It is tried again after the next run.")
+        return " ".join(notes) or None
 
-    def stop(self, run_id: str | None) -> str:
+    def stop(self, run_id: str | None, request: gr.Request) -> str:
+        """Stop this visitor's run (the one in the page's state, else the session's latest)."""
+        run_id = run_id or self._session_runs.get(getattr(request, "session_hash", None) or "")
         if not run_id or not self.runner.cancel(run_id):
             return "Nothing to stop: no benchmark of yours is running."
         return "Stopping… the results measured so far are kept."
@@ -459,6 +481,13 @@ def page_url(request: Any, env: Mapping[str, str]) -> str:
     return f"{proto}://{host}/"
 
 
+def server_port(env: Mapping[str, str]) -> int:
+    """The port TGI is launched on: $BENCHMARK_TGI_PORT, default 1337 (TGI's own default is
+    3000; a Space exposes only the app's port, so the server stays private either way)."""
+    return parse_int("port", env.get("BENCHMARK_TGI_PORT") or DEFAULT_SERVER_PORT,
+                     minimum=1, maximum=65535)
+
+
 def _root_from(results_root: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
     return Path(results_root or env.get("RESULTS_DIR") or "results").resolve()
 
@@ -469,7 +498,8 @@ def create_app(results_root: str | os.PathLike[str] | None = None,
     environment = dict(os.environ if env is None else env)
     root = _root_from(results_root, environment)
     root.mkdir(parents=True, exist_ok=True)
-    runner = Runner(root, env=environment)
+    runner = Runner(root, env=environment,
+                    allow_trust_remote_code=access.allow_trust_remote_code(environment))
     app = _App(root, environment, runner)
     demo = app.build()
     demo.tgi_bench = app  # type: ignore[attr-defined]  # launch_options and tests reach it
@@ -485,7 +515,6 @@ def launch_options(demo: gr.Blocks, env: Mapping[str, str] | None = None) -> dic
         raise ConfigError("hostname", f"GRADIO_SERVER_NAME must be 0.0.0.0 or 127.0.0.1, "
                                       f"got {host!r}.")
     port_text = environment.get("GRADIO_SERVER_PORT") or "7860"
-    from .config import parse_int
     port = parse_int("port", port_text, minimum=1, maximum=65535)
     app: _App = demo.tgi_bench  # type: ignore[attr-defined]
     return {"server_name": host, "server_port": port, "allowed_paths": [str(app.root)],

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from .config import (
     API_CHOICES,
+    DEFAULT_SERVER_PORT,
     DTYPE_CHOICES,
     MAX_BATCH_SIZE,
     MAX_DECODE_LENGTH,
@@ -133,6 +134,7 @@ def build_plan(
     *,
     endpoint_request_cap: int | None = None,
     allow_trust_remote_code: bool = False,
+    server_port: int = DEFAULT_SERVER_PORT,
 ) -> Plan:
     """Validate the form; raise ConfigError (with ``.field``) or ServerLimitError on bad input.
 
@@ -167,7 +169,7 @@ def build_plan(
         do_sample=bool(values.get("do_sample")),
         watermark=bool(values.get("watermark")),
     )
-    duration_text = _text(values.get("duration_s"))
+    duration_text = _text(values.get("duration_s")) if mode == "concurrency" else ""
     run_fields: dict[str, Any] = dict(
         api=_text(values.get("api")) or "tgi",
         batch_sizes=batch_sizes,
@@ -177,7 +179,7 @@ def build_plan(
         warmups=warmups,
         mode=mode,
         duration_s=None if duration_text == "" else parse_float("duration_s", duration_text),
-        requests=_opt_int(values, "requests", 10_000_000),
+        requests=_opt_int(values, "requests", 10_000_000) if mode == "concurrency" else None,
         timeout_s=parse_float("timeout_s", _text(values.get("timeout_s")) or "120"),
         sampling=sampling,
     )
@@ -188,10 +190,10 @@ def build_plan(
             model_id=model_id,
             quantize=_choice(values, "quantize"),
             dtype=_choice(values, "dtype"),
+            port=server_port,
             **server_numbers,
         ).validate(allow_trust_remote_code=allow_trust_remote_code)
-        run = RunConfig(tokenizer_name=model_id, url=server.url, model=model_id,
-                        **run_fields).validate()
+        run = RunConfig(tokenizer_name=model_id, url=server.url, **run_fields).validate()
         _check_fits_server(run, server)
         return Plan(run=run, server=server)
 
@@ -201,8 +203,8 @@ def build_plan(
         raise ConfigError("tokenizer_name",
                           "Tokenizer is empty: give the Hub id (or folder) of the model the "
                           "endpoint serves, so prompts have an exact number of tokens.")
-    run = RunConfig(tokenizer_name=tokenizer, url=url, model=tokenizer,
-                    max_total_requests=endpoint_request_cap, **run_fields).validate()
+    run = RunConfig(tokenizer_name=tokenizer, url=url, max_total_requests=endpoint_request_cap,
+                    **run_fields).validate()
     return Plan(run=run, server=None)
 
 

@@ -62,7 +62,7 @@ def results_view(results: list[RunResult], share_url: str = "",
     if len(results) == 1:
         result = results[0]
         view.title = run_title(result)
-        view.headline = _safe(lambda: tables.headline(result))
+        view.headline = _safe(lambda: headline_markdown(result))
         view.tables = _safe(lambda: tables.markdown_tables(result))
         view.server_info = server_info_markdown(result)
         view.calibration = calibration_markdown(result)
@@ -72,7 +72,7 @@ def results_view(results: list[RunResult], share_url: str = "",
         f"- `{r.run_id}`: {r.model}" + (" (simulated server)" if r.simulated else "")
         for r in results)
     view.headline = "\n\n".join(
-        f"**{r.model}** (`{r.run_id}`)\n\n{_safe(lambda r=r: tables.headline(r))}"
+        f"**{r.model}** (`{r.run_id}`)\n\n{_safe(lambda r=r: headline_markdown(r))}"
         for r in results)
     view.tables = "\n\n".join(
         f"#### {r.model} (`{r.run_id}`)\n\n{_safe(lambda r=r: tables.markdown_tables(r))}"
@@ -81,29 +81,38 @@ def results_view(results: list[RunResult], share_url: str = "",
     return view
 
 
+def headline_markdown(result: RunResult) -> str:
+    """tables.headline's plain sentences as a short list under a heading."""
+    from . import tables
+
+    sentences = tables.headline(result)
+    if isinstance(sentences, str):
+        return sentences
+    return "#### In short\n" + "\n".join(f"- {s}" for s in sentences)
+
+
 def chart_figures(results: list[RunResult]) -> list[tuple[str, Any]]:
-    """(title, plotly figure) for every chart of charts.py, in its declared order."""
+    """(title, plotly figure) for every chart of charts.py, in its declared order.
+
+    The output-length chart is left out when every request got the tokens it asked for.
+    """
     from . import charts
 
-    specs = getattr(charts, "CHARTS", None)
     out: list[tuple[str, Any]] = []
-    for spec in specs or ():
-        title, function = _spec(spec)
-        try:
-            figure = function(results)
-        except Exception as exc:  # noqa: BLE001 - charts.py already guards; belt and braces
-            figure = None
-            title = f"{title} (could not draw: {type(exc).__name__})"
-        out.append((title, figure))
+    for name, draw in charts.CHART_FUNCTIONS.items():
+        if name == "output_length" and not charts.output_length_differs(results):
+            continue
+        figure = draw(results)   # never raises: a failed chart is a figure with a sentence
+        title = getattr(getattr(figure.layout, "title", None), "text", None) or name
+        out.append((_plain(str(title)), figure))
     return out
 
 
-def _spec(spec: Any) -> tuple[str, Any]:
-    if isinstance(spec, tuple):
-        return str(spec[0]), spec[1]
-    title = getattr(spec, "title", None) or getattr(spec, "name", "Chart")
-    function = getattr(spec, "figure", None) or getattr(spec, "function", None) or spec
-    return str(title), function
+def _plain(title: str) -> str:
+    """Plotly titles may hold <br> and tags; a component label wants plain text."""
+    import re
+
+    return re.sub(r"<[^>]+>", " ", title).replace("  ", " ").strip()
 
 
 def _safe(make: Any) -> str:
@@ -231,6 +240,8 @@ def progress_html(view: JobView | None, *, busy_with: str | None = None) -> str:
                 parts.append(_bar(f"Batch size {p.step}", 0, 1, waiting))
     for warning in view.warnings:
         parts.append(f"<p>⚠️ {esc(warning)}</p>")
+    for note in view.notes:
+        parts.append(f"<p class='bench-note'>{esc(note)}</p>")
     return "<div class='bench-progress'>" + "".join(parts) + "</div>"
 
 

@@ -1,0 +1,233 @@
+"""The real app (``python app.py``) driven end to end through gradio_client.
+
+One app process serves the module; runs are tiny (batch sizes 1,2; 16 prompt tokens; 8 new
+tokens; 2 runs) on the fake text-generation-launcher, which serves the simulator.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gradio_client import Client
+
+from app_harness import FIELDS_SMALL_RUN, AppProcess, form_values
+
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, tiny_tokenizer):
+    folder = tmp_path_factory.mktemp("app")
+    # A slower simulated decode so that a run lasts long enough to watch and to stop.
+    with AppProcess(folder / "results", tokenizer=tiny_tokenizer,
+                    sim_args="--decode-base-ms 15") as running:
+        yield running
+
+
+def labels(client: Any, endpoint: str) -> list[str]:
+    api = client.view_api(return_format="dict", print_info=False)
+    return [r["label"] for r in api["named_endpoints"][endpoint]["returns"]]
+
+
+def value(item: Any) -> Any:
+    if isinstance(item, dict) and ("__type__" in item or set(item) <= {"value", "visible",
+                                                                         "label", "choices"}):
+        return item.get("value")
+    return item
+
+
+def named(client: Any, endpoint: str, outputs: Any) -> dict[str, Any]:
+    return {label: out for label, out in zip(labels(client, endpoint), outputs)}
+
+
+def run(client: Any, **fields: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Submit /run, return (final outputs by label, every intermediate output by label)."""
+    job = client.submit(*form_values(**fields), api_name="/run")
+    deadline = time.monotonic() + 200
+    while not job.done():
+        assert time.monotonic() < deadline, "the run did not end"
+        time.sleep(0.2)
+    names = labels(client, "/run")
+    final = dict(zip(names, job.result()))
+    steps = [dict(zip(names, out)) for out in job.outputs()]
+    return final, steps
+
+
+def text(item: Any) -> str:
+    got = value(item)
+    if isinstance(got, list):
+        return "\n".join(map(str, got))
+    return "" if got is None else str(got)
+
+
+def run_id_of(final: dict[str, Any]) -> str:
+    link = text(final["Share link: opens these results read-only"])
+    assert "?run=" in link, link
+    return link.split("?run=", 1)[1]
+
+
+def read_csv(path: str) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_shows_results_saves_files_and_a_share_link(app, tiny_tokenizer):
+    client = Client(app.url, verbose=False)
+    final, steps = run(client, model_id=tiny_tokenizer, **FIELDS_SMALL_RUN)
+
+    assert "Benchmark complete" in text(final["Run status"]), app.log()
+    statuses = " ".join(text(s.get("Run status")) for s in steps)
+    assert "Starting the server" in statuses or "Benchmark running" in statuses
+    assert "Batch size 1" in statuses and "Batch size 2" in statuses
+    assert "SIMULATED SERVER" in text(final["Simulated banner"])
+    assert "Highest generation speed" in text(final["Headline"])
+    assert "tgi-benchmark-simulator" in text(final["Server info"])
+    tables = text(final["Tables"])
+    assert "Latency" in tables and "Throughput" in tables
+
+    run_id = run_id_of(final)
+    assert text(final["Share link: opens these results read-only"]) == f"{app.url}?run={run_id}"
+    folder = app.results_dir / run_id
+    saved = json.loads((folder / "run.json").read_text())
+    assert saved["status"] == "complete" and saved["simulated"] is True
+    assert saved["server"]["model_id"] == tiny_tokenizer   # the launched settings are recorded
+
+    charts = [final[f"Chart {i}"] for i in range(10)]
+    shown = [c for c in charts if isinstance(c, dict) and c.get("visible")]
+    assert len(shown) >= 7, charts
+    for chart in shown:
+        assert chart["value"]["type"] == "plotly"
+        assert json.loads(chart["value"]["plot"])["data"], chart["label"]
+    titles = " | ".join(c["label"] for c in shown)
+    assert "Throughput" in titles and "Latency" in titles and "over latency" in titles
+
+    files = {Path(p).name: p for p in value(final["Downloads"])}
+    assert set(files) == {"summary.csv", "requests.csv", "run.json"}
+    summary = read_csv(files["summary.csv"])
+    assert {row["step"] for row in summary} == {"1", "2"}
+    throughput = [r for r in summary if r["metric"] == "decode_throughput_tok_s"]
+    assert len(throughput) == 2 and all(float(r["avg"]) > 0 for r in throughput)
+    requests = read_csv(files["requests.csv"])
+    assert len(requests) == 2 * (1 + 2)                     # runs x (batch 1 + batch 2)
+    assert {r["output_tokens"] for r in requests} == {"8"}
+    assert all(r["request_id"].startswith(run_id) for r in requests)
+
+    history = value(final["Saved runs"])
+    assert run_id in [row[0] for row in history["data"]]
+
+
+def test_typed_mistakes_are_refused_with_the_field_named_and_nothing_starts(app, tiny_tokenizer):
+    client = Client(app.url, verbose=False)
+    before = set(p.name for p in app.results_dir.iterdir())
+    cases = [
+        (dict(runs="ten"), "**Runs:**", "whole number"),
+        (dict(batch_sizes="1,5000"), "**Batch sizes:**", "at most 1024"),
+        (dict(sequence_length="1.5"), "**Sequence length:**", "whole number"),
+        (dict(max_total_tokens="20"), "max_total_tokens = 20", "Lower one of them"),
+        (dict(model_id=""), "**Model ID:**", "empty"),
+        (dict(model_id="../../etc/passwd"), "**Model ID:**", "not a Hub id"),
+        (dict(target="Benchmark an existing server (endpoint URL)", url="ftp://host"),
+         "**Endpoint URL:**", "http://host:port"),
+        (dict(temperature="hot"), "**Temperature:**", "must be a number"),
+    ]
+    for overrides, field, words in cases:
+        fields = {"model_id": tiny_tokenizer, **FIELDS_SMALL_RUN, **overrides}
+        final, _ = run(client, **fields)
+        message = text(final["Form message"])
+        assert field in message and words in message, (overrides, message)
+        assert "Benchmark" not in text(final.get("Run status"))
+    assert set(p.name for p in app.results_dir.iterdir()) == before
+
+
+def test_stop_keeps_partial_results_shown_progressively(app, tiny_tokenizer):
+    client = Client(app.url, verbose=False)
+    job = client.submit(*form_values(model_id=tiny_tokenizer, batch_sizes="1,2,4,8",
+                                     sequence_length="16", decode_length="8", runs="40",
+                                     warmups="0"), api_name="/run")
+    names = labels(client, "/run")
+    deadline = time.monotonic() + 150
+    partial = None
+    while partial is None:
+        assert time.monotonic() < deadline and not job.done(), "no partial results appeared"
+        for out in job.outputs():
+            got = dict(zip(names, out))
+            if "in progress (partial results)" in text(got.get("Run title")):
+                partial = got
+        time.sleep(0.2)
+    # The first batch size is on the page (table and charts) while the run goes on.
+    assert "| 1 " in text(partial["Tables"]) or "1 |" in text(partial["Tables"])
+    assert any(isinstance(partial.get(f"Chart {i}"), dict) and partial[f"Chart {i}"].get("visible")
+               for i in range(10))
+    said = client.predict(api_name="/stop")
+    assert "Stopping" in said
+    while not job.done():
+        time.sleep(0.2)
+    final = dict(zip(names, job.result()))
+    assert "Stopped" in text(final["Run status"])
+    run_id = run_id_of(final)
+    saved = json.loads((app.results_dir / run_id / "run.json").read_text())
+    assert saved["status"] == "cancelled"
+    assert saved["requests"], "the requests measured before Stop are kept"
+    assert "stopped early" in text(final["Run title"])
+
+
+def test_one_run_at_a_time_others_wait_in_line_and_compare(app, tiny_tokenizer):
+    first = Client(app.url, verbose=False)
+    second = Client(app.url, verbose=False)
+    slow = dict(model_id=tiny_tokenizer, batch_sizes="1,2", sequence_length="16",
+                decode_length="8", runs="15", warmups="0")
+    job_a = first.submit(*form_values(**slow), api_name="/run")
+    names = labels(first, "/run")
+    deadline = time.monotonic() + 60
+    while "Benchmark running" not in " ".join(text(dict(zip(names, o))["Run status"])
+                                              for o in job_a.outputs()):
+        assert time.monotonic() < deadline, "first run did not start"
+        time.sleep(0.2)
+    job_b = second.submit(*form_values(model_id=tiny_tokenizer, **FIELDS_SMALL_RUN),
+                          api_name="/run")
+    for job in (job_a, job_b):
+        while not job.done():
+            assert time.monotonic() < deadline + 180
+            time.sleep(0.2)
+    seen_b = " ".join(text(dict(zip(names, o))["Run status"]) for o in job_b.outputs())
+    assert "already running for another visitor" in seen_b
+    assert "number 1 in the queue" in seen_b
+    final_a = dict(zip(names, job_a.result()))
+    final_b = dict(zip(names, job_b.result()))
+    id_a, id_b = run_id_of(final_a), run_id_of(final_b)
+    assert id_a != id_b
+    for run_id in (id_a, id_b):
+        saved = json.loads((app.results_dir / run_id / "run.json").read_text())
+        assert saved["status"] == "complete" and saved["run_id"] == run_id
+
+    # Two saved runs on the same charts.
+    compared = named(first, "/compare", first.predict([id_a, id_b], api_name="/compare"))
+    assert id_a in text(compared["Run title"]) and id_b in text(compared["Run title"])
+    plot = json.loads(compared["Chart 0"]["value"]["plot"])
+    legend = json.dumps([trace.get("name") for trace in plot["data"]])
+    assert id_a in legend and id_b in legend
+    lonely = named(first, "/compare", first.predict([id_a], api_name="/compare"))
+    assert "two or more" in text(lonely["History message"])
+    opened = named(first, "/open", first.predict([id_b], api_name="/open"))
+    assert id_b in text(opened["Run title"])
+    assert {Path(p).name for p in value(opened["Downloads"])} == {"summary.csv", "requests.csv",
+                                                                  "run.json"}
+
+
+def test_hostile_run_ids_get_a_message_and_change_nothing(app):
+    client = Client(app.url, verbose=False)
+    before = sorted(p.name for p in app.results_dir.iterdir())
+    for hostile in ("../etc", "..", "a/b", "/etc/passwd", "x" * 300, "run id with spaces",
+                    "20261128-000000-missing-0000"):
+        out = named(client, "/open", client.predict([hostile], api_name="/open"))
+        message = text(out["History message"])
+        assert message.startswith("❌"), (hostile, message)
+        assert "not valid" in message or "No saved run" in message
+        assert str(app.results_dir) not in message          # no server paths on the page
+    assert sorted(p.name for p in app.results_dir.iterdir()) == before
