@@ -194,8 +194,8 @@ class RunResult:
         return summarize(self.measured_records, self.config)
 
     # -- files -----------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """The content of run.json."""
+    def to_dict(self, steps: list[StepSummary] | None = None) -> dict[str, Any]:
+        """The content of run.json (``steps``: already computed summaries, to save work)."""
         return {
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": TOOL_NAME, "version": self.tool_version},
@@ -211,7 +211,7 @@ class RunResult:
             "server": self.server,
             "environment": self.environment or environment_info(),
             "warnings": [redact(w) for w in self.warnings],
-            "steps": [s.to_dict() for s in self.steps()],
+            "steps": [s.to_dict() for s in (self.steps() if steps is None else steps)],
             "calibration": self.calibration,
             "requests": [_record_out(r) for r in self.measured_records],
         }
@@ -223,7 +223,7 @@ class RunResult:
         path = Path(folder)
         path.mkdir(parents=True, exist_ok=True)
         steps = self.steps()
-        document = self.to_dict()
+        document = self.to_dict(steps)
         _atomic_write(path / RUN_FILE, run_json_text(document))
         _atomic_write(path / SUMMARY_FILE, summary_csv(steps))
         _atomic_write(path / REQUESTS_FILE, requests_csv(self.measured_records, self.config.mode))
