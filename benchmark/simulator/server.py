@@ -42,6 +42,15 @@ CHAT_STREAM = ChatStreamFormat()
 COMPLETION_STREAM = CompletionStreamFormat()
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The request body; a client that leaves before sending it all becomes a quiet 499."""
+    try:
+        return await request.read()
+    except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        raise ApiError(499, f"client disconnected while sending the request ({exc})",
+                       "client_closed") from None
+
+
 def json_error(status: int, message: str, error_type: str) -> web.Response:
     return web.Response(status=status, body=error_body(message, error_type),
                         content_type=JSON_TYPE)
@@ -163,8 +172,8 @@ class Simulator:
 
     def _trace_error(self, request: web.Request, route: str, arrived_ns: int, status: int,
                      message: str) -> None:
-        self.metrics.inc("tgi_request_failure",
-                         err="overloaded" if status == 429 else "validation")
+        err = {429: "overloaded", 499: "cancelled"}.get(status, "validation")
+        self.metrics.inc("tgi_request_failure", err=err)
         self.write_trace({"request_id": self._request_id(request), "route": route,
                           "arrived_ns": arrived_ns, "token_ns": [], "end_ns": perf_counter_ns(),
                           "input_tokens": None, "output_tokens": 0, "finish_reason": None,
@@ -217,7 +226,7 @@ class Simulator:
 
     async def tokenize(self, request: web.Request) -> web.Response:
         try:
-            data = load_json(await request.read())
+            data = load_json(await read_body(request))
             if not isinstance(data, dict) or not isinstance(data.get("inputs"), str):
                 raise ApiError(422, "Failed to deserialize the JSON body into the target type: "
                                     "missing field `inputs`", "validation")
@@ -235,7 +244,7 @@ class Simulator:
     async def compat_generate(self, request: web.Request) -> web.StreamResponse:
         arrived = perf_counter_ns()
         try:
-            data = load_json(await request.read())
+            data = load_json(await read_body(request))
         except ApiError as err:
             self._trace_error(request, "/", arrived, err.status, err.message)
             return json_error(err.status, err.message, err.error_type)
@@ -254,7 +263,7 @@ class Simulator:
                               stream: bool) -> web.StreamResponse:
         arrived = perf_counter_ns()
         try:
-            data = load_json(await request.read())
+            data = load_json(await read_body(request))
         except ApiError as err:
             self._trace_error(request, route, arrived, err.status, err.message)
             return json_error(err.status, err.message, err.error_type)
@@ -270,7 +279,7 @@ class Simulator:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         arrived = perf_counter_ns()
         try:
-            data = load_json(await request.read())
+            data = load_json(await read_body(request))
         except ApiError as err:
             self._trace_error(request, "/v1/chat/completions", arrived, err.status, err.message)
             return json_error(err.status, err.message, err.error_type)
@@ -280,7 +289,7 @@ class Simulator:
     async def completions(self, request: web.Request) -> web.StreamResponse:
         arrived = perf_counter_ns()
         try:
-            data = load_json(await request.read())
+            data = load_json(await read_body(request))
         except ApiError as err:
             self._trace_error(request, "/v1/completions", arrived, err.status, err.message)
             return json_error(err.status, err.message, err.error_type)
