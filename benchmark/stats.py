@@ -115,6 +115,10 @@ def percentile(values: Iterable[float], q: float) -> float:
     data = sorted(float(v) for v in values)
     if not data:
         raise ValueError("percentile of no values")
+    return _percentile_sorted(data, q)
+
+
+def _percentile_sorted(data: list[float], q: float) -> float:
     if not 0.0 <= q <= 100.0 or math.isnan(q):
         raise ValueError(f"percentile q must be within [0, 100], got {q!r}")
     h = (len(data) - 1) * q / 100.0
@@ -147,16 +151,17 @@ class MetricStats:
 
 def describe(values: Iterable[float | None]) -> MetricStats | None:
     """Summary of the finite values (``None`` and NaN dropped); ``None`` when there are none."""
-    data = sorted(float(v) for v in values if v is not None and math.isfinite(v))
+    data = [float(v) for v in values if v is not None]
+    data = sorted(v for v in data if math.isfinite(v))
     if not data:
         return None
     return MetricStats(
         avg=math.fsum(data) / len(data),
         min=data[0],
         max=data[-1],
-        p50=percentile(data, 50),
-        p90=percentile(data, 90),
-        p99=percentile(data, 99),
+        p50=_percentile_sorted(data, 50),
+        p90=_percentile_sorted(data, 90),
+        p99=_percentile_sorted(data, 99),
         count=len(data),
     )
 
