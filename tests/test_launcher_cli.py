@@ -1,0 +1,158 @@
+"""``python -m benchmark --launch`` end to end with the fake ``text-generation-launcher``: a
+complete run, a server crash mid-run (partial results + the launcher's last lines), Ctrl-C /
+SIGTERM during start-up and during the run (no process left), and --keep-server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from benchmark.results import RunResult
+from conftest import ROOT, free_port
+from test_launcher_process import FAKE_DIR, TOKEN, gone, read_args, wait_until
+
+GUIDE_MODEL = "astronomer/Llama-3-8B-Instruct-GPTQ-8-Bit"
+
+
+@pytest.fixture
+def cli_env(tmp_path, tiny_tokenizer) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env.update(
+        PATH=os.pathsep.join([str(FAKE_DIR), str(Path(sys.executable).parent), env.get("PATH", "")]),
+        PYTHONPATH=str(ROOT), FAKE_TGI_PYTHON=sys.executable,
+        FAKE_TGI_ARGS_FILE=str(tmp_path / "fake-args.json"),
+        RESULTS_DIR=str(tmp_path / "results"),
+        HF_TOKEN=TOKEN, FAKE_TGI_LEAK_TOKEN="1",
+    )
+    return env
+
+
+def launch_argv(tmp_path: Path, tokenizer: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "benchmark", "--launch", "--model-id", GUIDE_MODEL,
+            "--quantize", "gptq", "--tokenizer-name", tokenizer, "--port", str(free_port()),
+            "--max-input-tokens", "512", "--max-total-tokens", "1024", "-b", "1,2",
+            "--runs", "2", "--output-dir", str(tmp_path / "run"),
+            "--server-log-dir", str(tmp_path / "logs"), *extra]
+
+
+def run_cli(argv: list[str], env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, env=env, cwd=str(ROOT), capture_output=True, text=True,
+                          timeout=timeout_s)
+
+
+def test_launch_benchmark_stop(tmp_path, cli_env, tiny_tokenizer):
+    done = run_cli(launch_argv(tmp_path, tiny_tokenizer), cli_env)
+    assert done.returncode == 0, done.stderr
+    recorded = read_args(Path(cli_env["FAKE_TGI_ARGS_FILE"]))
+    assert recorded["argv"][:4] == ["--model-id", GUIDE_MODEL, "--quantize", "gptq"]
+    assert gone(recorded["pid"]) and gone(recorded["child_pid"])  # stopped after the run
+    for phase in ("Downloading the model weights", "Loading the model", "Warming up", "Ready",
+                  "Stopped."):
+        assert phase in done.stderr
+    result = RunResult.load(tmp_path / "run")
+    assert result.status == "complete" and len(result.records) == 2 * 1 + 2 * 2
+    assert result.server["model_id"] == GUIDE_MODEL and result.server["quantize"] == "gptq"
+    assert result.simulated  # the fake serves the simulator
+    logs = list((tmp_path / "logs").glob("*.log"))
+    assert len(logs) == 1 and "Using token ***" in logs[0].read_text()
+    for text in (done.stdout, done.stderr, logs[0].read_text(),
+                 (tmp_path / "run" / "run.json").read_text()):
+        assert TOKEN not in text
+
+
+def test_server_crash_mid_run_keeps_partial_results_and_says_why(tmp_path, cli_env,
+                                                                 tiny_tokenizer):
+    env = {**cli_env, "FAKE_TGI_FAIL": "crash_after_requests=4"}
+    done = run_cli(launch_argv(tmp_path, tiny_tokenizer, "--runs", "30"), env)
+    assert done.returncode == 1, done.stderr
+    assert "The TGI server stopped while it was in use (exit code 1)" in done.stderr
+    assert "Shard 0 crashed" in done.stderr
+    result = RunResult.load(tmp_path / "run")
+    assert result.status == "failed"
+    ok = [r for r in result.records if r.ok]
+    assert 1 <= len(ok) < 30 * 1 + 30 * 2
+    assert "Shard 0 crashed" in result.message and "Results measured until then are kept" in \
+        result.message
+
+
+def test_start_up_failure_is_one_plain_message(tmp_path, cli_env, tiny_tokenizer):
+    env = {**cli_env, "FAKE_TGI_FAIL": "oom"}
+    done = run_cli(launch_argv(tmp_path, tiny_tokenizer), env)
+    assert done.returncode == 1
+    assert "error: The model did not fit in the GPU's memory" in done.stderr
+    assert "Full log:" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_sigterm_during_start_up_stops_the_server(tmp_path, cli_env, tiny_tokenizer):
+    env = {**cli_env, "FAKE_TGI_SLOW_START": "60"}
+    proc = subprocess.Popen(launch_argv(tmp_path, tiny_tokenizer), env=env, cwd=str(ROOT),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pid = read_args(Path(env["FAKE_TGI_ARGS_FILE"]))["pid"]
+        assert wait_until(lambda: "download process" in _read_log(tmp_path), 20)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        assert "Start-up interrupted: the server was stopped." in err
+        assert gone(pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_sigterm_during_the_run_saves_and_stops_the_server(tmp_path, cli_env, tiny_tokenizer):
+    env = {**cli_env, "FAKE_TGI_SIM_ARGS": "--decode-base-ms 30"}
+    progress = tmp_path / "progress.jsonl"
+    argv = launch_argv(tmp_path, tiny_tokenizer, "--runs", "200", "--progress-jsonl",
+                       str(progress))
+    proc = subprocess.Popen(argv, env=env, cwd=str(ROOT), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: progress.exists() and '"round_done"' in progress.read_text(),
+                          60)
+        recorded = read_args(Path(env["FAKE_TGI_ARGS_FILE"]))
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 130
+        assert wait_until(lambda: gone(recorded["pid"]) and gone(recorded["child_pid"]), 10)
+        assert RunResult.load(tmp_path / "run").status == "cancelled"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_keep_server_leaves_it_running_with_its_log(tmp_path, cli_env, tiny_tokenizer):
+    done = run_cli(launch_argv(tmp_path, tiny_tokenizer, "--keep-server"), cli_env)
+    recorded = read_args(Path(cli_env["FAKE_TGI_ARGS_FILE"]))
+    try:
+        assert done.returncode == 0, done.stderr
+        assert f"kill -TERM -- -{recorded['pid']}" in done.stderr
+        assert not gone(recorded["pid"])
+        assert httpx.get(_url(done.stderr) + "/info").json()["model_id"] == GUIDE_MODEL
+    finally:
+        os.killpg(recorded["pid"], signal.SIGTERM)
+    assert wait_until(lambda: gone(recorded["pid"]), 15)
+    # The relay that kept writing the (masked) log ends with the server.
+    log = next((tmp_path / "logs").glob("*.log"))
+    assert wait_until(lambda: "Shutting down shards" in log.read_text(), 15)
+    assert TOKEN not in log.read_text()
+    relays = [p for p in psutil.process_iter(["cmdline"])
+              if "--relay" in (p.info["cmdline"] or []) and str(log) in p.info["cmdline"]]
+    assert wait_until(lambda: all(gone(p.pid) for p in relays), 10)
+
+
+def _url(stderr: str) -> str:
+    return stderr.split("server at ", 1)[1].split(" ", 1)[0]
+
+
+def _read_log(tmp_path: Path) -> str:
+    logs = list((tmp_path / "logs").glob("*.log"))
+    return logs[0].read_text() if logs else ""
