@@ -328,3 +328,39 @@ def test_bad_flag_exits_2_with_a_message():
         cwd=str(Path(__file__).resolve().parent.parent))
     assert proc.returncode == 2
     assert "max_input_tokens" in proc.stderr
+
+
+def test_waiting_requests_join_a_running_batch_like_tgi(tmp_path):
+    """A lone latecomer waits max_waiting_tokens decode steps; enough latecomers join at once."""
+    trace = tmp_path / "trace.jsonl"
+    config = SimulatorConfig(trace=str(trace), prefill_base_ms=1, prefill_per_token_ms=0,
+                             decode_base_ms=25, decode_per_seq_ms=0,
+                             decode_per_context_token_us=0, max_waiting_tokens=20,
+                             waiting_served_ratio=1.2)
+
+    def run(latecomers: int) -> tuple[dict, list[dict]]:
+        async def main():
+            async with httpx.AsyncClient(base_url=sim.url, timeout=60) as client:
+                started = [asyncio.Event() for _ in range(4)]
+                first = [asyncio.create_task(_stream(
+                    client, "/generate_stream", _gen(40), {"X-Request-Id": f"b{latecomers}-{i}"},
+                    first=started[i])) for i in range(4)]
+                for event in started:
+                    await event.wait()
+                late = [asyncio.create_task(_stream(
+                    client, "/generate_stream", _gen(3), {"X-Request-Id": f"l{latecomers}-{i}"}))
+                    for i in range(latecomers)]
+                await asyncio.gather(*first, *late)
+        asyncio.run(main())
+        rows = {row["request_id"]: row for row in trace_rows(trace)}
+        return rows[f"b{latecomers}-0"], [rows[f"l{latecomers}-{i}"] for i in range(latecomers)]
+
+    with run_in_thread(config) as sim:
+        batch, late = run(1)
+        # prefill token + 19 decode steps, then the 20th step admits the lone latecomer
+        assert sum(t < late[0]["admitted_ns"] for t in batch["token_ns"]) == 20
+        batch, late = run(4)
+        # 4 waiting >= floor(4 running x 1.2): they join without waiting 20 steps
+        joined = max(row["admitted_ns"] for row in late)
+        assert sum(t < joined for t in batch["token_ns"]) < 20
+        assert len({row["admitted_ns"] for row in late}) == 1

@@ -33,6 +33,8 @@ class SimulatorConfig:
     max_batch_prefill_tokens: int | None = None
     max_batch_total_tokens: int = 200_000
     max_concurrent_requests: int = 128
+    waiting_served_ratio: float = 1.2
+    max_waiting_tokens: int = 20
     max_best_of: int = 2
     max_stop_sequences: int = 4
     max_top_n_tokens: int = 5
@@ -83,6 +85,8 @@ class SimulatorConfig:
                 f"{self.max_batch_total_tokens} and {self.max_total_tokens}")
         if self.max_batch_size is not None and self.max_batch_size < 1:
             raise ValueError("--max-batch-size must be at least 1")
+        if self.waiting_served_ratio < 0 or self.max_waiting_tokens < 0:
+            raise ValueError("--waiting-served-ratio and --max-waiting-tokens must not be negative")
         if self.max_concurrent_requests < 1:
             raise ValueError("--max-concurrent-requests must be at least 1")
         if not 0.0 <= self.eos_probability <= 1.0:
@@ -125,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-batch-prefill-tokens", type=int, default=None)
     add("--max-batch-total-tokens", type=int, default=d.max_batch_total_tokens)
     add("--max-concurrent-requests", type=int, default=d.max_concurrent_requests)
+    add("--waiting-served-ratio", type=float, default=d.waiting_served_ratio,
+        help="while a batch runs, waiting requests join when they are at least this many "
+             "times the running ones (TGI's default 1.2)")
+    add("--max-waiting-tokens", type=int, default=d.max_waiting_tokens,
+        help="...or after this many decode steps without admitting anyone (TGI's default 20)")
     add("--max-best-of", type=int, default=d.max_best_of)
     add("--max-stop-sequences", type=int, default=d.max_stop_sequences)
     add("--max-top-n-tokens", type=int, default=d.max_top_n_tokens)

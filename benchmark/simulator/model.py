@@ -1,28 +1,32 @@
 """The timing model and the continuous-batching scheduler of the simulated server.
 
-Model (all durations in the GPU's time, nothing really computed):
+Nothing is computed; time is spent as a GPU would spend it, following TGI v3's batching task
+(backends/v3/src/backend.rs) and queue (queue.rs):
 
-* Requests wait in a FIFO queue. Before each step the scheduler admits queued requests, in
-  order, while the batch stays within ``max_batch_size`` sequences, the admitted prompts within
-  ``max_batch_prefill_tokens``, and the KV-cache reservation (prompt + max_new_tokens of every
-  sequence in the batch) within ``max_batch_total_tokens``. The first request that does not fit
-  stops admission (head-of-line, like TGI's queue).
-* When requests were admitted, the step is a **prefill**: it costs
-  ``prefill_base_ms + prefill_per_token_ms * (sum of admitted prompt tokens)``; running
-  sequences wait meanwhile (TGI pauses decoding to prefill new requests). At its end every
-  admitted sequence emits its first token.
-* Otherwise the step is a **decode**: it costs ``decode_base_ms + decode_per_seq_ms * running
-  + decode_per_context_token_us / 1000 * (tokens held in the KV cache)`` and every running
-  sequence emits one token. A sequence can end early with probability ``eos_probability`` per
-  decode step (finish_reason ``eos_token``).
-* Steps are scheduled on absolute deadlines from ``time.perf_counter_ns()``: the next step
-  starts at the previous deadline (or now, after an idle period or when the loop fell more than
-  5 ms behind), so sleep jitter never accumulates. Every token is stamped with
+* Requests wait in a FIFO queue. Admission takes queued requests in order while the batch stays
+  within ``max_batch_size`` sequences, the admitted prompts within ``max_batch_prefill_tokens``
+  and the KV-cache reservation (prompt + max_new_tokens of every sequence in the batch) within
+  ``max_batch_total_tokens``; the first request that does not fit stops it (head of line).
+* With nothing running, whatever the queue allows is admitted at once. While a batch runs,
+  waiting requests join only when at least ``floor(running * waiting_served_ratio)`` of them can
+  be admitted together, or when ``max_waiting_tokens`` decode steps passed since the last
+  admission (TGI's defaults 1.2 and 20).
+* Admitting is a **prefill** step costing ``prefill_base_ms + prefill_per_token_ms x (sum of the
+  admitted prompt tokens)``; running sequences wait meanwhile (TGI pauses decoding to prefill).
+  At its end every admitted sequence emits its first token.
+* Then a **decode** step costing ``decode_base_ms + decode_per_seq_ms x running +
+  decode_per_context_token_us / 1000 x (tokens held in the KV cache)``; every running sequence
+  emits one token. With ``eos_probability`` p, each decode step ends a sequence early with the
+  end-of-sequence token (finish_reason ``eos_token``); the prefill's token is never EOS.
+* Steps are scheduled on absolute deadlines from ``time.perf_counter_ns()``: a step starts at the
+  previous step's deadline (or now, after an idle period or when the loop fell more than 5 ms
+  behind), so sleep jitter (about 0.1-1 ms) never accumulates. Every token is stamped with
   ``perf_counter_ns()`` just before its bytes are written to the socket.
 
-Default coefficients (roughly an 8B model in bf16 on one 80 GB A100/H100-class GPU): prefill
-12 ms + 0.12 ms per prompt token (about 8k tokens/s), decode 10 ms + 0.25 ms per sequence
-+ 0.06 µs per cached token (so batch 1 gives about 100 tokens/s, batch 32 about 1,800 tokens/s).
+Default coefficients, roughly an 8B model in bf16 on one 80 GB A100/H100-class GPU: prefill
+12 ms + 0.12 ms per prompt token (about 8k prompt tokens/s), decode 10 ms + 0.25 ms per sequence
++ 0.06 µs per cached token (batch 1: about 97 tokens/s; batch 8 with 1k-token contexts: about
+640 tokens/s in all; batch 32: about 1,600 tokens/s; a 1,000-token prefill: 132 ms).
 """
 
 from __future__ import annotations
@@ -203,6 +207,8 @@ class Scheduler:
         self.token_budget = config.max_batch_total_tokens
         self.queue: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self.prefilling: list[Sequence] = []
+        self._deadline = perf_counter_ns()
         self.reserved = 0
         self.context = 0
         self._wake = asyncio.Event()
@@ -234,7 +240,7 @@ class Scheduler:
     def stop(self, message: str = "the server is shutting down") -> None:
         """End every queued and running request with an error event, then stop the loop."""
         self._stopping = True
-        for seq in list(self.queue) + list(self.running):
+        for seq in list(self.queue) + self.prefilling + list(self.running):
             if seq.done.done():
                 continue
             seq.status = 500 if seq.channel is None else seq.status
@@ -244,69 +250,102 @@ class Scheduler:
                                                "generation"))
             self._finish(seq)
         self.queue.clear()
+        self.prefilling = []
         self.running.clear()
         self._wake.set()
 
     # -- the loop ----------------------------------------------------------------------------
-    def _admit(self) -> list[Sequence]:
+    def _admit(self, min_size: int | None) -> list[Sequence]:
+        """TGI's Queue::next_batch: FIFO while the limits hold; fewer than min_size -> none."""
         admitted: list[Sequence] = []
         prefill_tokens = 0
-        queue = self.queue
-        while queue and len(self.running) + len(admitted) < self.max_batch:
-            seq = queue[0]
-            if prefill_tokens + seq.input_length > self.prefill_budget and admitted:
+        reserved = self.reserved
+        room = self.max_batch - len(self.running)
+        for seq in self.queue:
+            if len(admitted) >= room:
                 break
-            if self.reserved + seq.reserved > self.token_budget:
+            if prefill_tokens + seq.input_length > self.prefill_budget:
                 break
-            queue.popleft()
+            if reserved + seq.reserved > self.token_budget:
+                break
             admitted.append(seq)
             prefill_tokens += seq.input_length
-            self.reserved += seq.reserved
+            reserved += seq.reserved
+        if not admitted or (min_size is not None and len(admitted) < min_size):
+            return []
+        now = perf_counter_ns()
+        for seq in admitted:
+            self.queue.popleft()
+            seq.admitted_ns = now
+        self.reserved = reserved
         return admitted
 
+    async def _step(self, method: str, cost: int, size: int) -> bool:
+        """Sleep until this step's absolute deadline; False when the server is stopping."""
+        now = perf_counter_ns()
+        start = self._deadline if now - self._deadline < LATE_SLACK_NS else now
+        self._deadline = start + cost
+        delay = self._deadline - perf_counter_ns()
+        await asyncio.sleep(delay / 1e9 if delay > 0 else 0)
+        if self._stopping:
+            return False
+        if self.on_step is not None:
+            self.on_step(method, cost, size)
+        return True
+
+    async def _prefill(self, admitted: list[Sequence]) -> bool:
+        self.prefilling = admitted
+        cost = self.model.prefill_ns(sum(s.input_length for s in admitted))
+        if not await self._step("prefill", cost, len(admitted)):
+            return False
+        self.prefilling = []
+        for seq in admitted:
+            if seq.done.done():  # its client left during the prefill
+                self.reserved -= seq.reserved
+                continue
+            self.context += seq.input_length
+            self.running.append(seq)
+            self._emit(seq, False)
+        return True
+
     async def run(self) -> None:
-        deadline = perf_counter_ns()
-        model = self.model
+        """TGI v3's batching task: prefill what the queue allows, then decode step by step;
+        while a batch runs, waiting requests join only when there are at least
+        waiting_served_ratio x the running ones, or after max_waiting_tokens decode steps."""
+        waiting_steps = 0
+        ratio = self.config.waiting_served_ratio
+        max_waiting = self.config.max_waiting_tokens
         while not self._stopping:
-            if not self.running and not self.queue:
-                self._wake.clear()
-                await self._wake.wait()
-                deadline = perf_counter_ns()
-                continue
-            now = perf_counter_ns()
-            start = deadline if now - deadline < LATE_SLACK_NS else now
-            admitted = self._admit()
-            if admitted:
-                tokens = sum(s.input_length for s in admitted)
-                cost = model.prefill_ns(tokens)
-                method, batch = "prefill", admitted
-            elif self.running:
-                cost = model.decode_ns(len(self.running), self.context)
-                method, batch = "decode", self.running
-            else:  # queue blocked by the token budget with nothing running: cannot happen
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            deadline = start + cost
-            delay = deadline - perf_counter_ns()
-            await asyncio.sleep(delay / 1e9 if delay > 0 else 0)
-            if self._stopping:
-                break
-            if self.on_step is not None:
-                self.on_step(method, cost, len(batch))
-            if method == "prefill":
-                admitted_ns = perf_counter_ns()
-                for seq in admitted:
-                    if seq.done.done():  # cancelled while in prefill
-                        self.reserved -= seq.reserved
-                        continue
-                    seq.admitted_ns = admitted_ns
-                    self.context += seq.input_length
-                    self.running.append(seq)
-                    self._emit(seq, False)
-            else:
+            if not self.running:
+                if not self.queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    self._deadline = perf_counter_ns()
+                    continue
+                admitted = self._admit(None)
+                if not admitted:  # cannot happen: validation keeps every request admissible
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                if not await self._prefill(admitted):
+                    break
+                waiting_steps = 1
+                if not self.running:
+                    continue
+            if self.queue:
+                min_size = None if waiting_steps >= max_waiting else int(len(self.running) * ratio)
+                admitted = self._admit(min_size)
+                if admitted:
+                    if not await self._prefill(admitted):
+                        break
+                    waiting_steps = 1
+            if self.running:
+                cost = self.model.decode_ns(len(self.running), self.context)
+                if not await self._step("decode", cost, len(self.running)):
+                    break
                 for seq in list(self.running):
                     self._emit(seq, True)
+                waiting_steps += 1
 
     def _emit(self, seq: Sequence, decode: bool) -> None:
         self.context += 1

@@ -202,6 +202,8 @@ class Simulator:
                 "max_batch_size": c.max_batch_size,
                 "max_batch_prefill_tokens": c.prefill_token_budget,
                 "max_batch_total_tokens": c.max_batch_total_tokens,
+                "waiting_served_ratio": c.waiting_served_ratio,
+                "max_waiting_tokens": c.max_waiting_tokens,
                 "prefill_base_ms": c.prefill_base_ms,
                 "prefill_per_token_ms": c.prefill_per_token_ms,
                 "decode_base_ms": c.decode_base_ms, "decode_per_seq_ms": c.decode_per_seq_ms,
