@@ -439,6 +439,7 @@ class ServerManager:
         self._last: _Launch | None = None          # the latest one, kept for its log
         self._handle: ServerHandle | None = None
         self._failure: tuple[str, str] | None = None
+        self._error: ServerStartError | None = None
         self._final_phase: str | None = None       # "ready"/"failed"/"stopped" once reached
         self._on_status: Callable[[ServerStatus], None] | None = None
         self._last_notified: tuple[str, str] | None = None
@@ -462,6 +463,8 @@ class ServerManager:
     def status(self) -> ServerStatus:
         launch = self._last
         if launch is None:
+            if self._failure is not None:
+                return ServerStatus("failed", 0.0, self._failure[1], reason=self._failure[0])
             return ServerStatus("stopped", 0.0, "No server started yet.")
         phase = self._final_phase or launch.phase
         if phase == "ready" and not launch.alive():
@@ -478,6 +481,11 @@ class ServerManager:
             pid=launch.pid, url=launch.settings.url, reason=reason,
             last_line=tail[0] if tail else None,
         )
+
+    @property
+    def error(self) -> ServerStartError | None:
+        """The last start-up or crash error (its ``reason``, full message and ``log_tail``)."""
+        return self._error
 
     def log_tail(self, n: int = 50) -> list[str]:
         """The last ``n`` masked lines the launcher printed (kept after it stopped)."""
@@ -511,7 +519,11 @@ class ServerManager:
             try:
                 info = self._wait_ready(launch, timeout_s, cancel)
             except ServerStartError as err:
-                self._fail(launch, err.reason, str(err))
+                self._error = err
+                if err.reason == "cancelled":
+                    self._stop_launch(launch, final="stopped")
+                else:
+                    self._fail(launch, err.reason, str(err))
                 raise
             except BaseException:
                 self._stop_launch(launch, final="stopped")
@@ -547,7 +559,8 @@ class ServerManager:
         launch.drain()
         failure = logs.explain_crash(launch.tail(), launch.proc.returncode)
         self._fail(launch, failure.reason, failure.message)
-        raise ServerStartError(failure.reason, failure.message, launch.tail(40))
+        self._error = ServerStartError(failure.reason, failure.message, launch.tail(40))
+        raise self._error
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop the server (SIGTERM to its group, SIGKILL after the grace period). Idempotent."""
@@ -591,6 +604,7 @@ class ServerManager:
         log_dir = self.log_dir or Path(tempfile.gettempdir()) / "tgi-benchmark-logs"
         log_path = log_dir / f"tgi-{stamp}-port{settings.port}.log"
         self._failure = None
+        self._error = None
         self._final_phase = None
         self._last_notified = None
         _install_exit_hooks()
@@ -624,7 +638,9 @@ class ServerManager:
                            "another program (perhaps a server started earlier and not stopped). "
                            "Stop that program or choose another port, then start again.")
                 self._failure = ("port_in_use", message)
-                raise ServerStartError("port_in_use", message) from None
+                self._final_phase = "failed"
+                self._error = ServerStartError("port_in_use", message)
+                raise self._error from None
 
     def _probe(self, client: httpx.Client, url: str) -> dict | None:
         try:
@@ -681,10 +697,10 @@ class ServerManager:
                             launch.tail(40))
                     return info
                 if time.perf_counter_ns() >= deadline_ns:
-                    phase = logs.describe_phase(launch.phase, launch.progress).lower()
+                    phase = logs.describe_phase(launch.phase, launch.progress)
                     raise ServerStartError(
                         "timeout",
-                        f"The server was not ready after {_duration(timeout_s)} (it was still at: "
+                        f"The server was not ready after {_duration(timeout_s)} (last step: "
                         f"{phase}). Large models take long to download and load: allow more "
                         "time (the start-up timeout, --server-timeout on the command line) or "
                         "read the log below to see where it stopped. The server was stopped.",

@@ -174,6 +174,8 @@ def test_out_of_memory_at_warm_up(make_manager):
     assert "--max-batch-prefill-tokens" in str(err) and "quantized" in str(err)
     assert any("Webserver Crashed" in line for line in err.log_tail)
     assert manager.status.phase == "failed" and manager.status.reason == "oom"
+    assert manager.error is err and "Warming up" in manager.status.last_line + "".join(
+        manager.log_tail(5))
 
 
 def test_gated_model_without_token(make_manager):
@@ -223,7 +225,7 @@ def test_timeout_stops_the_server(make_manager, fake_env):
     manager = make_manager(FAKE_TGI_SLOW_START="60")
     err = start_failure(manager, settings(), timeout_s=1.0)
     assert err.reason == "timeout"
-    assert "not ready after 1 s" in str(err) and "downloading" in str(err)
+    assert "not ready after 1 s" in str(err) and "Downloading the model" in str(err)
     assert "--server-timeout" in str(err)
     pid = read_args(Path(fake_env["FAKE_TGI_ARGS_FILE"]))["pid"]
     assert gone(pid)
@@ -234,8 +236,11 @@ def test_port_already_in_use(make_manager):
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        err = start_failure(make_manager(), settings(port=port), timeout_s=60)
+        manager = make_manager()
+        err = start_failure(manager, settings(port=port), timeout_s=60)
     assert err.reason == "port_in_use" and f"Port {port}" in str(err)
+    assert manager.status.phase == "failed" and manager.status.reason == "port_in_use"
+    assert manager.error is err
 
 
 def test_another_model_answering_is_refused(make_manager):
@@ -257,7 +262,7 @@ def test_stop_from_another_thread_ends_the_start_up(make_manager, fake_env):
     manager = make_manager(FAKE_TGI_SLOW_START="60")
     threading.Timer(0.8, manager.stop).start()
     err = start_failure(manager, settings(), timeout_s=60)
-    assert err.reason == "cancelled" and manager.status.phase in ("stopped", "failed")
+    assert err.reason == "cancelled" and manager.status.phase == "stopped"
 
 
 # -- stopping ----------------------------------------------------------------------------------
