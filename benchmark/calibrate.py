@@ -1,0 +1,772 @@
+"""``python -m benchmark calibrate``: how accurately this machine measures, and up to where.
+
+    python -m benchmark calibrate            # 1, 16, 64, 128, 256, ... concurrent streams
+    python -m benchmark calibrate --quick    # a few seconds (CI)
+
+It starts the simulated TGI server (``python -m benchmark.simulator --trace FILE``) on a free
+port with a fixed timing model (10 ms per prefill, exactly 10 ms per decode step whatever the
+batch), then runs the real engine (``engine.run``, TGI's round pattern) against it at increasing
+concurrency. The server stamps, on the same monotonic clock (``perf_counter_ns``, shared by every
+process of the machine), when each request arrived and when each token's bytes were written to
+the socket. Every request the engine measured is matched to the server's trace row by its
+``X-Request-Id``, and the error is **client-measured minus server-traced**:
+
+- TTFT error: (first token arrived - request sent, as the engine reports it) minus (first token
+  written - request arrived, in the server);
+- token latency error: the engine's decode token latency ((last - first token) / (tokens - 1))
+  minus the same from the server's stamps;
+- dispatch lag (shown, not an error of the reported numbers): how long requests of a round
+  waited in the client before their bytes went out; the engine reports it separately.
+
+The table has one row per concurrency; the run stops at the first level where an error passes
+``--max-error-ms``, the client process uses more than ``--max-cpu`` % of a core, requests fail, or
+the simulated server itself falls behind its 10 ms step. It ends with one sentence: the highest
+concurrency (and token rate) measured within ``--tolerance-ms`` (1 ms), and a warning to use more
+client processes or a bigger machine above it.
+
+Files: ``calibration.json`` in ``--output-dir`` (default ``$RESULTS_DIR/calibration-<date>``),
+and a copy of the latest one at ``$RESULTS_DIR/calibration.json`` for the app, which calls
+``verdict_for(concurrency, load_latest())`` to show a warning beside runs beyond the verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from . import __version__
+from .errors import BenchmarkError, ServerStartError, redact
+from .records import NS_PER_MS, RequestRecord
+from .stats import percentile
+
+__all__ = [
+    "CalibrationSettings", "Row", "Verdict", "DEFAULT_LEVELS", "QUICK_LEVELS",
+    "CALIBRATION_FILE", "KIND", "match_errors", "summarize_level", "is_accurate", "decide",
+    "verdict_for", "markdown_table", "load_latest", "latest_path", "calibrate", "main",
+]
+
+KIND = "calibration"
+SCHEMA_VERSION = 1
+CALIBRATION_FILE = "calibration.json"
+DEFAULT_LEVELS = (1, 16, 64, 128, 256, 512, 1024)
+QUICK_LEVELS = (1, 16, 64)
+READY_LINE = "Simulated TGI listening on "
+SERVER_START_TIMEOUT_S = 60.0
+# The simulated server counts as "behind" when its median step is this much above the model.
+SERVER_BEHIND_FACTOR = 1.2
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """What is measured: the levels, the simulated server's timing, and the limits."""
+
+    levels: tuple[int, ...] = DEFAULT_LEVELS
+    token_ms: float = 10.0          # one decode step of the simulated server, any batch size
+    prefill_ms: float = 10.0        # one prefill step, any number of prompt tokens
+    sequence_length: int = 32
+    decode_length: int = 64
+    runs: int = 5
+    warmups: int = 1
+    tolerance_ms: float = 1.0       # "measures within 1 ms"
+    max_error_ms: float = 10.0      # stop climbing once an error passes this
+    max_cpu_pct: float = 90.0       # ... or the client uses this much of one core
+    quick: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One concurrency level: client vs server, errors in ms (client minus server)."""
+
+    concurrency: int
+    requests: int                     # measured requests (warm-ups excluded)
+    matched: int                      # ... found in the server's trace
+    failed: int                       # ... with an error
+    ttft_client_p50_ms: float | None
+    ttft_server_p50_ms: float | None
+    ttft_error_p50_ms: float | None
+    ttft_error_p99_ms: float | None
+    token_client_p50_ms: float | None
+    token_server_p50_ms: float | None
+    token_error_p50_ms: float | None
+    token_error_p99_ms: float | None
+    itl_server_p50_ms: float | None   # the server's own median gap between tokens
+    itl_error_p50_ms: float | None    # per token gap, client gap minus server gap
+    itl_error_p99_ms: float | None
+    delivery_p50_ms: float | None     # client stamp minus server stamp of the same token
+    delivery_p99_ms: float | None
+    dispatch_p50_ms: float | None
+    dispatch_p99_ms: float | None
+    token_events_per_s: float | None
+    client_cpu_pct: float | None      # % of one core, during the measured rounds
+    server_cpu_pct: float | None
+    accurate: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _finite(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    accurate_concurrency: int | None
+    accurate_token_rate: float | None
+    highest_measured: int | None
+    stopped_because: str | None
+    sentence: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _finite(v) for k, v in asdict(self).items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure part: records + trace -> errors -> a row -> a verdict
+
+
+@dataclass
+class _Samples:
+    ttft_client: list[float] = field(default_factory=list)
+    ttft_server: list[float] = field(default_factory=list)
+    ttft_error: list[float] = field(default_factory=list)
+    token_client: list[float] = field(default_factory=list)
+    token_server: list[float] = field(default_factory=list)
+    token_error: list[float] = field(default_factory=list)
+    itl_server: list[float] = field(default_factory=list)
+    itl_error: list[float] = field(default_factory=list)
+    delivery: list[float] = field(default_factory=list)
+    dispatch: list[float] = field(default_factory=list)
+    matched: int = 0
+
+
+def _server_token_latency_ms(row: dict[str, Any]) -> float | None:
+    stamps = row.get("token_ns") or []
+    tokens = row.get("output_tokens") or len(stamps)
+    if len(stamps) < 2 or tokens < 2:
+        return None
+    return (stamps[-1] - stamps[0]) / NS_PER_MS / (tokens - 1)
+
+
+def match_errors(records: Iterable[RequestRecord],
+                 trace: dict[str, dict[str, Any]]) -> _Samples:
+    """Client-minus-server samples for every successful record found in ``trace`` (by id)."""
+    out = _Samples()
+    for record in records:
+        if record.dispatch_lag_ms is not None:
+            out.dispatch.append(record.dispatch_lag_ms)
+        row = trace.get(record.request_id or "")
+        if row is None or not record.ok or row.get("status") != 200:
+            continue
+        stamps = row.get("token_ns") or []
+        out.matched += 1
+        client_ttft = record.ttft_ms
+        if client_ttft is not None and stamps:
+            server_ttft = (stamps[0] - row["arrived_ns"]) / NS_PER_MS
+            out.ttft_client.append(client_ttft)
+            out.ttft_server.append(server_ttft)
+            out.ttft_error.append(client_ttft - server_ttft)
+        client_token = record.token_latency_ms
+        server_token = _server_token_latency_ms(row)
+        if client_token is not None and server_token is not None:
+            out.token_client.append(client_token)
+            out.token_server.append(server_token)
+            out.token_error.append(client_token - server_token)
+        if len(record.token_ns) == len(stamps):  # one token per event (TGI's stream)
+            out.delivery.extend((c - s) / NS_PER_MS for c, s in zip(record.token_ns, stamps))
+            for i in range(1, len(stamps)):
+                client_gap = record.token_ns[i] - record.token_ns[i - 1]
+                server_gap = stamps[i] - stamps[i - 1]
+                out.itl_server.append(server_gap / NS_PER_MS)
+                out.itl_error.append((client_gap - server_gap) / NS_PER_MS)
+    return out
+
+
+def _p(values: list[float], q: float) -> float | None:
+    return round(percentile(values, q), 4) if values else None
+
+
+def summarize_level(concurrency: int, records: Sequence[RequestRecord],
+                    trace: dict[str, dict[str, Any]], *, window_s: float | None,
+                    client_cpu_s: float | None, server_cpu_s: float | None,
+                    tolerance_ms: float = 1.0) -> Row:
+    """One table row from the measured records, the server's trace and the CPU samples."""
+    s = match_errors(records, trace)
+    events = sum(len(r.token_ns) for r in records)
+    rate = events / window_s if window_s else None
+    cpu = (lambda v: round(100.0 * v / window_s, 1) if v is not None and window_s else None)
+    row = Row(
+        concurrency=concurrency, requests=len(records), matched=s.matched,
+        failed=sum(1 for r in records if not r.ok),
+        ttft_client_p50_ms=_p(s.ttft_client, 50), ttft_server_p50_ms=_p(s.ttft_server, 50),
+        ttft_error_p50_ms=_p(s.ttft_error, 50), ttft_error_p99_ms=_p(s.ttft_error, 99),
+        token_client_p50_ms=_p(s.token_client, 50), token_server_p50_ms=_p(s.token_server, 50),
+        token_error_p50_ms=_p(s.token_error, 50), token_error_p99_ms=_p(s.token_error, 99),
+        itl_server_p50_ms=_p(s.itl_server, 50), itl_error_p50_ms=_p(s.itl_error, 50), itl_error_p99_ms=_p(s.itl_error, 99),
+        delivery_p50_ms=_p(s.delivery, 50), delivery_p99_ms=_p(s.delivery, 99),
+        dispatch_p50_ms=_p(s.dispatch, 50), dispatch_p99_ms=_p(s.dispatch, 99),
+        token_events_per_s=round(rate, 1) if rate is not None else None,
+        client_cpu_pct=cpu(client_cpu_s), server_cpu_pct=cpu(server_cpu_s),
+    )
+    return replace(row, accurate=is_accurate(row, tolerance_ms))
+
+
+def is_accurate(row: Row, tolerance_ms: float = 1.0) -> bool:
+    """Within tolerance: every request measured and matched, TTFT error p50 and token latency
+    error p50 and p99 all within ``tolerance_ms`` (dispatch lag is reported apart, not here)."""
+    if row.requests == 0 or row.failed or row.matched < row.requests:
+        return False
+    errors = (row.ttft_error_p50_ms, row.token_error_p50_ms, row.token_error_p99_ms)
+    return all(e is not None and abs(e) <= tolerance_ms for e in errors)
+
+
+def stop_reason(row: Row, settings: CalibrationSettings) -> str | None:
+    """Why climbing should stop after ``row`` (a phrase), or None to go on."""
+    if row.failed:
+        return f"{row.failed} requests failed at concurrency {row.concurrency}"
+    if row.matched < row.requests:
+        return (f"{row.requests - row.matched} requests at concurrency {row.concurrency} were "
+                f"missing from the server's trace")
+    server = row.itl_server_p50_ms
+    if server is not None and server > settings.token_ms * SERVER_BEHIND_FACTOR:
+        return (f"the simulated server itself fell behind at concurrency {row.concurrency} "
+                f"(a median {server:.1f} ms between tokens instead of {settings.token_ms:g}): "
+                f"this machine cannot run both sides at this load")
+    worst = max((abs(e) for e in (row.ttft_error_p50_ms, row.token_error_p99_ms)
+                 if e is not None), default=0.0)
+    if worst > settings.max_error_ms:
+        return (f"the error reached {worst:.1f} ms at concurrency {row.concurrency} (limit "
+                f"{settings.max_error_ms:g} ms)")
+    if row.client_cpu_pct is not None and row.client_cpu_pct > settings.max_cpu_pct:
+        return (f"the client used {row.client_cpu_pct:.0f}% of a core at concurrency "
+                f"{row.concurrency} (limit {settings.max_cpu_pct:g}%)")
+    return None
+
+
+def decide(rows: Sequence[Row], *, tolerance_ms: float = 1.0,
+           stopped_because: str | None = None) -> Verdict:
+    """The verdict: the highest level of the unbroken accurate run from the lowest level up."""
+    best: Row | None = None
+    for row in sorted(rows, key=lambda r: r.concurrency):
+        if not row.accurate:
+            break
+        best = row
+    highest = max((r.concurrency for r in rows), default=None)
+    tol = f"{tolerance_ms:g} ms"
+    if best is None:
+        sentence = (f"This machine did not measure within {tol} even at concurrency "
+                    f"{min((r.concurrency for r in rows), default=1)}: treat latencies from it "
+                    f"with care and use a quieter or bigger machine for the client.")
+        return Verdict(None, None, highest, stopped_because, sentence)
+    rate = best.token_events_per_s
+    rate_text = f" ({rate:,.0f} token events/s)" if rate else ""
+    if best.concurrency == highest and stopped_because is None:
+        above = (f"higher concurrency was not measured: run `python -m benchmark calibrate` "
+                 f"without --quick (or with more levels) before trusting results above it")
+    else:
+        above = ("above it, spread the load over more client processes or use a bigger "
+                 "client machine")
+    sentence = (f"This machine measures within {tol} up to {best.concurrency} concurrent "
+                f"streams{rate_text}; {above}.")
+    return Verdict(best.concurrency, rate, highest, stopped_because, sentence)
+
+
+def verdict_for(concurrency: int, calibration: dict[str, Any] | None) -> str | None:
+    """A warning for a run at ``concurrency`` when it is beyond what ``calibration`` (the dict
+    of a calibration.json, e.g. ``load_latest()``) measured as accurate; None when within it or
+    when there is no calibration. Pure: the app shows the sentence next to the results."""
+    if not isinstance(calibration, dict):
+        return None
+    verdict = calibration.get("verdict")
+    if not isinstance(verdict, dict):
+        return None
+    accurate = verdict.get("accurate_concurrency")
+    tol = (calibration.get("settings") or {}).get("tolerance_ms", 1.0)
+    when = str(calibration.get("ended_at") or calibration.get("started_at") or "")[:10]
+    where = f"the calibration of this machine{f' ({when})' if when else ''}"
+    if accurate is None:
+        return (f"Client accuracy not confirmed: {where} did not measure within {tol:g} ms at "
+                f"any concurrency. Latencies may include the client's own delays.")
+    if concurrency <= int(accurate):
+        return None
+    highest = verdict.get("highest_measured")
+    if highest is not None and concurrency > int(highest) and verdict.get("stopped_because") \
+            is None and int(highest) == int(accurate):
+        return (f"Concurrency {concurrency} is above what {where} measured ({accurate} "
+                f"streams, accurate within {tol:g} ms); run `python -m benchmark calibrate` "
+                f"to check the client keeps up.")
+    return (f"Concurrency {concurrency} is beyond what {where} measured as accurate "
+            f"({accurate} streams within {tol:g} ms): latencies here may include the client's "
+            f"own delays. Use more client processes or a bigger machine.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Text output
+
+_COLUMNS = (
+    ("concurrency", "users", "{:d}"),
+    ("ttft_client_p50_ms", "TTFT client p50", "{:.2f}"),
+    ("ttft_server_p50_ms", "TTFT server p50", "{:.2f}"),
+    ("ttft_error_p50_ms", "TTFT err p50", "{:+.2f}"),
+    ("ttft_error_p99_ms", "TTFT err p99", "{:+.2f}"),
+    ("token_client_p50_ms", "token client p50", "{:.3f}"),
+    ("token_server_p50_ms", "token server p50", "{:.3f}"),
+    ("token_error_p50_ms", "token err p50", "{:+.3f}"),
+    ("token_error_p99_ms", "token err p99", "{:+.3f}"),
+    ("dispatch_p99_ms", "dispatch p99", "{:.2f}"),
+    ("token_events_per_s", "token events/s", "{:,.0f}"),
+    ("client_cpu_pct", "client CPU %", "{:.0f}"),
+    ("server_cpu_pct", "server CPU %", "{:.0f}"),
+    ("accurate", "within", None),
+)
+
+
+def _cell(value: Any, fmt: str | None, tolerance_ms: float) -> str:
+    if fmt is None:
+        return f"yes (≤{tolerance_ms:g} ms)" if value else "no"
+    if value is None:
+        return "-"
+    return fmt.format(value)
+
+
+def markdown_table(rows: Sequence[Row], tolerance_ms: float = 1.0) -> str:
+    """The calibration table (times in ms; errors = client minus server)."""
+    head = "| " + " | ".join(title for _, title, _ in _COLUMNS) + " |"
+    rule = "|" + "|".join("---:" for _ in _COLUMNS) + "|"
+    body = ["| " + " | ".join(_cell(getattr(r, key), fmt, tolerance_ms)
+                              for key, _, fmt in _COLUMNS) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def latest_path(root: str | os.PathLike[str] | None = None) -> Path:
+    """Where the latest calibration is kept: ``$RESULTS_DIR/calibration.json``."""
+    from .results import results_root
+
+    return (Path(root) if root is not None else results_root()) / CALIBRATION_FILE
+
+
+def load_latest(root: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """The latest calibration (a dict), or None when there is none or it cannot be read."""
+    try:
+        data = json.loads(latest_path(root).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        return None
+    return data
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The simulated server, as a subprocess
+
+
+class _Server:
+    """``python -m benchmark.simulator`` with the calibration's timing and a trace file."""
+
+    def __init__(self, settings: CalibrationSettings, trace: Path):
+        self.trace = trace
+        top = max(settings.levels)
+        self.argv = [
+            sys.executable, "-m", "benchmark.simulator", "--port", "0",
+            "--trace", str(trace),
+            "--prefill-base-ms", f"{settings.prefill_ms:g}", "--prefill-per-token-ms", "0",
+            "--decode-base-ms", f"{settings.token_ms:g}", "--decode-per-seq-ms", "0",
+            "--decode-per-context-token-us", "0",
+            "--max-concurrent-requests", str(max(top * 2, 128)),
+            "--max-batch-total-tokens", str(max(top * 2, 128) * 8192),
+            "--max-batch-prefill-tokens", str(max(top * 2, 128) * 4096),
+        ]
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.lines: list[str] = []
+
+    def start(self) -> "_Server":
+        root = Path(__file__).resolve().parent.parent
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)}
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1, env=env, cwd=str(root))
+        ready = threading.Event()
+
+        def read() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.lines = (self.lines + [line.rstrip("\n")])[-50:]
+                if line.startswith(READY_LINE):
+                    self.url = line[len(READY_LINE):].strip()
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=read, name="simulator-log", daemon=True).start()
+        deadline = time.perf_counter_ns() + int(SERVER_START_TIMEOUT_S * 1e9)
+        while not ready.wait(0.05):
+            if time.perf_counter_ns() > deadline:
+                break
+        if not self.url:
+            self.stop()
+            raise ServerStartError(
+                "no-ready-line", "The simulated server did not start for the calibration. "
+                "Check that `python -m benchmark.simulator` runs on this machine.",
+                self.lines[-10:])
+        return self
+
+    def cpu_s(self) -> float | None:
+        return _cpu_seconds(self.proc.pid) if self.proc is not None else None
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        with contextlib.suppress(OSError):
+            for line in self.trace.read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(ValueError):
+                    row = json.loads(line)
+                    if isinstance(row, dict) and row.get("request_id"):
+                        rows[str(row["request_id"])] = row
+        return rows
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _cpu_seconds(pid: int | None = None, *, children: bool = False) -> float | None:
+    """User + system CPU seconds of a process (and its live children when asked)."""
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        procs = [proc] + (proc.children(recursive=True) if children else [])
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+    except Exception:  # psutil missing or the process gone: no CPU column
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one level with the engine
+
+
+class _Sampler:
+    """Progress callback: stamps time and CPU at the end of the warm-ups and of the last round."""
+
+    def __init__(self, server: _Server):
+        self.server = server
+        self.marks: list[tuple[int, float | None, float | None]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("event") != "round_done":
+            return
+        last_warmup = event.get("warmup") and event.get("run") == event.get("runs")
+        last_run = not event.get("warmup") and event.get("run") == event.get("runs")
+        if last_warmup or last_run:
+            self.marks.append((time.perf_counter_ns(), _cpu_seconds(children=True),
+                               self.server.cpu_s()))
+
+    def window(self) -> tuple[float | None, float | None, float | None]:
+        if len(self.marks) < 2:
+            return None, None, None
+        (t0, c0, s0), (t1, c1, s1) = self.marks[0], self.marks[-1]
+        diff = (lambda a, b: b - a if a is not None and b is not None else None)
+        return (t1 - t0) / 1e9, diff(c0, c1), diff(s0, s1)
+
+
+def _measure(level: int, settings: CalibrationSettings, server: _Server, tokenizer: str,
+             work: Path) -> Row:
+    from .config import RunConfig
+    from .engine import run
+
+    config = RunConfig(tokenizer_name=tokenizer, url=server.url, batch_sizes=(level,),
+                       sequence_length=settings.sequence_length,
+                       decode_length=settings.decode_length, runs=settings.runs,
+                       warmups=max(1, settings.warmups), timeout_s=120.0,
+                       output_dir=str(work / f"c{level}"))
+    sampler = _Sampler(server)
+    result = run(config, on_progress=sampler)
+    if result.status != "complete":
+        raise BenchmarkError(f"The calibration run at concurrency {level} did not complete: "
+                             f"{result.message or result.status}.")
+    trace = server.rows()
+    ids = [r.request_id for r in result.records if r.ok]
+    for _ in range(20):  # the trace line of the last token is written as it is sent
+        if all(i in trace for i in ids):
+            break
+        time.sleep(0.05)
+        trace = server.rows()
+    window_s, client_cpu, server_cpu = sampler.window()
+    return summarize_level(level, result.records, trace, window_s=window_s,
+                           client_cpu_s=client_cpu, server_cpu_s=server_cpu,
+                           tolerance_ms=settings.tolerance_ms)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer (no network): a tiny byte-level BPE trained on the prompt words
+
+
+def build_tokenizer(folder: Path) -> str:
+    """A small tokenizer saved in ``folder`` that ``AutoTokenizer`` loads (offline)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from .prompts import _WORDS
+
+    tokenizer = Tokenizer(models.BPE(unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    words = list(_WORDS)
+    tokenizer.train_from_iterator([" ".join(words[i:] + words[:i]) for i in range(0, 300, 7)],
+                                  trainer=trainer)
+    bos = tokenizer.token_to_id("<s>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", bos)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>",
+                                   eos_token="</s>", model_max_length=100_000)
+    folder.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(folder))
+    return str(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole calibration
+
+
+@dataclass
+class Calibration:
+    settings: CalibrationSettings
+    started_at: str
+    rows: list[Row] = field(default_factory=list)
+    ended_at: str | None = None
+    stopped_because: str | None = None
+    server_argv: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> Verdict:
+        return decide(self.rows, tolerance_ms=self.settings.tolerance_ms,
+                      stopped_because=self.stopped_because)
+
+    def to_dict(self) -> dict[str, Any]:
+        from .results import TOOL_NAME, environment_info
+
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": KIND,
+            "tool": {"name": TOOL_NAME, "version": __version__},
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "environment": environment_info(),
+            "settings": self.settings.to_dict(),
+            "server": {"argv": ["<trace>" if a.endswith(".jsonl") else a
+                                for a in self.server_argv[1:]]},
+            "definitions": {
+                "error": "client-measured minus server-traced, per request matched by "
+                         "X-Request-Id, in ms",
+                "ttft": "client: first token arrived - request sent; server: first token "
+                        "written - request arrived",
+                "token_latency": "(last token - first token) / (tokens - 1)",
+                "itl": "per token gap, client gap minus server gap",
+                "delivery": "client arrival stamp minus server write stamp of the same token",
+                "dispatch": "request sent - round scheduled (client only)",
+                "cpu_pct": "CPU seconds / wall seconds of the measured rounds x 100 (one "
+                           "core = 100)",
+            },
+            "rows": [r.to_dict() for r in self.rows],
+            "verdict": self.verdict.to_dict(),
+        }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def calibrate(settings: CalibrationSettings, *, tokenizer: str | None = None,
+              on_row: Any = None, work_dir: str | os.PathLike[str] | None = None
+              ) -> Calibration:
+    """Run the calibration; ``on_row(row)`` is called after each level."""
+    result = Calibration(settings=settings, started_at=_now())
+    with _workspace(work_dir) as work:
+        name = tokenizer or build_tokenizer(work / "tokenizer")
+        server = _Server(settings, work / "trace.jsonl")
+        result.server_argv = list(server.argv)
+        server.start()
+        try:
+            for level in sorted(set(settings.levels)):
+                row = _measure(level, settings, server, name, work)
+                result.rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+                reason = stop_reason(row, settings)
+                if reason is not None:
+                    result.stopped_because = reason
+                    break
+        finally:
+            server.stop()
+    result.ended_at = _now()
+    return result
+
+
+@contextlib.contextmanager
+def _workspace(path: str | os.PathLike[str] | None) -> Iterator[Path]:
+    if path is not None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="tgi-calibration-") as tmp:
+        yield Path(tmp)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,16,64; got {text!r}")
+    if not values or values[0] < 1 or values[-1] > 1024:
+        raise argparse.ArgumentTypeError("concurrency levels must be between 1 and 1024")
+    return values
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmark calibrate",
+        description="Measure this machine's own measurement error: a simulated TGI server "
+                    "with a known timing and a trace, the engine at increasing concurrency, "
+                    "client minus server per request.")
+    p.add_argument("--quick", action="store_true",
+                   help=f"short version for CI: concurrency {','.join(map(str, QUICK_LEVELS))},"
+                        f" 16 tokens, 2 rounds (a few seconds)")
+    p.add_argument("--concurrency", type=_levels, default=None, metavar="N[,N...]",
+                   help=f"levels to climb (default {','.join(map(str, DEFAULT_LEVELS))})")
+    p.add_argument("--decode-length", type=int, default=None, help="tokens per request "
+                   "(default 64; --quick 16)")
+    p.add_argument("--runs", type=int, default=None, help="measured rounds per level "
+                   "(default 5; --quick 2)")
+    p.add_argument("--token-ms", type=_positive, default=10.0,
+                   help="the simulated server's decode step in ms (default 10)")
+    p.add_argument("--tolerance-ms", type=_positive, default=1.0,
+                   help="what counts as accurate (default 1 ms)")
+    p.add_argument("--max-error-ms", type=_positive, default=10.0,
+                   help="stop climbing once an error passes this (default 10 ms)")
+    p.add_argument("--max-cpu", type=_positive, default=90.0, metavar="PCT",
+                   help="stop climbing once the client uses this %% of a core (default 90)")
+    p.add_argument("--tokenizer-name", default=None,
+                   help="tokenizer for the prompts (default: a tiny one built offline)")
+    p.add_argument("--output-dir", default=None, metavar="DIR",
+                   help="folder for calibration.json (default $RESULTS_DIR/calibration-<date>)")
+    p.add_argument("--no-latest", action="store_true",
+                   help="do not update $RESULTS_DIR/calibration.json (the app's copy)")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> CalibrationSettings:
+    quick = bool(args.quick)
+    levels = args.concurrency or (QUICK_LEVELS if quick else DEFAULT_LEVELS)
+    decode = args.decode_length or (16 if quick else 64)
+    runs = args.runs or (2 if quick else 5)
+    if decode < 2 or decode > 4096 or runs < 1 or runs > 100:
+        raise argparse.ArgumentTypeError("--decode-length must be 2..4096 and --runs 1..100")
+    return CalibrationSettings(levels=tuple(levels), token_ms=args.token_ms,
+                               prefill_ms=args.token_ms, decode_length=decode, runs=runs,
+                               tolerance_ms=args.tolerance_ms, max_error_ms=args.max_error_ms,
+                               max_cpu_pct=args.max_cpu, quick=quick)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        settings = settings_from_args(args)
+    except argparse.ArgumentTypeError as err:
+        parser.error(str(err))
+    from .results import results_root
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    folder = Path(args.output_dir) if args.output_dir else results_root() / f"calibration-{stamp}"
+    print(f"Calibrating: simulated TGI server ({settings.token_ms:g} ms per token) on this "
+          f"machine, concurrency {', '.join(map(str, settings.levels))} ...", file=sys.stderr,
+          flush=True)
+
+    def on_row(row: Row) -> None:
+        print(f"  {row.concurrency:>5} streams: TTFT error p50 {_fmt(row.ttft_error_p50_ms)} ms, "
+              f"token latency error p99 {_fmt(row.token_error_p99_ms)} ms, "
+              f"{_fmt(row.token_events_per_s, '{:,.0f}')} token events/s, client CPU "
+              f"{_fmt(row.client_cpu_pct, '{:.0f}')}%", file=sys.stderr, flush=True)
+
+    try:
+        result = calibrate(settings, tokenizer=args.tokenizer_name, on_row=on_row)
+    except BenchmarkError as err:
+        print(f"error: {redact(str(err))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Calibration interrupted; nothing was saved.", file=sys.stderr)
+        return 130
+    document = result.to_dict()
+    _write_json(folder / CALIBRATION_FILE, document)
+    if not args.no_latest:
+        _write_json(latest_path(), document)
+    print(markdown_table(result.rows, settings.tolerance_ms))
+    print()
+    print("Times in ms; error = client-measured minus server-traced (same clock), matched by "
+          "X-Request-Id. Dispatch = wait in the client before a request went out (reported "
+          "separately by the engine).")
+    if result.stopped_because:
+        print(f"Stopped climbing: {result.stopped_because}.")
+    print(result.verdict.sentence)
+    print(f"Saved: {folder / CALIBRATION_FILE}")
+    return 0
+
+
+def _fmt(value: float | None, fmt: str = "{:+.3f}") -> str:
+    return "-" if value is None else fmt.format(value)
