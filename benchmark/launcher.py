@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import errno
+import itertools
 import os
 import re
 import select
@@ -167,10 +168,13 @@ def _split_lines(data: bytes) -> tuple[list[bytes], bytes]:
 
 
 def mask_line(raw: bytes | str, secrets: list[str] | None = None) -> str:
-    """One output line as stored: decoded, secrets masked (before and after cleaning), no
-    colour codes, bounded length. Empty when the line is blank."""
-    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-    line = redact(logs.clean_line(redact(text, secrets)), secrets)
+    """One output line as stored: decoded, secrets masked (``errors.redact``), no colour
+    codes, bounded length. Empty when the line is blank."""
+    text = redact(raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw,
+                  secrets)
+    line = logs.clean_line(text)
+    if text.startswith("{"):
+        line = redact(line, secrets)  # unwrapped JSON could hold escaped characters
     return line if line.strip() else ""
 
 
@@ -194,7 +198,6 @@ class _Launch:
         self.started_ns = time.perf_counter_ns()
         self.ended_ns: int | None = None
         self.stop_requested = False
-        self.ever_ready = False
         self.relay_pid: int | None = None
         self._handover = threading.Event()
         self._pending = b""
@@ -289,9 +292,11 @@ class _Launch:
                     log.write(line + "\n")
 
     def tail(self, n: int = TAIL_LINES) -> list[str]:
+        if n <= 0:
+            return []
         with self._lock:
-            lines = list(self.lines)
-        return lines[-n:] if n > 0 else []
+            start = max(0, len(self.lines) - n)
+            return list(itertools.islice(self.lines, start, None))
 
     # -- process --------------------------------------------------------------------------
     def alive(self) -> bool:
@@ -496,8 +501,9 @@ class ServerManager:
                cancel: threading.Event | None = None) -> ServerHandle:
         """Start (or reuse) a server with ``settings`` and wait until it is ready.
 
-        ``on_status`` is called with a ``ServerStatus`` on every phase change and log line
-        (possibly from the output-reading thread: keep it quick). Setting ``cancel`` or
+        ``on_status`` is called with a ``ServerStatus`` on every phase change and, until the
+        server is ready, every log line (possibly from the output-reading thread: keep it
+        quick). Setting ``cancel`` or
         calling ``stop()`` from another thread stops the start-up. Raises ``ConfigError`` for
         invalid settings and ``ServerStartError`` when the server cannot be made ready (the
         process is stopped then).
@@ -529,7 +535,6 @@ class ServerManager:
                 self._stop_launch(launch, final="stopped")
                 raise
             launch.ended_ns = time.perf_counter_ns()
-            launch.ever_ready = True
             simulated = launch.simulated or info.get("simulated") is True
             launch.simulated = simulated
             self._handle = ServerHandle(url=settings.url, settings=settings, simulated=simulated,
@@ -727,6 +732,10 @@ class ServerManager:
     def _notify(self, force: bool = False) -> None:
         callback = self._on_status
         if callback is None:
+            return
+        if not force and self._final_phase is not None:
+            # Ready (or over): log lines no longer change the status. Staying quiet keeps the
+            # reader thread cheap while a benchmark runs in this process.
             return
         status = self.status
         key = (status.phase, status.last_line or "")

@@ -111,6 +111,13 @@ def test_mask_line_hides_tokens_and_secret_values():
     assert mask_line(b"   \n") == ""
 
 
+def test_a_secret_hidden_by_json_escapes_is_masked_after_unwrapping():
+    raw = '{"level":"INFO","fields":{"message":"token \\u0070lain-secret-1"}}'
+    assert "plain-secret-1" in json.loads(raw)["fields"]["message"]
+    line = mask_line(raw.encode(), ["plain-secret-1"])
+    assert "plain-secret-1" not in line and line == "INFO token ***"
+
+
 def test_json_output_lines_are_unwrapped():
     raw = json.dumps({"timestamp": "t", "level": "INFO", "target": "text_generation_launcher",
                       "fields": {"message": "Warming up model"}})
