@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -282,7 +280,10 @@ def test_prompt_tokens_are_counted_with_the_tokenizer(tiny_tokenizer):
         chat = httpx.post(sim.url + "/v1/chat/completions", json={
             "messages": messages, "max_tokens": 2}).json()
         info = httpx.get(sim.url + "/info").json()
+        tokens = httpx.post(sim.url + "/tokenize", json={"inputs": prompt}).json()
     assert r.headers["x-prompt-tokens"] == str(expected)
+    assert len(tokens) == expected
+    assert "".join(t["text"] for t in tokens) == prompt
     assert truncated["events"][-1]["details"]["input_length"] == 3
     assert chat["usage"]["prompt_tokens"] == expected_chat
     assert info["simulator"]["token_counting"] == "tokenizer"
@@ -321,46 +322,13 @@ def test_startup_delay_keeps_the_port_closed_until_connected(simulator_process):
     assert any("Warming up model" in line for line in simulator_process.procs[0].log_lines)
 
 
-def test_bad_flag_exits_2_with_a_message():
-    proc = subprocess.run(
-        [__import__("sys").executable, "-m", "benchmark.simulator", "--max-input-tokens", "10",
-         "--max-total-tokens", "5"], capture_output=True, text=True, timeout=60,
-        cwd=str(Path(__file__).resolve().parent.parent))
-    assert proc.returncode == 2
-    assert "max_input_tokens" in proc.stderr
+def test_bad_flag_exits_2_with_a_message(capsys):
+    from benchmark.simulator import parse_args
 
-
-def test_waiting_requests_join_a_running_batch_like_tgi(tmp_path):
-    """A lone latecomer waits max_waiting_tokens decode steps; enough latecomers join at once."""
-    trace = tmp_path / "trace.jsonl"
-    config = SimulatorConfig(trace=str(trace), prefill_base_ms=1, prefill_per_token_ms=0,
-                             decode_base_ms=25, decode_per_seq_ms=0,
-                             decode_per_context_token_us=0, max_waiting_tokens=20,
-                             waiting_served_ratio=1.2)
-
-    def run(latecomers: int) -> tuple[dict, list[dict]]:
-        async def main():
-            async with httpx.AsyncClient(base_url=sim.url, timeout=60) as client:
-                started = [asyncio.Event() for _ in range(4)]
-                first = [asyncio.create_task(_stream(
-                    client, "/generate_stream", _gen(40), {"X-Request-Id": f"b{latecomers}-{i}"},
-                    first=started[i])) for i in range(4)]
-                for event in started:
-                    await event.wait()
-                late = [asyncio.create_task(_stream(
-                    client, "/generate_stream", _gen(3), {"X-Request-Id": f"l{latecomers}-{i}"}))
-                    for i in range(latecomers)]
-                await asyncio.gather(*first, *late)
-        asyncio.run(main())
-        rows = {row["request_id"]: row for row in trace_rows(trace)}
-        return rows[f"b{latecomers}-0"], [rows[f"l{latecomers}-{i}"] for i in range(latecomers)]
-
-    with run_in_thread(config) as sim:
-        batch, late = run(1)
-        # prefill token + 19 decode steps, then the 20th step admits the lone latecomer
-        assert sum(t < late[0]["admitted_ns"] for t in batch["token_ns"]) == 20
-        batch, late = run(4)
-        # 4 waiting >= floor(4 running x 1.2): they join without waiting 20 steps
-        joined = max(row["admitted_ns"] for row in late)
-        assert sum(t < joined for t in batch["token_ns"]) < 20
-        assert len({row["admitted_ns"] for row in late}) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--max-input-tokens", "10", "--max-total-tokens", "5"])
+    assert exit_info.value.code == 2
+    assert "`max_input_tokens` must be < `max_total_tokens`" in capsys.readouterr().err
+    config = parse_args(["--max-input-tokens", "100", "--quantize", "awq", "--num-shard", "2"])
+    assert (config.max_input_tokens, config.max_total_tokens) == (100, 4096)
+    assert config.quantize == "awq"  # accepted and ignored

@@ -234,13 +234,15 @@ class Simulator:
                                     "missing field `inputs`", "validation")
         except ApiError as err:
             return json_error(err.status, err.message, err.error_type)
-        ids = self.counter.encode(data["inputs"])
-        if ids is None:
+        tok = self.counter.tokenizer
+        if tok is None:
             return json_error(404, "No fast tokenizer or tokenizer.json for this model",
                               "no_tokenizer")
-        tok = self.counter.tokenizer
-        return web.json_response([{"id": i, "text": tok.decode([i]), "start": 0, "stop": 0}
-                                  for i in ids])
+        text = data["inputs"]
+        encoding = tok(text, add_special_tokens=True, return_offsets_mapping=True)
+        return web.json_response([
+            {"id": i, "text": text[start:stop], "start": start, "stop": stop}
+            for i, (start, stop) in zip(encoding["input_ids"], encoding["offset_mapping"])])
 
     # -- generation routes ---------------------------------------------------------------------
     async def compat_generate(self, request: web.Request) -> web.StreamResponse:
