@@ -87,6 +87,11 @@ MANAGED_ENV = (
 )
 
 
+# Secrets of the app itself that TGI never needs (model code run with --trust-remote-code
+# would otherwise be able to read them).
+APP_SECRETS = ("OAUTH_CLIENT_SECRET",)
+
+
 # ---------------------------------------------------------------------------------------------
 # Data
 
@@ -219,6 +224,7 @@ class _Launch:
                 "exited", f"Could not start {argv[0]}: {redact(str(exc), secrets)}. Check that "
                           "it is installed and can be run.") from exc
         self.pid = self.proc.pid
+        _RUNNING.add(self)  # from now on the exit hooks stop it, whatever happens next
         self.reader = threading.Thread(target=self._read, name=f"tgi-log-{self.pid}", daemon=True)
         self.reader.start()
 
@@ -615,14 +621,14 @@ class ServerManager:
         _install_exit_hooks()
         launch = _Launch(argv, env, settings, simulated=simulated, log_path=log_path,
                          secrets=self.secrets, on_change=self._notify)
-        _RUNNING.add(launch)
         self._launch = self._last = launch
         self._handle = None
         self._notify(force=True)
         return launch
 
     def _child_env(self) -> dict[str, str]:
-        env = {k: v for k, v in self.env.items() if k not in MANAGED_ENV}
+        env = {k: v for k, v in self.env.items()
+               if k not in MANAGED_ENV and k not in APP_SECRETS}
         token = env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN")
         if token:
             env["HF_TOKEN"] = token

@@ -91,14 +91,16 @@ def test_start_up_failure_is_one_plain_message(tmp_path, cli_env, tiny_tokenizer
     assert not (tmp_path / "run" / "run.json").exists()
 
 
-def test_sigterm_during_start_up_stops_the_server(tmp_path, cli_env, tiny_tokenizer):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_during_start_up_stops_the_server(tmp_path, cli_env, tiny_tokenizer,
+                                                           sig):
     env = {**cli_env, "FAKE_TGI_SLOW_START": "60"}
     proc = subprocess.Popen(launch_argv(tmp_path, tiny_tokenizer), env=env, cwd=str(ROOT),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         pid = read_args(Path(env["FAKE_TGI_ARGS_FILE"]))["pid"]
         assert wait_until(lambda: "download process" in _read_log(tmp_path), 20)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 130
         assert "Start-up interrupted: the server was stopped." in err

@@ -99,7 +99,7 @@ def test_ready_server_with_exact_argv_token_in_env_only_and_phases(make_manager,
                                                                   tmp_path):
     manager = make_manager(HF_TOKEN=TOKEN, FAKE_TGI_LEAK_TOKEN="1", FAKE_TGI_SLOW_START="0.4",
                            PORT="80", HOSTNAME="space-host", QUANTIZE="awq",
-                           MAX_INPUT_LENGTH="50")
+                           MAX_INPUT_LENGTH="50", OAUTH_CLIENT_SECRET="oauth-secret-value")
     server = settings(quantize="gptq")
     statuses = []
     handle = manager.ensure(server, timeout_s=60, on_status=statuses.append)
@@ -112,7 +112,7 @@ def test_ready_server_with_exact_argv_token_in_env_only_and_phases(make_manager,
     # Variables the launcher would read instead of our flags never reach it.
     assert recorded["env"] == {"PORT": False, "HOSTNAME": False, "MODEL_ID": False,
                                "QUANTIZE": False, "MAX_INPUT_LENGTH": False,
-                               "HUGGING_FACE_HUB_TOKEN": False}
+                               "HUGGING_FACE_HUB_TOKEN": False, "OAUTH_CLIENT_SECRET": False}
 
     assert handle.url == server.url and handle.pid == recorded["pid"]
     assert handle.info["model_id"] == "org/model" and handle.info["max_total_tokens"] == 200
