@@ -90,7 +90,8 @@ class Access:
 
 def is_space(env: Mapping[str, str]) -> bool:
     """True when running on Hugging Face Spaces (``SYSTEM=spaces`` or ``SPACE_ID`` set)."""
-    return env.get("SYSTEM", "").strip().lower() == "spaces" or bool(env.get("SPACE_ID", "").strip())
+    system = env.get("SYSTEM", "").strip().lower()
+    return system == "spaces" or bool(env.get("SPACE_ID", "").strip())
 
 
 def oauth_enabled(env: Mapping[str, str]) -> bool:

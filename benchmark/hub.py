@@ -7,7 +7,7 @@ and a share link ``?run=<run_id>`` whose run is no longer on local disk is fetch
     repo = hub.from_env(os.environ)              # None unless RESULTS_REPO and a token are set
     if repo:
         status = repo.upload_run("results/20261128-163012-gpt2-3f9a")   # never raises for the Hub
-        show(status.message)                     # "Uploaded to alice/results: runs/<id>/" or why not
+        show(status.message)                     # where the run went, or why it did not
         folder = repo.fetch_run(run_id, results_root())   # ResultFileError when it cannot
 
 Uploads retry transient failures (HTTP 5xx/429, connection errors) a bounded number of times with
@@ -63,7 +63,12 @@ class UploadStatus:
 
 
 class _Permanent(Exception):
-    """A Hub failure that retrying cannot fix; the message says what to do."""
+    """The Hub step is given up: ``str(err)`` says why. ``transient``: the retries ran out."""
+
+    def __init__(self, message: str, *, attempts: int = 1, transient: bool = False) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.transient = transient
 
 
 def parse_repo_id(value: str) -> str:
@@ -170,7 +175,7 @@ class ResultsRepo:
             _, tries = self._retrying(attempt, f"upload run {run_id}")
         except _Permanent as err:
             return self._remember(UploadStatus(False, run_id, self._failure(run_id, err),
-                                               attempts=getattr(err, "attempts", 1)))
+                                               attempts=err.attempts))
         names = tuple(name for name, _ in files)
         log.info("Uploaded run %s to %s (%d files, %d attempts)", run_id, self.repo_id,
                  len(names), tries)
@@ -233,8 +238,8 @@ class ResultsRepo:
                 ) from exc
             raise
 
-    def _failure(self, run_id: str, err: Exception) -> str:
-        again = ("press Upload again to retry" if getattr(err, "transient", False)
+    def _failure(self, run_id: str, err: _Permanent) -> str:
+        again = ("press Upload again to retry" if err.transient
                  else "fix this, then press Upload again")
         return self._clean(
             f"Upload of run {run_id} to {self.repo_id} failed: {err} The run is kept on this "
@@ -368,7 +373,7 @@ class ResultsRepo:
             try:
                 return action(), attempt
             except _Permanent as err:
-                err.attempts = attempt  # type: ignore[attr-defined]
+                err.attempts = attempt
                 raise
             except _Retry as err:
                 last = str(err)
@@ -376,19 +381,16 @@ class ResultsRepo:
                 continue
             except Exception as exc:
                 if not _is_transient(exc):
-                    error = _Permanent(_describe_permanent(exc, self.repo_id))
-                    error.attempts = attempt  # type: ignore[attr-defined]
-                    raise error from None
+                    raise _Permanent(_describe_permanent(exc, self.repo_id),
+                                     attempts=attempt) from None
                 last = _describe(exc)
                 log.warning("%s failed (try %d of %d): %s", what, attempt, self.attempts,
                             self._clean(last))
             if attempt < self.attempts:
                 self._sleep(min(wait, self.max_backoff_s))
                 wait *= 2
-        error = _Permanent(f"the Hub kept failing after {self.attempts} tries (last: {last}).")
-        error.attempts = self.attempts  # type: ignore[attr-defined]
-        error.transient = True  # type: ignore[attr-defined]
-        raise error
+        raise _Permanent(f"the Hub kept failing after {self.attempts} tries (last: {last}).",
+                         attempts=self.attempts, transient=True)
 
     def _clean(self, text: str) -> str:
         return redact(text, [self._token])
