@@ -332,3 +332,27 @@ def test_bad_flag_exits_2_with_a_message(capsys):
     config = parse_args(["--max-input-tokens", "100", "--quantize", "awq", "--num-shard", "2"])
     assert (config.max_input_tokens, config.max_total_tokens) == (100, 4096)
     assert config.quantize == "awq"  # accepted and ignored
+
+
+def test_a_scheduler_bug_fails_requests_instead_of_hanging_them(monkeypatch, capsys):
+    from benchmark.simulator import model
+
+    real_emit = model.Sequence.emit
+    broken = {"on": True}
+
+    def emit(self, decode):
+        if broken["on"]:
+            raise RuntimeError("injected fault")
+        return real_emit(self, decode)
+
+    monkeypatch.setattr(model.Sequence, "emit", emit)
+    with run_in_thread(SimulatorConfig(**FAST)) as sim:
+        failed = _concurrent(sim.url, [_gen(3)])[0]
+        whole = httpx.post(sim.url + "/generate", json=_gen(3), timeout=30)
+        broken["on"] = False
+        healthy = _concurrent(sim.url, [_gen(3)])[0]
+    assert failed["events"][-1]["error_type"] == "generation"
+    assert "injected fault" in failed["events"][-1]["error"]
+    assert whole.status_code == 500 and whole.json()["error_type"] == "generation"
+    assert len(healthy["events"]) == 3
+    assert "RuntimeError: injected fault" in capsys.readouterr().err

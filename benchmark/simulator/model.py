@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
+import traceback
 from collections import deque
 from dataclasses import dataclass
 from time import perf_counter_ns
@@ -240,18 +242,9 @@ class Scheduler:
     def stop(self, message: str = "the server is shutting down") -> None:
         """End every queued and running request with an error event, then stop the loop."""
         self._stopping = True
-        for seq in list(self.queue) + self.prefilling + list(self.running):
-            if seq.done.done():
-                continue
-            seq.status = 500 if seq.channel is None else seq.status
-            seq.error = message
-            if seq.channel is not None:
-                seq.channel.send(seq.fmt.error(f"Request failed during generation: {message}",
-                                               "generation"))
-            self._finish(seq)
+        self.running.extend(self.queue)  # queued requests end the same way
         self.queue.clear()
-        self.prefilling = []
-        self.running.clear()
+        self.fail_all(message)
         self._wake.set()
 
     # -- the loop ----------------------------------------------------------------------------
@@ -309,6 +302,34 @@ class Scheduler:
         return True
 
     async def run(self) -> None:
+        """Run the batching loop; if it ever raises, fail the affected requests (like TGI's
+        send_errors), report on stderr and start again, so that no request waits forever."""
+        while not self._stopping:
+            try:
+                await self._loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not leave clients hanging
+                traceback.print_exc(file=sys.stderr)
+                self.fail_all(f"simulator error: {type(exc).__name__}: {exc}")
+
+    def fail_all(self, message: str) -> None:
+        """End every admitted or running request with a generation error event."""
+        for seq in self.prefilling + list(self.running):
+            if seq.done.done():
+                continue
+            seq.status = 500 if seq.channel is None else seq.status
+            seq.error = message
+            if seq.channel is not None:
+                seq.channel.send(seq.fmt.error(f"Request failed during generation: {message}",
+                                               "generation"))
+            self._finish(seq)
+        self.prefilling = []
+        self.running.clear()
+        self.reserved = 0
+        self.context = 0
+
+    async def _loop(self) -> None:
         """TGI v3's batching task: prefill what the queue allows, then decode step by step;
         while a batch runs, waiting requests join only when there are at least
         waiting_served_ratio x the running ones, or after max_waiting_tokens decode steps."""
