@@ -9,7 +9,7 @@ Pure functions over log lines (already masked), used by ``launcher.ServerManager
     explain_crash(lines, code)         -> Failure("crashed", ...) for a server lost mid-run
 
 Reason codes (``ServerStartError.reason``): "oom", "gated", "not_found", "bad_flags", "crashed",
-"exited", "timeout", "port_in_use", "wrong_model", "cancelled". The markers come from TGI's own
+"exited", "timeout", "port_in_use", "no_space", "wrong_model", "cancelled". The markers come from TGI's own
 messages (see the project's TGI reference, "Typical failures").
 """
 
@@ -51,12 +51,14 @@ _PHASE_MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 _OOM = ("Not enough memory to handle", "CUDA out of memory", "OutOfMemoryError",
-        "out of memory")
+        "CUDA error: out of memory", "HIP out of memory", "XPU out of memory")
 _GATED = ("GatedRepoError", "Cannot access gated repo", "is restricted. You must have access",
           "gated repo")
 _NOT_FOUND = ("RepositoryNotFoundError", "Repository Not Found", "404 Client Error",
               "does not appear to have a file named", "RevisionNotFoundError", "Invalid rev id")
-_UNAUTHORIZED = ("401 Client Error", "Invalid user token", "Invalid credentials")
+_UNAUTHORIZED = ("401 Client Error", "403 Client Error", "Invalid user token",
+                 "Invalid credentials", "not in the authorized list")
+_NO_SPACE = ("No space left on device", "Not enough free disk space")
 _PORT_IN_USE = ("Address already in use", "AddrInUse")
 _LIBPYTHON = "libpython3"
 
@@ -200,6 +202,13 @@ def explain_exit(lines: Sequence[str], exit_code: int | None, *, model_id: str,
             f"No model named {model_id!r} was found on the Hugging Face Hub (or that revision "
             "does not exist). Check the spelling, including capitals, on "
             f"https://huggingface.co/models; it looks like org/model-name.{private}",
+        )
+    if _first(lines, _NO_SPACE) is not None:
+        return Failure(
+            "no_space",
+            "The disk is full: the model's weights did not fit while TGI downloaded them. Free "
+            "some space, choose a smaller or quantized model, or use a machine (or Space "
+            "hardware) with a bigger disk, then start again.",
         )
     if _first(lines, _PORT_IN_USE) is not None:
         return Failure(

@@ -219,6 +219,18 @@ def test_libpython_trap_of_the_official_image_gets_its_fix():
     assert failure.reason == "exited" and "chmod 755 /root" in failure.message
 
 
+def test_forbidden_token_is_a_gated_model():
+    failure = explain(["huggingface_hub.errors.HfHubHTTPError: 403 Client Error: Forbidden. "
+                       "Access to model org/x is restricted and you are not in the authorized "
+                       "list."], has_token=True)
+    assert failure.reason == "gated" and "does not give access" in failure.message
+
+
+def test_full_disk_while_downloading():
+    failure = explain(["OSError: [Errno 28] No space left on device"])
+    assert failure.reason == "no_space" and "disk is full" in failure.message
+
+
 def test_port_in_use_from_the_router():
     assert explain(["Error: WebServer(Axum(Os { code: 98, kind: AddrInUse, message: \"Address "
                     "already in use\" }))"]).reason == "port_in_use"
