@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from . import __version__
 from .config import (API_CHOICES, DEFAULT_BATCH_SIZES, DEFAULT_URL, MODE_CHOICES, RunConfig,
-                     SamplingParams, parse_batch_sizes, parse_float, parse_int)
+                     SamplingParams, check_url, parse_batch_sizes, parse_float, parse_int)
 from .errors import BenchmarkError, ConfigError, redact
 
 __all__ = ["build_parser", "add_benchmark_arguments", "config_from_args", "main", "FLAG_FOR_FIELD"]
@@ -135,7 +135,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )
     config = RunConfig(
         tokenizer_name=args.tokenizer_name,
-        url=args.url,
+        url=check_url(args.url),
         api=args.api,
         model=args.model,
         revision=args.revision,

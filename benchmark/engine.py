@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import threading
 import time
@@ -39,7 +40,7 @@ import httpx
 from . import results
 from .clients import StreamClient, make_client, open_session
 from .clients.openai import UNSENT_SAMPLING
-from .config import RunConfig
+from .config import RunConfig, check_url
 from .errors import BenchmarkError, ConfigError, ServerError, ServerUnreachable, redact
 from .load import Concurrency, Rounds, Slot
 from .prompts import PromptSet, build_prompts, load_tokenizer
@@ -200,7 +201,7 @@ def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
     Raises a ``BenchmarkError`` when the run cannot start (bad config, no server, server limits,
     tokenizer); once it has started, failures end up in ``result.status`` / ``result.message``.
     """
-    config = config.validate()
+    config = dataclasses.replace(config.validate(), url=check_url(config.url))
     cancel = cancel if cancel is not None else threading.Event()
     with _signals_set(cancel):
         return _Engine(config, on_progress, cancel, server).execute()
@@ -422,6 +423,8 @@ class _Engine:
         await self._open_connections(session, step.size)
         position = 0
         for round_ in pattern.rounds():
+            if self.cancel.is_set():
+                raise _Cancelled
             records = [self._record(slot) for slot in round_.slots]
             (step.warmups if round_.warmup else step.records).extend(records)
             bodies = step.bodies[position:position + len(records)]
@@ -448,7 +451,7 @@ class _Engine:
 
         async def user(index: int) -> None:
             nonlocal done
-            while True:
+            while not self.cancel.is_set():
                 now = time.perf_counter_ns()
                 slot = pattern.next_slot(index, now)
                 if slot is None:
@@ -464,6 +467,8 @@ class _Engine:
                     await self._check_alive([record], step)
 
         await asyncio.gather(*(user(i) for i in range(step.size)))
+        if self.cancel.is_set():
+            raise _Cancelled
         self._requests_progress(step, done, pattern.total, started, force=True)
 
     def _requests_progress(self, step: _Step, done: int, total: int | None, started: int,

@@ -93,8 +93,6 @@ class OpenAIDecoder(StreamDecoder):
         if record.error is None and not self.done and record.finish_reason is None:
             self.fail("stream", f"the stream ended after {len(record.token_ns)} token events "
                                 f"without [DONE]")
-        if record.output_tokens is None and record.token_ns:
-            record.output_tokens = len(record.token_ns)
 
 
 class _OpenAIClient(StreamClient):

@@ -73,8 +73,6 @@ class TGIDecoder(StreamDecoder):
         if record.error is None and record.finish_reason is None and record.output_tokens is None:
             self.fail("stream", f"the stream ended after {len(record.token_ns)} tokens without "
                                 f"its final event")
-        if record.output_tokens is None and record.token_ns:
-            record.output_tokens = len(record.token_ns)
 
 
 class TGIClient(StreamClient):

@@ -1,0 +1,171 @@
+"""SSE bytes -> events -> tokens on a record: the edge cases real servers produce, fed as bytes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmark.clients.base import error_message
+from benchmark.clients.openai import OpenAIDecoder
+from benchmark.clients.sse import SSEParser
+from benchmark.clients.tgi import TGIDecoder
+from benchmark.records import RequestRecord
+
+
+def feed_all(chunks: list[bytes]) -> list[str]:
+    parser = SSEParser()
+    out: list[str] = []
+    for chunk in chunks:
+        out += parser.feed(chunk)
+    return out + parser.close()
+
+
+def test_one_event_per_chunk():
+    assert feed_all([b'data:{"a":1}\n\n', b'data: {"a":2}\n\n']) == ['{"a":1}', '{"a":2}']
+
+
+def test_several_events_in_one_chunk():
+    assert feed_all([b"data: 1\n\ndata: 2\n\ndata: 3\n\n"]) == ["1", "2", "3"]
+
+
+def test_event_split_across_chunks_anywhere():
+    payload = b'data: {"token":{"id":1,"text":"hi"}}\n\ndata: {"x":2}\n\n'
+    expected = ['{"token":{"id":1,"text":"hi"}}', '{"x":2}']
+    for cut in range(1, len(payload)):
+        assert feed_all([payload[:cut], payload[cut:]]) == expected, cut
+    assert feed_all([bytes([b]) for b in payload]) == expected
+
+
+def test_crlf_line_endings_even_when_cut_inside_crlf():
+    payload = b"data: 1\r\n\r\ndata: 2\r\n\r\n"
+    for cut in range(1, len(payload)):
+        assert feed_all([payload[:cut], payload[cut:]]) == ["1", "2"], cut
+
+
+def test_data_with_and_without_space_and_comments_ignored():
+    chunks = [b": keep-alive\n\n", b"data:[DONE]\n\n", b": ping\ndata: x\n\n", b"event: e\nid: 3\n\n"]
+    assert feed_all(chunks) == ["[DONE]", "x"]
+
+
+def test_multiline_data_joined_and_unterminated_last_event_kept():
+    assert feed_all([b"data: a\ndata: b\n\n", b"data: tail"]) == ["a\nb", "tail"]
+
+
+def test_nothing_returned_before_the_blank_line():
+    parser = SSEParser()
+    assert parser.feed(b"data: 1\n") == []
+    assert parser.feed(b"\n") == ["1"]
+
+
+def tgi_event(index: int, *, final: bool = False, generated: int = 3, input_length: int = 7,
+              reason: str = "length") -> bytes:
+    event = {"index": index, "token": {"id": index, "text": "x", "logprob": -0.1,
+                                       "special": False},
+             "generated_text": None, "details": None}
+    if final:
+        event["generated_text"] = "xxx"
+        event["details"] = {"finish_reason": reason, "generated_tokens": generated,
+                            "seed": None, "input_length": input_length}
+    return b"data:" + json.dumps(event).encode() + b"\n\n"
+
+
+def decode(decoder, chunks: list[tuple[int, bytes]]) -> bool:
+    parser = SSEParser()
+    for stamp, chunk in chunks:
+        for data in parser.feed(chunk):
+            if decoder.on_event(data, stamp):
+                return True
+    decoder.on_end()
+    return False
+
+
+def test_tgi_tokens_stamped_per_event_and_counts_from_final_details():
+    record = RequestRecord(step=1, run=1, request=1)
+    decoder = TGIDecoder(record)
+    two_in_one = tgi_event(2) + tgi_event(3, final=True, generated=3, input_length=7)
+    done = decode(decoder, [(100, tgi_event(1)), (250, two_in_one)])
+    assert done
+    assert record.token_ns == [100, 250, 250]
+    assert record.output_tokens == 3 and record.input_tokens == 7
+    assert record.finish_reason == "length" and record.ok
+
+
+def test_tgi_early_eos_counts_what_came():
+    record = RequestRecord(step=1, run=1, request=1, requested_output_tokens=10)
+    decode(TGIDecoder(record), [(1, tgi_event(1)), (2, tgi_event(2, final=True, generated=2,
+                                                                  reason="eos_token"))])
+    assert record.output_tokens == 2 and record.finish_reason == "eos_token"
+
+
+def test_tgi_error_event_is_an_error():
+    record = RequestRecord(step=1, run=1, request=1)
+    body = tgi_event(1) + b'data:{"error":"Request failed during generation: boom",' \
+                          b'"error_type":"generation"}\n\n'
+    assert decode(TGIDecoder(record), [(5, body)])
+    assert not record.ok and record.error_kind == "stream"
+    assert "boom" in record.error and "generation" in record.error
+
+
+def test_tgi_stream_cut_before_final_event_is_an_error():
+    record = RequestRecord(step=1, run=1, request=1)
+    decode(TGIDecoder(record), [(1, tgi_event(1)), (2, tgi_event(2))])
+    assert record.error_kind == "stream" and "2 tokens" in record.error
+    assert record.token_ns == [1, 2]
+
+
+def test_tgi_non_json_event_is_an_error():
+    record = RequestRecord(step=1, run=1, request=1)
+    decode(TGIDecoder(record), [(1, b"data: <html>\n\n")])
+    assert record.error_kind == "stream" and "not JSON" in record.error
+
+
+def chat_chunk(content: str | None, reason: str | None = None, usage: dict | None = None) -> bytes:
+    choices = [] if content is None else [
+        {"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": reason}]
+    return b"data: " + json.dumps({"choices": choices, "usage": usage}).encode() + b"\r\n\r\n"
+
+
+def test_openai_chat_counts_from_usage_and_done_ends():
+    record = RequestRecord(step=1, run=1, request=1)
+    decoder = OpenAIDecoder(record, chat=True)
+    chunks = [(1, chat_chunk("")),                 # role-only chunk: no token
+              (2, chat_chunk("Hello there")),      # several tokens in one chunk
+              (3, chat_chunk("!", reason="length")),
+              (4, chat_chunk(None, usage={"prompt_tokens": 12, "completion_tokens": 5})),
+              (5, b"data: [DONE]\r\n\r\n"),
+              (6, chat_chunk("after done"))]
+    assert decode(decoder, chunks)
+    assert record.token_ns == [2, 3]
+    assert record.output_tokens == 5 and record.input_tokens == 12
+    assert record.finish_reason == "length" and record.ok
+    assert record.token_latency_ms == pytest.approx((3 - 2) / 1e6 / 4)
+
+
+def test_openai_completions_without_usage_leaves_counts_unknown():
+    record = RequestRecord(step=1, run=1, request=1)
+    text = lambda t, r=None: b"data:" + json.dumps(  # noqa: E731
+        {"choices": [{"index": 0, "text": t, "finish_reason": r}]}).encode() + b"\n\n"
+    assert decode(OpenAIDecoder(record, chat=False),
+                  [(1, text(" a")), (2, text(" b", "length")), (3, b"data: [DONE]\n\n")])
+    assert record.token_ns == [1, 2]
+    assert record.output_tokens is None and record.input_tokens is None and record.ok
+
+
+def test_openai_error_event_and_missing_done():
+    record = RequestRecord(step=1, run=1, request=1)
+    decode(OpenAIDecoder(record, chat=True),
+           [(1, b'data: {"error": {"message": "out of memory"}}\n\n')])
+    assert record.error_kind == "stream" and "out of memory" in record.error
+    cut = RequestRecord(step=1, run=1, request=1)
+    decode(OpenAIDecoder(cut, chat=True), [(1, chat_chunk("a"))])
+    assert cut.error_kind == "stream" and "[DONE]" in cut.error
+
+
+def test_error_message_takes_the_servers_sentence():
+    assert error_message(b'{"error":"Input validation error: bad","error_type":"validation"}') \
+        == "Input validation error: bad"
+    assert error_message(b'{"error":{"message":"model not found"}}') == "model not found"
+    assert error_message(b"plain\n text") == "plain text"
+    assert error_message(b"", "Bad Gateway") == "Bad Gateway"
+    assert "hf_***" in error_message(b'{"error":"token hf_abcdefghijklmnop refused"}')
