@@ -9,6 +9,7 @@ import asyncio
 import json
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -353,6 +354,24 @@ def test_a_scheduler_bug_fails_requests_instead_of_hanging_them(monkeypatch, cap
         healthy = _concurrent(sim.url, [_gen(3)])[0]
     assert failed["events"][-1]["error_type"] == "generation"
     assert "injected fault" in failed["events"][-1]["error"]
-    assert whole.status_code == 500 and whole.json()["error_type"] == "generation"
+    assert whole.status_code == 424 and whole.json()["error_type"] == "generation"
     assert len(healthy["events"]) == 3
     assert "RuntimeError: injected fault" in capsys.readouterr().err
+
+
+def test_port_in_use_exits_1_with_tgis_words():
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmark.simulator", "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+            cwd=str(Path(__file__).resolve().parent.parent))
+    assert proc.returncode == 1
+    assert "Address already in use" in proc.stdout and "Webserver Crashed" in proc.stdout
+    assert "Simulated TGI listening" not in proc.stdout

@@ -9,6 +9,7 @@ those lines (pretend loading and warm-up) before the port opens, like TGI.
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import sys
 from datetime import datetime, timezone
@@ -63,7 +64,14 @@ async def serve(config: SimulatorConfig) -> int:
         if value not in (None, False):
             log(launcher, f"--{name.replace('_', '-')} {value} accepted and ignored by the "
                           f"simulator", "WARN")
-    log(launcher, f"Simulated server: no weights are downloaded for {config.model_id}")
+    log(launcher, "Simulated server: nothing is downloaded or loaded; the start-up phases "
+                  "below only pass the --startup-delay time")
+    delay = config.startup_delay_s
+    download = f"download: {launcher}"
+    log(download, f"Starting check and download process for {config.model_id}")
+    if await _wait(stop, delay * 0.3):
+        return 0
+    log(download, f"Successfully downloaded weights for {config.model_id}")
     log(f"shard-manager: {launcher}", "Starting shard rank=0")
     started = perf_counter_ns()
     counter = TokenCounter.load(config.tokenizer)
@@ -71,14 +79,14 @@ async def serve(config: SimulatorConfig) -> int:
         log(launcher, f"Using the tokenizer {config.tokenizer} to count prompt tokens")
     else:
         log(launcher, "No tokenizer: counting prompt tokens as ceil(utf-8 bytes / 4)", "WARN")
-    if await _wait(stop, config.startup_delay_s * 0.4):
+    if await _wait(stop, delay * 0.3):
         return 0
     log(f"shard-manager: {launcher}",
         f"Shard ready in {(perf_counter_ns() - started) / 1e9:.2f}s rank=0")
     log(launcher, "Starting Webserver")
     router = "text_generation_router_v3"
     log(router, "backends/v3/src/lib.rs:125: Warming up model")
-    if await _wait(stop, config.startup_delay_s * 0.6):
+    if await _wait(stop, delay * 0.4):
         return 0
     log(router, f"backends/v3/src/lib.rs:137: Setting max batch total tokens to "
                 f"{config.max_batch_total_tokens}")
@@ -86,7 +94,13 @@ async def serve(config: SimulatorConfig) -> int:
     try:
         await simulator.start()
     except OSError as exc:
-        log("text_generation_router::server", f"Webserver Crashed: {exc}", "ERROR")
+        if exc.errno == errno.EADDRINUSE:  # the words TGI's router prints
+            detail = (f'Os {{ code: {exc.errno}, kind: AddrInUse, message: "Address already '
+                      f'in use" }} ({config.hostname}:{config.port})')
+        else:
+            detail = str(exc)
+        log("text_generation_router::server", f"Webserver Crashed: {detail}", "ERROR")
+        log(launcher, "Webserver Crashed", "ERROR")
         return 1
     log("text_generation_router::server", "router/src/server.rs:2400: Connected")
     print(f"Simulated TGI listening on {simulator.url}", flush=True)

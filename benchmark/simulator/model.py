@@ -318,7 +318,8 @@ class Scheduler:
         for seq in self.prefilling + list(self.running):
             if seq.done.done():
                 continue
-            seq.status = 500 if seq.channel is None else seq.status
+            if seq.channel is None:  # TGI answers generation errors with 424
+                seq.status = 424
             seq.error = message
             if seq.channel is not None:
                 seq.channel.send(seq.fmt.error(f"Request failed during generation: {message}",

@@ -382,7 +382,7 @@ class Simulator:
             scheduler.cancel(seq)
             raise
         if seq.finish_reason is None:
-            return json_error(500 if seq.status == 200 else seq.status,
+            return json_error(424 if seq.status == 200 else seq.status,
                               f"Request failed during generation: {seq.error}", "generation")
         if seq.route == "/v1/chat/completions":
             body = chat_body(seq)
