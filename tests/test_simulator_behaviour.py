@@ -301,18 +301,24 @@ def test_unloadable_tokenizer_warns_and_falls_back(tmp_path, capsys):
 # -- start-up and shutdown ------------------------------------------------------------------------
 
 
-def test_sigterm_ends_an_open_stream_cleanly_and_exits_0(simulator_process):
-    url = simulator_process(decode_base_ms=20, trace=None)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_ends_an_open_stream_cleanly_and_exits_0(simulator_process, tmp_path, sig):
+    trace = tmp_path / "trace.jsonl"
+    url = simulator_process(decode_base_ms=20, trace=trace)
     proc = simulator_process.procs[0]
     received = []
     with httpx.stream("POST", url + "/generate_stream", json=_gen(1000), timeout=30) as r:
         for chunk in r.iter_raw():  # a protocol error here would raise
             received.append(chunk)
             if len(received) == 2:
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(sig)
     body = b"".join(received)
     assert b'"error_type":"generation"' in body.split(b"\n\n")[-2]
+    assert b"shutting down" in body.split(b"\n\n")[-2]
     assert proc.wait(15) == 0
+    row = trace_rows(trace)[0]
+    assert row["finish_reason"] is None and "shutting down" in row["error"]
+    assert 0 < row["output_tokens"] < 1000
 
 
 def test_startup_delay_keeps_the_port_closed_until_connected(simulator_process):
