@@ -38,6 +38,7 @@ from ..records import RequestRecord
 __all__ = ["StreamDecoder", "StreamClient", "open_session", "error_message"]
 
 _MAX_ERROR_CHARS = 300
+DRAIN_TIMEOUT_S = 1.0
 
 
 class StreamDecoder(ABC):
@@ -139,6 +140,20 @@ class StreamClient(ABC):
                         record.end_ns = arrived
                         break
             decoder.on_end()
+            if done:
+                await _drain(response)
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read what follows the last event (the chunked end of body) so that the connection goes
+    back to the pool: leaving a response unfinished makes aiohttp close it, and the next round
+    would pay a new connection (measured: 196 connections instead of 64 for 4 rounds of 64)."""
+    try:
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            while await response.content.readany():
+                pass
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        pass  # the connection is simply not reused
 
 
 def error_message(raw: bytes, fallback: str | None = None) -> str:
