@@ -27,6 +27,7 @@ import argparse
 import atexit
 import errno
 import itertools
+import json
 import os
 import re
 import select
@@ -39,6 +40,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -106,6 +108,7 @@ class ServerHandle:
     pid: int
     info: dict
     log_path: Path | None = None
+    reused: bool = False       # True when an already running server was reused
 
 
 @dataclass(frozen=True)
@@ -308,6 +311,16 @@ class _Launch:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout_s: float) -> None:
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+
     def drain(self, timeout_s: float = 5.0) -> None:
         """Wait (bounded) until the reader has consumed everything the process printed."""
         self.reader.join(timeout_s)
@@ -322,6 +335,140 @@ class _Launch:
         _terminate_group(self.proc, grace_s)
         self.drain(2.0)
         _RUNNING.discard(self)
+
+
+class _Adopted:
+    """A server kept running by an earlier run of this tool (``--keep-server``), found again
+    through its state file: same interface as ``_Launch``, but not our child process."""
+
+    phase = "ready"
+    progress = None
+
+    def __init__(self, state: dict[str, Any], settings: ServerSettings):
+        self.settings = settings
+        self.pid = int(state["pid"])
+        self.simulated = bool(state.get("simulated"))
+        self.log_path = Path(state["log_path"])
+        self.started_ns = self.ended_ns = time.perf_counter_ns()
+        self.stop_requested = False
+
+    def alive(self) -> bool:
+        return _pid_running(self.pid)
+
+    @property
+    def returncode(self) -> int | None:
+        return None  # not our child: its exit code is not ours to read
+
+    def wait(self, timeout_s: float) -> None:
+        deadline = time.perf_counter_ns() + int(timeout_s * 1e9)
+        while self.alive() and time.perf_counter_ns() < deadline:
+            time.sleep(0.1)
+
+    def tail(self, n: int = TAIL_LINES) -> list[str]:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - 256 * 1024))
+                data = log.read()
+        except OSError:
+            return []
+        lines = [mask_line(raw) for raw in data.splitlines()[1:] or data.splitlines()]
+        lines = [line for line in lines if line and not line.startswith("# ")]
+        return lines[-n:] if n > 0 else []
+
+    def drain(self, timeout_s: float = 5.0) -> None:
+        time.sleep(min(timeout_s, 0.2))  # the relay appends the last lines to the file
+
+    def elapsed_s(self) -> float:
+        return 0.0
+
+    def terminate(self, grace_s: float) -> None:
+        self.stop_requested = True
+        _killpg(self.pid, signal.SIGTERM)
+        if not _wait_group_gone(self.pid, grace_s):
+            _killpg(self.pid, signal.SIGKILL)
+            _wait_group_gone(self.pid, 5.0)
+        _RUNNING.discard(self)
+        _forget_state(self.settings.port, self.pid)
+
+    def hand_over(self, env: dict[str, str]) -> None:
+        """Its output already goes to the relay started by the run that kept it."""
+
+
+def _is_our_server(pid: int, port: int) -> bool:
+    """``pid`` leads its own process group and was started with ``--port PORT``."""
+    try:
+        if os.getpgid(pid) != pid:
+            return False
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(a == b"--port" and b == str(port).encode() for a, b in zip(args, args[1:]))
+
+
+def _pid_running(pid: int) -> bool:
+    """True when ``pid`` runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# State files of kept servers: <tmp>/tgi-benchmark-<uid>/server-<port>.json
+
+
+def _state_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"tgi-benchmark-{os.getuid()}"
+
+
+def _state_path(port: int) -> Path:
+    return _state_dir() / f"server-{int(port)}.json"
+
+
+def _save_state(launch: Any) -> None:
+    folder = _state_dir()
+    folder.mkdir(mode=0o700, exist_ok=True)
+    data = {"pid": launch.pid, "settings": launch.settings.to_dict(),
+            "simulated": launch.simulated, "log_path": str(launch.log_path),
+            "kept_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path = _state_path(launch.settings.port)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _load_state(port: int) -> dict[str, Any] | None:
+    """The state file for ``port``, if it is ours (same user, private folder) and readable."""
+    path = _state_path(port)
+    try:
+        folder = path.parent.stat()
+        if folder.st_uid != os.getuid() or folder.st_mode & 0o077:
+            return None
+        if path.stat().st_uid != os.getuid():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        int(data["pid"])
+        ServerSettings.from_dict(data["settings"])
+        return data
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _forget_state(port: int, pid: int | None = None) -> None:
+    data = _load_state(port)
+    if data is not None and (pid is None or int(data["pid"]) == pid):
+        try:
+            _state_path(port).unlink()
+        except OSError:
+            pass
 
 
 def _killpg(pgid: int, sig: int) -> bool:
@@ -371,7 +518,7 @@ def _terminate_group(proc: subprocess.Popen, grace_s: float) -> None:
 # Nothing left behind: atexit and signal handlers
 
 
-_RUNNING: set[_Launch] = set()
+_RUNNING: set[Any] = set()
 _HOOKS_LOCK = threading.Lock()
 _ATEXIT_DONE = False
 _SIGNALS_DONE = False
@@ -522,10 +669,14 @@ class ServerManager:
             if (current is not None and self._handle is not None and current.alive()
                     and current.settings == settings):
                 if self._probe_reuse(current):
+                    self._handle = dataclasses.replace(self._handle, reused=True)
                     self._notify(force=True)
                     return self._handle
             if current is not None:
                 self.stop()
+            kept = self._adopt(settings)
+            if kept is not None:
+                return kept
             self._check_port_free(settings)
             launch = self._start(settings)
             try:
@@ -561,14 +712,11 @@ class ServerManager:
                 raise ServerStartError(self._failure[0], self._failure[1], self._last.tail(40))
             raise ServerStartError("exited", "No TGI server is running: start one first.")
         if launch.alive() and wait_s > 0 and not self._answers(launch):
-            try:
-                launch.proc.wait(wait_s)
-            except subprocess.TimeoutExpired:
-                pass
+            launch.wait(wait_s)
         if launch.alive():
             return
         launch.drain()
-        failure = logs.explain_crash(launch.tail(), launch.proc.returncode)
+        failure = logs.explain_crash(launch.tail(), launch.returncode)
         self._fail(launch, failure.reason, failure.message)
         self._error = ServerStartError(failure.reason, failure.message, launch.tail(40))
         raise self._error
@@ -584,7 +732,9 @@ class ServerManager:
         """Let the current server outlive this program (the CLI's --keep-server).
 
         A small relay process takes over its output (masked, appended to the same log file)
-        and this manager forgets it: ``stop()`` and the exit hooks no longer touch it.
+        and this manager forgets it: ``stop()`` and the exit hooks no longer touch it. A state
+        file lets a later ``ensure`` with the same port reuse it (or restart it when the
+        settings differ).
         """
         launch = self._launch
         handle = self.handle
@@ -592,11 +742,47 @@ class ServerManager:
             return None
         _RUNNING.discard(launch)
         launch.hand_over(self._child_env())
+        _save_state(launch)
         self._launch = None
         self._handle = None
         return handle
 
     # -- internals ------------------------------------------------------------------------
+    def _adopt(self, settings: ServerSettings) -> ServerHandle | None:
+        """Reuse a server that an earlier run kept (``--keep-server``) on this port.
+
+        Trusted only when its state file is ours, its pid leads its own process group with
+        ``--port PORT`` on its command line, and it answers ``/info`` with the saved model.
+        Same settings: reused. Other settings: stopped (the caller then starts a new one).
+        """
+        state = _load_state(settings.port)
+        if state is None:
+            return None
+        saved = ServerSettings.from_dict(state["settings"])
+        kept = _Adopted(state, saved)
+        if not (kept.alive() and _is_our_server(kept.pid, saved.port)):
+            _forget_state(saved.port)
+            return None
+        with httpx.Client(timeout=5.0, trust_env=False) as client:
+            info = self._probe(client, saved.url)
+        if info is None or not _same_model(info, saved.model_id):
+            _forget_state(saved.port)  # not answering as ours: leave that process alone
+            return None
+        if saved != settings:
+            kept.terminate(self.grace_s)
+            return None
+        _RUNNING.add(kept)
+        self._failure = self._error = None
+        self._last_notified = None
+        self._launch = self._last = kept
+        kept.simulated = kept.simulated or info.get("simulated") is True
+        self._handle = ServerHandle(url=settings.url, settings=settings,
+                                    simulated=kept.simulated, pid=kept.pid, info=info,
+                                    log_path=kept.log_path, reused=True)
+        self._final_phase = "ready"
+        self._notify(force=True)
+        return self._handle
+
     def _start(self, settings: ServerSettings) -> _Launch:
         env = self._child_env()
         args = launcher_args(settings)
@@ -687,7 +873,7 @@ class ServerManager:
                 if cancel is not None and cancel.is_set():
                     raise ServerStartError("cancelled", "Start-up was cancelled: the server was "
                                                         "stopped.")
-                code = launch.proc.poll()
+                code = launch.returncode
                 if code is not None:
                     launch.drain()
                     if launch.stop_requested:
@@ -985,6 +1171,8 @@ def launch_and_run(settings: ServerSettings, run: Callable[[ServerHandle, Server
         finally:
             _restore_signal(previous)
         label = "simulated server" if handle.simulated else "TGI server"
+        if handle.reused:
+            print(f"Reusing the {label} already running with these settings.", file=out)
         print(f"Benchmarking the {label} at {handle.url} (model {handle.settings.model_id}, "
               f"pid {handle.pid}; log {handle.log_path}).", file=out, flush=True)
         code = run(handle, manager)

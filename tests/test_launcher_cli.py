@@ -34,12 +34,14 @@ def cli_env(tmp_path, tiny_tokenizer) -> dict[str, str]:
     return env
 
 
-def launch_argv(tmp_path: Path, tokenizer: str, *extra: str) -> list[str]:
+def launch_argv(tmp_path: Path, tokenizer: str, *extra: str, port: int | None = None,
+                run: str = "run", max_total: int = 1024) -> list[str]:
     return [sys.executable, "-m", "benchmark", "--launch", "--model-id", GUIDE_MODEL,
-            "--quantize", "gptq", "--tokenizer-name", tokenizer, "--port", str(free_port()),
-            "--max-input-tokens", "512", "--max-total-tokens", "1024", "-b", "1,2",
-            "--runs", "2", "--output-dir", str(tmp_path / "run"),
-            "--server-log-dir", str(tmp_path / "logs"), *extra]
+            "--quantize", "gptq", "--tokenizer-name", tokenizer,
+            "--port", str(port or free_port()), "--max-input-tokens", "512",
+            "--max-total-tokens", str(max_total), "-b", "1,2", "--runs", "2",
+            "--output-dir", str(tmp_path / run), "--server-log-dir", str(tmp_path / "logs"),
+            *extra]
 
 
 def run_cli(argv: list[str], env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess:
@@ -131,24 +133,46 @@ def test_sigterm_during_the_run_saves_and_stops_the_server(tmp_path, cli_env, ti
             proc.kill()
 
 
-def test_keep_server_leaves_it_running_with_its_log(tmp_path, cli_env, tiny_tokenizer):
-    done = run_cli(launch_argv(tmp_path, tiny_tokenizer, "--keep-server"), cli_env)
-    recorded = read_args(Path(cli_env["FAKE_TGI_ARGS_FILE"]))
+def test_keep_server_then_reuse_then_restart_with_other_settings(tmp_path, cli_env,
+                                                                 tiny_tokenizer):
+    port = free_port()
+    args_file = Path(cli_env["FAKE_TGI_ARGS_FILE"])
+    first = run_cli(launch_argv(tmp_path, tiny_tokenizer, "--keep-server", port=port), cli_env)
+    kept = read_args(args_file)
     try:
-        assert done.returncode == 0, done.stderr
-        assert f"kill -TERM -- -{recorded['pid']}" in done.stderr
-        assert not gone(recorded["pid"])
-        assert httpx.get(_url(done.stderr) + "/info").json()["model_id"] == GUIDE_MODEL
+        assert first.returncode == 0, first.stderr
+        assert f"kill -TERM -- -{kept['pid']}" in first.stderr
+        assert not gone(kept["pid"])  # it outlived the command
+        log = next((tmp_path / "logs").glob("*.log"))
+        relays = [p.pid for p in psutil.process_iter(["cmdline"])
+                  if "--relay" in (p.info["cmdline"] or []) and str(log) in p.info["cmdline"]]
+        assert len(relays) == 1  # a relay keeps reading (and masking) its output
+        assert httpx.get(_url(first.stderr) + "/info").json()["model_id"] == GUIDE_MODEL
+
+        # Same settings: the kept server is reused (no new launcher, no waiting).
+        args_file.unlink()
+        second = run_cli(launch_argv(tmp_path, tiny_tokenizer, "--keep-server", port=port,
+                                     run="run2"), cli_env)
+        assert second.returncode == 0, second.stderr
+        assert "Reusing the simulated server already running" in second.stderr
+        assert not args_file.exists() and not gone(kept["pid"])
+        assert RunResult.load(tmp_path / "run2").status == "complete"
+
+        # Other settings: the kept server is stopped, a new one started, then stopped.
+        third = run_cli(launch_argv(tmp_path, tiny_tokenizer, port=port, run="run3",
+                                    max_total=2048), cli_env)
+        assert third.returncode == 0, third.stderr
+        restarted = read_args(args_file)
+        assert restarted["pid"] != kept["pid"]
+        assert "--max-total-tokens" in restarted["argv"] and "2048" in restarted["argv"]
+        assert wait_until(lambda: gone(kept["pid"]) and gone(restarted["pid"]), 15)
     finally:
-        os.killpg(recorded["pid"], signal.SIGTERM)
-    assert wait_until(lambda: gone(recorded["pid"]), 15)
-    # The relay that kept writing the (masked) log ends with the server.
-    log = next((tmp_path / "logs").glob("*.log"))
+        if not gone(kept["pid"]):
+            os.killpg(kept["pid"], signal.SIGKILL)
+    # The relay wrote the kept server's last lines (masked) and ended with it.
     assert wait_until(lambda: "Shutting down shards" in log.read_text(), 15)
-    assert TOKEN not in log.read_text()
-    relays = [p for p in psutil.process_iter(["cmdline"])
-              if "--relay" in (p.info["cmdline"] or []) and str(log) in p.info["cmdline"]]
-    assert wait_until(lambda: all(gone(p.pid) for p in relays), 10)
+    assert "Using token ***" in log.read_text() and TOKEN not in log.read_text()
+    assert wait_until(lambda: gone(relays[0]), 10)
 
 
 def _url(stderr: str) -> str:
