@@ -288,3 +288,29 @@ def test_reported_latencies_match_a_server_of_known_timing(simulator_process, ti
         assert r.token_latency_ms == pytest.approx(server_token_ms, abs=15)
     client_minus_server.sort()
     assert -1 < client_minus_server[len(client_minus_server) // 2] < 15, client_minus_server
+
+
+def test_timeouts_are_records_not_dropped(tiny_tokenizer, tmp_path):
+    with run_in_thread(SimulatorConfig(tokenizer=tiny_tokenizer,
+                                       **dict(FAST, decode_base_ms=50.0))) as s:
+        result = run(config_for(s.url, tiny_tokenizer, tmp_path / "t", batch_sizes=(2,),
+                                decode_length=40, runs=1, warmups=0, timeout_s=0.4))
+    assert result.status == "complete"
+    assert len(result.records) == 2
+    for r in result.records:
+        assert r.error_kind == "timeout" and r.error == "timeout after 0.4 s"
+        assert r.token_ns  # the tokens that came before the timeout are kept
+    assert result.steps()[0].timeouts == 2
+    assert any("timeout after 0.4 s" in w for w in result.warnings)
+
+
+def test_a_server_counting_other_prompt_lengths_is_warned_about(tiny_tokenizer, tmp_path):
+    """Without the model's tokenizer the simulator counts bytes / 4: not what was asked."""
+    with run_in_thread(SimulatorConfig(**FAST)) as s:
+        result = run(config_for(s.url, tiny_tokenizer, tmp_path / "w", batch_sizes=(1,),
+                                sequence_length=40))
+    counted = {r.input_tokens for r in result.records}
+    assert 40 not in counted
+    assert any("prompt tokens instead of the 40 asked" in w for w in result.warnings)
+    step = result.steps()[0]
+    assert step.input_tokens == sum(counted_r.input_tokens for counted_r in result.records)
