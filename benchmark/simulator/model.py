@@ -220,7 +220,13 @@ class Scheduler:
 
     # -- called by request handlers ----------------------------------------------------------
     def submit(self, seq: Sequence) -> None:
+        seq.queued_ns = perf_counter_ns()
         self.queue.append(seq)
+        if self._stopping:  # validated while the server was stopping: fail it at once
+            self.running.extend(self.queue)
+            self.queue.clear()
+            self.fail_all("the server is shutting down")
+            return
         self._wake.set()
 
     def cancel(self, seq: Sequence) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -21,7 +22,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from time import perf_counter_ns
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from aiohttp import web
 
@@ -103,10 +104,13 @@ class Simulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.hostname, self.config.port,
                            reuse_address=True)
-        await site.start()
-        server = site._server  # aiohttp keeps the asyncio.Server here
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        try:
+            await site.start()
+        except OSError:
+            await self.stop()
+            raise
+        addresses = self._runner.addresses
+        self.port = addresses[0][1] if addresses else self.config.port
         host = self.config.hostname
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         self.url = f"http://{shown}:{self.port}"
@@ -166,7 +170,7 @@ class Simulator:
         self.write_trace(seq.trace())
 
     def write_trace(self, row: dict[str, Any]) -> None:
-        if self._trace is not None:
+        if self._trace is not None and not self._trace.closed:
             self._trace.write(json.dumps(row, separators=(",", ":")) + "\n")
             self._trace.flush()
 
@@ -245,71 +249,59 @@ class Simulator:
             for i, (start, stop) in zip(encoding["input_ids"], encoding["offset_mapping"])])
 
     # -- generation routes ---------------------------------------------------------------------
-    async def compat_generate(self, request: web.Request) -> web.StreamResponse:
-        arrived = perf_counter_ns()
-        try:
-            data = load_json(await read_body(request))
-        except ApiError as err:
-            self._trace_error(request, "/", arrived, err.status, err.message)
-            return json_error(err.status, err.message, err.error_type)
-        if isinstance(data, dict) and data.get("stream"):
-            return await self._generate(request, "/generate_stream", data, stream=True,
-                                        arrived=arrived)
-        return await self._generate(request, "/", data, stream=False, arrived=arrived)
-
     async def generate(self, request: web.Request) -> web.StreamResponse:
-        return await self._generate_route(request, "/generate", stream=False)
+        return await self._handle(request, "/generate", self._parse_generate(False), None)
 
     async def generate_stream(self, request: web.Request) -> web.StreamResponse:
-        return await self._generate_route(request, "/generate_stream", stream=True)
+        return await self._handle(request, "/generate_stream", self._parse_generate(True),
+                                  TGI_STREAM)
 
-    async def _generate_route(self, request: web.Request, route: str,
-                              stream: bool) -> web.StreamResponse:
-        arrived = perf_counter_ns()
-        try:
-            data = load_json(await read_body(request))
-        except ApiError as err:
-            self._trace_error(request, route, arrived, err.status, err.message)
-            return json_error(err.status, err.message, err.error_type)
-        return await self._generate(request, route, data, stream=stream, arrived=arrived)
-
-    async def _generate(self, request: web.Request, route: str, data: Any, *, stream: bool,
-                        arrived: int | None = None) -> web.StreamResponse:
-        arrived = arrived or perf_counter_ns()
-        parse = lambda: parse_generate(data, self.counter, self.config, stream=stream)  # noqa
-        fmt = TGI_STREAM if stream else None
-        return await self._serve(request, route, arrived, parse, fmt)
+    async def compat_generate(self, request: web.Request) -> web.StreamResponse:
+        """TGI's ``POST /``: ``stream: true`` streams like /generate_stream, else a list."""
+        return await self._handle(request, "/", None, None)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        arrived = perf_counter_ns()
-        try:
-            data = load_json(await read_body(request))
-        except ApiError as err:
-            self._trace_error(request, "/v1/chat/completions", arrived, err.status, err.message)
-            return json_error(err.status, err.message, err.error_type)
-        parse = lambda: parse_chat(data, self.counter, self.config)  # noqa: E731
-        return await self._serve(request, "/v1/chat/completions", arrived, parse, CHAT_STREAM)
+        parse = lambda data: parse_chat(data, self.counter, self.config)  # noqa: E731
+        return await self._handle(request, "/v1/chat/completions", parse, CHAT_STREAM)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
+        parse = lambda data: parse_completion(data, self.counter, self.config)  # noqa: E731
+        return await self._handle(request, "/v1/completions", parse, COMPLETION_STREAM)
+
+    def _parse_generate(self, stream: bool) -> Callable[[Any], ValidRequest]:
+        return lambda data: parse_generate(data, self.counter, self.config, stream=stream)
+
+    async def _handle(self, request: web.Request, route: str,
+                      parse: Callable[[Any], ValidRequest] | None,
+                      stream_fmt: Any) -> web.StreamResponse:
+        """Read the JSON body (400/499 when it cannot be), then serve the request."""
         arrived = perf_counter_ns()
         try:
             data = load_json(await read_body(request))
         except ApiError as err:
-            self._trace_error(request, "/v1/completions", arrived, err.status, err.message)
-            return json_error(err.status, err.message, err.error_type)
-        parse = lambda: parse_completion(data, self.counter, self.config)  # noqa: E731
-        return await self._serve(request, "/v1/completions", arrived, parse, COMPLETION_STREAM)
+            return self._refuse(request, route, arrived, err)
+        if parse is None:  # the compat route decides from the body
+            stream = isinstance(data, dict) and data.get("stream") is True
+            route, stream_fmt = ("/generate_stream", TGI_STREAM) if stream else ("/", None)
+            parse = self._parse_generate(stream)
+        return await self._serve(request, route, arrived, functools.partial(parse, data),
+                                 stream_fmt)
 
-    async def _serve(self, request: web.Request, route: str, arrived: int, parse: Any,
-                     stream_fmt: Any) -> web.StreamResponse:
+    def _refuse(self, request: web.Request, route: str, arrived: int,
+                err: ApiError) -> web.Response:
+        self._trace_error(request, route, arrived, err.status, err.message)
+        return json_error(err.status, err.message, err.error_type)
+
+    async def _serve(self, request: web.Request, route: str, arrived: int,
+                     parse: Callable[[], ValidRequest], stream_fmt: Any) -> web.StreamResponse:
         """Overload check, validation, queueing, then the streamed or whole response."""
         scheduler = self.scheduler
         if scheduler is None or not self.ready:
             return json_error(503, "unhealthy", "healthcheck")
         self.metrics.inc("tgi_request_count")
         if self.inflight >= self.config.max_concurrent_requests:
-            self._trace_error(request, route, arrived, 429, "Model is overloaded")
-            return json_error(429, "Model is overloaded", "overloaded")
+            return self._refuse(request, route, arrived,
+                                ApiError(429, "Model is overloaded", "overloaded"))
         self.inflight += 1
         try:
             try:
@@ -319,13 +311,12 @@ class Simulator:
                 else:
                     valid = parse()
             except ApiError as err:
-                self._trace_error(request, route, arrived, err.status, err.message)
-                return json_error(err.status, err.message, err.error_type)
+                return self._refuse(request, route, arrived, err)
             self.metrics.observe("tgi_request_input_length", valid.input_length)
             self.metrics.observe("tgi_request_max_new_tokens", valid.max_new_tokens)
             self.metrics.observe("tgi_request_validation_duration",
                                  (perf_counter_ns() - arrived) / 1e9)
-            fmt = stream_fmt if valid.stream or route == "/generate_stream" else None
+            fmt = stream_fmt if valid.stream else None
             seq = Sequence(request_id=self._request_id(request), route=route,
                            arrived_ns=arrived, input_length=valid.input_length,
                            max_new_tokens=valid.max_new_tokens, seed=valid.seed,
@@ -392,16 +383,18 @@ class Simulator:
             body = [generate_body(seq, valid.details)]
         else:
             body = generate_body(seq, valid.details)
-        queue_ms = ((seq.admitted_ns or seq.end_ns) - seq.queued_ns) // 1_000_000
-        infer_ns = seq.end_ns - (seq.admitted_ns or seq.end_ns)
-        headers = {
+        ms = 1_000_000
+        admitted = seq.admitted_ns or seq.end_ns
+        infer_ns = seq.end_ns - admitted
+        total_ns = seq.end_ns - seq.arrived_ns
+        headers = {  # TGI's names; times in whole milliseconds, x-compute-time in seconds
             "x-compute-type": "gpu+simulated",
-            "x-compute-time": str((seq.end_ns - seq.arrived_ns) // 1_000_000),
-            "x-total-time": str((seq.end_ns - seq.arrived_ns) // 1_000_000),
-            "x-validation-time": "0",
-            "x-queue-time": str(queue_ms),
-            "x-inference-time": str(infer_ns // 1_000_000),
-            "x-time-per-token": str(infer_ns // max(seq.generated, 1) // 1_000_000),
+            "x-compute-time": f"{total_ns / 1e9:.6f}",
+            "x-total-time": str(total_ns // ms),
+            "x-validation-time": str((seq.queued_ns - seq.arrived_ns) // ms),
+            "x-queue-time": str((admitted - seq.queued_ns) // ms),
+            "x-inference-time": str(infer_ns // ms),
+            "x-time-per-token": str(infer_ns // max(seq.generated, 1) // ms),
             "x-prompt-tokens": str(seq.input_length),
             "x-generated-tokens": str(seq.generated),
         }
