@@ -20,8 +20,10 @@ Where things live (one room a file):
     tables.py      the three markdown tables of TGI's tool
     progress.py    the machine-readable progress stream (JSON lines)
     charts.py      Plotly figures from results (no gradio)
-    launcher.py    the text-generation-launcher process manager (and `--launch`)
-    launcher_logs.py  its log read into start-up phases and plain-words failure reasons
+    launcher.py    the text-generation-launcher process manager (ServerManager)
+    launcher_logs.py     its log read into start-up phases and plain-words failure reasons
+    launcher_process.py  the processes: output reader, group stop, kept servers, exit hooks
+    launcher_cli.py      `python -m benchmark --launch`
     simulator/     the simulated TGI server
     calibrate.py   `python -m benchmark calibrate`: the client's own measurement error
     access.py      who may run what on a Space

@@ -347,20 +347,20 @@ def test_a_program_that_exits_leaves_no_server(fake_env, ending):
 
 def test_a_stale_state_file_never_makes_it_stop_a_stranger(make_manager):
     """A kept-server state file whose pid now belongs to another program is ignored."""
-    from benchmark import launcher
+    from benchmark import launcher_process as launcher
 
     stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
     server = settings()
     try:
-        launcher._state_dir().mkdir(mode=0o700, exist_ok=True)
+        launcher.state_dir().mkdir(mode=0o700, exist_ok=True)
         other = ServerSettings(**{**server.to_dict(), "max_total_tokens": 300})
-        launcher._state_path(server.port).write_text(json.dumps(
+        launcher.state_path(server.port).write_text(json.dumps(
             {"pid": stranger.pid, "settings": other.to_dict(), "simulated": False,
              "log_path": "/nonexistent.log"}))
         handle = make_manager().ensure(server, timeout_s=60)
         assert not handle.reused and handle.pid != stranger.pid
         assert stranger.poll() is None  # untouched
-        assert not launcher._state_path(server.port).exists()
+        assert not launcher.state_path(server.port).exists()
     finally:
         stranger.kill()
         stranger.wait()
