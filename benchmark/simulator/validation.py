@@ -88,8 +88,6 @@ def _opt_uint(obj: dict, key: str, path: str, maximum: int = U32_MAX) -> int | N
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            raise deserialize_error(f"{path}{key}: invalid type: {_kind(value)}, expected u32")
         raise deserialize_error(f"{path}{key}: invalid type: {_kind(value)}, expected u32")
     if value < 0 or value > maximum:
         raise deserialize_error(f"{path}{key}: invalid value: {_kind(value)}, expected u32")
@@ -208,8 +206,6 @@ def check_lengths(count: int, truncate: int | None, max_new_tokens: int | None,
     if input_length > config.max_input_tokens:
         raise validation_error(f"`inputs` must have less than {config.max_input_tokens} "
                                f"tokens. Given: {input_length}")
-    if max_new_tokens == 0:
-        raise validation_error("`max_new_tokens` must be strictly positive")
     return input_length, max_new_tokens
 
 
@@ -238,10 +234,6 @@ def parse_generate(data: Any, counter: TokenCounter, config: SimulatorConfig, *,
     checked = check_parameters(params, config, stream=stream)
     if not inputs:
         raise validation_error("`inputs` cannot be empty")
-    if checked["truncate"] is not None and (checked["truncate"] == 0
-                                            or checked["truncate"] > config.max_input_tokens):
-        raise validation_error(f"`truncate` must be strictly positive and less than "
-                               f"{config.max_input_tokens}. Given: {checked['truncate']}")
     count = counter.count(inputs, add_special_tokens=add_special)
     input_length, max_new = check_lengths(count, checked["truncate"],
                                           checked["max_new_tokens"], config)
@@ -252,7 +244,7 @@ def parse_generate(data: Any, counter: TokenCounter, config: SimulatorConfig, *,
                         top_n_tokens=checked["top_n_tokens"])
 
 
-def _openai_common(data: dict[str, Any], config: SimulatorConfig) -> dict[str, Any]:
+def _openai_common(data: dict[str, Any]) -> dict[str, Any]:
     """Map OpenAI fields onto TGI parameters the way TGI's chat/completions routes do."""
     max_tokens = data.get("max_tokens")
     if max_tokens is None:
@@ -286,7 +278,7 @@ def parse_chat(data: Any, counter: TokenCounter, config: SimulatorConfig) -> Val
     for m in messages:
         if "role" not in m:
             raise deserialize_error("messages: missing field `role`")
-    common = _openai_common(data, config)
+    common = _openai_common(data)
     stream = common["stream"]
     options = data.get("stream_options") or {}
     include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
@@ -312,7 +304,7 @@ def parse_completion(data: Any, counter: TokenCounter, config: SimulatorConfig) 
         raise validation_error("the simulator accepts one prompt per request")
     if not isinstance(prompt, str):
         raise deserialize_error(f"prompt: invalid type: {_kind(prompt)}, expected a string")
-    common = _openai_common(data, config)
+    common = _openai_common(data)
     stream = common["stream"]
     checked = check_parameters(common["params"], config, stream=stream, path="")
     if not prompt:
