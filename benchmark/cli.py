@@ -42,7 +42,7 @@ FLAG_FOR_FIELD = {
     "repetition_penalty": "--repetition-penalty", "frequency_penalty": "--frequency-penalty",
     "top_n_tokens": "--top-n-tokens", "url": "--url", "api": "--api", "model": "--model",
     "timeout_s": "--timeout", "output_dir": "--output-dir", "seed": "--seed", "mode": "--mode",
-    "duration_s": "--duration", "requests": "--requests",
+    "duration_s": "--duration", "requests": "--requests", "progress_jsonl": "--progress-jsonl",
 }
 
 
@@ -191,7 +191,11 @@ def run_cli(config: RunConfig, args: argparse.Namespace, parser: argparse.Argume
     from .engine import run
     from .progress import ConsoleProgress, JsonLinesProgress, fan_out
 
-    stream = JsonLinesProgress.open(args.progress_jsonl) if args.progress_jsonl else None
+    try:
+        stream = JsonLinesProgress.open(args.progress_jsonl) if args.progress_jsonl else None
+    except OSError as exc:
+        usage_error(parser, ConfigError("progress_jsonl", f"Cannot write {args.progress_jsonl} "
+                                                          f"({exc.strerror or exc})."))
     cancel = threading.Event()
     try:
         result = run(config, on_progress=fan_out(ConsoleProgress(sys.stderr), stream),

@@ -222,7 +222,6 @@ class _Engine:
         self.tokenizer: Any = None
         self._alive_lock: asyncio.Lock | None = None
         self._dead: str | None = None
-        self._current: _Step | None = None
         self._last_progress = 0.0
 
     # -- progress ----------------------------------------------------------------------------
@@ -263,7 +262,12 @@ class _Engine:
         self.folder = folder
         self.result = RunResult(run_id=run_id, config=config, server_info=probe.info,
                                 simulated=probe.simulated, server=self.server)
-        self._save()
+        try:
+            self._save()
+        except OSError as exc:
+            raise ConfigError("output_dir", f"Cannot write the results to {folder} "
+                                            f"({exc.strerror or exc}). Choose another output "
+                                            f"folder.") from exc
         self.emit({"event": "start", "run_id": run_id, "output_dir": str(folder),
                    "steps": list(config.batch_sizes),
                    "planned_requests": config.planned_requests(),
@@ -339,7 +343,6 @@ class _Engine:
                     self.emit({"event": "step_start", "step": size, "index": index,
                                "of": len(sizes)})
                     step = _Step(size=size, index=index, bodies=self._bodies(size))
-                    self._current = step
                     try:
                         if self.config.mode == "rounds":
                             await self._rounds(session, step)
@@ -402,8 +405,11 @@ class _Engine:
                              request_id=f"{self.result.run_id}-{slot.step}-{run}-{slot.request}")
 
     async def _open_connections(self, session: Any, count: int) -> None:
-        """Open ``count`` keep-alive connections (small GETs at once) before the load starts."""
-        url = self.config.url + "/health"
+        """Open ``count`` keep-alive connections (small GETs at once) before the load starts.
+
+        ``/info`` (``/v1/models`` on OpenAI APIs) costs the server nothing, unlike TGI's
+        ``/health``, which may run a generation to check the model."""
+        url = self.config.url + ("/info" if self.config.api == "tgi" else "/v1/models")
 
         async def one() -> None:
             async with session.get(url) as response:

@@ -118,34 +118,42 @@ def _overhead(tokenizer: Any, api: str) -> int:
     return len(tokenizer.encode("", add_special_tokens=True))
 
 
-def _source_ids(tokenizer: Any, rng: random.Random, first: str, need: int) -> list[int]:
-    words = max(need, 8)
+def _words(rng: random.Random, first: str, count: int) -> str:
+    return first + " " + " ".join(rng.choice(_WORDS) for _ in range(count))
+
+
+def _tokens_per_word(tokenizer: Any) -> float:
+    sample = " ".join(_WORDS)
+    return max(0.25, len(tokenizer.encode(sample, add_special_tokens=False)) / len(_WORDS))
+
+
+def _source_ids(tokenizer: Any, rng: random.Random, first: str, need: int,
+                words: int) -> list[int]:
+    """Token ids of seeded random text, at least ``need`` long (grows the text if not)."""
     while True:
-        text = first + " " + " ".join(rng.choice(_WORDS) for _ in range(words))
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        if len(ids) >= need + 4 or words > 64 * need + 1000:
+        ids = tokenizer.encode(_words(rng, first, words), add_special_tokens=False)
+        if len(ids) >= need or words > 64 * need + 1000:
             return list(ids)
         words *= 2
 
 
-def _one_prompt(tokenizer: Any, *, length: int, api: str, index: int, seed: int,
-                overhead: int) -> tuple[str, int]:
-    rng = random.Random(f"{seed}-{index}")
-    first = _WORDS[(index * 7919 + seed) % len(_WORDS)].capitalize()
-    target = max(1, length - overhead)
-    source = _source_ids(tokenizer, rng, first, target + _MAX_ADJUSTMENTS)
+def _fit(tokenizer: Any, source: list[int], *, length: int, target: int, api: str,
+         text: str | None = None, count: int | None = None) -> tuple[str, int]:
+    """The prefix of ``source`` whose text counts ``length`` tokens (or the closest found)."""
     take = min(target, len(source))
     best: tuple[int, str, int] | None = None
     seen: set[int] = set()
     for _ in range(_MAX_ADJUSTMENTS):
         seen.add(take)
-        text = tokenizer.decode(source[:take], skip_special_tokens=True)
-        count = count_tokens(tokenizer, text, api)
+        if text is None or count is None:
+            text = tokenizer.decode(source[:take], skip_special_tokens=True)
+            count = count_tokens(tokenizer, text, api)
         diff = count - length
         if best is None or abs(diff) < abs(best[0]) or (abs(diff) == abs(best[0]) and diff < 0):
             best = (diff, text, count)
         if diff == 0:
             break
+        text = count = None
         take = max(1, min(len(source), take - diff))
         if take in seen:
             take = max(1, take - 1 if diff > 0 else take + 1)
@@ -157,13 +165,41 @@ def _one_prompt(tokenizer: Any, *, length: int, api: str, index: int, seed: int,
 
 def build_prompts(tokenizer: Any, *, length: int, count: int, api: str = "tgi",
                   seed: int = 0) -> PromptSet:
-    """``count`` different prompts of ``length`` tokens each (see the module docstring)."""
+    """``count`` different prompts of ``length`` tokens each (see the module docstring).
+
+    The first pass is batched (encode, cut, decode, count: the tokenizer's fast batch paths);
+    only prompts whose count is off after the cut are adjusted one by one.
+    """
     overhead = _overhead(tokenizer, api)
-    texts: list[str] = []
-    counts: list[int] = []
+    target = max(1, length - overhead)
+    need = target + _MAX_ADJUSTMENTS
+    words = max(8, int(need / _tokens_per_word(tokenizer) * 1.25) + 8)
+    rngs = [random.Random(f"{seed}-{index}") for index in range(count)]
+    firsts = [_WORDS[(index * 7919 + seed) % len(_WORDS)].capitalize() for index in range(count)]
+    drafts = [_words(rng, first, words) for rng, first in zip(rngs, firsts)]
+    sources = [list(ids) for ids in _batch_ids(tokenizer, drafts, special=False)] if count else []
+    for index, ids in enumerate(sources):
+        if len(ids) < need:
+            sources[index] = _source_ids(tokenizer, rngs[index], firsts[index], need, words * 2)
+    texts = list(tokenizer.batch_decode([ids[:target] for ids in sources],
+                                        skip_special_tokens=True)) if count else []
+    counts = _batch_counts(tokenizer, texts, api)
     for index in range(count):
-        text, tokens = _one_prompt(tokenizer, length=length, api=api, index=index, seed=seed,
-                                   overhead=overhead)
-        texts.append(text)
-        counts.append(tokens)
+        if counts[index] != length:
+            texts[index], counts[index] = _fit(tokenizer, sources[index], length=length,
+                                               target=target, api=api)
     return PromptSet(texts=tuple(texts), token_counts=tuple(counts), length=length)
+
+
+def _batch_ids(tokenizer: Any, texts: list[str], *, special: bool) -> list[list[int]]:
+    return list(tokenizer(texts, add_special_tokens=special)["input_ids"])
+
+
+def _batch_counts(tokenizer: Any, texts: list[str], api: str) -> list[int]:
+    if not texts:
+        return []
+    if api == "openai-chat":
+        if _has_chat_template(tokenizer):
+            return [len(_chat_ids(tokenizer, text)) for text in texts]
+        return [len(ids) for ids in _batch_ids(tokenizer, texts, special=False)]
+    return [len(ids) for ids in _batch_ids(tokenizer, texts, special=True)]

@@ -314,3 +314,22 @@ def test_a_server_counting_other_prompt_lengths_is_warned_about(tiny_tokenizer, 
     assert any("prompt tokens instead of the 40 asked" in w for w in result.warnings)
     step = result.steps()[0]
     assert step.input_tokens == sum(counted_r.input_tokens for counted_r in result.records)
+
+
+def test_server_that_dies_under_sustained_load_fails_the_run(simulator_process, tiny_tokenizer,
+                                                             tmp_path):
+    url = simulator_process(tokenizer=tiny_tokenizer, **FAST)
+    proc = simulator_process.procs[-1]
+
+    def on_progress(event):
+        if event["event"] == "requests_done" and event["done"] >= 3 and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+    started = time.perf_counter()
+    result = run(config_for(url, tiny_tokenizer, tmp_path / "died", mode="concurrency",
+                            batch_sizes=(3,), duration_s=30.0), on_progress=on_progress)
+    assert time.perf_counter() - started < 20  # it did not keep hammering a dead URL
+    assert result.status == "failed" and "stopped answering" in result.message
+    assert any(r.ok for r in result.records)
+    assert any(r.error_kind == "connection" for r in result.records)

@@ -69,7 +69,9 @@ class StreamClient(ABC):
     def __init__(self, base_url: str, *, headers: dict[str, str] | None = None):
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + self.path
-        self.headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        # identity: a compressed stream would be buffered by the compressor and arrive late.
+        self.headers = {"Content-Type": "application/json", "Accept": "text/event-stream",
+                        "Accept-Encoding": "identity"}
         self.headers.update(headers or {})
 
     @abstractmethod
@@ -201,7 +203,6 @@ async def open_session() -> AsyncIterator[aiohttp.ClientSession]:
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
         trace_configs=[trace_config()],
-        auto_decompress=False,
         read_bufsize=2**16,
     )
     try:
