@@ -39,7 +39,9 @@ class SSEParser:
         """Add ``chunk`` and return the data of every event it completed (oldest first)."""
         if not chunk:
             return []
-        buffer = self._buffer + chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" not in buffer:
+            return self._feed_lf(buffer)
         # A trailing "\r" may be the first half of "\r\n": wait for the next chunk.
         keep_cr = buffer.endswith(b"\r")
         text = buffer[:-1] if keep_cr else buffer
@@ -61,6 +63,22 @@ class SSEParser:
         # Keep the lines of the unfinished event (and the unterminated tail) for next time.
         rest = lines[consumed_upto:]
         self._buffer = b"".join(line + b"\n" for line in rest) + pending + (b"\r" if keep_cr else b"")
+        return events
+
+    def _feed_lf(self, buffer: bytes) -> list[str]:
+        """The common case (no ``\\r``): split on blank lines; one ``data:`` line per event
+        needs no line splitting (the per-event cost is a slice and a decode)."""
+        parts = buffer.split(b"\n\n")
+        self._buffer = parts.pop()
+        events: list[str] = []
+        for part in parts:
+            if part.startswith(b"data:") and b"\n" not in part:
+                value = part[6:] if part[5:6] == b" " else part[5:]
+                events.append(value.decode("utf-8", errors="replace"))
+            else:
+                data = _event_data(part.split(b"\n"))
+                if data is not None:
+                    events.append(data)
         return events
 
     def close(self) -> list[str]:
