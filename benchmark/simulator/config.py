@@ -112,50 +112,77 @@ ZERO_COST = dict(prefill_base_ms=0.0, prefill_per_token_ms=0.0, decode_base_ms=0
                  decode_per_seq_ms=0.0, decode_per_context_token_us=0.0)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" only when there is a default worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmark.simulator",
+        formatter_class=_HelpFormatter,
         description="A simulated TGI server: TGI's HTTP API, continuous batching and a timing "
-                    "model, no GPU. Flags named like text-generation-launcher's are accepted.")
+                    "model, no GPU. Flags named like text-generation-launcher's are accepted. "
+                    "Results measured against it say how the benchmark tool behaves, not how a "
+                    "model or a GPU performs.")
     d = SimulatorConfig()
     add = parser.add_argument
-    add("--model-id", default=d.model_id)
-    add("--hostname", default=d.hostname)
-    add("-p", "--port", type=int, default=d.port, help="0 picks a free port (default)")
+    add("--model-id", default=d.model_id, help="the name /info reports (nothing is loaded)")
+    add("--hostname", default=d.hostname, help="address to listen on")
+    add("-p", "--port", type=int, default=d.port, help="port to listen on (default 0: a free port, shown in the ready line)")
     add("--max-input-tokens", "--max-input-length", dest="max_input_tokens", type=int,
-        default=None)
-    add("--max-total-tokens", type=int, default=None)
-    add("--max-batch-size", type=int, default=None)
-    add("--max-batch-prefill-tokens", type=int, default=None)
-    add("--max-batch-total-tokens", type=int, default=d.max_batch_total_tokens)
-    add("--max-concurrent-requests", type=int, default=d.max_concurrent_requests)
+        default=None, help="longest prompt accepted (default: max total tokens - 1, or 4095)")
+    add("--max-total-tokens", type=int, default=None,
+        help="prompt + max_new_tokens limit per request (default: max(4096, max input + 1))")
+    add("--max-batch-size", type=int, default=None,
+        help="most sequences in a batch (default: no limit but the token budgets)")
+    add("--max-batch-prefill-tokens", type=int, default=None,
+        help="most prompt tokens admitted in one prefill (default: max input tokens + 50)")
+    add("--max-batch-total-tokens", type=int, default=d.max_batch_total_tokens,
+        help="KV-cache budget: sum of prompt + max_new_tokens over the batch")
+    add("--max-concurrent-requests", type=int, default=d.max_concurrent_requests,
+        help="requests in flight (queued or running) before answering 429")
     add("--waiting-served-ratio", type=float, default=d.waiting_served_ratio,
-        help="while a batch runs, waiting requests join when they are at least this many "
-             "times the running ones (TGI's default 1.2)")
+        help="while a batch runs, waiting requests join when at least this many times the "
+             "running ones can be admitted together")
     add("--max-waiting-tokens", type=int, default=d.max_waiting_tokens,
-        help="...or after this many decode steps without admitting anyone (TGI's default 20)")
-    add("--max-best-of", type=int, default=d.max_best_of)
-    add("--max-stop-sequences", type=int, default=d.max_stop_sequences)
-    add("--max-top-n-tokens", type=int, default=d.max_top_n_tokens)
-    add("--max-client-batch-size", type=int, default=d.max_client_batch_size)
-    add("--validation-workers", type=int, default=d.validation_workers)
-    timing = parser.add_argument_group("timing model (milliseconds unless noted)")
-    timing.add_argument("--prefill-base-ms", type=float, default=d.prefill_base_ms)
-    timing.add_argument("--prefill-per-token-ms", type=float, default=d.prefill_per_token_ms)
-    timing.add_argument("--decode-base-ms", type=float, default=d.decode_base_ms)
-    timing.add_argument("--decode-per-seq-ms", type=float, default=d.decode_per_seq_ms)
+        help="...or after this many decode steps without an admission")
+    add("--max-best-of", type=int, default=d.max_best_of, help="largest best_of accepted")
+    add("--max-stop-sequences", type=int, default=d.max_stop_sequences,
+        help="most stop sequences per request")
+    add("--max-top-n-tokens", type=int, default=d.max_top_n_tokens,
+        help="largest top_n_tokens accepted")
+    add("--max-client-batch-size", type=int, default=d.max_client_batch_size,
+        help="reported in /info")
+    add("--validation-workers", type=int, default=d.validation_workers,
+        help="threads counting prompt tokens when a tokenizer is loaded")
+    timing = parser.add_argument_group("timing model (see the module docstring of model.py)")
+    timing.add_argument("--prefill-base-ms", type=float, default=d.prefill_base_ms,
+                        help="fixed cost of a prefill step")
+    timing.add_argument("--prefill-per-token-ms", type=float, default=d.prefill_per_token_ms,
+                        help="prefill cost per admitted prompt token")
+    timing.add_argument("--decode-base-ms", type=float, default=d.decode_base_ms,
+                        help="fixed cost of a decode step")
+    timing.add_argument("--decode-per-seq-ms", type=float, default=d.decode_per_seq_ms,
+                        help="decode cost per running sequence")
     timing.add_argument("--decode-per-context-token-us", type=float,
-                        default=d.decode_per_context_token_us)
+                        default=d.decode_per_context_token_us,
+                        help="decode cost per token held in the KV cache (microseconds)")
     timing.add_argument("--zero-cost", action="store_true",
                         help="all timing coefficients 0 (measures the HTTP path only)")
     add("--eos-probability", type=float, default=d.eos_probability,
         help="chance per decode step that a sequence ends early with eos_token")
-    add("--tokenizer", default=None, help="tokenizer folder or id for AutoTokenizer")
-    add("--trace", default=None, help="append one JSON line per finished request to FILE")
+    add("--tokenizer", default=None,
+        help="tokenizer folder or Hub id for AutoTokenizer (default: ceil(utf-8 bytes / 4))")
+    add("--trace", default=None, help="append one JSON line per finished request to this file")
     add("--startup-delay", dest="startup_delay_s", type=float, default=d.startup_delay_s,
-        help="seconds of pretend loading and warm-up before the port opens")
+        help="seconds of pretend download, loading and warm-up before the port opens")
     add("--keep-alive-s", type=float, default=d.keep_alive_s,
-        help="send an SSE comment line after this many seconds without an event (TGI: 15)")
+        help="send an SSE comment line after this many seconds without an event")
     ignored = parser.add_argument_group("accepted for launcher compatibility (logged, ignored)")
     ignored.add_argument("--revision")
     ignored.add_argument("--quantize")
