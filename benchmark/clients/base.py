@@ -17,7 +17,9 @@ Stamps are ``time.perf_counter_ns()``:
 - ``end_ns`` when the stream ended, failed or timed out.
 
 A failed request never raises: the record gets ``error`` (a sentence) and ``error_kind``
-(``"http"``, ``"stream"``, ``"timeout"``, ``"connection"``, ``"cancelled"``).
+(``"http"``, ``"stream"``, ``"timeout"``, ``"connection"``, ``"cancelled"``). Token counts are
+only what the server reported: ``input_tokens`` / ``output_tokens`` stay None when it said
+nothing (the statistics then count token events, and the engine warns).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import aiohttp
 
 from ..errors import redact
 from ..records import RequestRecord
+from .sse import SSEParser
 
 __all__ = ["StreamDecoder", "StreamClient", "open_session", "error_message"]
 
@@ -108,15 +111,13 @@ class StreamClient(ABC):
             decoder.fail("connection", f"client error: {_describe(exc)}")
         if record.end_ns is None:
             record.end_ns = time.perf_counter_ns()
-        if record.sent_ns is None and record.error is None:
-            record.sent_ns = record.scheduled_ns
         return record
 
     async def _stream(self, session: aiohttp.ClientSession, body: bytes, headers: dict[str, str],
                       record: RequestRecord, decoder: StreamDecoder) -> None:
-        from .sse import SSEParser  # local: keeps the import graph flat
-
         context = SimpleNamespace(record=record)
+        # Overwritten by the trace hook when the bytes are written (the stamp that counts).
+        record.sent_ns = time.perf_counter_ns()
         async with session.post(self.url, data=body, headers=headers,
                                 trace_request_ctx=context) as response:
             record.status = response.status
