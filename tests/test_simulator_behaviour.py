@@ -381,3 +381,15 @@ def test_port_in_use_exits_1_with_tgis_words():
     assert proc.returncode == 1
     assert "Address already in use" in proc.stdout and "Webserver Crashed" in proc.stdout
     assert "Simulated TGI listening" not in proc.stdout
+
+
+def test_tokens_never_reach_the_log(monkeypatch, capsys):
+    secret = "hf_" + "abcdefghijklmnopqrstuvwxyz012345"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    TokenCounter.load(f"/nonexistent/{secret}")
+    from benchmark.simulator.__main__ import log
+
+    log("text_generation_launcher", f"Args {{ tokenizer: Some(\"{secret}\") }}")
+    out = capsys.readouterr()
+    assert secret not in out.err and secret not in out.out
+    assert "could not load tokenizer" in out.err

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from time import perf_counter_ns
 from typing import Sequence
 
+from ..errors import redact
 from .config import SimulatorConfig, parse_args
 from .server import Simulator
 from .tokens import TokenCounter
@@ -23,7 +24,7 @@ from .tokens import TokenCounter
 
 def log(target: str, message: str, level: str = "INFO") -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    print(f"{stamp}  {level} {target}: {message}", flush=True)
+    print(f"{stamp}  {level} {target}: {redact(message)}", flush=True)
 
 
 def _rust_value(value: object) -> str:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any, Callable
 
+from ..errors import redact
 from .config import SimulatorConfig
 from .formats import EOS
 from .tokens import WORDS
@@ -318,8 +319,8 @@ class Scheduler:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must not leave clients hanging
-                traceback.print_exc(file=sys.stderr)
-                self.fail_all(f"simulator error: {type(exc).__name__}: {exc}")
+                print(redact(traceback.format_exc()), file=sys.stderr, flush=True)
+                self.fail_all(redact(f"simulator error: {type(exc).__name__}: {exc}"))
 
     def fail_all(self, message: str) -> None:
         """End every admitted or running request with a generation error event."""

@@ -17,6 +17,8 @@ from __future__ import annotations
 import sys
 from typing import Any, Iterable
 
+from ..errors import redact
+
 # Generated text cycles through these words; the start depends on the request's seed.
 WORDS: tuple[str, ...] = tuple(
     " " + w for w in (
@@ -73,9 +75,9 @@ class TokenCounter:
 
             tokenizer = AutoTokenizer.from_pretrained(name)
         except Exception as exc:  # any loader failure: the simulator still serves
-            print(f"WARNING simulator: could not load tokenizer {name!r} ({type(exc).__name__}: "
-                  f"{str(exc)[:200]}); counting tokens as ceil(utf-8 bytes / 4).",
-                  file=sys.stderr, flush=True)
+            print(redact(f"WARNING simulator: could not load tokenizer {name!r} "
+                         f"({type(exc).__name__}: {str(exc)[:300]}); counting tokens as "
+                         f"ceil(utf-8 bytes / 4)."), file=sys.stderr, flush=True)
             return cls()
         return cls(tokenizer, name)
 
