@@ -100,6 +100,10 @@ class Row:
     ttft_server_p50_ms: float | None
     ttft_error_p50_ms: float | None
     ttft_error_p99_ms: float | None
+    send_to_server_p50_ms: float | None    # server arrival stamp minus client send stamp
+    send_to_server_p99_ms: float | None
+    first_delivery_p50_ms: float | None    # client first-token stamp minus server write stamp
+    first_delivery_p99_ms: float | None
     token_client_p50_ms: float | None
     token_server_p50_ms: float | None
     token_error_p50_ms: float | None
@@ -141,6 +145,8 @@ class _Samples:
     ttft_client: list[float] = field(default_factory=list)
     ttft_server: list[float] = field(default_factory=list)
     ttft_error: list[float] = field(default_factory=list)
+    send_to_server: list[float] = field(default_factory=list)
+    first_delivery: list[float] = field(default_factory=list)
     token_client: list[float] = field(default_factory=list)
     token_server: list[float] = field(default_factory=list)
     token_error: list[float] = field(default_factory=list)
@@ -177,6 +183,9 @@ def match_errors(records: Iterable[RequestRecord],
             out.ttft_client.append(client_ttft)
             out.ttft_server.append(server_ttft)
             out.ttft_error.append(client_ttft - server_ttft)
+            if record.sent_ns is not None:
+                out.send_to_server.append((row["arrived_ns"] - record.sent_ns) / NS_PER_MS)
+            out.first_delivery.append((record.token_ns[0] - stamps[0]) / NS_PER_MS)
         client_token = record.token_latency_ms
         server_token = _server_token_latency_ms(row)
         if client_token is not None and server_token is not None:
@@ -211,6 +220,10 @@ def summarize_level(concurrency: int, records: Sequence[RequestRecord],
         failed=sum(1 for r in records if not r.ok),
         ttft_client_p50_ms=_p(s.ttft_client, 50), ttft_server_p50_ms=_p(s.ttft_server, 50),
         ttft_error_p50_ms=_p(s.ttft_error, 50), ttft_error_p99_ms=_p(s.ttft_error, 99),
+        send_to_server_p50_ms=_p(s.send_to_server, 50),
+        send_to_server_p99_ms=_p(s.send_to_server, 99),
+        first_delivery_p50_ms=_p(s.first_delivery, 50),
+        first_delivery_p99_ms=_p(s.first_delivery, 99),
         token_client_p50_ms=_p(s.token_client, 50), token_server_p50_ms=_p(s.token_server, 50),
         token_error_p50_ms=_p(s.token_error, 50), token_error_p99_ms=_p(s.token_error, 99),
         itl_server_p50_ms=_p(s.itl_server, 50), itl_error_p50_ms=_p(s.itl_error, 50), itl_error_p99_ms=_p(s.itl_error, 99),
@@ -320,6 +333,8 @@ _COLUMNS = (
     ("ttft_server_p50_ms", "TTFT server p50", "{:.2f}"),
     ("ttft_error_p50_ms", "TTFT err p50", "{:+.2f}"),
     ("ttft_error_p99_ms", "TTFT err p99", "{:+.2f}"),
+    ("send_to_server_p50_ms", "send→server p50", "{:.2f}"),
+    ("first_delivery_p50_ms", "1st token delivery p50", "{:.2f}"),
     ("token_client_p50_ms", "token client p50", "{:.3f}"),
     ("token_server_p50_ms", "token server p50", "{:.3f}"),
     ("token_error_p50_ms", "token err p50", "{:+.3f}"),
@@ -330,6 +345,14 @@ _COLUMNS = (
     ("server_cpu_pct", "server CPU %", "{:.0f}"),
     ("accurate", "within", None),
 )
+
+
+NOTE = (
+    "Times in ms; error = client-measured minus server-traced (same clock), matched by "
+    "X-Request-Id. TTFT error = send→server (request transit plus the server's own HTTP "
+    "handling before it stamps the arrival) + 1st token delivery (server write to client "
+    "stamp). Dispatch = wait in the client before a request went out (reported apart by the "
+    "engine, not part of TTFT). CPU % of one core during the measured rounds.")
 
 
 def _cell(value: Any, fmt: str | None, tolerance_ms: float) -> str:
@@ -388,7 +411,7 @@ def _finite(value: Any) -> Any:
 # The simulated server, as a subprocess
 
 
-class _Server:
+class SimulatedServer:
     """``python -m benchmark.simulator`` with the calibration's timing and a trace file."""
 
     def __init__(self, settings: CalibrationSettings, trace: Path):
@@ -408,7 +431,7 @@ class _Server:
         self.url = ""
         self.lines: list[str] = []
 
-    def start(self) -> "_Server":
+    def start(self) -> "SimulatedServer":
         root = Path(__file__).resolve().parent.parent
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)}
@@ -464,19 +487,35 @@ class _Server:
 
 
 def _cpu_seconds(pid: int | None = None, *, children: bool = False) -> float | None:
-    """User + system CPU seconds of a process (and its live children when asked)."""
+    """User + system CPU seconds of process ``pid`` (default: this one, and with ``children``
+    its live child processes too, when psutil is installed). None when unknown."""
+    if pid is None and not children:
+        times = os.times()
+        return times.user + times.system
     try:
         import psutil
-
+    except ImportError:
+        return _proc_stat_cpu_s(pid) if pid is not None else _cpu_seconds()
+    try:
         proc = psutil.Process(pid)
         procs = [proc] + (proc.children(recursive=True) if children else [])
-        total = 0.0
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                total += t.user + t.system
-        return total
-    except Exception:  # psutil missing or the process gone: no CPU column
+    except psutil.Error:
+        return None
+    total = 0.0
+    for one in procs:
+        with contextlib.suppress(psutil.Error):
+            t = one.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def _proc_stat_cpu_s(pid: int) -> float | None:
+    """Linux without psutil: utime + stime from /proc/PID/stat."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        fields = text[text.rindex(")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
         return None
 
 
@@ -487,7 +526,7 @@ def _cpu_seconds(pid: int | None = None, *, children: bool = False) -> float | N
 class _Sampler:
     """Progress callback: stamps time and CPU at the end of the warm-ups and of the last round."""
 
-    def __init__(self, server: _Server):
+    def __init__(self, server: SimulatedServer):
         self.server = server
         self.marks: list[tuple[int, float | None, float | None]] = []
 
@@ -508,8 +547,17 @@ class _Sampler:
         return (t1 - t0) / 1e9, diff(c0, c1), diff(s0, s1)
 
 
-def _measure(level: int, settings: CalibrationSettings, server: _Server, tokenizer: str,
-             work: Path) -> Row:
+@dataclass
+class Level:
+    """One measured level: the engine's records, the server's trace rows, the table row."""
+
+    row: Row
+    records: list[RequestRecord]
+    trace: dict[str, dict[str, Any]]
+
+
+def measure_level(level: int, settings: CalibrationSettings, server: SimulatedServer,
+                  tokenizer: str, work: Path) -> Level:
     from .config import RunConfig
     from .engine import run
 
@@ -531,9 +579,10 @@ def _measure(level: int, settings: CalibrationSettings, server: _Server, tokeniz
         time.sleep(0.05)
         trace = server.rows()
     window_s, client_cpu, server_cpu = sampler.window()
-    return summarize_level(level, result.records, trace, window_s=window_s,
-                           client_cpu_s=client_cpu, server_cpu_s=server_cpu,
-                           tolerance_ms=settings.tolerance_ms)
+    row = summarize_level(level, result.records, trace, window_s=window_s,
+                          client_cpu_s=client_cpu, server_cpu_s=server_cpu,
+                          tolerance_ms=settings.tolerance_ms)
+    return Level(row, list(result.records), trace)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -605,6 +654,11 @@ class Calibration:
                 "token_latency": "(last token - first token) / (tokens - 1)",
                 "itl": "per token gap, client gap minus server gap",
                 "delivery": "client arrival stamp minus server write stamp of the same token",
+                "send_to_server": "server arrival stamp (in its request handler) minus client "
+                                  "send stamp: request transit plus the server's own HTTP "
+                                  "handling before it stamps; part of the TTFT error",
+                "first_delivery": "client first-token stamp minus server first-token write "
+                                  "stamp; the other part of the TTFT error",
                 "dispatch": "request sent - round scheduled (client only)",
                 "cpu_pct": "CPU seconds / wall seconds of the measured rounds x 100 (one "
                            "core = 100)",
@@ -625,12 +679,12 @@ def calibrate(settings: CalibrationSettings, *, tokenizer: str | None = None,
     result = Calibration(settings=settings, started_at=_now())
     with _workspace(work_dir) as work:
         name = tokenizer or build_tokenizer(work / "tokenizer")
-        server = _Server(settings, work / "trace.jsonl")
+        server = SimulatedServer(settings, work / "trace.jsonl")
         result.server_argv = list(server.argv)
         server.start()
         try:
             for level in sorted(set(settings.levels)):
-                row = _measure(level, settings, server, name, work)
+                row = measure_level(level, settings, server, name, work).row
                 result.rows.append(row)
                 if on_row is not None:
                     on_row(row)
@@ -758,9 +812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _write_json(latest_path(), document)
     print(markdown_table(result.rows, settings.tolerance_ms))
     print()
-    print("Times in ms; error = client-measured minus server-traced (same clock), matched by "
-          "X-Request-Id. Dispatch = wait in the client before a request went out (reported "
-          "separately by the engine).")
+    print(NOTE)
     if result.stopped_because:
         print(f"Stopped climbing: {result.stopped_because}.")
     print(result.verdict.sentence)

@@ -47,6 +47,7 @@ def test_quick_calibration_prints_a_complete_table_and_a_verdict(quick):
     lines = proc.stdout.splitlines()
     header = next(line for line in lines if line.startswith("| users |"))
     for title in ("TTFT client p50", "TTFT server p50", "TTFT err p50", "TTFT err p99",
+                  "send→server p50", "1st token delivery p50",
                   "token err p50", "token err p99", "token events/s", "client CPU %"):
         assert title in header
     rows = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
@@ -121,6 +122,7 @@ def test_errors_are_client_minus_server_matched_by_request_id():
     assert samples.matched == 1
     assert samples.ttft_client == [20.5] and samples.ttft_server == [19.0]
     assert samples.ttft_error == [1.5]
+    assert samples.send_to_server == [1.0] and samples.first_delivery == [0.5]
     assert samples.token_client == [11.0] and samples.token_server == [10.0]
     assert samples.token_error == [1.0]
     assert samples.itl_error == [0.0, 2.0]
@@ -154,7 +156,10 @@ def test_failed_or_unmatched_requests_are_never_accurate():
 def _row(concurrency: int, error: float, rate: float = 1000.0) -> Row:
     row = Row(concurrency=concurrency, requests=10, matched=10, failed=0,
               ttft_client_p50_ms=20.0, ttft_server_p50_ms=20.0 - error,
-              ttft_error_p50_ms=error, ttft_error_p99_ms=error * 2, token_client_p50_ms=10.0,
+              ttft_error_p50_ms=error, ttft_error_p99_ms=error * 2,
+              send_to_server_p50_ms=error / 2, send_to_server_p99_ms=error,
+              first_delivery_p50_ms=error / 2, first_delivery_p99_ms=error,
+              token_client_p50_ms=10.0,
               token_server_p50_ms=10.0, token_error_p50_ms=0.01, token_error_p99_ms=0.1,
               itl_server_p50_ms=10.0, itl_error_p50_ms=0.0, itl_error_p99_ms=0.5,
               delivery_p50_ms=0.2, delivery_p99_ms=1.0, dispatch_p50_ms=1.0,
