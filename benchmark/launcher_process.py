@@ -355,7 +355,24 @@ def killpg(pgid: int, sig: int) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
-    return killpg(pgid, 0)
+    """True while a running (not zombie) process is in group ``pgid``."""
+    if not killpg(pgid, 0):
+        return False
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def wait_group_gone(pgid: int, timeout_s: float) -> bool:
