@@ -222,6 +222,8 @@ class ServerManager:
         reason = self._failure[0] if self._failure and phase == "failed" else None
         if phase == "failed" and self._failure:
             message = self._failure[1].split("\n", 1)[0]
+        elif phase == "failed":
+            message = "The server stopped unexpectedly (check_alive() says why)."
         else:
             message = logs.describe_phase(phase, launch.progress)
         tail = launch.tail(1)
@@ -248,10 +250,10 @@ class ServerManager:
 
         ``on_status`` is called with a ``ServerStatus`` on every phase change and, until the
         server is ready, every log line (possibly from the output-reading thread: keep it
-        quick). Setting ``cancel`` or
-        calling ``stop()`` from another thread stops the start-up. Raises ``ConfigError`` for
-        invalid settings and ``ServerStartError`` when the server cannot be made ready (the
-        process is stopped then).
+        quick). Setting ``cancel`` or calling ``stop()`` from another thread ends the start-up
+        (reason "cancelled"). Raises ``ConfigError`` for invalid settings and
+        ``ServerStartError`` when the server cannot be made ready (the process is stopped
+        then).
         """
         settings = settings.validate(allow_trust_remote_code=self.allow_trust_remote_code)
         timeout_s = parse_float("timeout_s", timeout_s, minimum=0.0, exclusive_minimum=True)

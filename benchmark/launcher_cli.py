@@ -14,9 +14,9 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import (DEFAULT_SERVER_HOST, DEFAULT_SERVER_PORT, DTYPE_CHOICES, QUANTIZE_CHOICES,
-                     ServerSettings, parse_float)
-from .errors import ServerStartError, redact
+from .config import (DEFAULT_SERVER_HOST, DEFAULT_SERVER_PORT, DEFAULT_URL, DTYPE_CHOICES,
+                     QUANTIZE_CHOICES, ServerSettings, parse_float, parse_int)
+from .errors import BenchmarkError, ConfigError, ServerStartError, redact
 from .launcher import DEFAULT_TIMEOUT_S, ServerHandle, ServerManager, ServerStatus
 
 __all__ = ["add_server_arguments", "settings_from_args", "launch_from_cli", "launch_and_run",
@@ -98,9 +98,6 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     """Validated ``ServerSettings`` from parsed flags (``--trust-remote-code`` is explicit)."""
-    from .config import parse_int
-    from .errors import ConfigError
-
     if not getattr(args, "model_id", None):
         raise ConfigError("model_id", "--launch needs --model-id: a Hub id such as "
                                       "org/model-name, or a local folder.")
@@ -129,9 +126,7 @@ def launch_from_cli(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     Flag errors exit 2 through ``parser.error`` (before anything is started). The run's
     folder defaults to a fresh ``results/<run id>`` so that a crash can be recorded in it.
     """
-    from . import cli, results
-    from .config import DEFAULT_URL
-    from .errors import ConfigError
+    from . import cli, results  # cli imports this module lazily; results only when launching
 
     if not args.launch:
         for dest, flag, default in _LAUNCH_ONLY:
@@ -172,7 +167,6 @@ def launch_from_cli(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 def _record_crash(folder: Path, err: ServerStartError) -> None:
     """Add the launcher's explanation (with its last log lines) to a failed run's files."""
-    from .errors import BenchmarkError
     from .results import RunResult
 
     try:
