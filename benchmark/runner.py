@@ -94,6 +94,7 @@ class JobView:
     queue_position: int          # 0 while it runs or after it ended, 1.. while it waits
     notes: tuple[str, ...]
     done: bool                   # ended and its after-finish hooks ran
+    behind_another: bool         # queued while another visitor's run is in progress
     simulated: bool | None
     launches_server: bool
     output_dir: str
@@ -198,6 +199,7 @@ class Runner:
                 progress=tuple(replace(job.progress[s]) for s in job.steps if s in job.progress),
                 current_step=job.current_step, result_version=job.result_version,
                 queue_position=position, notes=tuple(job.notes), done=job.finished.is_set(),
+                behind_another=self._active is not None and self._active is not job,
                 simulated=job.simulated,
                 launches_server=job.plan.launches_server, output_dir=str(job.output_dir),
                 elapsed_s=elapsed,

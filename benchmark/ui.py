@@ -73,11 +73,16 @@ def _label(name: str) -> str:
     return FIELD_LABELS.get(name, name.replace("_", " ").capitalize())
 
 
+def _shown(message: str) -> Any:
+    """The form's message box: visible only while it holds a message."""
+    return gr.update(value=message, visible=bool(message))
+
+
 def _error_markdown(exc: BenchmarkError) -> str:
     message = redact(str(exc))
     if isinstance(exc, ConfigError):
-        return f"❌ **{_label(exc.field)}:** {message}"
-    return f"❌ {message}"
+        return f"**{_label(exc.field)}:** {message}"
+    return message
 
 
 class _App:
@@ -124,11 +129,11 @@ class _App:
         f["target"] = gr.Radio([TARGET_LAUNCH, TARGET_ENDPOINT], value=DEFAULTS["target"],
                                label="What to benchmark", elem_id="field-target")
         with gr.Group(visible=True) as self.launch_group:
-            with gr.Row():
-                self._text("model_id", "A Hugging Face model id (org/name) or a local folder.",
-                           placeholder=EXAMPLE_MODEL_ID, scale=4)
-                self.example_btn = gr.Button(f"Use the example: {EXAMPLE_MODEL_ID} (gptq)",
-                                             size="sm", scale=2, elem_id="example-button")
+            self._text("model_id", "A Hugging Face model id (org/name) or a local folder.",
+                       placeholder=EXAMPLE_MODEL_ID)
+            self.example_btn = gr.Button(f"Try the guide's example: {EXAMPLE_MODEL_ID} (gptq)",
+                                         size="sm", variant="secondary",
+                                         elem_id="example-button")
             with gr.Row():
                 f["quantize"] = gr.Dropdown(list(QUANTIZE_OPTIONS), value=DEFAULTS["quantize"],
                                             label=_label("quantize"), elem_id="field-quantize",
@@ -182,7 +187,7 @@ class _App:
             self.run_btn = gr.Button("Run benchmark", variant="primary", elem_id="run-button")
             self.stop_btn = gr.Button("Stop", variant="stop", visible=False,
                                       elem_id="stop-button")
-        self.form_error = gr.Markdown(label="Form message", elem_id="form-error",
+        self.form_error = gr.Markdown(label="Form message", elem_id="form-error", visible=False,
                                       elem_classes=["bench-error"])
         self.status_html = gr.HTML(label="Run status", elem_id="run-status")
         self.server_log = gr.Textbox(label="Server log (last lines)", lines=8, max_lines=8,
@@ -214,16 +219,9 @@ class _App:
                                     elem_id="share-link")
             self.headline = gr.Markdown(label="Headline", elem_id="headline")
             self.calibration = gr.Markdown(label="Calibration", elem_id="calibration")
-            with gr.Row():
-                with gr.Column():
-                    for i in range(0, MAX_FIGURES, 2):
-                        self.plots.append(gr.Plot(label=f"Chart {i}", visible=False,
-                                                  elem_id=f"chart-{i}"))
-                with gr.Column():
-                    for i in range(1, MAX_FIGURES, 2):
-                        self.plots.append(gr.Plot(label=f"Chart {i}", visible=False,
-                                                  elem_id=f"chart-{i}"))
-            self.plots.sort(key=lambda p: int(p.elem_id.split("-")[1]))
+            for i in range(MAX_FIGURES):
+                self.plots.append(gr.Plot(label=f"Chart {i}", show_label=False, visible=False,
+                                          elem_id=f"chart-{i}"))
             self.tables = gr.Markdown(label="Tables", elem_id="tables")
             self.server_md = gr.Markdown(label="Server info", elem_id="server-info")
             self.downloads = gr.File(label="Downloads",
@@ -319,7 +317,7 @@ class _App:
             result, folder = self.load_run(run_id)
         except BenchmarkError as exc:
             out[self.readonly_md] = gr.update(
-                value=f"❌ This link does not open a saved run: {redact(str(exc))}",
+                value=f"**This link does not open a saved run.** {redact(str(exc))}",
                 visible=True)
             return out
         out[self.readonly_md] = gr.update(
@@ -347,27 +345,28 @@ class _App:
         rules = self._access(profile)
         endpoint = str(form.get("target") or "") == TARGET_ENDPOINT
         if not rules.can_run or (endpoint and not rules.can_use_endpoint):
-            yield {self.form_error: f"🔒 {rules.reason}"}
+            yield {self.form_error: _shown(f"**Not allowed to run here.** {rules.reason}")}
             return
         try:
             plan = build_plan(form, endpoint_request_cap=rules.request_cap(endpoint=endpoint),
                               allow_trust_remote_code=access.allow_trust_remote_code(self.env),
                               server_port=server_port(self.env))
         except BenchmarkError as exc:
-            yield {self.form_error: _error_markdown(exc)}
+            yield {self.form_error: _shown(_error_markdown(exc))}
             return
         model = plan.server.model_id if plan.server else plan.run.tokenizer_name
         run_id = new_run_id(model)
         try:
             job = self.runner.submit(plan, run_id, after_finish=self._after_finish)
         except BenchmarkError as exc:
-            yield {self.form_error: _error_markdown(exc)}
+            yield {self.form_error: _shown(_error_markdown(exc))}
             return
         session = getattr(request, "session_hash", None)
         if session:
             self._session_runs[session] = run_id
         share = self.share_url(request, run_id)
-        first = {self.job_state: run_id, self.form_error: "",
+        first = {self.job_state: run_id, self.form_error: _shown(""),
+                 self.status_html: progress_html(self.runner.view(run_id)),
                  self.run_btn: gr.update(interactive=False),
                  self.stop_btn: gr.update(visible=True, interactive=True)}
         first.update(self.show(ResultsView(share_url=share)))
@@ -431,12 +430,12 @@ class _App:
                     notes.append(status.message + " It is tried again after the next run.")
         return " ".join(notes) or None
 
-    def stop(self, run_id: str | None, request: gr.Request) -> str:
+    def stop(self, run_id: str | None, request: gr.Request) -> Any:
         """Stop this visitor's run (the one in the page's state, else the session's latest)."""
         run_id = run_id or self._session_runs.get(getattr(request, "session_hash", None) or "")
         if not run_id or not self.runner.cancel(run_id):
-            return "Nothing to stop: no benchmark of yours is running."
-        return "Stopping… the results measured so far are kept."
+            return _shown("Nothing to stop: no benchmark of yours is running.")
+        return _shown("Stopping… the results measured so far are kept.")
 
     def refresh_history(self) -> dict[Any, Any]:
         return self.history_updates()
@@ -458,7 +457,7 @@ class _App:
                 result, folder = self.load_run(run_id)
                 results.append(result)
         except BenchmarkError as exc:
-            return {self.history_msg: f"❌ {redact(str(exc))}"}
+            return {self.history_msg: f"**Cannot open:** {redact(str(exc))}"}
         share = self.share_url(request, results[0].run_id) if len(results) == 1 else ""
         out = self.show(results_view(results, share, folder if len(results) == 1 else None))
         out[self.history_msg] = ""

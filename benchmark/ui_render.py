@@ -19,7 +19,7 @@ from .results import RunResult, RunSummaryRow
 from .runner import COMPLETE, CANCELLED, FAILED, QUEUED, RUNNING, STARTING, JobView
 
 SIMULATED_BANNER = (
-    "⚠️ **SIMULATED SERVER.** These numbers come from the built-in TGI simulator, not from a "
+    "**SIMULATED SERVER.** These numbers come from the built-in TGI simulator, not from a "
     "real model on a GPU: they show how the tool works, not how fast any model is."
 )
 SERVER_INFO_FIELDS = (
@@ -134,7 +134,7 @@ def run_title(result: RunResult) -> str:
     if result.message:
         lines.append(f"> {redact(result.message)}")
     for warning in result.warnings:
-        lines.append(f"> ⚠️ {redact(warning)}")
+        lines.append(f"> **Warning:** {redact(warning)}")
     return "\n\n".join(lines)
 
 
@@ -195,13 +195,15 @@ def history_rows(rows: list[RunSummaryRow]) -> list[list[Any]]:
 # A run in progress
 
 
-def progress_html(view: JobView | None, *, busy_with: str | None = None) -> str:
+def progress_html(view: JobView | None) -> str:
     """Phase, queue place and one bar per batch size, as small self-contained HTML."""
     if view is None:
         return ""
     esc = html.escape
     parts: list[str] = []
-    if view.state == QUEUED:
+    if view.state == QUEUED and not view.behind_another:
+        parts.append("<p><b>Starting…</b></p>")
+    elif view.state == QUEUED:
         place = view.queue_position
         parts.append(f"<p><b>A benchmark is already running for another visitor.</b> Yours is "
                      f"number {place} in the queue and starts automatically; keep this page "
@@ -239,7 +241,7 @@ def progress_html(view: JobView | None, *, busy_with: str | None = None) -> str:
                 waiting = "running" if view.current_step == p.step else "waiting"
                 parts.append(_bar(f"Batch size {p.step}", 0, 1, waiting))
     for warning in view.warnings:
-        parts.append(f"<p>⚠️ {esc(warning)}</p>")
+        parts.append(f"<p><b>Warning:</b> {esc(warning)}</p>")
     for note in view.notes:
         parts.append(f"<p class='bench-note'>{esc(note)}</p>")
     return "<div class='bench-progress'>" + "".join(parts) + "</div>"
