@@ -291,3 +291,35 @@ def test_tokenizer_still_required_without_launch(capsys):
         cli.main(["--url", "http://127.0.0.1:9"])
     assert exit_info.value.code == 2
     assert "--tokenizer-name" in capsys.readouterr().err
+
+
+def test_launch_wires_the_run_to_the_started_server(monkeypatch, tmp_path):
+    """--launch: tokenizer defaults to the model id, the URL is the server's, the run's folder
+    is fixed up front, and the server's settings go into the run (nothing is started here)."""
+    from benchmark import launcher_cli
+    from benchmark.launcher import ServerHandle
+
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path))
+    seen = {}
+
+    def fake_run_cli(config, args, parser, *, server=None):
+        seen.update(config=config, server=server)
+        return 0
+
+    def fake_launch_and_run(settings, run, **kwargs):
+        seen.update(settings=settings, kwargs=kwargs)
+        handle = ServerHandle(url=settings.url, settings=settings, simulated=False, pid=1,
+                              info={"model_id": settings.model_id})
+        return run(handle, kwargs["manager"])
+
+    monkeypatch.setattr(cli, "run_cli", fake_run_cli)
+    monkeypatch.setattr(launcher_cli, "launch_and_run", fake_launch_and_run)
+    code = cli.main(["--launch", "--model-id", GUIDE_MODEL, "--quantize", "gptq", "--port",
+                     "4242", "--keep-server", "--server-timeout", "90", "-b", "1,2"])
+    assert code == 0
+    config = seen["config"]
+    assert config.tokenizer_name == GUIDE_MODEL and config.url == "http://127.0.0.1:4242"
+    assert config.batch_sizes == (1, 2)
+    assert config.output_dir.startswith(str(tmp_path)) and "llama-3-8b" in config.output_dir
+    assert seen["server"] == seen["settings"].to_dict() and seen["server"]["quantize"] == "gptq"
+    assert seen["kwargs"]["keep"] is True and seen["kwargs"]["timeout_s"] == 90.0

@@ -260,7 +260,12 @@ def test_cancel_during_start_up_stops_it(make_manager, fake_env):
 
 def test_stop_from_another_thread_ends_the_start_up(make_manager, fake_env):
     manager = make_manager(FAKE_TGI_SLOW_START="60")
-    threading.Timer(0.8, manager.stop).start()
+
+    def stop_once_downloading() -> None:
+        wait_until(lambda: manager.status.phase == "downloading", 30)
+        manager.stop()
+
+    threading.Thread(target=stop_once_downloading, daemon=True).start()
     err = start_failure(manager, settings(), timeout_s=60)
     assert err.reason == "cancelled" and manager.status.phase == "stopped"
 
@@ -279,7 +284,7 @@ def test_stop_kills_a_launcher_that_ignores_sigterm(make_manager, fake_env):
 
 
 def test_crash_after_ready_is_reported_with_the_last_lines(make_manager):
-    manager = make_manager(FAKE_TGI_FAIL="crash_after=0.5")
+    manager = make_manager(FAKE_TGI_FAIL="crash_after=2")
     handle = manager.ensure(settings(), timeout_s=60)
     manager.check_alive()  # fine right after start
     assert wait_until(lambda: gone(handle.pid), 20)
