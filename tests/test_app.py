@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from gradio_client import Client
 
@@ -231,3 +232,13 @@ def test_hostile_run_ids_get_a_message_and_change_nothing(app):
         assert "not valid" in message or "No saved run" in message
         assert str(app.results_dir) not in message          # no server paths on the page
     assert sorted(p.name for p in app.results_dir.iterdir()) == before
+
+
+def test_locally_nobody_signs_in(app):
+    config = httpx.get(app.url + "config", timeout=10).json()
+    buttons = [c.get("props", {}).get("value") for c in config["components"]
+               if c.get("type") == "button"]
+    assert "Sign in with Hugging Face" not in buttons
+    client = Client(app.url, verbose=False)
+    loaded = named(client, "/load", client.predict(api_name="/load"))
+    assert "Running locally: no sign-in needed." in text(loaded["Access"])
