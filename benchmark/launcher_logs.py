@@ -9,8 +9,8 @@ Pure functions over log lines (already masked), used by ``launcher.ServerManager
     explain_crash(lines, code)         -> Failure("crashed", ...) for a server lost mid-run
 
 Reason codes (``ServerStartError.reason``): "oom", "gated", "not_found", "bad_flags", "crashed",
-"exited", "timeout", "port_in_use", "no_space", "wrong_model", "cancelled". The markers come from TGI's own
-messages (see the project's TGI reference, "Typical failures").
+"exited", "timeout", "port_in_use", "no_space", "wrong_model", "cancelled". The markers come
+from TGI's own messages (see the project's TGI reference, "Typical failures").
 """
 
 from __future__ import annotations

@@ -448,7 +448,6 @@ def install_exit_hooks() -> None:
         _SIGNALS_DONE = True
 
 
-
 # ---------------------------------------------------------------------------------------------
 # The relay behind --keep-server: ``python -m benchmark.launcher_process --relay LOG``
 

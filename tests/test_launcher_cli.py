@@ -25,7 +25,8 @@ GUIDE_MODEL = "astronomer/Llama-3-8B-Instruct-GPTQ-8-Bit"
 def cli_env(tmp_path, tiny_tokenizer) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env.update(
-        PATH=os.pathsep.join([str(FAKE_DIR), str(Path(sys.executable).parent), env.get("PATH", "")]),
+        PATH=os.pathsep.join([str(FAKE_DIR), str(Path(sys.executable).parent),
+                              env.get("PATH", "")]),
         PYTHONPATH=str(ROOT), FAKE_TGI_PYTHON=sys.executable,
         FAKE_TGI_ARGS_FILE=str(tmp_path / "fake-args.json"),
         RESULTS_DIR=str(tmp_path / "results"),
@@ -44,7 +45,8 @@ def launch_argv(tmp_path: Path, tokenizer: str, *extra: str, port: int | None = 
             *extra]
 
 
-def run_cli(argv: list[str], env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess:
+def run_cli(argv: list[str], env: dict[str, str],
+            timeout_s: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(argv, env=env, cwd=str(ROOT), capture_output=True, text=True,
                           timeout=timeout_s)
 
