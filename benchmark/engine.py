@@ -451,12 +451,12 @@ class _Engine:
         config = self.config
         pattern = Concurrency(step.size, duration_s=config.duration_s, requests=config.requests)
         await self._open_connections(session, step.size)
-        done = 0
+        done = errors = 0
         started = time.perf_counter_ns()
         pattern.start(started)
 
         async def user(index: int) -> None:
-            nonlocal done
+            nonlocal done, errors
             while not self.cancel.is_set():
                 now = time.perf_counter_ns()
                 slot = pattern.next_slot(index, now)
@@ -468,23 +468,25 @@ class _Engine:
                 body = step.bodies[(pattern.issued - 1) % len(step.bodies)]
                 await self._send(session, body, record)
                 done += 1
-                self._requests_progress(step, done, pattern.total, started)
+                errors += 0 if record.ok else 1
+                self._requests_progress(step, done, errors, pattern.total, started)
                 if record.error_kind in ("connection", "stream"):
                     await self._check_alive([record], step)
 
         await asyncio.gather(*(user(i) for i in range(step.size)))
         if self.cancel.is_set():
             raise _Cancelled
-        self._requests_progress(step, done, pattern.total, started, force=True)
+        self._requests_progress(step, done, errors, pattern.total, started, force=True)
 
-    def _requests_progress(self, step: _Step, done: int, total: int | None, started: int,
-                           force: bool = False) -> None:
+    def _requests_progress(self, step: _Step, done: int, errors: int, total: int | None,
+                           started: int, force: bool = False) -> None:
         now = time.perf_counter()
         if not force and now - self._last_progress < PROGRESS_EVERY_S:
             return
         self._last_progress = now
         self.emit({"event": "requests_done", "step": step.size, "done": done, "total": total,
-                   "elapsed_s": round((time.perf_counter_ns() - started) / 1e9, 3)})
+                   "elapsed_s": round((time.perf_counter_ns() - started) / 1e9, 3),
+                   "errors": errors})
 
     async def _check_alive(self, records: list[RequestRecord], step: _Step) -> None:
         """After broken connections, stop the run if the server no longer answers."""

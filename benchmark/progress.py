@@ -8,7 +8,7 @@ Events (one JSON object a line, flushed after each):
     {"event":"start","run_id","output_dir","steps":[1,2,4],"planned_requests":N|null,"simulated":b}
     {"event":"step_start","step":4,"index":1,"of":3}
     {"event":"round_done","step":4,"run":2,"runs":5,"warmup":false,"errors":0}      (rounds)
-    {"event":"requests_done","step":4,"done":n,"total":N|null,"elapsed_s":x}     (concurrency)
+    {"event":"requests_done","step":4,"done":n,"total":N|null,"elapsed_s":x,"errors":e} (concurrency)
     {"event":"step_done","step":4}            (the files in output_dir already hold this step)
     {"event":"warning","message":"..."}
     {"event":"done","status":"complete"|"cancelled"|"failed","message":str|null,"output_dir"}
@@ -87,6 +87,7 @@ class ConsoleProgress:
         self.step_label = ""
         self.detail = ""
         self._step_base = 0
+        self._errors_base = 0
         self._drawn = False
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -100,6 +101,7 @@ class ConsoleProgress:
             self.step_label = f"batch size {event['step']} ({event['index']}/{event['of']})"
             self.detail = ""
             self._step_base = self.done
+            self._errors_base = self.errors
             self._draw()
         elif kind == "round_done":
             self.done += int(event["step"])
@@ -109,9 +111,10 @@ class ConsoleProgress:
             self._draw()
         elif kind == "requests_done":
             self.done = self._step_base + int(event["done"])
+            self.errors = self._errors_base + int(event.get("errors") or 0)
             total = event.get("total")
             self.detail = (f"{event['done']}/{total} requests" if total
-                           else f"{event['done']} requests, {event.get('elapsed_s', 0):.0f} s")
+                           else f"{event.get('elapsed_s', 0):.0f} s")
             self._draw()
         elif kind == "step_done":
             self._draw(final=True)

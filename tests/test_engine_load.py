@@ -104,3 +104,15 @@ def test_fan_out_calls_each():
                    lambda e: seen.append(("b", e["event"])))
     call({"event": "x"})
     assert seen == [("a", "x"), ("b", "x")]
+
+
+def test_console_bar_in_concurrency_mode_counts_requests_and_errors():
+    out = io.StringIO()
+    bar = ConsoleProgress(out, tty=False)
+    bar({"event": "start", "run_id": "r", "output_dir": "o", "steps": [2],
+         "planned_requests": None, "simulated": False})
+    bar({"event": "step_start", "step": 2, "index": 1, "of": 1})
+    bar({"event": "requests_done", "step": 2, "done": 7, "total": None, "elapsed_s": 3.2,
+         "errors": 2})
+    bar({"event": "step_done", "step": 2})
+    assert "7 requests  batch size 2 (1/1)  3 s  2 errors" in out.getvalue()
