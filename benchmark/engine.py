@@ -281,14 +281,9 @@ class _Engine:
         status, message = "complete", None
         try:
             self._run_loop()
-        except _Cancelled:
+        except (_Cancelled, KeyboardInterrupt):
             status = "cancelled"
-            message = (f"Stopped before the end; the files hold the "
-                       f"{self._measured_count()} requests measured until then.")
-        except KeyboardInterrupt:
-            status = "cancelled"
-            message = (f"Interrupted; the files hold the {self._measured_count()} requests "
-                       f"measured until then.")
+            message = f"Stopped before the end; the files hold {self._kept_words()}."
         except _RunStopped as exc:
             status, message = "failed", str(exc)
         except BaseException as exc:
@@ -301,6 +296,15 @@ class _Engine:
     def _check_cancel_before_start(self) -> None:
         if self.cancel.is_set():
             raise KeyboardInterrupt
+
+    def _kept_words(self) -> str:
+        assert self.result is not None
+        measured = self._measured_count()
+        in_flight = len(self.result.records) - measured
+        words = f"the {measured} request{'s' if measured != 1 else ''} measured until then"
+        if in_flight:
+            words += f" (and {in_flight} cancelled in flight)"
+        return words
 
     def _measured_count(self) -> int:
         assert self.result is not None
@@ -502,9 +506,8 @@ class _Engine:
                     failed = next(r for r in records if r.error_kind in ("connection", "stream"))
                     self._dead = (
                         f"The server at {self.config.url} stopped answering during batch size "
-                        f"{step.size} ({failed.error}; /health: {reason}). The files hold the "
-                        f"{self._measured_count() + len(step.records)} requests measured until "
-                        f"then; restart the server and run again.")
+                        f"{step.size} ({failed.error}; /health: {reason}). The files hold what "
+                        f"was measured until then; restart the server and run again.")
         if self._dead is not None:
             raise _RunStopped(self._dead)
 

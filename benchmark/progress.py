@@ -13,14 +13,15 @@ Events (one JSON object a line, flushed after each):
     {"event":"warning","message":"..."}
     {"event":"done","status":"complete"|"cancelled"|"failed","message":str|null,"output_dir"}
 
-The console bar is plain text on stderr: redrawn in place on a terminal, one line per step (and
-per warning) otherwise, so logs of a CI job stay readable.
+The console bar is plain text on stderr: redrawn in place on a terminal; otherwise one line per
+step, per warning, and at most one every 10 s in between, so logs of a CI job stay readable.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -77,7 +78,7 @@ class ConsoleProgress:
     """A text progress bar: ``[#######-------]  45%  batch size 4 (2/3)  run 3/5  0 errors``."""
 
     def __init__(self, stream: IO[str] | None = None, *, width: int = 28,
-                 tty: bool | None = None):
+                 tty: bool | None = None, line_every_s: float = 10.0):
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
         self.tty = tty if tty is not None else bool(getattr(self.stream, "isatty", lambda: False)())
@@ -89,6 +90,8 @@ class ConsoleProgress:
         self._step_base = 0
         self._errors_base = 0
         self._drawn = False
+        self.line_every_s = line_every_s  # without a terminal: progress lines at most this often
+        self._last_line = time.perf_counter()
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -138,11 +141,15 @@ class ConsoleProgress:
 
     def _draw(self, final: bool = False) -> None:
         text = self.render()
+        now = time.perf_counter()
         if self.tty:
             self.stream.write("\r" + text + "\033[K" + ("\n" if final else ""))
             self._drawn = not final
-        elif final:
+        elif final or now - self._last_line >= self.line_every_s:
             self.stream.write(text + "\n")
+        else:
+            return
+        self._last_line = now
         self.stream.flush()
 
     def _line(self, text: str) -> None:

@@ -116,3 +116,12 @@ def test_console_bar_in_concurrency_mode_counts_requests_and_errors():
          "errors": 2})
     bar({"event": "step_done", "step": 2})
     assert "7 requests  batch size 2 (1/1)  3 s  2 errors" in out.getvalue()
+
+
+def test_console_bar_without_a_terminal_also_prints_every_few_seconds():
+    out = io.StringIO()
+    bar = ConsoleProgress(out, tty=False, line_every_s=0.0)
+    for event in EVENTS[:4]:
+        bar(event)
+    lines = out.getvalue().splitlines()
+    assert len([line for line in lines if "batch size 1 (1/2)" in line]) == 3
