@@ -236,11 +236,17 @@ def summarize_level(concurrency: int, records: Sequence[RequestRecord],
 
 
 def is_accurate(row: Row, tolerance_ms: float = 1.0) -> bool:
-    """Within tolerance: every request measured and matched, TTFT error p50 and token latency
-    error p50 and p99 all within ``tolerance_ms`` (dispatch lag is reported apart, not here)."""
+    """Within tolerance: every request measured and matched, and the client's own part of the
+    errors within ``tolerance_ms``: the first-token delivery p50 (the client's share of the TTFT
+    error) and the token latency error p50 and p99.
+
+    The other share of the TTFT error, send->server, is time the request spent before the
+    server's handler stamped its arrival (the server's own HTTP handling): a client that
+    measures it is right to, the server's trace just cannot see it. It is shown, not judged.
+    Dispatch lag is reported apart by the engine and is not judged either."""
     if row.requests == 0 or row.failed or row.matched < row.requests:
         return False
-    errors = (row.ttft_error_p50_ms, row.token_error_p50_ms, row.token_error_p99_ms)
+    errors = (row.first_delivery_p50_ms, row.token_error_p50_ms, row.token_error_p99_ms)
     return all(e is not None and abs(e) <= tolerance_ms for e in errors)
 
 
@@ -256,7 +262,7 @@ def stop_reason(row: Row, settings: CalibrationSettings) -> str | None:
         return (f"the simulated server itself fell behind at concurrency {row.concurrency} "
                 f"(a median {server:.1f} ms between tokens instead of {settings.token_ms:g}): "
                 f"this machine cannot run both sides at this load")
-    worst = max((abs(e) for e in (row.ttft_error_p50_ms, row.token_error_p99_ms)
+    worst = max((abs(e) for e in (row.first_delivery_p50_ms, row.token_error_p99_ms)
                  if e is not None), default=0.0)
     if worst > settings.max_error_ms:
         return (f"the error reached {worst:.1f} ms at concurrency {row.concurrency} (limit "
@@ -350,8 +356,9 @@ _COLUMNS = (
 NOTE = (
     "Times in ms; error = client-measured minus server-traced (same clock), matched by "
     "X-Request-Id. TTFT error = send→server (request transit plus the server's own HTTP "
-    "handling before it stamps the arrival) + 1st token delivery (server write to client "
-    "stamp). Dispatch = wait in the client before a request went out (reported apart by the "
+    "handling before it stamps the arrival: time the client is right to count) + 1st token "
+    "delivery (server write to client stamp: the client's own share). \"within\" judges the "
+    "client's share: 1st token delivery p50 and token latency error p50 and p99. Dispatch = wait in the client before a request went out (reported apart by the "
     "engine, not part of TTFT). CPU % of one core during the measured rounds.")
 
 
