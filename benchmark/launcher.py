@@ -44,7 +44,7 @@ from .config import ServerSettings, parse_float
 from .errors import ServerStartError, redact
 from .launcher_process import (DEFAULT_GRACE_S, PACKAGE_ROOT, RUNNING, SECRET_ENV, Adopted,
                                Launch, forget_state, install_exit_hooks, is_our_server,
-                               load_state, mask_line, save_state, stop_all)
+                               load_state, mask_line, pid_running, save_state, stop_all)
 
 __all__ = [
     "LAUNCHER",
@@ -336,18 +336,20 @@ class ServerManager:
             return None
         RUNNING.discard(launch)
         launch.hand_over(self._child_env())
-        save_state(launch)
+        save_state(launch, kept=True)
         self._launch = None
         self._handle = None
         return handle
 
     # -- internals ------------------------------------------------------------------------
     def _adopt(self, settings: ServerSettings) -> ServerHandle | None:
-        """Reuse a server that an earlier run kept (``--keep-server``) on this port.
+        """Reuse a server that an earlier run kept (``--keep-server``) on this port, or stop
+        one left behind by a program that died without stopping it (killed with SIGKILL).
 
-        Trusted only when its state file is ours, its pid leads its own process group with
-        ``--port PORT`` on its command line, and it answers ``/info`` with the saved model.
-        Same settings: reused. Other settings: stopped (the caller then starts a new one).
+        Trusted only when its state file is ours and its pid leads its own process group with
+        ``--port PORT`` on its command line; a kept one must also answer ``/info`` with the
+        saved model. Same settings: reused. Other settings: stopped (the caller then starts a
+        new one). A server whose owner still runs is left alone.
         """
         state = load_state(settings.port)
         if state is None:
@@ -356,6 +358,12 @@ class ServerManager:
         kept = Adopted(state, saved)
         if not (kept.alive() and is_our_server(kept.pid, saved.port)):
             forget_state(saved.port)
+            return None
+        if not state.get("kept"):
+            owner = int(state.get("owner_pid") or 0)
+            if owner == os.getpid() or (owner and pid_running(owner)):
+                return None  # a live program's server: the port check will say so
+            kept.terminate(self.grace_s)  # left behind by a program that was killed
             return None
         with httpx.Client(timeout=5.0, trust_env=False) as client:
             info = self._probe(client, saved.url)
@@ -401,6 +409,7 @@ class ServerManager:
         install_exit_hooks()
         launch = Launch(argv, env, settings, simulated=simulated, log_path=log_path,
                          secrets=self.secrets, on_change=self._notify)
+        save_state(launch, kept=False)
         self._launch = self._last = launch
         self._handle = None
         self._notify(force=True)

@@ -208,6 +208,7 @@ class Launch:
         terminate_group(self.proc, grace_s)
         self.drain(2.0)
         RUNNING.discard(self)
+        forget_state(self.settings.port, self.pid)
 
 
 class Adopted:
@@ -295,7 +296,7 @@ def pid_running(pid: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# State files of kept servers: <tmp>/tgi-benchmark-<uid>/server-<port>.json
+# State files of started and kept servers: <tmp>/tgi-benchmark-<uid>/server-<port>.json
 
 
 def state_dir() -> Path:
@@ -306,16 +307,22 @@ def state_path(port: int) -> Path:
     return state_dir() / f"server-{int(port)}.json"
 
 
-def save_state(launch: Any) -> None:
-    folder = state_dir()
-    folder.mkdir(mode=0o700, exist_ok=True)
-    data = {"pid": launch.pid, "settings": launch.settings.to_dict(),
-            "simulated": launch.simulated, "log_path": str(launch.log_path),
-            "kept_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    path = state_path(launch.settings.port)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
+def save_state(launch: Any, *, kept: bool) -> None:
+    """Record a server started by this process (``kept=False``: it must die with it) or left
+    running on purpose (``kept=True``), so that a later run can reuse or clean it up."""
+    try:
+        folder = state_dir()
+        folder.mkdir(mode=0o700, exist_ok=True)
+        data = {"pid": launch.pid, "settings": launch.settings.to_dict(),
+                "simulated": launch.simulated, "log_path": str(launch.log_path),
+                "kept": kept, "owner_pid": os.getpid(),
+                "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        path = state_path(launch.settings.port)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # without a state file the server is simply not found again
 
 
 def load_state(port: int) -> dict[str, Any] | None:

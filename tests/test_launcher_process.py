@@ -274,13 +274,16 @@ def test_stop_from_another_thread_ends_the_start_up(make_manager, fake_env):
 
 
 def test_stop_kills_a_launcher_that_ignores_sigterm(make_manager, fake_env):
+    from benchmark.launcher_process import state_path
+
     manager = make_manager(FAKE_TGI_IGNORE_TERM="1")
     handle = manager.ensure(settings(), timeout_s=60)
     child = read_args(Path(fake_env["FAKE_TGI_ARGS_FILE"]))["child_pid"]
-    assert not gone(child)
+    assert not gone(child) and state_path(handle.settings.port).exists()
     manager.stop(grace_s=0.5)
     assert gone(handle.pid) and wait_until(lambda: gone(child), 5)
     assert manager.status.phase == "stopped" and manager.handle is None
+    assert not state_path(handle.settings.port).exists()
 
 
 def test_crash_after_ready_is_reported_with_the_last_lines(make_manager):
@@ -365,7 +368,31 @@ def test_a_stale_state_file_never_makes_it_stop_a_stranger(make_manager):
         handle = make_manager().ensure(server, timeout_s=60)
         assert not handle.reused and handle.pid != stranger.pid
         assert stranger.poll() is None  # untouched
-        assert not launcher.state_path(server.port).exists()
+        state = json.loads(launcher.state_path(server.port).read_text())
+        assert state["pid"] == handle.pid and state["kept"] is False  # now the new server's
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_server_left_by_a_killed_program_is_cleaned_up_by_the_next_start(fake_env,
+                                                                          make_manager):
+    """SIGKILL leaves no chance to stop the server; the next start on that port stops it."""
+    port = free_port()
+    script = SCRIPT.replace("{port}", str(port))
+    proc = subprocess.Popen([sys.executable, "-c", script, "wait"], env=fake_env,
+                            cwd=str(ROOT), stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY"), line
+        orphan = int(line.split()[1])
+        proc.kill()
+        proc.wait(10)
+        assert not gone(orphan)  # in its own session: SIGKILL of its parent did not reach it
+        handle = make_manager().ensure(ServerSettings(model_id="org/model", port=port),
+                                       timeout_s=60)
+        assert handle.pid != orphan and not handle.reused
+        assert wait_until(lambda: gone(orphan), 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
