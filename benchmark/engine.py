@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import secrets
 import signal
 import threading
 import time
@@ -223,6 +224,9 @@ class _Engine:
         self._alive_lock: asyncio.Lock | None = None
         self._dead: str | None = None
         self._last_progress = 0.0
+        # Fresh prompts for every run unless --seed is given: a server's prefix cache must not
+        # remember the prompts of an earlier run and make prefill look faster than it is.
+        self.prompt_seed = config.seed if config.seed is not None else secrets.randbits(31)
 
     # -- progress ----------------------------------------------------------------------------
     def emit(self, event: dict[str, Any]) -> None:
@@ -386,7 +390,7 @@ class _Engine:
             count = min(config.requests, PROMPT_POOL_MAX * 8)
         else:
             count = min(max(size * 8, 64), PROMPT_POOL_MAX)
-        seed = (config.seed or 0) * 1_000_003 + size
+        seed = self.prompt_seed * 1_000_003 + size
         prompts = build_prompts(self.tokenizer, length=config.sequence_length, count=count,
                                 api=config.api, seed=seed)
         self._prompt_warning(prompts)
