@@ -276,6 +276,12 @@ class _Engine:
                    "steps": list(config.batch_sizes),
                    "planned_requests": config.planned_requests(),
                    "simulated": probe.simulated})
+        limit = probe.info.get("max_concurrent_requests")
+        if isinstance(limit, int) and limit > 0 and max(config.batch_sizes) > limit:
+            self.warn(f"Batch size {max(config.batch_sizes)} is above the server's "
+                      f"max_concurrent_requests ({limit}): it will refuse the requests beyond "
+                      f"{limit} with HTTP 429. Restart it with a larger "
+                      f"--max-concurrent-requests to measure that batch size.")
         if config.api != "tgi":
             unsent = [n for n in UNSENT_SAMPLING if getattr(config.sampling, n) not in (None, False)]
             if unsent:

@@ -333,3 +333,16 @@ def test_server_that_dies_under_sustained_load_fails_the_run(simulator_process, 
     assert result.status == "failed" and "stopped answering" in result.message
     assert any(r.ok for r in result.records)
     assert any(r.error_kind == "connection" for r in result.records)
+
+
+def test_batch_above_the_servers_concurrency_limit_is_warned_and_429s_recorded(
+        tiny_tokenizer, tmp_path):
+    with run_in_thread(SimulatorConfig(tokenizer=tiny_tokenizer, max_concurrent_requests=2,
+                                       **dict(FAST, decode_base_ms=10.0))) as s:
+        result = run(config_for(s.url, tiny_tokenizer, tmp_path / "429", batch_sizes=(4,),
+                                runs=1, warmups=0, decode_length=10))
+    assert any("max_concurrent_requests (2)" in w for w in result.warnings)
+    refused = [r for r in result.records if r.status == 429]
+    assert len(refused) == 2 and all(r.error.startswith("HTTP 429") for r in refused)
+    assert len([r for r in result.records if r.ok]) == 2
+    assert result.status == "complete"
