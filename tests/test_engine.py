@@ -346,3 +346,52 @@ def test_batch_above_the_servers_concurrency_limit_is_warned_and_429s_recorded(
     assert len(refused) == 2 and all(r.error.startswith("HTTP 429") for r in refused)
     assert len([r for r in result.records if r.ok]) == 2
     assert result.status == "complete"
+
+
+class _Fixed:
+    """A tiny HTTP server answering every GET with one status and body (a thread)."""
+
+    def __init__(self, status: int, body: bytes = b"{}"):
+        import http.server
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *args):
+                pass
+
+        self.status, self.body = status, body
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status, body, api, words", [
+    (503, b'{"error":"unhealthy","error_type":"healthcheck"}', "tgi", "not ready yet"),
+    (404, b"{}", "tgi", "does not look like a TGI server"),
+    (404, b"{}", "openai-chat", "give it with --model"),
+])
+def test_servers_that_cannot_be_benchmarked_are_refused_with_a_sentence(
+        tiny_tokenizer, tmp_path, status, body, api, words):
+    from benchmark.errors import BenchmarkError
+
+    with _Fixed(status, body) as server:
+        with pytest.raises(BenchmarkError) as info:
+            run(config_for(server.url, tiny_tokenizer, tmp_path / "x", api=api))
+    assert words in str(info.value)
+    assert not (tmp_path / "x").exists()
