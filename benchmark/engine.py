@@ -55,7 +55,8 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 CONTROL_TIMEOUT_S = 10.0
 CANCEL_POLL_S = 0.05
 PROGRESS_EVERY_S = 0.25
-# Concurrency mode without a request count: the prompt pool is cycled (prompts are re-used).
+# Concurrency mode: prompts built ahead per step (then re-used, with a warning): all of them
+# with --requests (up to 8 x this), else 8 per user, at least 64, at most this.
 PROMPT_POOL_MAX = 512
 MAX_ERROR_WARNINGS = 5
 
@@ -479,6 +480,10 @@ class _Engine:
                 record = self._record(slot)
                 record.scheduled_ns = now
                 step.records.append(record)
+                if pattern.issued > len(step.bodies):
+                    self.warn(f"Prompts are re-used after the first {len(step.bodies)} requests "
+                              f"of a step: a server with a prefix cache may answer them faster "
+                              f"than new prompts.", key="prompt-reuse")
                 body = step.bodies[(pattern.issued - 1) % len(step.bodies)]
                 await self._send(session, body, record)
                 done += 1

@@ -395,3 +395,14 @@ def test_servers_that_cannot_be_benchmarked_are_refused_with_a_sentence(
             run(config_for(server.url, tiny_tokenizer, tmp_path / "x", api=api))
     assert words in str(info.value)
     assert not (tmp_path / "x").exists()
+
+
+def test_reused_prompts_are_warned_about(sim, tiny_tokenizer, tmp_path, monkeypatch):
+    import benchmark.engine as engine
+
+    monkeypatch.setattr(engine, "PROMPT_POOL_MAX", 4)
+    config = config_for(sim.url, tiny_tokenizer, tmp_path / "reuse", mode="concurrency",
+                        batch_sizes=(1,), duration_s=0.5)
+    result = run(config)
+    assert len(result.records) > 4  # a 2 ms/token server answers dozens in 0.5 s
+    assert any("re-used after the first 4 requests" in w for w in result.warnings)
