@@ -84,8 +84,14 @@ class Launch:
         self._pending = b""
         self._lock = threading.Lock()
         self._on_change = on_change
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(log_path, "a", encoding="utf-8", errors="replace")
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(log_path, "a", encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise ServerStartError(
+                "exited", f"Could not write the server's log file {log_path} "
+                          f"({exc.strerror or exc}). Choose a folder you can write to "
+                          "(--server-log-dir on the command line).") from exc
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         self._log.write(f"# {stamp} $ {redact(' '.join(argv), secrets)}\n")
         self._log.flush()

@@ -396,3 +396,13 @@ def test_a_server_left_by_a_killed_program_is_cleaned_up_by_the_next_start(fake_
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_an_unwritable_log_folder_is_a_plain_error(tmp_path, fake_env):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    manager = ServerManager(log_dir=not_a_folder / "logs", env=fake_env)
+    err = start_failure(manager, settings(), timeout_s=60)
+    assert "Could not write the server's log file" in str(err)
+    assert "--server-log-dir" in str(err)
+    assert not Path(fake_env["FAKE_TGI_ARGS_FILE"]).exists()  # nothing was started
