@@ -138,7 +138,7 @@ def clap_error(lines: Sequence[str]) -> str | None:
         if stripped.startswith("error:"):
             extra = [nxt.strip() for nxt in lines[index + 1:index + 4]
                      if nxt.strip().startswith(("tip:", "[possible values"))]
-            return " ".join([stripped] + extra)
+            return stripped + (f" ({'; '.join(extra)})" if extra else "")
         if "ArgumentValidation" in stripped:
             match = re.search(r'ArgumentValidation\("(.*)"\)', stripped)
             return match.group(1).replace('\\"', '"') if match else stripped
@@ -170,7 +170,7 @@ def explain_exit(lines: Sequence[str], exit_code: int | None, *, model_id: str,
     if clap is not None:
         return Failure(
             "bad_flags",
-            f"text-generation-launcher refused its settings and said: {clap} "
+            f"text-generation-launcher refused its settings and said: {clap.rstrip('.')}. "
             "Fix that setting (or use a TGI version that knows it) and start again.",
         )
     oom = _first(lines, _OOM)
