@@ -94,6 +94,7 @@ class _App:
         self.runner = runner
         self.fields: dict[str, gr.components.Component] = {}
         self._failed_uploads: set[Path] = set()
+        self.repo, self.hub_problem = _results_repo(self.env)
         self._session_runs: dict[str, str] = {}   # browser session -> its latest run id
         self.plots: list[gr.Plot] = []
 
@@ -227,11 +228,19 @@ class _App:
             self.downloads = gr.File(label="Downloads",
                                      file_count="multiple", interactive=False, visible=False,
                                      elem_id="downloads")
+            with gr.Row():
+                self.upload_md = gr.Markdown(label="Results dataset", visible=False,
+                                             elem_id="upload-status")
+                self.upload_btn = gr.Button("Upload this run to the results dataset again",
+                                            size="sm", visible=False, scale=0,
+                                            elem_id="upload-button")
+            self.shown_run = gr.State(None)
 
     @property
     def result_outputs(self) -> list[Any]:
         return [self.banner, self.title_md, self.share, self.headline, self.calibration,
-                *self.plots, self.tables, self.server_md, self.downloads]
+                *self.plots, self.tables, self.server_md, self.downloads, self.upload_md,
+                self.upload_btn, self.shown_run]
 
     @property
     def history_outputs(self) -> list[Any]:
@@ -261,6 +270,8 @@ class _App:
                             [self.history_msg, *self.result_outputs], api_name="open")
         self.compare_btn.click(self.compare_runs, [self.history_pick],
                                [self.history_msg, *self.result_outputs], api_name="compare")
+        self.upload_btn.click(self.upload_again, [self.shown_run], [self.upload_md],
+                              api_name="upload")
 
     # -- rendering --------------------------------------------------------------------------
     def show(self, view: ResultsView) -> dict[Any, Any]:
@@ -281,7 +292,20 @@ class _App:
                 out[plot] = gr.update(value=figure, label=title, visible=True)
             else:
                 out[plot] = gr.update(value=None, visible=False)
+        single = view.run_ids[0] if len(view.run_ids) == 1 else None
+        out[self.shown_run] = single
+        out.update(self.upload_updates(single))
         return out
+
+    def upload_updates(self, run_id: str | None) -> dict[Any, Any]:
+        """The results dataset's word on the shown run, and the button to upload it again."""
+        if self.repo is None or run_id is None:
+            return {self.upload_md: gr.update(value="", visible=False),
+                    self.upload_btn: gr.update(visible=False)}
+        status = self.repo.last_status(run_id)
+        message = status.message if status is not None else ""
+        return {self.upload_md: gr.update(value=message, visible=bool(message)),
+                self.upload_btn: gr.update(visible=status is not None and not status.ok)}
 
     def share_url(self, request: gr.Request | None, run_id: str) -> str:
         return page_url(request, self.env) + "?run=" + quote(run_id)
@@ -289,10 +313,8 @@ class _App:
     def load_run(self, run_id: str) -> tuple[RunResult, Path]:
         """A saved run by id (from this disk, else from the results dataset when set up)."""
         folder = run_dir(self.root, run_id)          # refuses ../, slashes, odd characters
-        if not (folder / "run.json").is_file():
-            repo = hub.from_env(self.env)
-            if repo is not None:
-                repo.fetch_run(run_id, self.root)
+        if not (folder / "run.json").is_file() and self.repo is not None:
+            self.repo.fetch_run(run_id, self.root)
         if not (folder / "run.json").is_file():
             raise ResultFileError(
                 f"No saved run has the id {run_id!r} here. It may have been deleted, or this "
@@ -308,7 +330,8 @@ class _App:
     # -- events -----------------------------------------------------------------------------
     def on_load(self, request: gr.Request, profile: gr.OAuthProfile | None) -> dict[Any, Any]:
         rules = self._access(profile)
-        out: dict[Any, Any] = {self.access_md: rules.reason}
+        out: dict[Any, Any] = {self.access_md: " ".join(
+            part for part in (rules.reason, self.hub_problem) if part)}
         out.update(self.history_updates())
         run_id = (request.query_params.get("run") if request is not None else None)
         if run_id is None:
@@ -388,6 +411,7 @@ class _App:
             if view.finished:
                 out.update({self.run_btn: gr.update(interactive=True),
                             self.stop_btn: gr.update(visible=False)})
+                out.update(self.upload_updates(job.run_id))
                 out.update(self.history_updates())
                 yield out
                 return
@@ -414,21 +438,33 @@ class _App:
         if job.plan.server is not None and not result.server:
             result.server = job.plan.server.to_dict()
             result.save(job.output_dir)
-        repo = hub.from_env(self.env)
-        if repo is None:
+        if self.repo is None:
             return None
-        notes = []
-        for folder in [*self._failed_uploads, job.output_dir]:
-            status = repo.upload_run(folder)
+        # Runs whose upload failed earlier are tried again after each new run.
+        for folder in [*sorted(self._failed_uploads), job.output_dir]:
+            status = self.repo.upload_run(folder)
             if status.ok:
                 self._failed_uploads.discard(folder)
-                if folder == job.output_dir:
-                    notes.append(status.message)
             else:
                 self._failed_uploads.add(folder)
-                if folder == job.output_dir:
-                    notes.append(status.message + " It is tried again after the next run.")
-        return " ".join(notes) or None
+        return None   # the outcome is shown beside the results (upload_updates)
+
+    def upload_again(self, run_id: str | None, request: gr.Request,
+                     profile: gr.OAuthProfile | None) -> Any:
+        """The "upload again" button: only for visitors who may run (it writes with HF_TOKEN)."""
+        rules = self._access(profile)
+        if not rules.can_run:
+            return gr.update(value=f"**Not allowed here.** {rules.reason}", visible=True)
+        if self.repo is None or not run_id:
+            return gr.update(value="No results dataset is set up (RESULTS_REPO).", visible=True)
+        try:
+            folder = run_dir(self.root, run_id)
+        except BenchmarkError as exc:
+            return gr.update(value=redact(str(exc)), visible=True)
+        status = self.repo.upload_run(folder)
+        if status.ok:
+            self._failed_uploads.discard(folder)
+        return gr.update(value=status.message, visible=True)
 
     def stop(self, run_id: str | None, request: gr.Request) -> Any:
         """Stop this visitor's run (the one in the page's state, else the session's latest)."""
@@ -478,6 +514,14 @@ def page_url(request: Any, env: Mapping[str, str]) -> str:
             return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", "", ""))
     proto = headers.get("x-forwarded-proto") or "http"
     return f"{proto}://{host}/"
+
+
+def _results_repo(env: Mapping[str, str]) -> tuple[Any, str]:
+    """The results dataset (RESULTS_REPO) or None, and a sentence when it is misconfigured."""
+    try:
+        return hub.from_env(env), ""
+    except BenchmarkError as exc:
+        return None, f"Results are kept on this disk only: {redact(str(exc))}"
 
 
 def server_port(env: Mapping[str, str]) -> int:

@@ -46,6 +46,7 @@ class ResultsView:
     figures: list[tuple[str, Any]] = field(default_factory=list)
     downloads: list[str] = field(default_factory=list)
     share_url: str = ""
+    run_ids: list[str] = field(default_factory=list)
 
 
 def results_view(results: list[RunResult], share_url: str = "",
@@ -55,7 +56,7 @@ def results_view(results: list[RunResult], share_url: str = "",
 
     if not results:
         return ResultsView()
-    view = ResultsView(share_url=share_url)
+    view = ResultsView(share_url=share_url, run_ids=[r.run_id for r in results])
     view.figures = chart_figures(results)
     if any(r.simulated for r in results):
         view.banner = SIMULATED_BANNER
