@@ -393,3 +393,28 @@ def test_tokens_never_reach_the_log(monkeypatch, capsys):
     out = capsys.readouterr()
     assert secret not in out.err and secret not in out.out
     assert "could not load tokenizer" in out.err
+
+
+def test_a_queued_request_whose_client_left_is_never_admitted(tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    config = SimulatorConfig(trace=str(trace), max_batch_size=1, prefill_base_ms=1,
+                             prefill_per_token_ms=0, decode_base_ms=10, decode_per_seq_ms=0,
+                             decode_per_context_token_us=0)
+    with run_in_thread(config) as sim:
+        async def main():
+            async with httpx.AsyncClient(base_url=sim.url, timeout=30) as client:
+                started = asyncio.Event()
+                first = asyncio.create_task(_stream(client, "/generate_stream", _gen(40),
+                                                    {"X-Request-Id": "runner"}, first=started))
+                await started.wait()
+                async with httpx.AsyncClient(base_url=sim.url, timeout=30) as other:
+                    async with other.stream("POST", "/generate_stream", json=_gen(5),
+                                            headers={"X-Request-Id": "leaver"}) as response:
+                        assert response.status_code == 200  # headers come at once
+                await first
+        asyncio.run(main())
+    rows = {row["request_id"]: row for row in trace_rows(trace)}
+    assert rows["runner"]["output_tokens"] == 40
+    leaver = rows["leaver"]
+    assert leaver["status"] == 499 and leaver["admitted_ns"] is None
+    assert leaver["output_tokens"] == 0 and leaver["token_ns"] == []

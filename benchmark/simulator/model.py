@@ -183,6 +183,11 @@ class Sequence:
                 return True
         return self.finish_reason is not None
 
+    def client_gone(self) -> bool:
+        """True when the client's connection is closing (it will never read an answer)."""
+        transport = self.channel.transport if self.channel is not None else self.watch
+        return transport is not None and transport.is_closing()
+
     def generated_text(self) -> str:
         return "".join(WORDS[k] for k in self.words if k != EOS)
 
@@ -258,12 +263,17 @@ class Scheduler:
 
     # -- the loop ----------------------------------------------------------------------------
     def _admit(self, min_size: int | None) -> list[Sequence]:
-        """TGI's Queue::next_batch: FIFO while the limits hold; fewer than min_size -> none."""
+        """TGI's Queue::next_batch: FIFO while the limits hold; fewer than min_size -> none.
+        Requests whose client already left are dropped from the queue on the way, as TGI does."""
         admitted: list[Sequence] = []
+        dropped: list[Sequence] = []
         prefill_tokens = 0
         reserved = self.reserved
         room = self.max_batch - len(self.running)
         for seq in self.queue:
+            if seq.client_gone():
+                dropped.append(seq)
+                continue
             if len(admitted) >= room:
                 break
             if prefill_tokens + seq.input_length > self.prefill_budget:
@@ -273,10 +283,15 @@ class Scheduler:
             admitted.append(seq)
             prefill_tokens += seq.input_length
             reserved += seq.reserved
+        for seq in dropped:
+            self.queue.remove(seq)
+            seq.status = 499
+            seq.error = "client disconnected"
+            self._finish(seq)
         if not admitted or (min_size is not None and len(admitted) < min_size):
             return []
         now = perf_counter_ns()
-        for seq in admitted:
+        for seq in admitted:  # the admitted requests are now the head of the queue
             self.queue.popleft()
             seq.admitted_ns = now
         self.reserved = reserved
