@@ -20,6 +20,7 @@ Extending: ``build_parser()`` builds the parser from ``add_benchmark_arguments``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from typing import Any, Sequence
@@ -43,6 +44,7 @@ FLAG_FOR_FIELD = {
     "top_n_tokens": "--top-n-tokens", "url": "--url", "api": "--api", "model": "--model",
     "timeout_s": "--timeout", "output_dir": "--output-dir", "seed": "--seed", "mode": "--mode",
     "duration_s": "--duration", "requests": "--requests", "progress_jsonl": "--progress-jsonl",
+    "api_key_env": "--api-key-env",
 }
 
 
@@ -90,6 +92,10 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
                       help="concurrency mode: seconds per batch size")
     http.add_argument("--requests", default=None, metavar="N",
                       help="concurrency mode: requests per batch size")
+    http.add_argument("--api-key-env", default=None, metavar="VAR",
+                      help="send 'Authorization: Bearer <value of the environment variable "
+                           "VAR>' with every request, for endpoints that need a token (for "
+                           "example --api-key-env HF_TOKEN); the value is never saved or shown")
     http.add_argument("--timeout", default="120", metavar="S",
                       help="seconds before a request counts as timed out (default 120)")
     http.add_argument("--seed", default=None, help="sampling seed sent with every request; "
@@ -199,7 +205,7 @@ def run_cli(config: RunConfig, args: argparse.Namespace, parser: argparse.Argume
     cancel = threading.Event()
     try:
         result = run(config, on_progress=fan_out(ConsoleProgress(sys.stderr), stream),
-                     cancel=cancel, server=server)
+                     cancel=cancel, server=server, headers=auth_headers(args))
     except ConfigError as err:
         usage_error(parser, err)
     except BenchmarkError as err:
@@ -223,6 +229,18 @@ def run_cli(config: RunConfig, args: argparse.Namespace, parser: argparse.Argume
         return EXIT_CANCELLED
     print(f"error: {result.message}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def auth_headers(args: argparse.Namespace) -> dict[str, str]:
+    """``Authorization`` from the variable named by ``--api-key-env`` (ConfigError if unset)."""
+    name = getattr(args, "api_key_env", None)
+    if not name:
+        return {}
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ConfigError("api_key_env", f"The environment variable {name} is not set or "
+                                         f"empty: export the token in it first.")
+    return {"Authorization": f"Bearer {value}"}
 
 
 def result_folder(result: Any, config: RunConfig) -> str:

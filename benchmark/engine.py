@@ -82,17 +82,23 @@ def _unreachable(url: str, reason: str) -> ServerUnreachable:
     )
 
 
-def probe_server(config: RunConfig, *, timeout_s: float = CONTROL_TIMEOUT_S) -> ServerProbe:
+def probe_server(config: RunConfig, *, timeout_s: float = CONTROL_TIMEOUT_S,
+                 headers: dict[str, str] | None = None) -> ServerProbe:
     """Check that the server at ``config.url`` is up and read its ``/info``; raise if not."""
     url = config.url
     tgi = config.api == "tgi"
     try:
-        with httpx.Client(base_url=url, timeout=timeout_s, follow_redirects=True) as http:
+        with httpx.Client(base_url=url, timeout=timeout_s, follow_redirects=True,
+                          headers=headers) as http:
             health = http.get("/health")
             if health.status_code == 503:
                 raise ServerError(
                     f"The server at {url} is not ready yet (/health answered 503). Wait until "
                     f"it has loaded the model, then run the benchmark again.")
+            if health.status_code in (401, 403):
+                raise ServerError(
+                    f"{url} refused the request (HTTP {health.status_code}): it needs a token. "
+                    f"Put it in an environment variable and pass its name with --api-key-env.")
             if tgi and health.status_code != 200:
                 raise ServerError(
                     f"{url}/health answered HTTP {health.status_code}: this does not look like "
@@ -134,10 +140,11 @@ def _json_dict(response: httpx.Response) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-async def _server_answers(url: str, timeout_s: float = 5.0) -> str | None:
+async def _server_answers(url: str, timeout_s: float = 5.0,
+                          headers: dict[str, str] | None = None) -> str | None:
     """None when ``url`` still answers ``/health``; else why not (a short phrase)."""
     try:
-        async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=timeout_s, headers=headers) as http:
             await http.get("/health")
     except httpx.TimeoutException:
         return f"no answer within {timeout_s:g} s"
@@ -197,22 +204,27 @@ class _Step:
 
 def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None, server: dict[str, Any] | None = None,
-        ) -> RunResult:
+        headers: dict[str, str] | None = None) -> RunResult:
     """Run the benchmark described by ``config`` and return its result (see module docstring).
 
+    ``headers`` are sent with every request (for example ``Authorization`` for an endpoint that
+    needs a token); they are never saved, and their values are masked in every message.
     Raises a ``BenchmarkError`` when the run cannot start (bad config, no server, server limits,
     tokenizer); once it has started, failures end up in ``result.status`` / ``result.message``.
     """
     config = dataclasses.replace(config.validate(), url=check_url(config.url))
     cancel = cancel if cancel is not None else threading.Event()
     with _signals_set(cancel):
-        return _Engine(config, on_progress, cancel, server).execute()
+        return _Engine(config, on_progress, cancel, server, dict(headers or {})).execute()
 
 
 class _Engine:
     def __init__(self, config: RunConfig, on_progress: ProgressCallback | None,
-                 cancel: threading.Event, server: dict[str, Any] | None):
+                 cancel: threading.Event, server: dict[str, Any] | None,
+                 headers: dict[str, str]):
         self.config = config
+        self.headers = headers
+        self.secrets = [v.split(" ", 1)[-1] for v in headers.values()] + list(headers.values())
         self.on_progress = on_progress
         self.cancel = cancel
         self.server = server
@@ -243,7 +255,7 @@ class _Engine:
         if key in self.warned:
             return
         self.warned.add(key)
-        message = redact(message)
+        message = redact(message, self.secrets)
         if self.result is not None:
             self.result.warnings.append(message)
         self.emit({"event": "warning", "message": message})
@@ -251,12 +263,12 @@ class _Engine:
     # -- the whole run -------------------------------------------------------------------------
     def execute(self) -> RunResult:
         config = self.config
-        probe = probe_server(config)
+        probe = probe_server(config, headers=self.headers)
         config.check_against_server(probe.info)
         self._check_cancel_before_start()
         self.tokenizer = load_tokenizer(config.tokenizer_name, config.revision)
         self._check_cancel_before_start()
-        self.client = make_client(config, model=probe.model)
+        self.client = make_client(config, model=probe.model, headers=self.headers)
 
         model = str(probe.info.get("model_id") or probe.model or config.tokenizer_name)
         folder = Path(config.output_dir) if config.output_dir else results.default_output_dir(model)
@@ -328,7 +340,7 @@ class _Engine:
     def _finish(self, status: str, message: str | None) -> None:
         assert self.result is not None
         self.result.status = status
-        self.result.message = redact(message) if message else None
+        self.result.message = redact(message, self.secrets) if message else None
         self.result.ended_at = results.now_iso()
         self._save()
         self.emit({"event": "done", "status": status, "message": self.result.message,
@@ -385,6 +397,9 @@ class _Engine:
         """Move a step's measured records into the result (once, even when interrupted)."""
         assert self.result is not None
         if step.records:
+            for record in step.records:
+                if record.error and self.secrets:
+                    record.error = redact(record.error, self.secrets)
             self.result.records.extend(step.records)
             step.records = []
 
@@ -427,7 +442,7 @@ class _Engine:
         url = self.config.url + ("/info" if self.config.api == "tgi" else "/v1/models")
 
         async def one() -> None:
-            async with session.get(url) as response:
+            async with session.get(url, headers=self.headers) as response:
                 await response.read()
 
         with contextlib.suppress(Exception):
@@ -516,7 +531,7 @@ class _Engine:
         assert self._alive_lock is not None
         async with self._alive_lock:
             if self._dead is None:
-                reason = await _server_answers(self.config.url)
+                reason = await _server_answers(self.config.url, headers=self.headers)
                 if reason is not None:
                     failed = next(r for r in records if r.error_kind in ("connection", "stream"))
                     self._dead = (

@@ -358,6 +358,7 @@ class _Fixed:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
+                outer.seen.append(self.headers.get("Authorization"))
                 self.send_response(outer.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(outer.body)))
@@ -368,6 +369,7 @@ class _Fixed:
                 pass
 
         self.status, self.body = status, body
+        self.seen: list[str | None] = []
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -406,3 +408,27 @@ def test_reused_prompts_are_warned_about(sim, tiny_tokenizer, tmp_path, monkeypa
     result = run(config)
     assert len(result.records) > 4  # a 2 ms/token server answers dozens in 0.5 s
     assert any("re-used after the first 4 requests" in w for w in result.warnings)
+
+
+def test_a_token_is_sent_from_the_named_variable_and_never_shown(tmp_path, tiny_tokenizer,
+                                                                  monkeypatch, capsys):
+    from benchmark.cli import main
+
+    monkeypatch.setenv("MY_ENDPOINT_TOKEN", "sekret-value-123")
+    with _Fixed(503) as server:
+        code = main(["--tokenizer-name", tiny_tokenizer, "--url", server.url, "-b", "1",
+                     "--api-key-env", "MY_ENDPOINT_TOKEN"])
+    assert code == 1
+    assert server.seen == ["Bearer sekret-value-123"]
+    captured = capsys.readouterr()
+    assert "sekret" not in captured.err + captured.out
+    with _Fixed(401) as server:
+        assert main(["--tokenizer-name", tiny_tokenizer, "--url", server.url, "-b", "1"]) == 1
+    assert "--api-key-env" in capsys.readouterr().err
+    monkeypatch.delenv("MY_ENDPOINT_TOKEN")
+    with pytest.raises(SystemExit) as info:
+        main(["--tokenizer-name", tiny_tokenizer, "--url", "http://127.0.0.1:9", "-b", "1",
+              "--api-key-env", "MY_ENDPOINT_TOKEN"])
+    assert info.value.code == 2
+    assert "argument --api-key-env: The environment variable MY_ENDPOINT_TOKEN is not set" \
+        in capsys.readouterr().err
