@@ -94,8 +94,8 @@ def test_generate_stream_raw_bytes_are_tgi_sse(sim):
 
 
 def test_generate_returns_details_and_tgi_headers(sim):
-    r = httpx.post(sim.url + "/generate", json={
-        "inputs": "Hello", "parameters": {"max_new_tokens": 6, "details": True, "seed": 7}})
+    r = httpx.post(sim.url + "/generate", json={"inputs": "Hello", "parameters": {
+        "max_new_tokens": 6, "details": True, "seed": 7, "do_sample": True}})
     assert r.status_code == 200
     body = r.json()
     check_schema(body, "GenerateResponse")
@@ -103,9 +103,10 @@ def test_generate_returns_details_and_tgi_headers(sim):
     assert body["details"]["seed"] == 7
     assert r.headers["x-generated-tokens"] == "6"
     assert r.headers["x-prompt-tokens"] == "2"
-    again = httpx.post(sim.url + "/generate", json={
-        "inputs": "Hello", "parameters": {"max_new_tokens": 6, "seed": 7}}).json()
-    assert again["generated_text"] == body["generated_text"]
+    again = httpx.post(sim.url + "/generate", json={"inputs": "Hello", "parameters": {
+        "max_new_tokens": 6, "seed": 7, "details": True}}).json()
+    assert again["generated_text"] == body["generated_text"]  # same seed, same text
+    assert again["details"]["seed"] is None  # TGI reports the seed only when sampling
 
 
 def test_text_generation_client_unmodified(sim):

@@ -418,3 +418,15 @@ def test_a_queued_request_whose_client_left_is_never_admitted(tmp_path):
     leaver = rows["leaver"]
     assert leaver["status"] == 499 and leaver["admitted_ns"] is None
     assert leaver["output_tokens"] == 0 and leaver["token_ns"] == []
+
+
+def test_server_seed_makes_unseeded_requests_repeat():
+    def texts() -> list[str]:
+        config = SimulatorConfig(seed=42, eos_probability=0.2, **FAST)
+        with run_in_thread(config) as sim:
+            with httpx.Client(base_url=sim.url, timeout=30) as client:
+                return [client.post("/generate", json=_gen(30)).json()["generated_text"]
+                        for _ in range(4)]
+    first, second = texts(), texts()
+    assert first == second
+    assert len(set(first)) > 1  # each request draws its own seed from the server's

@@ -49,6 +49,7 @@ class SimulatorConfig:
     decode_per_seq_ms: float = 0.25
     decode_per_context_token_us: float = 0.06
     eos_probability: float = 0.0
+    seed: int | None = None  # makes requests without a seed reproducible, in arrival order
     tokenizer: str | None = None
     trace: str | None = None
     startup_delay_s: float = 0.0
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="all timing coefficients 0 (measures the HTTP path only)")
     add("--eos-probability", type=float, default=d.eos_probability,
         help="chance per decode step that a sequence ends early with eos_token")
+    add("--seed", type=int, default=None,
+        help="seed for requests that bring none (text and early stops then repeat from run "
+             "to run; default: random)")
     add("--tokenizer", default=None,
         help="tokenizer folder or Hub id for AutoTokenizer (default: ceil(utf-8 bytes / 4))")
     add("--trace", default=None, help="append one JSON line per finished request to this file")

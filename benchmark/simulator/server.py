@@ -16,6 +16,7 @@ import contextlib
 import functools
 import json
 import os
+import random
 import threading
 import time
 import uuid
@@ -66,6 +67,7 @@ class Simulator:
         self.metrics = Metrics()
         self.metrics.set("tgi_batch_max_total_tokens", config.max_batch_total_tokens)
         self.inflight = 0
+        self._rng = random.Random(config.seed)  # seeds of requests that bring none
         self.scheduler: Scheduler | None = None
         self._task: asyncio.Task | None = None
         self._runner: web.AppRunner | None = None
@@ -317,10 +319,12 @@ class Simulator:
             self.metrics.observe("tgi_request_validation_duration",
                                  (perf_counter_ns() - arrived) / 1e9)
             fmt = stream_fmt if valid.stream else None
+            # TGI draws a seed when none is given and reports it only when sampling.
+            seed = valid.seed if valid.seed is not None else self._rng.getrandbits(63)
             seq = Sequence(request_id=self._request_id(request), route=route,
                            arrived_ns=arrived, input_length=valid.input_length,
-                           max_new_tokens=valid.max_new_tokens, seed=valid.seed,
-                           reported_seed=valid.reported_seed,
+                           max_new_tokens=valid.max_new_tokens, seed=seed,
+                           reported_seed=seed if valid.do_sample else None,
                            eos_probability=self.config.eos_probability, stops=valid.stops,
                            model=self.config.model_id, created=int(time.time()),
                            fmt=fmt, include_usage=valid.include_usage, details=valid.details,

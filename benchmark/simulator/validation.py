@@ -14,7 +14,6 @@ one shape.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +45,8 @@ def deserialize_error(message: str) -> ApiError:
 class ValidRequest:
     input_length: int
     max_new_tokens: int
-    seed: int | None
-    reported_seed: int | None
+    seed: int | None             # None: the server draws one (from --seed when given)
+    do_sample: bool              # TGI reports the seed in details only when sampling
     stops: list[str]
     details: bool = False
     decoder_input_details: bool = False
@@ -209,14 +208,6 @@ def check_lengths(count: int, truncate: int | None, max_new_tokens: int | None,
     return input_length, max_new_tokens
 
 
-def _seeds(seed: int | None, do_sample: bool) -> tuple[int | None, int | None]:
-    """(seed used for the synthetic text, seed reported in details)."""
-    if seed is not None:
-        return seed, seed
-    chosen = random.getrandbits(63)
-    return chosen, (chosen if do_sample else None)
-
-
 def parse_generate(data: Any, counter: TokenCounter, config: SimulatorConfig, *,
                    stream: bool) -> ValidRequest:
     if not isinstance(data, dict):
@@ -237,8 +228,8 @@ def parse_generate(data: Any, counter: TokenCounter, config: SimulatorConfig, *,
     count = counter.count(inputs, add_special_tokens=add_special)
     input_length, max_new = check_lengths(count, checked["truncate"],
                                           checked["max_new_tokens"], config)
-    seed, reported = _seeds(checked["seed"], checked["do_sample"])
-    return ValidRequest(input_length, max_new, seed, reported, checked["stops"],
+    return ValidRequest(input_length, max_new, checked["seed"], checked["do_sample"],
+                        checked["stops"],
                         details=checked["details"],
                         decoder_input_details=checked["decoder_input_details"], stream=stream,
                         top_n_tokens=checked["top_n_tokens"])
@@ -287,8 +278,8 @@ def parse_chat(data: Any, counter: TokenCounter, config: SimulatorConfig) -> Val
     if count == 0:
         raise validation_error("`inputs` cannot be empty")
     input_length, max_new = check_lengths(count, None, checked["max_new_tokens"], config)
-    seed, reported = _seeds(checked["seed"], checked["do_sample"])
-    return ValidRequest(input_length, max_new, seed, reported, checked["stops"],
+    return ValidRequest(input_length, max_new, checked["seed"], checked["do_sample"],
+                        checked["stops"],
                         include_usage=include_usage, stream=stream)
 
 
@@ -311,5 +302,5 @@ def parse_completion(data: Any, counter: TokenCounter, config: SimulatorConfig) 
         raise validation_error("`inputs` cannot be empty")
     count = counter.count(prompt)
     input_length, max_new = check_lengths(count, None, checked["max_new_tokens"], config)
-    seed, reported = _seeds(checked["seed"], checked["do_sample"])
-    return ValidRequest(input_length, max_new, seed, reported, checked["stops"], stream=stream)
+    return ValidRequest(input_length, max_new, checked["seed"], checked["do_sample"],
+                        checked["stops"], stream=stream)
