@@ -137,23 +137,21 @@ def _source_ids(tokenizer: Any, rng: random.Random, first: str, need: int,
         words *= 2
 
 
-def _fit(tokenizer: Any, source: list[int], *, length: int, target: int, api: str,
-         text: str | None = None, count: int | None = None) -> tuple[str, int]:
+def _fit(tokenizer: Any, source: list[int], *, length: int, target: int,
+         api: str) -> tuple[str, int]:
     """The prefix of ``source`` whose text counts ``length`` tokens (or the closest found)."""
     take = min(target, len(source))
     best: tuple[int, str, int] | None = None
     seen: set[int] = set()
     for _ in range(_MAX_ADJUSTMENTS):
         seen.add(take)
-        if text is None or count is None:
-            text = tokenizer.decode(source[:take], skip_special_tokens=True)
-            count = count_tokens(tokenizer, text, api)
+        text = tokenizer.decode(source[:take], skip_special_tokens=True)
+        count = count_tokens(tokenizer, text, api)
         diff = count - length
         if best is None or abs(diff) < abs(best[0]) or (abs(diff) == abs(best[0]) and diff < 0):
             best = (diff, text, count)
         if diff == 0:
             break
-        text = count = None
         take = max(1, min(len(source), take - diff))
         if take in seen:
             take = max(1, take - 1 if diff > 0 else take + 1)
