@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 
 from aiohttp import web
 
+from ..errors import redact
 from .config import ROUTER_NAME, TGI_VERSION, SimulatorConfig
 from .formats import (ChatStreamFormat, CompletionStreamFormat, TgiStreamFormat, chat_body,
                       completion_body, error_body, generate_body)
@@ -314,6 +315,9 @@ class Simulator:
                     valid = parse()
             except ApiError as err:
                 return self._refuse(request, route, arrived, err)
+            except Exception as exc:  # the tokenizer failed on this input: TGI's wording
+                return self._refuse(request, route, arrived, ApiError(
+                    422, redact(f"Input validation error: tokenizer error {exc}"), "validation"))
             self.metrics.observe("tgi_request_input_length", valid.input_length)
             self.metrics.observe("tgi_request_max_new_tokens", valid.max_new_tokens)
             self.metrics.observe("tgi_request_validation_duration",
