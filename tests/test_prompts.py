@@ -54,3 +54,40 @@ def test_unknown_tokenizer_names_it_and_mentions_hf_token(tmp_path):
         load_tokenizer(str(missing))
     message = str(info.value)
     assert str(missing) in message and "HF_TOKEN" in message
+
+
+def build_metaspace_tokenizer(folder) -> str:
+    """A Llama-style tokenizer: SentencePiece's '▁' word marker, byte fallback, BOS, a chat
+    template that starts with the BOS text. Round trips differ from byte-level BPE."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from conftest import WORDS
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator([" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))],
+                            trainer=trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", bos)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")
+    fast.chat_template = ("{{ bos_token }}{% for m in messages %}[INST] {{ m['content'] }} "
+                          "[/INST]{% endfor %}")
+    fast.save_pretrained(str(folder))
+    return str(folder)
+
+
+@pytest.mark.parametrize("api", ["tgi", "openai-completions", "openai-chat"])
+def test_exact_lengths_with_a_llama_style_tokenizer(tmp_path_factory, api):
+    folder = tmp_path_factory.mktemp("metaspace") / "tok"
+    tokenizer = load_tokenizer(build_metaspace_tokenizer(folder))
+    for length in (20, 257):
+        prompts = build_prompts(tokenizer, length=length, count=5, api=api, seed=1)
+        assert prompts.exact, (length, prompts.token_counts)
+        assert all(count_tokens(tokenizer, t, api) == length for t in prompts.texts)
