@@ -25,6 +25,7 @@ nothing (the statistics then count token events, and the engine warns).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from abc import ABC, abstractmethod
@@ -33,6 +34,7 @@ from types import SimpleNamespace
 from typing import Any, AsyncIterator
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
 
 from ..errors import redact
 from ..records import RequestRecord
@@ -128,6 +130,9 @@ class StreamClient(ABC):
                 return
             parser = SSEParser()
             done = False
+            connection = response.connection
+            protocol = connection.protocol if connection is not None else None
+            previous = 0
             while not done:
                 chunk = await response.content.readany()
                 arrived = time.perf_counter_ns()
@@ -137,6 +142,11 @@ class StreamClient(ABC):
                             break
                     record.end_ns = arrived
                     break
+                # The socket read that brought these bytes (see _StampingHandler), when newer
+                # than the last one used: earlier than now by the other streams' work.
+                received = getattr(protocol, "received_ns", 0)
+                if previous < received <= arrived:
+                    arrived = previous = received
                 for data in parser.feed(chunk):
                     if decoder.on_event(data, arrived):
                         done = True
@@ -195,11 +205,35 @@ def trace_config() -> aiohttp.TraceConfig:
     return config
 
 
+class _StampingHandler(ResponseHandler):
+    """aiohttp's protocol, stamping each socket read before aiohttp parses it.
+
+    With hundreds of streams, one turn of the event loop first reads every ready socket, then
+    resumes every waiting stream; a stamp taken when a stream resumes also counts the work of
+    the streams resumed before it. ``received_ns`` is taken when the bytes came off the socket.
+    """
+
+    received_ns = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.received_ns = time.perf_counter_ns()
+        super().data_received(data)
+
+
+class _StampingConnector(aiohttp.TCPConnector):
+    """A ``TCPConnector`` whose connections use ``_StampingHandler``."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        if getattr(self, "_factory", None) is not None:  # aiohttp's protocol factory
+            self._factory = functools.partial(_StampingHandler, loop=self._loop)
+
+
 @asynccontextmanager
 async def open_session() -> AsyncIterator[aiohttp.ClientSession]:
     """One session for a whole run: no connection limit, keep-alive, no total timeout."""
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300,
-                                     keepalive_timeout=60)
+    connector = _StampingConnector(limit=0, limit_per_host=0, ttl_dns_cache=300,
+                                   keepalive_timeout=60)
     session = aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
