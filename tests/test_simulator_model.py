@@ -108,3 +108,34 @@ def test_fallback_counting_rule():
     messages = [{"role": "user", "content": "hello there"}]
     # "<|user|>hello there<|assistant|>" is 32 bytes
     assert counter.count_chat(messages) == 8
+
+
+def test_finish_reasons_follow_tgi_stopping_order():
+    async def main():
+        always_eos = _seq(5, 2)
+        always_eos.eos_p = 1.0
+        assert always_eos.emit(decode=False) is False      # the prefill token is never EOS
+        assert always_eos.emit(decode=True) is True
+        assert always_eos.finish_reason == "length"         # length wins over EOS
+        early = _seq(5, 10)
+        early.eos_p = 1.0
+        early.emit(decode=False)
+        early.emit(decode=True)
+        assert early.finish_reason == "eos_token" and early.generated == 2
+        assert early.generated_text() == " quick"           # the EOS token has no text
+        stop = Sequence(request_id="r", route="/generate", arrived_ns=0, input_length=1,
+                        max_new_tokens=10, seed=0, reported_seed=None, eos_probability=0.0,
+                        stops=["quick bro"], model="m", created=0)
+        while not stop.emit(decode=True):
+            pass
+        # " the quick" does not end with "quick bro"; " the quick brown" does not either:
+        # TGI stops only when the text ends with the stop sequence, so generation goes on.
+        assert stop.finish_reason == "length"
+        ends = Sequence(request_id="r", route="/generate", arrived_ns=0, input_length=1,
+                        max_new_tokens=10, seed=0, reported_seed=None, eos_probability=0.0,
+                        stops=["quick brown"], model="m", created=0)
+        while not ends.emit(decode=True):
+            pass
+        assert ends.finish_reason == "stop_sequence"
+        assert ends.generated_text() == " the quick brown"
+    asyncio.run(main())

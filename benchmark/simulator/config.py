@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--model-id", default=d.model_id, help="the name /info reports (nothing is loaded)")
     add("--hostname", default=d.hostname, help="address to listen on")
-    add("-p", "--port", type=int, default=d.port, help="port to listen on (default 0: a free port, shown in the ready line)")
+    add("-p", "--port", type=int, default=d.port,
+        help="port to listen on (default 0: a free port, shown in the ready line)")
     add("--max-input-tokens", "--max-input-length", dest="max_input_tokens", type=int,
         default=None, help="longest prompt accepted (default: max total tokens - 1, or 4095)")
     add("--max-total-tokens", type=int, default=None,

@@ -101,10 +101,11 @@ class Sequence:
     """One request inside the simulated server, from arrival to its last token."""
 
     __slots__ = ("request_id", "route", "arrived_ns", "input_length", "max_new_tokens",
-                 "seed", "reported_seed", "rng", "eos_p", "stops", "stop_tail", "start_word",
-                 "words", "generated", "token_ns", "finish_reason", "status", "error", "fmt",
-                 "channel", "head", "done", "queued_ns", "admitted_ns", "end_ns", "model",
-                 "created", "include_usage", "reserved", "extra", "details", "watch", "top_n")
+                 "seed", "reported_seed", "rng", "eos_p", "stops", "stop_tail", "stop_keep",
+                 "start_word", "words", "generated", "token_ns", "finish_reason", "status",
+                 "error", "fmt", "channel", "head", "done", "queued_ns", "admitted_ns",
+                 "end_ns", "model", "created", "include_usage", "reserved", "extra", "details",
+                 "watch", "top_n")
 
     def __init__(self, *, request_id: str, route: str, arrived_ns: int, input_length: int,
                  max_new_tokens: int, seed: int | None, reported_seed: int | None,
@@ -122,6 +123,7 @@ class Sequence:
         self.eos_p = eos_probability
         self.stops = [s for s in (stops or []) if s]
         self.stop_tail = ""
+        self.stop_keep = max((len(s) for s in self.stops), default=0)
         self.start_word = (seed if seed is not None else self.rng.randrange(N_WORDS)) % N_WORDS
         self.words: list[int] = []
         self.generated = 0
@@ -149,18 +151,19 @@ class Sequence:
     def emit(self, decode: bool) -> bool:
         """Produce, stamp and send the next token. Return True when the sequence has finished."""
         n = self.generated + 1
-        if decode and self.eos_p and self.rng.random() < self.eos_p:
-            k = EOS
+        eos = decode and self.eos_p and self.rng.random() < self.eos_p
+        k = EOS if eos else (self.start_word + n - 1) % N_WORDS
+        # TGI's StoppingCriteria order: length first, then EOS, then a stop sequence that the
+        # generated text now ends with.
+        if n >= self.max_new_tokens:
+            self.finish_reason = "length"
+        elif eos:
             self.finish_reason = "eos_token"
-        else:
-            k = (self.start_word + n - 1) % N_WORDS
-            if n >= self.max_new_tokens:
-                self.finish_reason = "length"
-            if self.stops:
-                tail = (self.stop_tail + WORDS[k])[-64:]
-                self.stop_tail = tail
-                if any(s in tail for s in self.stops):
-                    self.finish_reason = "stop_sequence"
+        elif self.stops:
+            tail = (self.stop_tail + WORDS[k])[-self.stop_keep:]
+            self.stop_tail = tail
+            if any(tail.endswith(stop) for stop in self.stops):
+                self.finish_reason = "stop_sequence"
         self.generated = n
         self.words.append(k)
         channel = self.channel
