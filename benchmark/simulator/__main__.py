@@ -91,7 +91,12 @@ async def serve(config: SimulatorConfig) -> int:
         return 0
     log(router, f"backends/v3/src/lib.rs:137: Setting max batch total tokens to "
                 f"{config.max_batch_total_tokens}")
-    simulator = Simulator(config, counter)
+    try:
+        simulator = Simulator(config, counter)
+    except OSError as exc:
+        log(launcher, f"Cannot open the trace file {config.trace}: {exc.strerror or exc}",
+            "ERROR")
+        return 1
     try:
         await simulator.start()
     except OSError as exc:
