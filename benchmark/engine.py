@@ -476,6 +476,7 @@ class _Engine:
             if round_.warmup and errors:
                 self._error_warning(records, warmup=True)
             await self._check_alive(records, step)
+            self._stop_if_all_refused(step, records)
 
     async def _concurrency(self, session: Any, step: _Step) -> None:
         config = self.config
@@ -575,9 +576,11 @@ class _Engine:
         if failed:
             self._error_warning(failed, warmup=False, total=len(records))
 
-    def _error_warning(self, failed: list[RequestRecord], *, warmup: bool,
+    def _error_warning(self, records: list[RequestRecord], *, warmup: bool,
                        total: int | None = None) -> None:
-        failed = [r for r in failed if not r.ok and r.error_kind != "cancelled"]
+        """Warn once per kind of error (at most MAX_ERROR_WARNINGS kinds a run)."""
+        total = total if total is not None else len(records)
+        failed = [r for r in records if not r.ok and r.error_kind != "cancelled"]
         if not failed or self.error_warnings >= MAX_ERROR_WARNINGS:
             return
         first = failed[0]
@@ -585,14 +588,17 @@ class _Engine:
         if key in self.warned:
             return
         self.error_warnings += 1
-        where = "a warm-up round" if warmup else "measured requests"
-        count = f"{len(failed)} of {total}" if total else f"{len(failed)}"
-        self.warn(f"{count} {where} at batch size {first.step} failed: {first.error}", key=key)
+        where = "requests of a warm-up round" if warmup else "measured requests"
+        self.warn(f"{len(failed)} of {total} {where} at batch size {first.step} failed: "
+                  f"{first.error}", key=key)
 
-    def _stop_if_all_refused(self, step: _Step) -> None:
-        """Every request of a step refused by the server (HTTP 4xx): stop instead of repeating."""
+    def _stop_if_all_refused(self, step: _Step,
+                             records: list[RequestRecord] | None = None) -> None:
+        """Every request of a round (or of a step) refused by the server with an HTTP 4xx other
+        than 429: the same request would be refused again, so stop instead of repeating."""
         assert self.result is not None
-        records = [r for r in self.result.records if r.step == step.size] + step.warmups
+        if records is None:
+            records = [r for r in self.result.records if r.step == step.size] + step.warmups
         if not records or any(r.ok for r in records):
             return
         refused = [r for r in records if r.error_kind == "http" and r.status is not None

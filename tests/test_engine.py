@@ -161,18 +161,31 @@ def test_early_eos_counts_what_came_and_warns(tiny_tokenizer, tmp_path):
 
 def test_a_422_is_recorded_and_stops_a_run_that_cannot_succeed(sim, tiny_tokenizer, tmp_path):
     out = tmp_path / "refused"
-    config = config_for(sim.url, tiny_tokenizer, out, sampling=SamplingParams(top_n_tokens=8))
-    result = run(config)
+    events = Events()
+    config = config_for(sim.url, tiny_tokenizer, out, sampling=SamplingParams(top_n_tokens=8),
+                        batch_sizes=(2, 3), warmups=0)
+    result = run(config, on_progress=events)
     assert result.status == "failed"
     assert "422" in result.message and "top_n_tokens" in result.message
-    assert result.records and all(r.status == 422 and r.error_kind == "http"
-                                  for r in result.records)
+    # the first round was refused: recorded, and not repeated (nor batch size 3 tried)
+    assert len(result.records) == 2
+    assert all(r.status == 422 and r.error_kind == "http" for r in result.records)
     assert "Input validation error" in result.records[0].error
     with (out / "requests.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert rows and all("422" in row["error"] for row in rows)
+    assert len(rows) == 2 and all("422" in row["error"] for row in rows)
     assert json.loads((out / "run.json").read_text())["complete"] is False
-    assert {r.step for r in result.records} == {1}  # batch size 3 was never tried
+    assert events.kinds().count("round_done") == 1
+    assert events[-1]["status"] == "failed" and "422" in events[-1]["message"]
+
+
+def test_a_refused_warm_up_stops_before_the_measured_rounds(sim, tiny_tokenizer, tmp_path):
+    config = config_for(sim.url, tiny_tokenizer, tmp_path / "w422",
+                        sampling=SamplingParams(top_n_tokens=8))
+    result = run(config)
+    assert result.status == "failed" and "422" in result.message
+    assert result.records == []  # warm-ups are never in the files
+    assert any("warm-up" in w and "422" in w for w in result.warnings)
 
 
 def test_cancel_between_rounds_keeps_what_was_measured(sim, tiny_tokenizer, tmp_path):
