@@ -169,3 +169,23 @@ def test_error_message_takes_the_servers_sentence():
     assert error_message(b"plain\n text") == "plain text"
     assert error_message(b"", "Bad Gateway") == "Bad Gateway"
     assert "hf_***" in error_message(b'{"error":"token hf_abcdefghijklmnop refused"}')
+
+
+def test_extra_blank_lines_between_events():
+    assert feed_all([b"data: a\n\n\n\ndata: b\n\n", b"\n\ndata: c\n\n"]) == ["a", "b", "c"]
+    assert feed_all([b"data: a\n", b"\n\ndata: b\n\n"]) == ["a", "b"]
+
+
+def test_utf8_cut_inside_a_character_is_decoded_once_complete():
+    payload = 'data: {"text":"h\u00e9 \u2014 \U0001f600"}\n\n'.encode()
+    for cut in range(1, len(payload)):
+        assert feed_all([payload[:cut], payload[cut:]]) == [payload[6:-2].decode()], cut
+
+
+def test_tgi_token_events_formatted_differently_still_count():
+    record = RequestRecord(step=1, run=1, request=1)
+    spaced = (b'data: {"index": 1, "token": {"id": 5, "text": "a", "logprob": 0.0, '
+              b'"special": false}, "generated_text": null, "details": null}\n\n')
+    final = tgi_event(2, final=True, generated=2)
+    assert decode(TGIDecoder(record), [(10, spaced), (20, final)])
+    assert record.token_ns == [10, 20] and record.output_tokens == 2
