@@ -493,27 +493,21 @@ class SimulatedServer:
             proc.wait(5)
 
 
-def _cpu_seconds(pid: int | None = None, *, children: bool = False) -> float | None:
-    """User + system CPU seconds of process ``pid`` (default: this one, and with ``children``
-    its live child processes too, when psutil is installed). None when unknown."""
-    if pid is None and not children:
+def _cpu_seconds(pid: int | None = None) -> float | None:
+    """User + system CPU seconds of process ``pid`` (default: this one, every thread; not its
+    children: the simulated server is one). None when unknown."""
+    if pid is None:
         times = os.times()
         return times.user + times.system
     try:
         import psutil
     except ImportError:
-        return _proc_stat_cpu_s(pid) if pid is not None else _cpu_seconds()
+        return _proc_stat_cpu_s(pid)
     try:
-        proc = psutil.Process(pid)
-        procs = [proc] + (proc.children(recursive=True) if children else [])
+        t = psutil.Process(pid).cpu_times()
     except psutil.Error:
         return None
-    total = 0.0
-    for one in procs:
-        with contextlib.suppress(psutil.Error):
-            t = one.cpu_times()
-            total += t.user + t.system
-    return total
+    return t.user + t.system
 
 
 def _proc_stat_cpu_s(pid: int) -> float | None:
@@ -543,7 +537,7 @@ class _Sampler:
         last_warmup = event.get("warmup") and event.get("run") == event.get("runs")
         last_run = not event.get("warmup") and event.get("run") == event.get("runs")
         if last_warmup or last_run:
-            self.marks.append((time.perf_counter_ns(), _cpu_seconds(children=True),
+            self.marks.append((time.perf_counter_ns(), _cpu_seconds(),
                                self.server.cpu_s()))
 
     def window(self) -> tuple[float | None, float | None, float | None]:
