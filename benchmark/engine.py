@@ -58,6 +58,8 @@ PROGRESS_EVERY_S = 0.25
 # Concurrency mode: prompts built ahead per step (then re-used, with a warning): all of them
 # with --requests (up to 8 x this), else 8 per user, at least 64, at most this.
 PROMPT_POOL_MAX = 512
+# Rounds mode: prompts are built in chunks of this many (at least one round), between rounds.
+PROMPT_CHUNK = 256
 MAX_ERROR_WARNINGS = 5
 
 
@@ -197,7 +199,8 @@ class _Step:
 
     size: int
     index: int
-    bodies: list[bytes]
+    bodies: list[bytes] = field(default_factory=list)  # pre-serialised, not yet sent
+    built: int = 0  # prompts built so far for this step
     records: list[RequestRecord] = field(default_factory=list)
     warmups: list[RequestRecord] = field(default_factory=list)
 
@@ -369,7 +372,7 @@ class _Engine:
                         raise _Cancelled
                     self.emit({"event": "step_start", "step": size, "index": index,
                                "of": len(sizes)})
-                    step = _Step(size=size, index=index, bodies=self._bodies(size))
+                    step = _Step(size=size, index=index)
                     try:
                         if self.config.mode == "rounds":
                             await self._rounds(session, step)
@@ -403,20 +406,24 @@ class _Engine:
             self.result.records.extend(step.records)
             step.records = []
 
-    def _bodies(self, size: int) -> list[bytes]:
-        config = self.config
+    def _build(self, step: _Step, count: int) -> None:
+        """Build (and serialise) the next ``count`` prompts of ``step``: never while timing."""
         assert self.client is not None
-        if config.mode == "rounds":
-            count = size * (config.runs + config.warmups)
-        elif config.requests is not None:
-            count = min(config.requests, PROMPT_POOL_MAX * 8)
-        else:
-            count = min(max(size * 8, 64), PROMPT_POOL_MAX)
-        seed = self.prompt_seed * 1_000_003 + size
-        prompts = build_prompts(self.tokenizer, length=config.sequence_length, count=count,
-                                api=config.api, seed=seed)
+        seed = self.prompt_seed * 1_000_003 + step.size
+        prompts = build_prompts(self.tokenizer, length=self.config.sequence_length, count=count,
+                                api=self.config.api, seed=seed, start=step.built)
+        step.built += count
         self._prompt_warning(prompts)
-        return [self.client.body(text) for text in prompts.texts]
+        step.bodies.extend(self.client.body(text) for text in prompts.texts)
+
+    def _take(self, step: _Step, count: int) -> list[bytes]:
+        """The bodies of the next round, building a chunk of prompts first when needed."""
+        if len(step.bodies) < count:
+            remaining = step.size * (self.config.runs + self.config.warmups) - step.built
+            self._build(step, max(count - len(step.bodies),
+                                  min(remaining, PROMPT_CHUNK)))
+        taken, step.bodies = step.bodies[:count], step.bodies[count:]
+        return taken
 
     def _prompt_warning(self, prompts: PromptSet) -> None:
         if prompts.exact:
@@ -456,15 +463,15 @@ class _Engine:
     async def _rounds(self, session: Any, step: _Step) -> None:
         config = self.config
         pattern = Rounds(step.size, config.runs, config.warmups)
+        total = step.size * (config.runs + config.warmups)
+        self._build(step, min(total, max(step.size, PROMPT_CHUNK)))  # before opening connections
         await self._open_connections(session, step.size)
-        position = 0
         for round_ in pattern.rounds():
             if self.cancel.is_set():
                 raise _Cancelled
+            bodies = self._take(step, len(round_.slots))
             records = [self._record(slot) for slot in round_.slots]
             (step.warmups if round_.warmup else step.records).extend(records)
-            bodies = step.bodies[position:position + len(records)]
-            position += len(records)
             now = time.perf_counter_ns()
             for record in records:
                 record.scheduled_ns = now
@@ -481,6 +488,11 @@ class _Engine:
     async def _concurrency(self, session: Any, step: _Step) -> None:
         config = self.config
         pattern = Concurrency(step.size, duration_s=config.duration_s, requests=config.requests)
+        # All prompts of a step are built before its load starts (none while it runs).
+        if config.requests is not None:
+            self._build(step, min(config.requests, PROMPT_POOL_MAX * 8))
+        else:
+            self._build(step, min(max(step.size * 8, 64), PROMPT_POOL_MAX))
         await self._open_connections(session, step.size)
         done = errors = 0
         started = time.perf_counter_ns()

@@ -162,9 +162,11 @@ def _fit(tokenizer: Any, source: list[int], *, length: int, target: int,
 
 
 def build_prompts(tokenizer: Any, *, length: int, count: int, api: str = "tgi",
-                  seed: int = 0) -> PromptSet:
+                  seed: int = 0, start: int = 0) -> PromptSet:
     """``count`` different prompts of ``length`` tokens each (see the module docstring).
 
+    Prompt ``i`` depends only on ``seed`` and ``i``: ``start`` continues a series (prompts
+    ``start`` to ``start + count - 1``), so a long run can build its prompts in chunks.
     The first pass is batched (encode, cut, decode, count: the tokenizer's fast batch paths);
     only prompts whose count is off after the cut are adjusted one by one.
     """
@@ -172,8 +174,9 @@ def build_prompts(tokenizer: Any, *, length: int, count: int, api: str = "tgi",
     target = max(1, length - overhead)
     need = target + _MAX_ADJUSTMENTS
     words = max(8, int(need / _tokens_per_word(tokenizer) * 1.25) + 8)
-    rngs = [random.Random(f"{seed}-{index}") for index in range(count)]
-    firsts = [_WORDS[(index * 7919 + seed) % len(_WORDS)].capitalize() for index in range(count)]
+    indices = range(start, start + count)
+    rngs = [random.Random(f"{seed}-{index}") for index in indices]
+    firsts = [_WORDS[(index * 7919 + seed) % len(_WORDS)].capitalize() for index in indices]
     drafts = [_words(rng, first, words) for rng, first in zip(rngs, firsts)]
     sources = [list(ids) for ids in _batch_ids(tokenizer, drafts, special=False)] if count else []
     for index, ids in enumerate(sources):

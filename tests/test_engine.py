@@ -445,3 +445,23 @@ def test_a_token_is_sent_from_the_named_variable_and_never_shown(tmp_path, tiny_
     assert info.value.code == 2
     assert "argument --api-key-env: The environment variable MY_ENDPOINT_TOKEN is not set" \
         in capsys.readouterr().err
+
+
+def test_run_from_another_thread_can_be_cancelled(sim, tiny_tokenizer, tmp_path):
+    """The app or a notebook may call run() off the main thread: no signal handlers there."""
+    cancel = threading.Event()
+    outcome = {}
+
+    def target():
+        outcome["result"] = run(config_for(sim.url, tiny_tokenizer, tmp_path / "thread",
+                                           batch_sizes=(1,), runs=10_000, warmups=0),
+                                cancel=cancel)
+
+    worker = threading.Thread(target=target)
+    worker.start()
+    time.sleep(0.5)
+    cancel.set()
+    worker.join(20)
+    assert not worker.is_alive()
+    result = outcome["result"]
+    assert result.status == "cancelled" and 0 < len(result.records) < 10_000

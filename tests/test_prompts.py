@@ -91,3 +91,10 @@ def test_exact_lengths_with_a_llama_style_tokenizer(tmp_path_factory, api):
         prompts = build_prompts(tokenizer, length=length, count=5, api=api, seed=1)
         assert prompts.exact, (length, prompts.token_counts)
         assert all(count_tokens(tokenizer, t, api) == length for t in prompts.texts)
+
+
+def test_prompts_can_be_built_in_chunks(tokenizer):
+    whole = build_prompts(tokenizer, length=24, count=10, seed=5)
+    first = build_prompts(tokenizer, length=24, count=4, seed=5)
+    rest = build_prompts(tokenizer, length=24, count=6, seed=5, start=4)
+    assert whole.texts == first.texts + rest.texts
