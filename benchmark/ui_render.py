@@ -50,7 +50,8 @@ class ResultsView:
 
 
 def results_view(results: list[RunResult], share_url: str = "",
-                 folder: Path | None = None) -> ResultsView:
+                 folder: Path | None = None,
+                 calibration: dict[str, Any] | None = None) -> ResultsView:
     """The results area for one run, or a comparison of several (same charts, one trace each)."""
     from . import tables  # imported late: tables/charts may be heavy
 
@@ -66,7 +67,7 @@ def results_view(results: list[RunResult], share_url: str = "",
         view.headline = _safe(lambda: headline_markdown(result))
         view.tables = _safe(lambda: tables.markdown_tables(result))
         view.server_info = server_info_markdown(result)
-        view.calibration = calibration_markdown(result)
+        view.calibration = calibration_markdown(result, calibration)
         view.downloads = download_paths(folder) if folder is not None else []
         return view
     view.title = f"### Comparing {len(results)} runs\n" + "\n".join(
@@ -153,17 +154,28 @@ def server_info_markdown(result: RunResult) -> str:
     return "\n".join(text)
 
 
-def calibration_markdown(result: RunResult) -> str:
-    """The client's own measurement error when the run carries a calibration (calibrate.py)."""
-    calibration = result.calibration
+def calibration_markdown(result: RunResult, latest: dict[str, Any] | None = None) -> str:
+    """How far the client's own timing can be trusted at this run's concurrency.
+
+    Uses the calibration stored in the run, else the machine's latest one (``latest``, from
+    ``python -m benchmark calibrate``); calibrate.verdict_for words the warning.
+    """
+    calibration = result.calibration or latest
     if not calibration:
+        return ("**Measurement check:** the client's own timing error has not been measured on "
+                "this machine; `python -m benchmark calibrate` measures it.")
+    try:
+        from .calibrate import verdict_for
+    except ImportError:
         return ""
-    verdict = calibration.get("verdict") or calibration.get("summary")
-    if verdict:
-        return f"**Measurement check:** {_cell(verdict)}"
-    parts = [f"{k} = {_cell(v)}" for k, v in calibration.items()
-             if isinstance(v, (int, float, str))]
-    return "**Measurement check:** " + ", ".join(parts) if parts else ""
+    concurrency = max(result.config.batch_sizes or (1,))
+    warning = verdict_for(concurrency, calibration)
+    if warning:
+        return f"**Measurement check:** {_cell(warning)}"
+    sentence = (calibration.get("verdict") or {}).get("sentence") if isinstance(
+        calibration, dict) else None
+    within = f"batch size {concurrency} is within what the client measures accurately."
+    return f"**Measurement check:** {within}" + (f" {_cell(sentence)}" if sentence else "")
 
 
 def download_paths(folder: Path | str) -> list[str]:

@@ -1,0 +1,79 @@
+"""What the page says about a run: banner, measurement check, server info, progress, history."""
+
+from __future__ import annotations
+
+from benchmark.config import RunConfig
+from benchmark.results import RunResult
+from benchmark.runner import JobView, StepProgress
+from benchmark.ui_render import (
+    SIMULATED_BANNER,
+    calibration_markdown,
+    progress_html,
+    results_view,
+    server_info_markdown,
+)
+
+CALIBRATION = {
+    "kind": "calibration",
+    "ended_at": "2026-11-28T12:00:00+00:00",
+    "settings": {"tolerance_ms": 1.0},
+    "verdict": {"accurate_concurrency": 64, "accurate_token_rate": 6000.0,
+                "highest_measured": 128, "stopped_because": "token latency error",
+                "sentence": "This machine measures within 1 ms up to 64 concurrent streams."},
+}
+
+
+def result(batch_sizes=(1, 2), simulated=True, **extra) -> RunResult:
+    config = RunConfig(tokenizer_name="org/model", batch_sizes=batch_sizes)
+    return RunResult(run_id="20261128-120000-model-abcd", config=config, simulated=simulated,
+                     server_info={"model_id": "org/model", "version": "3.3.6",
+                                  "max_total_tokens": 4096, "router": "text-generation-router"},
+                     status="complete", **extra)
+
+
+def view(**changes) -> JobView:
+    base = dict(run_id="r", state="running", phase="", message=None, warnings=(),
+                server_log=(), steps=(1, 2), progress=(StepProgress(1, done=True),
+                                                       StepProgress(2, rounds_done=3, rounds=10)),
+                current_step=2, result_version=1, queue_position=0, notes=(), done=False,
+                behind_another=False, simulated=True, launches_server=True, output_dir="/x",
+                elapsed_s=12.0)
+    base.update(changes)
+    return JobView(**base)
+
+
+def test_measurement_check_follows_the_machines_calibration():
+    assert "has not been measured" in calibration_markdown(result(), None)
+    within = calibration_markdown(result(batch_sizes=(1, 32)), CALIBRATION)
+    assert "batch size 32 is within" in within and "64 concurrent streams" in within
+    beyond = calibration_markdown(result(batch_sizes=(1, 256)), CALIBRATION)
+    assert "Concurrency 256 is beyond" in beyond
+    stored = calibration_markdown(result(batch_sizes=(256,), calibration=CALIBRATION), None)
+    assert "beyond" in stored                       # the run's own calibration wins
+
+
+def test_simulated_runs_carry_the_banner_and_real_ones_do_not():
+    assert results_view([result(simulated=True)]).banner == SIMULATED_BANNER
+    assert results_view([result(simulated=False)]).banner == ""
+    compared = results_view([result(simulated=False), result(simulated=True)])
+    assert compared.banner == SIMULATED_BANNER and "Comparing 2 runs" in compared.title
+
+
+def test_server_info_shows_model_version_and_limits():
+    text = server_info_markdown(result())
+    for piece in ("org/model", "3.3.6", "4096", "text-generation-router"):
+        assert piece in text
+
+
+def test_progress_says_phase_queue_place_and_runs():
+    running = progress_html(view())
+    assert "Benchmark running" in running and "1 of 2 batch sizes" in running
+    assert "run 3 of 10" in running
+    waiting = progress_html(view(state="queued", queue_position=2, behind_another=True,
+                                 steps=(), progress=()))
+    assert "already running for another visitor" in waiting and "number 2 in the queue" in waiting
+    starting = progress_html(view(state="starting server", phase="Downloading the weights",
+                                  steps=(), progress=()))
+    assert "Starting the server" in starting and "Downloading the weights" in starting
+    failed = progress_html(view(state="failed", message="<b>boom</b>"))
+    assert "&lt;b&gt;boom" in failed                 # messages are escaped, never HTML
