@@ -569,6 +569,8 @@ def measure_level(level: int, settings: CalibrationSettings, server: SimulatedSe
                        output_dir=str(work / f"c{level}"))
     sampler = _Sampler(server)
     result = run(config, on_progress=sampler)
+    if result.status == "cancelled":
+        raise KeyboardInterrupt
     if result.status != "complete":
         raise BenchmarkError(f"The calibration run at concurrency {level} did not complete: "
                              f"{result.message or result.status}.")
@@ -794,7 +796,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           flush=True)
 
     def on_row(row: Row) -> None:
-        print(f"  {row.concurrency:>5} streams: TTFT error p50 {_fmt(row.ttft_error_p50_ms)} ms, "
+        print(f"  {row.concurrency:>5} streams: TTFT error p50 {_fmt(row.ttft_error_p50_ms)} ms "
+              f"(client's share {_fmt(row.first_delivery_p50_ms)} ms), "
               f"token latency error p99 {_fmt(row.token_error_p99_ms)} ms, "
               f"{_fmt(row.token_events_per_s, '{:,.0f}')} token events/s, client CPU "
               f"{_fmt(row.client_cpu_pct, '{:.0f}')}%", file=sys.stderr, flush=True)
@@ -808,9 +811,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Calibration interrupted; nothing was saved.", file=sys.stderr)
         return 130
     document = result.to_dict()
-    _write_json(folder / CALIBRATION_FILE, document)
-    if not args.no_latest:
-        _write_json(latest_path(), document)
+    try:
+        _write_json(folder / CALIBRATION_FILE, document)
+        if not args.no_latest:
+            _write_json(latest_path(), document)
+    except OSError as err:
+        print(markdown_table(result.rows, settings.tolerance_ms))
+        print(f"error: could not save the calibration ({err.strerror or err}: "
+              f"{err.filename or folder}); choose a writable --output-dir or RESULTS_DIR.",
+              file=sys.stderr)
+        return 1
     print(markdown_table(result.rows, settings.tolerance_ms))
     print()
     print(NOTE)
