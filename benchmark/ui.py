@@ -307,7 +307,7 @@ class _App:
         return {self.upload_md: gr.update(value=message, visible=bool(message)),
                 self.upload_btn: gr.update(visible=status is not None and not status.ok)}
 
-    def calibration(self) -> dict[str, Any] | None:
+    def latest_calibration(self) -> dict[str, Any] | None:
         """The machine's latest client calibration ($RESULTS_DIR/calibration.json), if any."""
         try:
             from .calibrate import load_latest
@@ -356,7 +356,7 @@ class _App:
                   "benchmark.", visible=True)
         out[self.main_col] = gr.update(visible=False)
         out.update(self.show(results_view([result], self.share_url(request, result.run_id),
-                                          folder, self.calibration())))
+                                          folder, self.latest_calibration())))
         return out
 
     def use_example(self) -> tuple[str, str, str]:
@@ -431,7 +431,8 @@ class _App:
             result = RunResult.load(job.output_dir)
         except ResultFileError:
             return {}
-        return self.show(results_view([result], share, job.output_dir, self.calibration()))
+        return self.show(results_view([result], share, job.output_dir,
+                                      self.latest_calibration()))
 
     def _after_finish(self, job: Job) -> str | None:
         """Record the launched server's settings in the run; upload it when RESULTS_REPO is set.
@@ -504,7 +505,7 @@ class _App:
             return {self.history_msg: f"**Cannot open:** {redact(str(exc))}"}
         share = self.share_url(request, results[0].run_id) if len(results) == 1 else ""
         out = self.show(results_view(results, share, folder if len(results) == 1 else None,
-                                     self.calibration()))
+                                     self.latest_calibration()))
         out[self.history_msg] = ""
         return out
 
