@@ -40,6 +40,7 @@ from .ui_form import (
     QUANTIZE_OPTIONS,
     TARGET_ENDPOINT,
     TARGET_LAUNCH,
+    Plan,
     build_plan,
 )
 from .ui_render import (
@@ -52,6 +53,7 @@ from .ui_render import (
 
 MAX_FIGURES = 10
 POLL_S = 0.5
+ENDPOINT_PROBE_S = 5.0
 
 INTRO = """# TGI Benchmark
 Measure how fast a model answers on [Text Generation Inference](https://github.com/huggingface/text-generation-inference):
@@ -385,6 +387,12 @@ class _App:
         except BenchmarkError as exc:
             yield {self.form_error: _shown(_error_markdown(exc))}
             return
+        if plan.server is None:
+            try:
+                check_endpoint(plan)   # its /info limits, before anything is queued
+            except BenchmarkError as exc:
+                yield {self.form_error: _shown(_error_markdown(exc))}
+                return
         model = plan.server.model_id if plan.server else plan.run.tokenizer_name
         run_id = new_run_id(model)
         try:
@@ -524,6 +532,14 @@ def page_url(request: Any, env: Mapping[str, str]) -> str:
             return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", "", ""))
     proto = headers.get("x-forwarded-proto") or "http"
     return f"{proto}://{host}/"
+
+
+def check_endpoint(plan: Plan) -> None:
+    """An existing server: that it answers, and that the run fits its /info limits."""
+    from .engine import probe_server
+
+    probe = probe_server(plan.run, timeout_s=ENDPOINT_PROBE_S)
+    plan.run.check_against_server(probe.info)
 
 
 def _results_repo(env: Mapping[str, str]) -> tuple[Any, str]:

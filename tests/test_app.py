@@ -27,7 +27,8 @@ def app(tmp_path_factory, tiny_tokenizer):
     folder = tmp_path_factory.mktemp("app")
     # A slower simulated decode so that a run lasts long enough to watch and to stop.
     with AppProcess(folder / "results", tokenizer=tiny_tokenizer,
-                    sim_args="--decode-base-ms 15") as running:
+                    sim_args="--decode-base-ms 15",
+                    extra_env={"FAKE_TGI_SLOW_START": "2"}) as running:
         yield running
 
 
@@ -84,6 +85,9 @@ def test_run_shows_results_saves_files_and_a_share_link(app, tiny_tokenizer):
 
     assert "Benchmark complete" in text(final["Run status"]), app.log()
     statuses = " ".join(text(s.get("Run status")) for s in steps)
+    logs = [s.get("Server log (last lines)") for s in steps]
+    assert any(isinstance(log, dict) and log.get("visible") and "Warming up" in text(log)
+               for log in logs), "the server's log is shown while it starts"
     assert "Starting the server" in statuses or "Benchmark running" in statuses
     assert "Batch size 1" in statuses and "Batch size 2" in statuses
     assert "SIMULATED SERVER" in text(final["Simulated banner"])
@@ -144,6 +148,26 @@ def test_typed_mistakes_are_refused_with_the_field_named_and_nothing_starts(app,
         assert field in message and words in message, (overrides, message)
         assert "Benchmark" not in text(final.get("Run status"))
     assert set(p.name for p in app.results_dir.iterdir()) == before
+
+
+def test_endpoint_limits_are_checked_before_the_run(app, tiny_tokenizer, simulator_process):
+    client = Client(app.url, verbose=False)
+    before = set(p.name for p in app.results_dir.iterdir())
+    url = simulator_process(max_input_tokens=100, max_total_tokens=120,
+                            tokenizer=tiny_tokenizer)
+    endpoint = dict(target="Benchmark an existing server (endpoint URL)", url=url,
+                    tokenizer_name=tiny_tokenizer, **FIELDS_SMALL_RUN)
+    final, _ = run(client, **{**endpoint, "sequence_length": "110"})
+    assert "longer than the server accepts (max_input_tokens = 100)" in text(
+        final["Form message"])
+    final, _ = run(client, **{**endpoint, "sequence_length": "100", "decode_length": "30"})
+    assert "max_total_tokens = 120" in text(final["Form message"])
+    final, _ = run(client, **{**endpoint, "url": "http://127.0.0.1:9"})
+    assert "Nothing answers at http://127.0.0.1:9" in text(final["Form message"])
+    assert set(p.name for p in app.results_dir.iterdir()) == before
+    final, _ = run(client, **endpoint)
+    assert "Benchmark complete" in text(final["Run status"]), app.log()
+    assert "SIMULATED SERVER" in text(final["Simulated banner"])
 
 
 def test_stop_keeps_partial_results_shown_progressively(app, tiny_tokenizer):
