@@ -202,6 +202,18 @@ def match_errors(records: Iterable[RequestRecord],
     return out
 
 
+def _streaming_s(records: Sequence[RequestRecord]) -> float:
+    """Seconds the rounds were streaming: per round, first scheduled to last end, summed (the
+    engine's work between rounds, such as building the next prompts, is left out)."""
+    spans: dict[int, tuple[int, int]] = {}
+    for r in records:
+        if r.end_ns is None:
+            continue
+        start, end = spans.get(r.run, (r.scheduled_ns, r.end_ns))
+        spans[r.run] = (min(start, r.scheduled_ns), max(end, r.end_ns))
+    return sum(end - start for start, end in spans.values()) / 1e9
+
+
 def _p(values: list[float], q: float) -> float | None:
     return round(percentile(values, q), 4) if values else None
 
@@ -213,7 +225,8 @@ def summarize_level(concurrency: int, records: Sequence[RequestRecord],
     """One table row from the measured records, the server's trace and the CPU samples."""
     s = match_errors(records, trace)
     events = sum(len(r.token_ns) for r in records)
-    rate = events / window_s if window_s else None
+    streaming_s = _streaming_s(records)
+    rate = events / streaming_s if streaming_s else (events / window_s if window_s else None)
     cpu = (lambda v: round(100.0 * v / window_s, 1) if v is not None and window_s else None)
     row = Row(
         concurrency=concurrency, requests=len(records), matched=s.matched,
@@ -226,7 +239,8 @@ def summarize_level(concurrency: int, records: Sequence[RequestRecord],
         first_delivery_p99_ms=_p(s.first_delivery, 99),
         token_client_p50_ms=_p(s.token_client, 50), token_server_p50_ms=_p(s.token_server, 50),
         token_error_p50_ms=_p(s.token_error, 50), token_error_p99_ms=_p(s.token_error, 99),
-        itl_server_p50_ms=_p(s.itl_server, 50), itl_error_p50_ms=_p(s.itl_error, 50), itl_error_p99_ms=_p(s.itl_error, 99),
+        itl_server_p50_ms=_p(s.itl_server, 50),
+        itl_error_p50_ms=_p(s.itl_error, 50), itl_error_p99_ms=_p(s.itl_error, 99),
         delivery_p50_ms=_p(s.delivery, 50), delivery_p99_ms=_p(s.delivery, 99),
         dispatch_p50_ms=_p(s.dispatch, 50), dispatch_p99_ms=_p(s.dispatch, 99),
         token_events_per_s=round(rate, 1) if rate is not None else None,
@@ -358,8 +372,10 @@ NOTE = (
     "X-Request-Id. TTFT error = send→server (request transit plus the server's own HTTP "
     "handling before it stamps the arrival: time the client is right to count) + 1st token "
     "delivery (server write to client stamp: the client's own share). \"within\" judges the "
-    "client's share: 1st token delivery p50 and token latency error p50 and p99. Dispatch = wait in the client before a request went out (reported apart by the "
-    "engine, not part of TTFT). CPU % of one core during the measured rounds.")
+    "client's share: 1st token delivery p50 and token latency error p50 and p99. Dispatch = "
+    "wait in the client before a request went out (reported apart by the engine, not part of "
+    "TTFT). Token events/s: while streaming (rounds summed). CPU % of one core, from the end "
+    "of the warm-up to the last round.")
 
 
 def _cell(value: Any, fmt: str | None, tolerance_ms: float) -> str:
@@ -663,8 +679,12 @@ class Calibration:
                 "first_delivery": "client first-token stamp minus server first-token write "
                                   "stamp; the other part of the TTFT error",
                 "dispatch": "request sent - round scheduled (client only)",
-                "cpu_pct": "CPU seconds / wall seconds of the measured rounds x 100 (one "
-                           "core = 100)",
+                "token_events_per_s": "token events received / seconds of streaming (per "
+                                      "round: first request scheduled to last response end, "
+                                      "summed over the measured rounds)",
+                "cpu_pct": "CPU seconds / wall seconds from the end of the warm-up to the end "
+                           "of the last round x 100 (one core = 100; includes the engine's "
+                           "work between rounds)",
             },
             "rows": [r.to_dict() for r in self.rows],
             "verdict": self.verdict.to_dict(),

@@ -132,7 +132,8 @@ def test_errors_are_client_minus_server_matched_by_request_id():
     row = summarize_level(2, [record], trace, window_s=0.5, client_cpu_s=0.25,
                           server_cpu_s=0.1, tolerance_ms=1.0)
     assert row.ttft_error_p50_ms == 1.5 and row.token_error_p99_ms == 1.0
-    assert row.token_events_per_s == 6.0 and row.client_cpu_pct == 50.0
+    # 3 events over the round's span: scheduled at -2 ms, last byte at 42.5 ms.
+    assert row.token_events_per_s == round(3 / 0.0445, 1) and row.client_cpu_pct == 50.0
     assert row.server_cpu_pct == 20.0
     # Judged on the client's share: first-token delivery 0.5 ms and token latency error 1 ms
     # are within 1 ms; the 1 ms before the server's handler stamped the arrival is not judged.
