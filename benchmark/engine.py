@@ -8,8 +8,9 @@ What ``run`` does, in order:
 1. ``config.validate()``; ``GET /health`` and ``GET /info`` (httpx) so that a wrong URL, a server
    still loading or lengths above the server's limits are refused before any load is sent
    (``ServerUnreachable``, ``ServerError``, ``ServerLimitError``, ``ConfigError``);
-2. loads the tokenizer (``TokenizerError``) and, step by step, builds prompts of exactly
-   ``sequence_length`` tokens and pre-serialises every request body;
+2. loads the tokenizer (``TokenizerError``) and builds prompts of exactly ``sequence_length``
+   tokens, serialising the request bodies ahead of the requests (between rounds, in chunks;
+   before a step in concurrency mode), never while requests are in flight;
 3. runs the load pattern of every step (``load.py``) with the streaming clients (``clients/``)
    on one ``aiohttp`` session without a connection limit, connections opened before a step;
 4. saves ``run.json``, ``summary.csv`` and ``requests.csv`` at the start and after every step,
