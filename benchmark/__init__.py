@@ -46,4 +46,15 @@ __all__ = [
     "BenchmarkError",
     "ConfigError",
     "RequestRecord",
+    "run",
 ]
+
+
+def __getattr__(name: str):
+    """``benchmark.run`` is the engine's entry point, imported on first use (it pulls in
+    aiohttp, httpx and transformers, which ``python -m benchmark.simulator`` does not need)."""
+    if name == "run":
+        from .engine import run
+
+        return run
+    raise AttributeError(f"module 'benchmark' has no attribute {name!r}")
