@@ -62,7 +62,8 @@ class Job:
     phase: str = ""
     message: str | None = None
     warnings: list[str] = field(default_factory=list)
-    server_log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LOG_LINES))
+    server_log: collections.deque = field(
+        default_factory=lambda: collections.deque(maxlen=LOG_LINES))
     steps: list[int] = field(default_factory=list)
     progress: dict[int, StepProgress] = field(default_factory=dict)
     current_step: int | None = None
@@ -191,7 +192,8 @@ class Runner:
             position = 0
             if job.state == QUEUED:
                 position = 1 + list(self._queue).index(job)
-            elapsed = 0.0 if job.started_ns is None else (time.perf_counter_ns() - job.started_ns) / 1e9
+            elapsed = (0.0 if job.started_ns is None
+                       else (time.perf_counter_ns() - job.started_ns) / 1e9)
             return JobView(
                 run_id=job.run_id, state=job.state, phase=job.phase, message=job.message,
                 warnings=tuple(job.warnings), server_log=tuple(job.server_log),

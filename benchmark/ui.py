@@ -56,10 +56,11 @@ POLL_S = 0.5
 ENDPOINT_PROBE_S = 5.0
 
 INTRO = """# TGI Benchmark
-Measure how fast a model answers on [Text Generation Inference](https://github.com/huggingface/text-generation-inference):
-time to first token, time per token and tokens per second at each batch size, the same
-numbers as TGI's own benchmark tool, measured over HTTP. Pick a model (or paste the URL of a
-server that is already running), click **Run benchmark**, and read the charts below."""
+Measure how fast a model answers on
+[Text Generation Inference](https://github.com/huggingface/text-generation-inference):
+time to first token, time per token and tokens per second at each batch size, the same numbers
+as TGI's own benchmark tool, measured over HTTP. Pick a model (or paste the URL of a server that
+is already running), click **Run benchmark**, and read the charts below."""
 
 CSS = """
 .bench-progress progress { width: 55%; height: 0.9em; vertical-align: middle; }
@@ -214,7 +215,8 @@ class _App:
 
     def _results(self) -> None:
         with gr.Column(elem_id="results"):
-            self.banner = gr.Markdown(label="Simulated banner", visible=False, elem_id="simulated-banner",
+            self.banner = gr.Markdown(label="Simulated banner", visible=False,
+                                      elem_id="simulated-banner",
                                       elem_classes=["bench-banner"])
             self.title_md = gr.Markdown(label="Run title", elem_id="results-title")
             self.share = gr.Textbox(label="Share link: opens these results read-only",

@@ -39,8 +39,8 @@ FIELDS_SMALL_RUN = {
 class AppProcess:
     """One ``python app.py`` child; ``stop()`` sends SIGTERM (the app stops its TGI server)."""
 
-    def __init__(self, results_dir: Path, *, tokenizer: str, extra_env: dict[str, str] | None = None,
-                 sim_args: str = ""):
+    def __init__(self, results_dir: Path, *, tokenizer: str,
+                 extra_env: dict[str, str] | None = None, sim_args: str = ""):
         self.results_dir = Path(results_dir)
         self.port = free_port()
         self.tgi_port = free_port()

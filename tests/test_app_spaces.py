@@ -81,7 +81,8 @@ def test_page_offers_hugging_face_sign_in(space):
     buttons = [c.get("props", {}).get("value") for c in config["components"]
                if c.get("type") == "button"]
     assert "Sign in with Hugging Face" in buttons
-    anonymous = outputs(visitor(space, None), "/load", visitor(space, None).predict(api_name="/load"))
+    stranger = visitor(space, None)
+    anonymous = outputs(stranger, "/load", stranger.predict(api_name="/load"))
     assert "Sign in with Hugging Face" in text(anonymous["Access"])
     owner = visitor(space, "owner")
     assert "owner of this Space" in text(outputs(owner, "/load", owner.predict(api_name="/load"))
