@@ -17,6 +17,7 @@ charts.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -97,6 +98,7 @@ class _App:
         self.runner = runner
         self.fields: dict[str, gr.components.Component] = {}
         self._failed_uploads: set[Path] = set()
+        self._uploads_lock = threading.Lock()
         self.repo, self.hub_problem = _results_repo(self.env)
         self._session_runs: dict[str, str] = {}   # browser session -> its latest run id
         self.plots: list[gr.Plot] = []
@@ -342,8 +344,13 @@ class _App:
     # -- events -----------------------------------------------------------------------------
     def on_load(self, request: gr.Request, profile: gr.OAuthProfile | None) -> dict[Any, Any]:
         rules = self._access(profile)
+        active, waiting = self.runner.busy()
+        busy = ""
+        if active:
+            busy = ("A benchmark is running now" + (f" and {waiting} more wait in line" if waiting
+                                                    else "") + "; a new run starts after them.")
         out: dict[Any, Any] = {self.access_md: " ".join(
-            part for part in (rules.reason, self.hub_problem) if part)}
+            part for part in (rules.reason, self.hub_problem, busy) if part)}
         out.update(self.history_updates())
         run_id = (request.query_params.get("run") if request is not None else None)
         if run_id is None:
@@ -460,12 +467,15 @@ class _App:
         if self.repo is None:
             return None
         # Runs whose upload failed earlier are tried again after each new run.
-        for folder in [*sorted(self._failed_uploads), job.output_dir]:
+        with self._uploads_lock:
+            folders = [*sorted(self._failed_uploads), job.output_dir]
+        for folder in folders:
             status = self.repo.upload_run(folder)
-            if status.ok:
-                self._failed_uploads.discard(folder)
-            else:
-                self._failed_uploads.add(folder)
+            with self._uploads_lock:
+                if status.ok:
+                    self._failed_uploads.discard(folder)
+                else:
+                    self._failed_uploads.add(folder)
         return None   # the outcome is shown beside the results (upload_updates)
 
     def upload_again(self, run_id: str | None, request: gr.Request,
@@ -482,7 +492,8 @@ class _App:
             return gr.update(value=redact(str(exc)), visible=True)
         status = self.repo.upload_run(folder)
         if status.ok:
-            self._failed_uploads.discard(folder)
+            with self._uploads_lock:
+                self._failed_uploads.discard(folder)
         return gr.update(value=status.message, visible=True)
 
     def stop(self, run_id: str | None, request: gr.Request) -> Any:
@@ -569,8 +580,11 @@ def create_app(results_root: str | os.PathLike[str] | None = None,
     environment = dict(os.environ if env is None else env)
     root = _root_from(results_root, environment)
     root.mkdir(parents=True, exist_ok=True)
-    runner = Runner(root, env=environment,
-                    allow_trust_remote_code=access.allow_trust_remote_code(environment))
+    try:
+        remote_code = access.allow_trust_remote_code(environment)
+    except BenchmarkError:
+        remote_code = False   # a mistyped switch stays off; the form says why when asked
+    runner = Runner(root, env=environment, allow_trust_remote_code=remote_code)
     app = _App(root, environment, runner)
     demo = app.build()
     demo.tgi_bench = app  # type: ignore[attr-defined]  # launch_options and tests reach it

@@ -214,6 +214,8 @@ def test_one_run_at_a_time_others_wait_in_line_and_compare(app, tiny_tokenizer):
                                               for o in job_a.outputs()):
         assert time.monotonic() < deadline, "first run did not start"
         time.sleep(0.2)
+    visiting = named(second, "/load", second.predict(api_name="/load"))
+    assert "A benchmark is running now" in text(visiting["Access"])
     job_b = second.submit(*form_values(model_id=tiny_tokenizer, **FIELDS_SMALL_RUN),
                           api_name="/run")
     for job in (job_a, job_b):
