@@ -216,7 +216,8 @@ class _StampingHandler(ResponseHandler):
     received_ns = 0
 
     def data_received(self, data: bytes) -> None:
-        self.received_ns = time.perf_counter_ns()
+        if data:  # aiohttp also calls data_received(b"") itself when it resumes reading
+            self.received_ns = time.perf_counter_ns()
         super().data_received(data)
 
 
