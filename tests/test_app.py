@@ -21,6 +21,9 @@ from app_harness import FIELDS_SMALL_RUN, AppProcess, form_values
 
 pytestmark = pytest.mark.timeout(240)
 
+# The launcher prints this token in its log (FAKE_TGI_LEAK_TOKEN): the page must never show it.
+SECRET_TOKEN = "hf_UiTestSecretToken0123456789"
+
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, tiny_tokenizer):
@@ -28,7 +31,8 @@ def app(tmp_path_factory, tiny_tokenizer):
     # A slower simulated decode so that a run lasts long enough to watch and to stop.
     with AppProcess(folder / "results", tokenizer=tiny_tokenizer,
                     sim_args="--decode-base-ms 15",
-                    extra_env={"FAKE_TGI_SLOW_START": "2"}) as running:
+                    extra_env={"FAKE_TGI_SLOW_START": "2", "HF_TOKEN": SECRET_TOKEN,
+                               "FAKE_TGI_LEAK_TOKEN": "1"}) as running:
         yield running
 
 
@@ -88,6 +92,9 @@ def test_run_shows_results_saves_files_and_a_share_link(app, tiny_tokenizer):
     logs = [s.get("Server log (last lines)") for s in steps]
     assert any(isinstance(log, dict) and log.get("visible") and "Warming up" in text(log)
                for log in logs), "the server's log is shown while it starts"
+    assert any("Using token" in text(log) for log in logs)
+    assert SECRET_TOKEN not in json.dumps(steps, default=str)      # masked everywhere
+    assert SECRET_TOKEN not in app.log()
     assert "Starting the server" in statuses or "Benchmark running" in statuses
     assert "Batch size 1" in statuses and "Batch size 2" in statuses
     assert "SIMULATED SERVER" in text(final["Simulated banner"])
@@ -99,6 +106,8 @@ def test_run_shows_results_saves_files_and_a_share_link(app, tiny_tokenizer):
     run_id = run_id_of(final)
     assert text(final["Share link: opens these results read-only"]) == f"{app.url}?run={run_id}"
     folder = app.results_dir / run_id
+    for name in ("run.json", "summary.csv", "requests.csv"):
+        assert SECRET_TOKEN not in (folder / name).read_text()
     saved = json.loads((folder / "run.json").read_text())
     assert saved["status"] == "complete" and saved["simulated"] is True
     assert saved["server"]["model_id"] == tiny_tokenizer   # the launched settings are recorded
