@@ -265,6 +265,8 @@ class Runner:
                 job.started_ns = time.perf_counter_ns()
             try:
                 self._run(job)
+            except _Cancelled as exc:
+                self._finish(job, CANCELLED, str(exc))
             except BenchmarkError as exc:
                 self._finish(job, FAILED, str(exc))
             except Exception as exc:  # noqa: BLE001 - a crash must not kill the queue
@@ -309,9 +311,9 @@ class Runner:
         try:
             handle = manager.ensure(plan.server, on_status=on_status, cancel=job.cancel_event)
         except ServerStartError as exc:
-            if job.cancel_event.is_set():
-                raise BenchmarkError("Stopped while the server was starting; nothing was "
-                                     "measured.") from exc
+            if job.cancel_event.is_set() or exc.reason == "cancelled":
+                raise _Cancelled("Stopped while the server was starting; nothing was "
+                                 "measured.") from exc
             with self._lock:
                 job.server_log.clear()
                 job.server_log.extend(redact(line) for line in exc.log_tail[-LOG_LINES:])
@@ -437,6 +439,10 @@ class Runner:
             elif kind == "done":
                 return event
         return None
+
+
+class _Cancelled(BenchmarkError):
+    """Stop was pressed before the engine started."""
 
 
 def _parse(line: str) -> dict[str, Any] | None:

@@ -69,8 +69,9 @@ class FakeHandle:
 
 
 class FakeManager:
-    def __init__(self, fail: bool = False):
+    def __init__(self, fail: bool = False, wait_for_cancel: bool = False):
         self.fail = fail
+        self.wait_for_cancel = wait_for_cancel
         self.started: list[ServerSettings] = []
         self.stopped = 0
 
@@ -79,6 +80,9 @@ class FakeManager:
         if on_status:
             on_status(type("S", (), {"message": "Downloading the model weights", "phase":
                                      "downloading"})())
+        if self.wait_for_cancel:
+            assert cancel.wait(10), "Stop never came"
+            raise ServerStartError("cancelled", "Start-up was cancelled.")
         if self.fail:
             raise ServerStartError("oom", "Not enough GPU memory for max batch prefill tokens.",
                                    ["INFO loading", "ERROR Not enough memory hf_secret12345678"])
@@ -207,6 +211,21 @@ def test_server_that_cannot_start_fails_the_run_with_its_log(tmp_path, fake_engi
     assert any("Not enough memory" in line for line in view.server_log)
     assert not any("hf_secret12345678" in line for line in view.server_log)
     assert not (tmp_path / "argv.json").exists()               # the engine never ran
+
+
+def test_stop_while_the_server_starts_cancels_without_running_the_engine(tmp_path,
+                                                                           fake_engine):
+    runner = make_runner(tmp_path, fake_engine, manager=FakeManager(wait_for_cancel=True))
+    runner.submit(build_plan(dict(DEFAULTS, model_id="org/model")), "early")
+    deadline = time.monotonic() + 10
+    while runner.view("early").state != "starting server":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert runner.view("early").phase == "Downloading the model weights"
+    assert runner.cancel("early")
+    view = wait_done(runner, "early")
+    assert view.state == CANCELLED and "nothing was measured" in view.message
+    assert not (tmp_path / "argv.json").exists()
 
 
 def test_limits_from_the_started_server_are_checked_before_the_engine(tmp_path, fake_engine):
