@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -54,6 +55,8 @@ from .ui_render import (
 
 MAX_FIGURES = 10
 POLL_S = 0.5
+REFRESH_S = 3.0
+STALE_S = 15 * 60   # a "running" run.json untouched this long is not followed any more
 ENDPOINT_PROBE_S = 5.0
 
 INTRO = """# TGI Benchmark
@@ -62,6 +65,11 @@ Measure how fast a model answers on
 time to first token, time per token and tokens per second at each batch size, the same numbers
 as TGI's own benchmark tool, measured over HTTP. Pick a model (or paste the URL of a server that
 is already running), click **Run benchmark**, and read the charts below."""
+
+SHARED_READ_ONLY = ("**Shared results, read-only.** [Open the app](./) to run your own "
+                    "benchmark.")
+WAITING_FOR_RESULTS = ("**This run is in progress.** Its results appear here as soon as its "
+                       "first batch size is measured.")
 
 CSS = """
 .bench-progress progress { width: 55%; height: 0.9em; vertical-align: middle; }
@@ -241,6 +249,8 @@ class _App:
                                             size="sm", visible=False, scale=0,
                                             elem_id="upload-button")
             self.shown_run = gr.State(None)
+            # Keeps a shared link of a run still in progress up to date.
+            self.refresh_timer = gr.Timer(REFRESH_S, active=False)
 
     @property
     def result_outputs(self) -> list[Any]:
@@ -256,8 +266,11 @@ class _App:
         form = [self.fields[name] for name in FIELDS]
         demo.load(self.on_load, inputs=None,
                   outputs=[self.access_md, self.readonly_md, self.main_col, self.history_msg,
-                           *self.result_outputs, *self.history_outputs],
+                           *self.result_outputs, *self.history_outputs, self.refresh_timer],
                   api_name="load")
+        self.refresh_timer.tick(self.refresh_shared, [self.shown_run],
+                                [self.readonly_md, *self.result_outputs, self.refresh_timer],
+                                api_name=False, show_progress="hidden")
         self.example_btn.click(self.use_example, None,
                                [self.fields["model_id"], self.fields["quantize"],
                                 self.fields["target"]], api_name=False)
@@ -358,16 +371,51 @@ class _App:
         try:
             result, folder = self.load_run(run_id)
         except BenchmarkError as exc:
+            if self._in_progress(run_id):
+                out[self.readonly_md] = gr.update(value=WAITING_FOR_RESULTS, visible=True)
+                out[self.main_col] = gr.update(visible=False)
+                out[self.shown_run] = run_id
+                out[self.refresh_timer] = gr.Timer(active=True)
+                return out
             out[self.readonly_md] = gr.update(
                 value=f"**This link does not open a saved run.** {redact(str(exc))}",
                 visible=True)
             return out
-        out[self.readonly_md] = gr.update(
-            value="**Shared results, read-only.** [Open the app](./) to run your own "
-                  "benchmark.", visible=True)
+        out[self.readonly_md] = gr.update(value=SHARED_READ_ONLY, visible=True)
         out[self.main_col] = gr.update(visible=False)
         out.update(self.show(results_view([result], self.share_url(request, result.run_id),
                                           folder, self.latest_calibration())))
+        out[self.refresh_timer] = gr.Timer(active=self._follow(result, folder))
+        return out
+
+    def _in_progress(self, run_id: str) -> bool:
+        view = self.runner.view(run_id)
+        return view is not None and not view.finished
+
+    def _follow(self, result: RunResult, folder: Path) -> bool:
+        """Whether a shared page should keep reloading this run (it is still being measured)."""
+        if result.status != "running" and not self._in_progress(result.run_id):
+            return False
+        try:
+            modified = (folder / "run.json").stat().st_mtime     # a file's age, not a timing
+            age_s = datetime.now(timezone.utc).timestamp() - modified
+        except OSError:
+            return False
+        return age_s < STALE_S or self._in_progress(result.run_id)
+
+    def refresh_shared(self, run_id: str | None, request: gr.Request) -> dict[Any, Any]:
+        """Timer tick on a shared page: reload the run until it has finished."""
+        stop = {self.refresh_timer: gr.Timer(active=False)}
+        if not run_id:
+            return stop
+        try:
+            result, folder = self.load_run(run_id)
+        except BenchmarkError:
+            return {} if self._in_progress(run_id) else stop
+        out = self.show(results_view([result], self.share_url(request, run_id), folder,
+                                     self.latest_calibration()))
+        out[self.readonly_md] = gr.update(value=SHARED_READ_ONLY, visible=True)
+        out[self.refresh_timer] = gr.Timer(active=self._follow(result, folder))
         return out
 
     def use_example(self) -> tuple[str, str, str]:

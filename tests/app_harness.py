@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ def session_cookie(username: str, client_secret: str) -> str:
         "access_token": "dummy-access-token",
         "token_type": "bearer",
         "scope": "openid profile",
-        "expires_at": int(time.time()) + 3600,
+        "expires_at": int(datetime.now(timezone.utc).timestamp()) + 3600,
         "userinfo": {"sub": "1", "name": username.title(), "preferred_username": username,
                      "profile": f"https://huggingface.co/{username}", "picture": ""},
     }}

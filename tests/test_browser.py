@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,34 @@ def test_form_run_charts_download_share_and_restart(browser, app, tiny_tokenizer
     expect(again.locator("#headline")).to_have_text(headline)
     expect(again.locator("#results-title")).to_contain_text(run_id)
     again.context.close()
+
+
+def test_a_shared_run_in_progress_updates_itself(browser, app, tiny_tokenizer):
+    from gradio_client import Client
+
+    from app_harness import form_values
+
+    client = Client(app.url, verbose=False)
+    job = client.submit(*form_values(model_id=tiny_tokenizer, batch_sizes="1,2,4",
+                                     sequence_length="16", decode_length="8", runs="12",
+                                     warmups="0"), api_name="/run")
+    link = None
+    while link is None:
+        for out in job.outputs():
+            for item in out:
+                value = item.get("value") if isinstance(item, dict) else item
+                if isinstance(value, str) and "?run=" in value:
+                    link = value
+        assert not job.done() or link, "the run ended without a share link"
+        time.sleep(0.1)
+    page = new_page(browser, link)                         # opened while the run goes on
+    expect(page.locator("#readonly-message")).to_be_visible()
+    expect(page.locator("#run-button")).to_be_hidden()
+    expect(page.locator("#results-title")).to_contain_text("complete", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#chart-0 .js-plotly-plot")).to_be_visible()
+    expect(page.locator("#readonly-message")).to_contain_text("Shared results, read-only")
+    job.result()
+    page.context.close()
 
 
 def test_hostile_share_links_get_a_message_and_change_nothing(browser, app):
