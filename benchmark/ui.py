@@ -482,6 +482,10 @@ class _App:
                 shown_version = view.result_version
                 out.update(self._partial(job, share))
             if view.finished:
+                # The final files (with the launched server's settings) and the upload's word.
+                out.update(self._partial(job, share))
+                if not (job.output_dir / "run.json").is_file():
+                    out[self.share] = gr.update(value="", visible=False)   # nothing to share
                 out.update({self.run_btn: gr.update(interactive=True),
                             self.stop_btn: gr.update(visible=False)})
                 out.update(self.upload_updates(job.run_id))

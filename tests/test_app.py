@@ -277,3 +277,16 @@ def test_locally_nobody_signs_in(app):
     client = Client(app.url, verbose=False)
     loaded = named(client, "/load", client.predict(api_name="/load"))
     assert "Running locally: no sign-in needed." in text(loaded["Access"])
+
+
+def test_a_server_that_cannot_start_is_explained_with_its_log(tmp_path, tiny_tokenizer):
+    with AppProcess(tmp_path / "results", tokenizer=tiny_tokenizer,
+                    extra_env={"FAKE_TGI_FAIL": "oom"}) as broken:
+        client = Client(broken.url, verbose=False)
+        final, _ = run(client, model_id=tiny_tokenizer, **FIELDS_SMALL_RUN)
+        status = text(final["Run status"])
+        assert "The benchmark failed" in status and "memory" in status.lower(), status
+        log = final["Server log (last lines)"]
+        assert log["visible"] and "Not enough memory" in text(log)
+        assert not final["Share link: opens these results read-only"]["visible"]
+        assert list(broken.results_dir.iterdir()) == []
