@@ -173,6 +173,7 @@ class _App:
             self._text("runs", "Measured rounds per batch size.")
             self._text("warmups", "Unmeasured rounds first.")
         with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
+            gr.Markdown("**API and load pattern**")
             with gr.Row():
                 f["api"] = gr.Dropdown(list(API_OPTIONS), value=DEFAULTS["api"],
                                        label=_label("api"), elem_id="field-api",
@@ -182,6 +183,7 @@ class _App:
                 self._text("duration_s", "Concurrency pattern: seconds per batch size.")
                 self._text("requests", "Concurrency pattern: requests per batch size.")
                 self._text("timeout_s", "Give up on one request after this many seconds.")
+            gr.Markdown("**Sampling** (TGI's benchmark flags)")
             with gr.Row():
                 for name in ("temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
                              "frequency_penalty", "top_n_tokens"):
@@ -191,6 +193,7 @@ class _App:
                                              elem_id="field-do_sample")
                 f["watermark"] = gr.Checkbox(value=False, label="Watermark",
                                              elem_id="field-watermark")
+            gr.Markdown("**Server** (when the app launches TGI)")
             with gr.Row():
                 f["dtype"] = gr.Dropdown(list(DTYPE_OPTIONS), value=DEFAULTS["dtype"],
                                          label=_label("dtype"), elem_id="field-dtype")
