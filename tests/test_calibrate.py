@@ -211,3 +211,26 @@ def test_markdown_table_marks_missing_numbers_and_accuracy():
     assert lines[0].startswith("| users |") and len(lines) == 4
     assert "| 4 |" in lines[2] and "yes (≤1 ms)" in lines[2] and "+0.30" in lines[2]
     assert lines[3].rstrip().endswith("| no |") and " - |" in lines[3]
+
+
+def test_token_stamps_come_from_socket_reads_with_bytes():
+    """The stamps calibration checks are taken when bytes come off the socket; aiohttp's own
+    data_received(b"") calls (each time a buffer is read) must not move them."""
+    import asyncio
+    import time
+
+    from benchmark.clients.base import _StampingHandler
+
+    loop = asyncio.new_event_loop()
+    try:
+        handler = _StampingHandler(loop=loop)
+        handler.data_received(b"")
+        assert handler.received_ns == 0
+        before = time.perf_counter_ns()
+        handler.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        stamp = handler.received_ns
+        assert before <= stamp <= time.perf_counter_ns()
+        handler.data_received(b"")
+        assert handler.received_ns == stamp
+    finally:
+        loop.close()
