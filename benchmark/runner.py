@@ -96,6 +96,7 @@ class JobView:
     notes: tuple[str, ...]
     done: bool                   # ended and its after-finish hooks ran
     behind_another: bool         # queued while another visitor's run is in progress
+    mode: str                    # the load pattern: "rounds" or "concurrency"
     simulated: bool | None
     launches_server: bool
     output_dir: str
@@ -202,6 +203,7 @@ class Runner:
                 current_step=job.current_step, result_version=job.result_version,
                 queue_position=position, notes=tuple(job.notes), done=job.finished.is_set(),
                 behind_another=self._active is not None and self._active is not job,
+                mode=job.plan.run.mode,
                 simulated=job.simulated,
                 launches_server=job.plan.launches_server, output_dir=str(job.output_dir),
                 elapsed_s=elapsed,

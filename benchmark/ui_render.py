@@ -235,24 +235,30 @@ def progress_html(view: JobView | None) -> str:
     elif view.state == FAILED:
         parts.append(f"<p><b>The benchmark failed:</b> {esc(view.message or '')}</p>")
     if view.steps:
+        def name(step: int) -> str:
+            if view.mode == "concurrency":
+                return f"{step} user" + ("" if step == 1 else "s")
+            return f"Batch size {step}"
+
         total = len(view.steps)
         done = sum(1 for p in view.progress if p.done)
-        parts.append(_bar("All batch sizes", done, total, f"{done} of {total} batch sizes"))
+        unit = "steps" if view.mode == "concurrency" else "batch sizes"
+        parts.append(_bar("All " + unit, done, total, f"{done} of {total} {unit}"))
         for p in view.progress:
             if p.done:
-                parts.append(_bar(f"Batch size {p.step}", 1, 1, "done"))
+                parts.append(_bar(name(p.step), 1, 1, "done"))
             elif p.requests_total or p.requests_done:
                 label = (f"{p.requests_done} of {p.requests_total} requests" if p.requests_total
                          else f"{p.requests_done} requests")
-                parts.append(_bar(f"Batch size {p.step}", p.requests_done,
+                parts.append(_bar(name(p.step), p.requests_done,
                                   p.requests_total or 0, label))
             elif p.rounds:
                 kind = "warm-up" if p.warmup else "run"
-                parts.append(_bar(f"Batch size {p.step}", 0 if p.warmup else p.rounds_done,
+                parts.append(_bar(name(p.step), 0 if p.warmup else p.rounds_done,
                                   p.rounds, f"{kind} {p.rounds_done} of {p.rounds}"))
             else:
                 waiting = "running" if view.current_step == p.step else "waiting"
-                parts.append(_bar(f"Batch size {p.step}", 0, 1, waiting))
+                parts.append(_bar(name(p.step), 0, 1, waiting))
     for warning in view.warnings:
         parts.append(f"<p><b>Warning:</b> {esc(warning)}</p>")
     for note in view.notes:

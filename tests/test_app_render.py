@@ -36,7 +36,7 @@ def view(**changes) -> JobView:
                 server_log=(), steps=(1, 2), progress=(StepProgress(1, done=True),
                                                        StepProgress(2, rounds_done=3, rounds=10)),
                 current_step=2, result_version=1, queue_position=0, notes=(), done=False,
-                behind_another=False, simulated=True, launches_server=True, output_dir="/x",
+                behind_another=False, mode="rounds", simulated=True, launches_server=True, output_dir="/x",
                 elapsed_s=12.0)
     base.update(changes)
     return JobView(**base)
@@ -75,5 +75,8 @@ def test_progress_says_phase_queue_place_and_runs():
     starting = progress_html(view(state="starting server", phase="Downloading the weights",
                                   steps=(), progress=()))
     assert "Starting the server" in starting and "Downloading the weights" in starting
+    users = progress_html(view(mode="concurrency", progress=(
+        StepProgress(1, done=True), StepProgress(4, requests_done=7, requests_total=20))))
+    assert "4 users" in users and "7 of 20 requests" in users and "Batch size" not in users
     failed = progress_html(view(state="failed", message="<b>boom</b>"))
     assert "&lt;b&gt;boom" in failed                 # messages are escaped, never HTML
