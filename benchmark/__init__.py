@@ -28,7 +28,10 @@ Where things live (one room a file):
     calibrate.py   `python -m benchmark calibrate`: the client's own measurement error
     access.py      who may run what on a Space
     hub.py         durable results in a Hub dataset
-    ui.py          the Gradio app factory
+    ui.py          the Gradio app factory (create_app, launch_options)
+    ui_form.py     the app's form as data: typed text -> validated run plan
+    ui_render.py   what the page shows: results, progress, history (no gradio)
+    runner.py      the app's run queue: one run at a time, TGI + the CLI as a child process
     cli.py         `python -m benchmark`
 """
 
