@@ -163,8 +163,9 @@ class ServerManager:
     launcher_cmd:  the program to start; when it is not on PATH the simulator is started
     allow_trust_remote_code: whether settings may ask for --trust-remote-code (default: the
                    environment variable ALLOW_TRUST_REMOTE_CODE, see ``access``)
-    simulator_args: extra flags for the simulated server when it stands in for TGI (e.g.
-                   ``["--tokenizer", name]`` so that it counts prompt tokens exactly)
+    simulator_args: extra flags for the simulated server when it stands in for TGI (by
+                   default it gets ``--tokenizer <model_id>``, so that it counts prompt tokens
+                   the way TGI would)
     """
 
     def __init__(self, log_dir: Path | str | None = None, env: dict[str, str] | None = None,
@@ -394,7 +395,12 @@ class ServerManager:
             if not self.fallback_to_simulator:
                 raise ServerStartError("exited", f"{self.launcher_cmd} is not installed here "
                                                  "(not found on PATH).")
-            argv = [sys.executable, "-m", "benchmark.simulator", *args, *self.simulator_args]
+            # Like TGI, the stand-in counts prompt tokens with the model's own tokenizer
+            # (it falls back to a documented rule when that cannot be loaded).
+            extra = self.simulator_args
+            if "--tokenizer" not in extra:
+                extra = ["--tokenizer", settings.model_id, *extra]
+            argv = [sys.executable, "-m", "benchmark.simulator", *args, *extra]
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
         else:

@@ -406,3 +406,27 @@ def test_an_unwritable_log_folder_is_a_plain_error(tmp_path, fake_env):
     assert "Could not write the server's log file" in str(err)
     assert "--server-log-dir" in str(err)
     assert not Path(fake_env["FAKE_TGI_ARGS_FILE"]).exists()  # nothing was started
+
+
+def test_the_simulated_stand_in_counts_tokens_with_the_models_tokenizer(tmp_path, fake_env,
+                                                                        tiny_tokenizer):
+    """Like TGI, the stand-in counts prompt tokens with the model's tokenizer, so a local run
+    on the simulator reports the prompt length the engine built (no 'server counted' warning)."""
+    from transformers import AutoTokenizer
+
+    env = {**fake_env, "PATH": str(Path(sys.executable).parent)}
+    manager = ServerManager(log_dir=tmp_path / "logs", env=env, poll_interval_s=0.1,
+                            launcher_cmd="text-generation-launcher-not-installed")
+    prompt = "the quick brown fox jumps over a lazy dog"
+    expected = len(AutoTokenizer.from_pretrained(tiny_tokenizer).encode(prompt))
+    try:
+        handle = manager.ensure(ServerSettings(model_id=tiny_tokenizer, port=free_port()),
+                                timeout_s=60)
+        reply = httpx.post(handle.url + "/generate", timeout=30, json={
+            "inputs": prompt, "parameters": {"max_new_tokens": 2}})
+        assert reply.status_code == 200
+        assert int(reply.headers["x-prompt-tokens"]) == expected
+        assert len(httpx.post(handle.url + "/tokenize", json={"inputs": prompt},
+                              timeout=30).json()) == expected
+    finally:
+        manager.stop()
