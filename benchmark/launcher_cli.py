@@ -157,7 +157,7 @@ def launch_from_cli(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         return cli.run_cli(config, args, parser, server=settings.to_dict())
 
     def on_crash(err: ServerStartError) -> None:
-        _record_crash(Path(args.output_dir), err)
+        record_crash(Path(args.output_dir), err)
 
     manager = ServerManager(log_dir=args.server_log_dir, allow_trust_remote_code=True,
                             simulator_args=["--tokenizer", args.tokenizer_name])
@@ -165,7 +165,7 @@ def launch_from_cli(args: argparse.Namespace, parser: argparse.ArgumentParser) -
                           manager=manager, on_crash=on_crash)
 
 
-def _record_crash(folder: Path, err: ServerStartError) -> None:
+def record_crash(folder: Path, err: ServerStartError) -> None:
     """Add the launcher's explanation (with its last log lines) to a failed run's files."""
     from .results import RunResult
 

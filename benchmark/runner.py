@@ -342,6 +342,22 @@ class Runner:
             progress_path.touch()
             log_path = Path(tmp) / "engine.log"
             self._run_engine(job, plan, progress_path, log_path)
+        if job.state == FAILED and job.plan.launches_server:
+            self._explain_crash(job)
+
+    def _explain_crash(self, job: Job) -> None:
+        """A failed run on a launched server: say why the server died, in the page and the file."""
+        from .launcher_cli import record_crash
+
+        try:
+            self._manager.check_alive(wait_s=10.0)
+        except ServerStartError as err:
+            record_crash(job.output_dir, err)
+            with self._lock:
+                job.result_version += 1
+                job.message = redact(f"{job.message or ''} {err}".strip())
+                job.server_log.clear()
+                job.server_log.extend(redact(line) for line in err.log_tail[-LOG_LINES:])
 
     def _child_env(self) -> dict[str, str]:
         env = dict(self.env)

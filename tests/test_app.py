@@ -290,3 +290,18 @@ def test_a_server_that_cannot_start_is_explained_with_its_log(tmp_path, tiny_tok
         assert log["visible"] and "Not enough memory" in text(log)
         assert not final["Share link: opens these results read-only"]["visible"]
         assert list(broken.results_dir.iterdir()) == []
+
+
+def test_a_server_that_crashes_mid_run_keeps_the_results_and_says_why(tmp_path, tiny_tokenizer):
+    # Batch size 1 takes 3 requests (1 warm-up + 2 runs); the server dies during batch size 2.
+    with AppProcess(tmp_path / "results", tokenizer=tiny_tokenizer,
+                    extra_env={"FAKE_TGI_FAIL": "crash_after_requests=5"}) as crashing:
+        client = Client(crashing.url, verbose=False)
+        final, _ = run(client, model_id=tiny_tokenizer, **FIELDS_SMALL_RUN)
+        status = text(final["Run status"])
+        assert "TGI server stopped while it was in use" in status, status
+        assert "shard" in text(final["Server log (last lines)"]).lower()
+        saved = json.loads((crashing.results_dir / run_id_of(final) / "run.json").read_text())
+        assert saved["status"] == "failed" and saved["complete"] is False
+        assert "TGI server stopped while it was in use" in saved["message"]
+        assert {r["step"] for r in saved["requests"] if r["error"] is None} >= {1}
