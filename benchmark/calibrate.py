@@ -255,7 +255,8 @@ def is_accurate(row: Row, tolerance_ms: float = 1.0) -> bool:
     error) and the token latency error p50 and p99.
 
     The other share of the TTFT error, send->server, is time the request spent before the
-    server's handler stamped its arrival (the server's own HTTP handling): a client that
+    server read its first bytes from the socket (transit, and the server's event loop busy
+    with other requests): a client that
     measures it is right to, the server's trace just cannot see it. It is shown, not judged.
     Dispatch lag is reported apart by the engine and is not judged either."""
     if row.requests == 0 or row.failed or row.matched < row.requests:
@@ -369,8 +370,8 @@ _COLUMNS = (
 
 NOTE = (
     "Times in ms; error = client-measured minus server-traced (same clock), matched by "
-    "X-Request-Id. TTFT error = send→server (request transit plus the server's own HTTP "
-    "handling before it stamps the arrival: time the client is right to count) + 1st token "
+    "X-Request-Id. TTFT error = send→server (request transit plus the wait until the server "
+    "reads the request's first bytes: time the client is right to count) + 1st token "
     "delivery (server write to client stamp: the client's own share). \"within\" judges the "
     "client's share: 1st token delivery p50 and token latency error p50 and p99. Dispatch = "
     "wait in the client before a request went out (reported apart by the engine, not part of "
@@ -673,9 +674,10 @@ class Calibration:
                 "token_latency": "(last token - first token) / (tokens - 1)",
                 "itl": "per token gap, client gap minus server gap",
                 "delivery": "client arrival stamp minus server write stamp of the same token",
-                "send_to_server": "server arrival stamp (in its request handler) minus client "
-                                  "send stamp: request transit plus the server's own HTTP "
-                                  "handling before it stamps; part of the TTFT error",
+                "send_to_server": "server arrival stamp (the request's first bytes read "
+                                  "from the socket) minus client send stamp: request "
+                                  "transit plus the wait until the server reads it; part of "
+                                  "the TTFT error",
                 "first_delivery": "client first-token stamp minus server first-token write "
                                   "stamp; the other part of the TTFT error",
                 "dispatch": "request sent - round scheduled (client only)",

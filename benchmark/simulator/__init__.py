@@ -13,7 +13,9 @@ In tests:
 Modules: ``config`` (settings, argv), ``model`` (timing model and scheduler), ``formats``
 (SSE byte templates and bodies), ``validation`` (TGI's request checks and messages),
 ``tokens`` (prompt token counting, synthetic vocabulary), ``metrics`` (Prometheus text),
-``server`` (aiohttp routes, ``run_in_thread``), ``__main__`` (start-up log, signals).
+``server`` (aiohttp routes, ``run_in_thread``; its docstring lists the trace fields),
+``arrival`` (stamps each request when its first bytes are read), ``__main__`` (start-up log,
+signals).
 """
 
 from .config import DEFAULT_MODEL_ID, ROUTER_NAME, SimulatorConfig, parse_args

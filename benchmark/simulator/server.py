@@ -7,6 +7,21 @@
 
     with run_in_thread(SimulatorConfig()) as sim:   # for tests: own loop in a thread
         httpx.get(sim.url + "/info")
+
+Trace (``SimulatorConfig.trace``): one JSON line per finished or refused request, stamps from
+``time.perf_counter_ns()`` (on Linux CLOCK_MONOTONIC, shared by every process on the machine):
+
+    request_id     the X-Request-Id header (a random id when absent)
+    route          the route that served it (``/`` resolves to /generate or /generate_stream)
+    arrived_ns     when the request's first bytes came off the socket (see ``arrival``); on a
+                   keep-alive connection, the first bytes of this request, not of the connection
+    handled_ns     when its aiohttp handler started; handled_ns - arrived_ns is the server's
+                   own queueing of the request (up to ~150 ms in a burst of 256 requests)
+    queued_ns      when it joined the scheduler's queue, after validation
+    admitted_ns    when it joined the running batch (null if it never did)
+    token_ns       when each token's bytes were handed to the socket
+    end_ns         when it ended
+    input_tokens, output_tokens, finish_reason, status, error
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ from typing import Any, Callable, Iterator
 from aiohttp import web
 
 from ..errors import redact
+from .arrival import ARRIVED_NS, StampingAppRunner
 from .config import ROUTER_NAME, TGI_VERSION, SimulatorConfig
 from .formats import (ChatStreamFormat, CompletionStreamFormat, TgiStreamFormat, chat_body,
                       completion_body, error_body, generate_body)
@@ -102,8 +118,8 @@ class Simulator:
     async def start(self) -> None:
         self.scheduler = Scheduler(self.config, on_step=self._on_step, on_finish=self._on_finish)
         self._task = asyncio.get_running_loop().create_task(self.scheduler.run())
-        self._runner = web.AppRunner(self.build_app(), access_log=None,
-                                     handle_signals=False, shutdown_timeout=1.0)
+        self._runner = StampingAppRunner(self.build_app(), access_log=None,
+                                         handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.hostname, self.config.port,
                            reuse_address=True)
@@ -177,12 +193,13 @@ class Simulator:
             self._trace.write(json.dumps(row, separators=(",", ":")) + "\n")
             self._trace.flush()
 
-    def _trace_error(self, request: web.Request, route: str, arrived_ns: int, status: int,
-                     message: str) -> None:
+    def _trace_error(self, request: web.Request, route: str, stamps: tuple[int, int],
+                     status: int, message: str) -> None:
         err = {429: "overloaded", 499: "cancelled"}.get(status, "validation")
         self.metrics.inc("tgi_request_failure", err=err)
         self.write_trace({"request_id": self._request_id(request), "route": route,
-                          "arrived_ns": arrived_ns, "token_ns": [], "end_ns": perf_counter_ns(),
+                          "arrived_ns": stamps[0], "handled_ns": stamps[1], "token_ns": [],
+                          "end_ns": perf_counter_ns(),
                           "input_tokens": None, "output_tokens": 0, "finish_reason": None,
                           "status": status, "error": message})
 
@@ -278,24 +295,25 @@ class Simulator:
                       parse: Callable[[Any], ValidRequest] | None,
                       stream_fmt: Any) -> web.StreamResponse:
         """Read the JSON body (400/499 when it cannot be), then serve the request."""
-        arrived = perf_counter_ns()
+        handled = perf_counter_ns()
+        stamps = (request.get(ARRIVED_NS, handled), handled)  # (arrived_ns, handled_ns)
         try:
             data = load_json(await read_body(request))
         except ApiError as err:
-            return self._refuse(request, route, arrived, err)
+            return self._refuse(request, route, stamps, err)
         if parse is None:  # the compat route decides from the body
             stream = isinstance(data, dict) and data.get("stream") is True
             route, stream_fmt = ("/generate_stream", TGI_STREAM) if stream else ("/", None)
             parse = self._parse_generate(stream)
-        return await self._serve(request, route, arrived, functools.partial(parse, data),
+        return await self._serve(request, route, stamps, functools.partial(parse, data),
                                  stream_fmt)
 
-    def _refuse(self, request: web.Request, route: str, arrived: int,
+    def _refuse(self, request: web.Request, route: str, stamps: tuple[int, int],
                 err: ApiError) -> web.Response:
-        self._trace_error(request, route, arrived, err.status, err.message)
+        self._trace_error(request, route, stamps, err.status, err.message)
         return json_error(err.status, err.message, err.error_type)
 
-    async def _serve(self, request: web.Request, route: str, arrived: int,
+    async def _serve(self, request: web.Request, route: str, stamps: tuple[int, int],
                      parse: Callable[[], ValidRequest], stream_fmt: Any) -> web.StreamResponse:
         """Overload check, validation, queueing, then the streamed or whole response."""
         scheduler = self.scheduler
@@ -303,7 +321,7 @@ class Simulator:
             return json_error(503, "unhealthy", "healthcheck")
         self.metrics.inc("tgi_request_count")
         if self.inflight >= self.config.max_concurrent_requests:
-            return self._refuse(request, route, arrived,
+            return self._refuse(request, route, stamps,
                                 ApiError(429, "Model is overloaded", "overloaded"))
         self.inflight += 1
         try:
@@ -314,19 +332,20 @@ class Simulator:
                 else:
                     valid = parse()
             except ApiError as err:
-                return self._refuse(request, route, arrived, err)
+                return self._refuse(request, route, stamps, err)
             except Exception as exc:  # the tokenizer failed on this input: TGI's wording
-                return self._refuse(request, route, arrived, ApiError(
+                return self._refuse(request, route, stamps, ApiError(
                     422, redact(f"Input validation error: tokenizer error {exc}"), "validation"))
             self.metrics.observe("tgi_request_input_length", valid.input_length)
             self.metrics.observe("tgi_request_max_new_tokens", valid.max_new_tokens)
             self.metrics.observe("tgi_request_validation_duration",
-                                 (perf_counter_ns() - arrived) / 1e9)
+                                 (perf_counter_ns() - stamps[0]) / 1e9)
             fmt = stream_fmt if valid.stream else None
             # TGI draws a seed when none is given and reports it only when sampling.
             seed = valid.seed if valid.seed is not None else self._rng.getrandbits(63)
             seq = Sequence(request_id=self._request_id(request), route=route,
-                           arrived_ns=arrived, input_length=valid.input_length,
+                           arrived_ns=stamps[0], handled_ns=stamps[1],
+                           input_length=valid.input_length,
                            max_new_tokens=valid.max_new_tokens, seed=seed,
                            reported_seed=seed if valid.do_sample else None,
                            eos_probability=self.config.eos_probability, stops=valid.stops,
