@@ -59,6 +59,26 @@ class StreamDecoder(ABC):
     def on_end(self) -> None:
         """The stream closed; fill what the server did not say (default: nothing)."""
 
+    def parse(self, data: str) -> dict[str, Any] | None:
+        """The event's JSON object; None (and the record failed) for an event that is not a
+        JSON object or that reports an error (TGI: ``error``/``error_type``; OpenAI: ``error``
+        with a ``message``)."""
+        try:
+            event = json.loads(data)
+        except ValueError:
+            self.fail("stream", f"the server sent an event that is not JSON: {data[:80]!r}")
+            return None
+        if not isinstance(event, dict):
+            self.fail("stream", f"the server sent an unexpected event: {data[:80]!r}")
+            return None
+        error = event.get("error")
+        if error is not None:
+            message = error.get("message", error) if isinstance(error, dict) else error
+            kind = event.get("error_type")
+            self.fail("stream", f"stream error{f' ({kind})' if kind else ''}: {message}")
+            return None
+        return event
+
     def fail(self, kind: str, message: str) -> None:
         if self.record.error is None:
             self.record.error = redact(message)[:_MAX_ERROR_CHARS]

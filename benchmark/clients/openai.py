@@ -9,7 +9,6 @@ watermark, top-n tokens) are not sent.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..config import SamplingParams
@@ -52,18 +51,8 @@ class OpenAIDecoder(StreamDecoder):
         if data.strip() == "[DONE]":
             self.done = True
             return True
-        try:
-            event = json.loads(data)
-        except ValueError:
-            self.fail("stream", f"the server sent an event that is not JSON: {data[:80]!r}")
-            return True
-        if not isinstance(event, dict):
-            self.fail("stream", f"the server sent an unexpected event: {data[:80]!r}")
-            return True
-        if event.get("error") is not None:
-            error = event["error"]
-            message = error.get("message", error) if isinstance(error, dict) else error
-            self.fail("stream", f"stream error: {message}")
+        event = self.parse(data)
+        if event is None:
             return True
         carried = False
         for choice in event.get("choices") or []:

@@ -9,7 +9,6 @@ An ``{"error": ...}`` event is an error; there is no ``[DONE]`` on this route.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..config import SamplingParams
@@ -55,18 +54,8 @@ class TGIDecoder(StreamDecoder):
                 and '"token":{' in data):
             record.token_ns.append(arrived_ns)
             return False
-        try:
-            event = json.loads(data)
-        except ValueError:
-            self.fail("stream", f"the server sent an event that is not JSON: {data[:80]!r}")
-            return True
-        if not isinstance(event, dict):
-            self.fail("stream", f"the server sent an unexpected event: {data[:80]!r}")
-            return True
-        if event.get("error") is not None:
-            kind = event.get("error_type")
-            suffix = f" ({kind})" if kind else ""
-            self.fail("stream", f"stream error{suffix}: {event['error']}")
+        event = self.parse(data)
+        if event is None:
             return True
         if event.get("token") is not None:
             record.token_ns.append(arrived_ns)
