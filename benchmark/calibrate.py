@@ -54,10 +54,11 @@ from .stats import percentile
 __all__ = [
     "CalibrationSettings", "Row", "Verdict", "DEFAULT_LEVELS", "QUICK_LEVELS",
     "CALIBRATION_FILE", "KIND", "match_errors", "summarize_level", "is_accurate", "decide",
-    "verdict_for", "markdown_table", "load_latest", "latest_path", "calibrate", "main",
+    "verdict_for", "run_calibration", "markdown_table", "load_latest", "latest_path", "calibrate", "main",
 ]
 
 KIND = "calibration"
+RUN_KIND = "calibration-summary"  # the block a run.json carries (run_calibration)
 SCHEMA_VERSION = 1
 CALIBRATION_FILE = "calibration.json"
 DEFAULT_LEVELS = (1, 16, 64, 128, 256, 512, 1024)
@@ -318,10 +319,13 @@ def decide(rows: Sequence[Row], *, tolerance_ms: float = 1.0,
 
 def verdict_for(concurrency: int, calibration: dict[str, Any] | None) -> str | None:
     """A warning for a run at ``concurrency`` when it is beyond what ``calibration`` (the dict
-    of a calibration.json, e.g. ``load_latest()``) measured as accurate; None when within it or
-    when there is no calibration. Pure: the app shows the sentence next to the results."""
+    of a calibration.json, e.g. ``load_latest()``, or the block of a run.json made by
+    ``run_calibration``) measured as accurate; None when within it or when there is no
+    calibration. Pure: the app shows the sentence next to the results."""
     if not isinstance(calibration, dict):
         return None
+    if calibration.get("kind") == RUN_KIND:
+        calibration = _from_run_block(calibration)
     verdict = calibration.get("verdict")
     if not isinstance(verdict, dict):
         return None
@@ -397,6 +401,63 @@ def markdown_table(rows: Sequence[Row], tolerance_ms: float = 1.0) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+def run_calibration(concurrency: int, calibration: dict[str, Any] | None
+                    ) -> dict[str, Any] | None:
+    """What a run's ``run.json`` says about the client's accuracy (``RunResult.calibration``):
+    when and where ``calibration`` was measured, up to which concurrency and token rate it found
+    the client accurate, and ``verdict_for(concurrency, calibration)`` for the run's largest
+    step (None when within). None without a calibration; fields it lacks are None. Pure."""
+    if not isinstance(calibration, dict) or not isinstance(calibration.get("verdict"), dict):
+        return None
+
+    def part(name: str) -> dict[str, Any]:
+        value = calibration.get(name)
+        return value if isinstance(value, dict) else {}
+
+    verdict = part("verdict")
+    try:
+        sentence = verdict_for(concurrency, calibration)
+    except (TypeError, ValueError):  # a hand-edited file with odd values: no verdict
+        sentence = None
+    return {
+        "kind": RUN_KIND,
+        "measured_at": _text(calibration.get("ended_at") or calibration.get("started_at")),
+        "cpu_count": _count(part("environment").get("cpu_count")),
+        "platform": _text(part("environment").get("platform")),
+        "tool_version": _text(part("tool").get("version")),
+        "tolerance_ms": _number(part("settings").get("tolerance_ms")),
+        "accurate_concurrency": _count(verdict.get("accurate_concurrency")),
+        "accurate_token_rate": _number(verdict.get("accurate_token_rate")),
+        "highest_measured": _count(verdict.get("highest_measured")),
+        "stopped_because": _text(verdict.get("stopped_because")),
+        "concurrency": concurrency,
+        "verdict": _text(sentence),
+    }
+
+
+def _from_run_block(block: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a calibration that ``verdict_for`` reads, from a run.json block."""
+    return {"ended_at": block.get("measured_at"),
+            "settings": {"tolerance_ms": block.get("tolerance_ms") or 1.0},
+            "verdict": {"accurate_concurrency": block.get("accurate_concurrency"),
+                        "highest_measured": block.get("highest_measured"),
+                        "stopped_because": block.get("stopped_because")}}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return _finite(float(value))
+
+
 # Files
 
 

@@ -14,7 +14,9 @@ What ``run`` does, in order:
 3. runs the load pattern of every step (``load.py``) with the streaming clients (``clients/``)
    on one ``aiohttp`` session without a connection limit, connections opened before a step;
 4. saves ``run.json``, ``summary.csv`` and ``requests.csv`` at the start and after every step,
-   and once more at the end, then returns the result.
+   and once more at the end, then returns the result. ``run.json``'s ``calibration`` says how
+   accurate the client was found to be by the latest ``python -m benchmark calibrate`` on
+   this machine (``client_calibration``), or null when it was never calibrated.
 
 Progress goes to ``on_progress(event: dict)`` (the events of ``progress.py``). Setting ``cancel``
 (a ``threading.Event``), or SIGINT / SIGTERM when ``run`` is called on the main thread, stops
@@ -222,6 +224,18 @@ def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
         return _Engine(config, on_progress, cancel, server, dict(headers or {})).execute()
 
 
+def client_calibration(concurrency: int) -> dict[str, Any] | None:
+    """How accurate this machine's client was found to be (``calibrate.run_calibration`` of
+    the latest ``python -m benchmark calibrate``), judged for ``concurrency``; None when the
+    machine was never calibrated. A missing or unreadable calibration never stops a run."""
+    try:
+        from . import calibrate  # imported here: only this lookup needs it
+
+        return calibrate.run_calibration(concurrency, calibrate.load_latest())
+    except Exception:  # noqa: BLE001 - the calibration is a note, not part of the measurement
+        return None
+
+
 class _Engine:
     def __init__(self, config: RunConfig, on_progress: ProgressCallback | None,
                  cancel: threading.Event, server: dict[str, Any] | None,
@@ -282,7 +296,8 @@ class _Engine:
             run_id = results.new_run_id(model)
         self.folder = folder
         self.result = RunResult(run_id=run_id, config=config, server_info=probe.info,
-                                simulated=probe.simulated, server=self.server)
+                                simulated=probe.simulated, server=self.server,
+                                calibration=client_calibration(max(config.batch_sizes)))
         try:
             self._save()
         except OSError as exc:
