@@ -17,8 +17,8 @@ Trace (``SimulatorConfig.trace``): one JSON line per finished or refused request
                    keep-alive connection, the first bytes of this request, not of the connection
     handled_ns     when its aiohttp handler started; handled_ns - arrived_ns is the server's
                    own queueing of the request (up to ~150 ms in a burst of 256 requests)
-    queued_ns      when it joined the scheduler's queue, after validation
-    admitted_ns    when it joined the running batch (null if it never did)
+    queued_ns      when it joined the scheduler's queue, after validation (absent when refused)
+    admitted_ns    when it joined the running batch (null if it never did; absent when refused)
     token_ns       when each token's bytes were handed to the socket
     end_ns         when it ended
     input_tokens, output_tokens, finish_reason, status, error
