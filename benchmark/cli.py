@@ -20,10 +20,12 @@ Extending: ``build_parser()`` builds the parser from ``add_benchmark_arguments``
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import sys
 import threading
 from typing import Any, Sequence
+from urllib.parse import unquote, urlsplit
 
 from . import __version__
 from .config import (API_CHOICES, DEFAULT_BATCH_SIZES, DEFAULT_URL, MODE_CHOICES, RunConfig,
@@ -141,7 +143,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )
     config = RunConfig(
         tokenizer_name=args.tokenizer_name,
-        url=check_url(args.url),
+        url=url_without_credentials(check_url(args.url)),
         api=args.api,
         model=args.model,
         revision=args.revision,
@@ -234,6 +236,12 @@ def run_cli(config: RunConfig, args: argparse.Namespace, parser: argparse.Argume
 def auth_headers(args: argparse.Namespace) -> dict[str, str]:
     """``Authorization`` from the variable named by ``--api-key-env`` (ConfigError if unset)."""
     name = getattr(args, "api_key_env", None)
+    basic = _basic_auth(getattr(args, "url", None) or "")
+    if basic and name:
+        raise ConfigError("api_key_env", "Give the endpoint's credentials either in the URL "
+                                         "(user:password@host) or with --api-key-env, not both.")
+    if basic:
+        return {"Authorization": basic}
     if not name:
         return {}
     value = os.environ.get(name, "").strip()
@@ -247,3 +255,23 @@ def result_folder(result: Any, config: RunConfig) -> str:
     from .results import results_root
 
     return config.output_dir or str(results_root() / result.run_id)
+
+
+def url_without_credentials(url: str) -> str:
+    """``url`` without its ``user:password@`` part: credentials travel as a header only
+    (``auth_headers``), so they never reach run.json, tables, progress or error messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def _basic_auth(url: str) -> str | None:
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    if parts.username is None and parts.password is None:
+        return None
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")

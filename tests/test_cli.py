@@ -146,3 +146,32 @@ def test_sigterm_saves_partial_files_and_exits_130(simulator_process, tiny_token
     assert f"Results: {out}" in stdout
     events = [json.loads(line) for line in progress.read_text().splitlines()]
     assert events[-1]["event"] == "done" and events[-1]["status"] == "cancelled"
+
+
+def test_credentials_in_the_url_are_sent_as_a_header_never_saved(capsys, tiny_tokenizer,
+                                                                 tmp_path):
+    out = tmp_path / "run"
+    with run_in_thread(SimulatorConfig(tokenizer=tiny_tokenizer, **FAST)) as sim:
+        secret_url = sim.url.replace("http://", "http://bob:s3cret-pass@")
+        args = build_parser().parse_args(["--tokenizer-name", tiny_tokenizer, "--url",
+                                          secret_url])
+        assert config_from_args(args).url == sim.url
+        from benchmark.cli import auth_headers
+        assert auth_headers(args) == {"Authorization": "Basic Ym9iOnMzY3JldC1wYXNz"}
+        code = main(["--tokenizer-name", tiny_tokenizer, "--url", secret_url, "-b", "1",
+                     "--runs", "1", "--warmups", "0", "--output-dir", str(out)])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "s3cret" not in captured.out + captured.err
+    assert not [f for f in out.iterdir() if "s3cret" in f.read_text()]
+
+
+def test_credentials_in_the_url_and_api_key_env_is_a_usage_error(capsys, monkeypatch,
+                                                                 tiny_tokenizer):
+    monkeypatch.setenv("MY_ENDPOINT_TOKEN", "tok-value-1234")
+    with pytest.raises(SystemExit) as exited:
+        main(["--tokenizer-name", tiny_tokenizer, "--url", "http://bob:pw@127.0.0.1:9",
+              "--api-key-env", "MY_ENDPOINT_TOKEN"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--api-key-env" in err and "tok-value-1234" not in err and "pw@" not in err
