@@ -44,6 +44,8 @@ MAX_RUNS = 10_000
 MAX_WARMUPS = 1_000
 MAX_DURATION_S = 24 * 3600.0
 
+# A git branch, tag or commit as the Hub takes it (refs/pr/1 too); never read as a flag.
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
 
@@ -132,6 +134,7 @@ FIELD_LABELS = {
     "frequency_penalty": "Frequency penalty",
     "top_n_tokens": "Top-n tokens",
     "model_id": "Model ID",
+    "revision": "Revision",
     "quantize": "Quantization",
     "dtype": "Data type",
     "num_shard": "Number of GPUs (shards)",
@@ -163,6 +166,9 @@ def check_model_id(model_id: str, field_name: str = "model_id") -> str:
     text = (model_id or "").strip()
     if not text:
         raise ConfigError(field_name, "Model ID is empty: type a Hub id such as org/model-name.")
+    if text.startswith("-"):
+        raise ConfigError(field_name, f"Model ID {text!r} starts with '-': type a Hub id such "
+                                      "as org/model-name or a folder path such as ./model.")
     if os.path.isdir(text):
         return text
     if not _HUB_ID.match(text) or ".." in text or "--" in text:
@@ -350,6 +356,11 @@ class ServerSettings:
 
     def validate(self, *, allow_trust_remote_code: bool = False) -> "ServerSettings":
         check_model_id(self.model_id)
+        if self.revision is not None and self.revision != "" and (
+                not _REVISION.match(self.revision) or ".." in self.revision):
+            raise ConfigError("revision", f"Revision {self.revision!r} is not a branch, tag or "
+                                          "commit name (letters, digits, '.', '_', '-', '/'; "
+                                          "not starting with '-').")
         if self.quantize is not None and self.quantize not in QUANTIZE_CHOICES:
             raise ConfigError("quantize", f"Quantization must be one of {', '.join(QUANTIZE_CHOICES)}"
                                           f" (or none); got {self.quantize!r}.")
@@ -383,7 +394,7 @@ class ServerSettings:
                               "Running code from the model repository is turned off here. The "
                               "owner can allow it with ALLOW_TRUST_REMOTE_CODE=1.")
         parse_int("port", self.port, minimum=1, maximum=65535)
-        if not re.fullmatch(r"[A-Za-z0-9.:\-\[\]]+", self.hostname or ""):
+        if not re.fullmatch(r"[A-Za-z0-9.:\[][A-Za-z0-9.:\-\[\]]*", self.hostname or ""):
             raise ConfigError("hostname", f"Hostname {self.hostname!r} is not a valid host name.")
         return self
 

@@ -149,3 +149,30 @@ def test_trust_remote_code_only_when_the_owner_allows_it():
 def test_server_url_for_a_wildcard_host_is_loopback():
     assert ServerSettings(model_id="o/m", hostname="0.0.0.0", port=1337).url == \
         "http://127.0.0.1:1337"
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"revision": "--trust-remote-code"}, "revision"),
+    ({"revision": "-h"}, "revision"),
+    ({"revision": "main\n--trust-remote-code"}, "revision"),
+    ({"revision": "../../etc"}, "revision"),
+    ({"hostname": "--trust-remote-code"}, "hostname"),
+    ({"hostname": "-0"}, "hostname"),
+])
+def test_values_that_would_read_as_launcher_flags_are_refused(changes, field):
+    with pytest.raises(ConfigError) as err:
+        ServerSettings(model_id="org/model", **changes).validate()
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/12", "5f3a9c0d" * 5, "gptq-4bit"])
+def test_real_revisions_are_accepted(revision):
+    assert ServerSettings(model_id="org/model", revision=revision).validate().revision == revision
+
+
+def test_a_local_folder_named_like_a_flag_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "--trust-remote-code").mkdir()
+    with pytest.raises(ConfigError) as err:
+        ServerSettings(model_id="--trust-remote-code").validate()
+    assert err.value.field == "model_id"
