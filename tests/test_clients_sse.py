@@ -142,6 +142,43 @@ def test_openai_chat_counts_from_usage_and_done_ends():
     assert record.token_latency_ms == pytest.approx((3 - 2) / 1e6 / 4)
 
 
+def test_openai_end_of_sequence_chunk_without_text_is_the_last_tokens_arrival():
+    """An EOS token has no text: its chunk carries only the finish reason, and the server counts
+    it in ``completion_tokens`` (TGI's and vLLM's OpenAI routes). Its arrival is the last token's,
+    as on TGI's own stream; without it the time per token came out too low (2 gaps / 3)."""
+    record = RequestRecord(step=1, run=1, request=1)
+    chunks = [(1, chat_chunk("")), (10, chat_chunk("a")), (20, chat_chunk("b")),
+              (30, chat_chunk("c")), (40, chat_chunk("", reason="stop")),
+              (41, chat_chunk(None, usage={"prompt_tokens": 3, "completion_tokens": 4})),
+              (42, b"data: [DONE]\r\n\r\n")]
+    decode(OpenAIDecoder(record, chat=True), chunks)
+    assert record.ok and record.output_tokens == 4
+    assert record.token_ns == [10, 20, 30, 40]
+    assert record.token_latency_ms == pytest.approx(30 / 1e6 / 3)
+
+
+def test_openai_finish_chunk_without_text_is_not_a_token_when_usage_says_so():
+    """A finish reason sent apart from the last token (usage counts only the text chunks) adds
+    no token; nor does it without usage, where nothing says it was a token."""
+    record = RequestRecord(step=1, run=1, request=1)
+    decode(OpenAIDecoder(record, chat=True),
+           [(10, chat_chunk("a")), (20, chat_chunk("b")), (25, chat_chunk("", reason="length")),
+            (26, chat_chunk(None, usage={"prompt_tokens": 3, "completion_tokens": 2})),
+            (27, b"data: [DONE]\n\n")])
+    assert record.token_ns == [10, 20]
+    bare = RequestRecord(step=1, run=1, request=1)
+    decode(OpenAIDecoder(bare, chat=True),
+           [(10, chat_chunk("a")), (25, chat_chunk("", reason="stop")), (27, b"data: [DONE]\n\n")])
+    assert bare.token_ns == [10] and bare.output_tokens is None
+    # the usage chunk after a finish chunk with text is not a token either
+    late = RequestRecord(step=1, run=1, request=1)
+    decode(OpenAIDecoder(late, chat=True),
+           [(10, chat_chunk("a b")), (20, chat_chunk("c", reason="length")),
+            (26, chat_chunk(None, usage={"prompt_tokens": 3, "completion_tokens": 3})),
+            (27, b"data: [DONE]\n\n")])
+    assert late.token_ns == [10, 20]
+
+
 def test_openai_completions_without_usage_leaves_counts_unknown():
     record = RequestRecord(step=1, run=1, request=1)
     text = lambda t, r=None: b"data:" + json.dumps(  # noqa: E731

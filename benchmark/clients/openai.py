@@ -3,8 +3,10 @@
 The request sets ``stream_options.include_usage`` so the server's own token counts arrive in a
 final chunk (``usage.prompt_tokens`` / ``usage.completion_tokens``). A chunk with text is a
 token event (it may carry several tokens; counts come from ``usage``); ``data: [DONE]`` ends
-the stream. Sampling flags the OpenAI API does not define (top-k, typical-p, repetition penalty,
-watermark, top-n tokens) are not sent.
+the stream. A chunk that ends the output with a finish reason but no text is the arrival of an
+end-of-sequence token (which has no text) when ``usage`` counts one token more than the text
+chunks: it is then the last token event, as on TGI's own stream. Sampling flags the OpenAI API
+does not define (top-k, typical-p, repetition penalty, watermark, top-n tokens) are not sent.
 """
 
 from __future__ import annotations
@@ -45,16 +47,20 @@ class OpenAIDecoder(StreamDecoder):
         super().__init__(record)
         self.chat = chat
         self.done = False
+        # Arrival of a chunk that ends the output without text (an end-of-sequence token):
+        # the last token's arrival when the server counts one token more than the text chunks.
+        self.finish_ns: int | None = None
 
     def on_event(self, data: str, arrived_ns: int) -> bool:
         record = self.record
         if data.strip() == "[DONE]":
             self.done = True
+            self._end_of_sequence_token()
             return True
         event = self.parse(data)
         if event is None:
             return True
-        carried = False
+        carried = finished = False
         for choice in event.get("choices") or []:
             if not isinstance(choice, dict):
                 continue
@@ -67,8 +73,11 @@ class OpenAIDecoder(StreamDecoder):
                 carried = True
             if choice.get("finish_reason"):
                 record.finish_reason = choice["finish_reason"]
+                finished = True
         if carried:
             record.token_ns.append(arrived_ns)
+        elif finished and self.finish_ns is None:
+            self.finish_ns = arrived_ns
         usage = event.get("usage")
         if isinstance(usage, dict):
             if usage.get("prompt_tokens") is not None:
@@ -77,8 +86,17 @@ class OpenAIDecoder(StreamDecoder):
                 record.output_tokens = int(usage["completion_tokens"])
         return False
 
+    def _end_of_sequence_token(self) -> None:
+        """Count the text-less finish chunk as the last token event when usage says it was one."""
+        record = self.record
+        if (record.error is None and self.finish_ns is not None
+                and record.output_tokens == len(record.token_ns) + 1):
+            record.token_ns.append(self.finish_ns)
+        self.finish_ns = None
+
     def on_end(self) -> None:
         record = self.record
+        self._end_of_sequence_token()
         if record.error is None and not self.done and record.finish_reason is None:
             self.fail("stream", f"the stream ended after {len(record.token_ns)} token events "
                                 f"without [DONE]")
