@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
+from aiohttp import web
 
 from benchmark.clients.base import error_message
 from benchmark.clients.openai import OpenAIDecoder
@@ -226,3 +228,42 @@ def test_tgi_token_events_formatted_differently_still_count():
     final = tgi_event(2, final=True, generated=2)
     assert decode(TGIDecoder(record), [(10, spaced), (20, final)])
     assert record.token_ns == [10, 20] and record.output_tokens == 2
+
+
+def test_a_response_held_open_after_its_last_event_is_not_a_timeout():
+    """The final event came (all tokens, details): a server or proxy that keeps the stream open
+    afterwards must not turn that success into a timeout while the client drains the rest."""
+
+    async def generate(request):
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(tgi_event(1) + tgi_event(2) + tgi_event(3, final=True))
+        await asyncio.sleep(0.8)  # held open past the client's timeout
+        return response
+
+    async def scenario():
+        from benchmark.clients import TGIClient, open_session
+        from benchmark.config import SamplingParams
+
+        app = web.Application()
+        app.router.add_post("/generate_stream", generate)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        client = TGIClient(f"http://127.0.0.1:{port}", sampling=SamplingParams(),
+                           decode_length=3, sequence_length=7)
+        record = RequestRecord(step=1, run=1, request=1)
+        try:
+            async with open_session() as session:
+                await client.send(session, client.body("hi"), record, timeout_s=0.3)
+        finally:
+            await runner.cleanup()
+        return record
+
+    record = asyncio.run(scenario())
+    assert record.ok, record.error
+    assert len(record.token_ns) == 3 and record.output_tokens == 3
+    assert record.end_ns == record.token_ns[-1]

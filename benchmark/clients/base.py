@@ -122,7 +122,8 @@ class StreamClient(ABC):
             async with asyncio.timeout(timeout_s):
                 await self._stream(session, body, headers, record, decoder)
         except TimeoutError:
-            decoder.fail("timeout", f"timeout after {timeout_s:g} s")
+            if record.end_ns is None:  # else the response had ended: only the drain was cut
+                decoder.fail("timeout", f"timeout after {timeout_s:g} s")
         except asyncio.CancelledError:
             decoder.fail("cancelled", "cancelled before the response ended")
             record.end_ns = record.end_ns or time.perf_counter_ns()
