@@ -28,7 +28,8 @@ import gradio as gr
 
 from . import access, hub
 from .config import DEFAULT_SERVER_PORT, FIELD_LABELS, parse_int
-from .errors import BenchmarkError, ConfigError, ResultFileError, redact
+from .errors import (BenchmarkError, ConfigError, ResultFileError, ServerUnreachable,
+                     redact)
 from .results import RunResult, list_runs, new_run_id, run_dir
 from .runner import FINISHED, STARTING, Job, Runner
 from .ui_form import (
@@ -54,6 +55,8 @@ from .ui_render import (
 )
 
 MAX_FIGURES = 10
+MAX_COMPARE = 8      # runs on the same charts at most
+MAX_UPLOAD = "1kb"   # the page has no upload field; Gradio's /upload route stays tiny
 POLL_S = 0.5
 REFRESH_S = 3.0
 STALE_S = 15 * 60   # a "running" run.json untouched this long is not followed any more
@@ -93,7 +96,16 @@ def _shown(message: str) -> Any:
 def _error_markdown(exc: BenchmarkError) -> str:
     message = redact(str(exc))
     if isinstance(exc, ConfigError):
-        return f"**{_label(exc.field)}:** {message}"
+        label = _label(exc.field)
+        if message.startswith(label + " "):       # "Runs must be ..." -> "**Runs:** must be ..."
+            message = message[len(label) + 1:]
+        return f"**{label}:** {message}"
+    head = f"Nothing answers at {getattr(exc, 'url', '')} ("
+    if isinstance(exc, ServerUnreachable) and message.startswith(head) and "). " in message:
+        # The engine's advice speaks to the command line (--url); the page has a field.
+        reason = message[len(head):].rpartition("). ")[0]
+        return (f"**{_label('url')}:** nothing answers at {exc.url} ({reason}). Check the "
+                f"address and port, and that the server is running and reachable from here.")
     return message
 
 
@@ -565,9 +577,14 @@ class _App:
         return self._show_runs((run_ids or [])[:1], request)
 
     def compare_runs(self, run_ids: list[str] | None, request: gr.Request) -> dict[Any, Any]:
-        if len(run_ids or []) < 2:
+        picked = list(dict.fromkeys(str(r) for r in (run_ids or [])))   # each run once
+        if len(picked) < 2:
             return {self.history_msg: "Pick two or more runs to compare."}
-        return self._show_runs(list(run_ids or []), request)
+        if len(picked) > MAX_COMPARE:
+            # Anyone may call this endpoint: a long list would tie up the CPU the runs share.
+            return {self.history_msg: f"Pick at most {MAX_COMPARE} runs to compare "
+                                      f"({len(picked)} picked): the charts would be unreadable."}
+        return self._show_runs(picked, request)
 
     def _show_runs(self, run_ids: list[str], request: gr.Request) -> dict[Any, Any]:
         if not run_ids:
@@ -658,7 +675,10 @@ def launch_options(demo: gr.Blocks, env: Mapping[str, str] | None = None) -> dic
     port = parse_int("port", port_text, minimum=1, maximum=65535)
     app: _App = demo.tgi_bench  # type: ignore[attr-defined]
     return {"server_name": host, "server_port": port, "allowed_paths": [str(app.root)],
-            "css": CSS, "show_error": False, "footer_links": []}
+            "css": CSS, "show_error": False, "footer_links": [],
+            # The form has no file field, yet Gradio accepts uploads from anyone on /upload and
+            # serves them back: keep them too small to fill the Space's disk or host pages.
+            "max_file_size": MAX_UPLOAD}
 
 
 __all__ = ["create_app", "launch_options", "page_url", "CSS"]

@@ -155,6 +155,8 @@ def test_typed_mistakes_are_refused_with_the_field_named_and_nothing_starts(app,
         final, _ = run(client, **fields)
         message = text(final["Form message"])
         assert field in message and words in message, (overrides, message)
+        label = field.strip("*:")
+        assert f"{field} {label}" not in message, message    # the field is named once
         assert "Benchmark" not in text(final.get("Run status"))
     assert set(p.name for p in app.results_dir.iterdir()) == before
 
@@ -172,7 +174,9 @@ def test_endpoint_limits_are_checked_before_the_run(app, tiny_tokenizer, simulat
     final, _ = run(client, **{**endpoint, "sequence_length": "100", "decode_length": "30"})
     assert "max_total_tokens = 120" in text(final["Form message"])
     final, _ = run(client, **{**endpoint, "url": "http://127.0.0.1:9"})
-    assert "Nothing answers at http://127.0.0.1:9" in text(final["Form message"])
+    message = text(final["Form message"])
+    assert "**Endpoint URL:** nothing answers at http://127.0.0.1:9" in message
+    assert "--url" not in message          # the page has a field, not a flag
     assert set(p.name for p in app.results_dir.iterdir()) == before
     final, _ = run(client, **endpoint)
     assert "Benchmark complete" in text(final["Run status"]), app.log()
@@ -305,3 +309,16 @@ def test_a_server_that_crashes_mid_run_keeps_the_results_and_says_why(tmp_path, 
         assert saved["status"] == "failed" and saved["complete"] is False
         assert "TGI server stopped while it was in use" in saved["message"]
         assert {r["step"] for r in saved["requests"] if r["error"] is None} >= {1}
+
+
+def test_anyone_calling_compare_or_upload_directly_cannot_tie_up_the_machine(app):
+    """Endpoints every visitor can call: a long compare list, a big file on Gradio's /upload."""
+    client = Client(app.url, verbose=False)
+    ids = [f"20261128-000000-run-{i:04d}" for i in range(500)]
+    out = named(client, "/compare", client.predict(ids, api_name="/compare"))
+    assert "at most 8 runs" in text(out["History message"])
+    # Gradio accepts uploads on /gradio_api/upload even with no file field; the app keeps them
+    # tiny so that nobody can fill the disk or host files on the app's address.
+    response = httpx.post(app.url + "gradio_api/upload",
+                          files={"files": ("big.bin", b"x" * 200_000)}, timeout=30)
+    assert response.status_code == 413, (response.status_code, response.text[:200])
