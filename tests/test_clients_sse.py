@@ -181,6 +181,23 @@ def test_openai_finish_chunk_without_text_is_not_a_token_when_usage_says_so():
     assert late.token_ns == [10, 20]
 
 
+def test_openai_reasoning_deltas_are_tokens_under_either_name():
+    """Reasoning models stream their thinking before the answer: as ``reasoning_content``
+    (DeepSeek, older vLLM) or ``reasoning`` (vLLM >= 0.9). Those tokens are generated like any
+    other: the first token is the first reasoning chunk, not the first answer chunk."""
+    for name in ("reasoning_content", "reasoning"):
+        record = RequestRecord(step=1, run=1, request=1)
+        think = lambda text, n=name: b"data: " + json.dumps(  # noqa: E731
+            {"choices": [{"index": 0, "delta": {n: text, "content": None},
+                          "finish_reason": None}]}).encode() + b"\n\n"
+        decode(OpenAIDecoder(record, chat=True),
+               [(10, think("Let")), (20, think(" me")), (30, chat_chunk("Hi", reason="length")),
+                (31, chat_chunk(None, usage={"prompt_tokens": 3, "completion_tokens": 3})),
+                (32, b"data: [DONE]\n\n")])
+        assert record.token_ns == [10, 20, 30], name
+        assert record.token_latency_ms == pytest.approx(20 / 1e6 / 2)
+
+
 def test_openai_completions_without_usage_leaves_counts_unknown():
     record = RequestRecord(step=1, run=1, request=1)
     text = lambda t, r=None: b"data:" + json.dumps(  # noqa: E731

@@ -66,7 +66,9 @@ class OpenAIDecoder(StreamDecoder):
                 continue
             if self.chat:
                 delta = choice.get("delta") or {}
-                text = delta.get("content") or delta.get("reasoning_content")
+                # reasoning models: "reasoning_content" (DeepSeek, older vLLM) or "reasoning"
+                text = (delta.get("content") or delta.get("reasoning_content")
+                        or delta.get("reasoning"))
             else:
                 text = choice.get("text")
             if text:
