@@ -284,3 +284,23 @@ def test_a_response_held_open_after_its_last_event_is_not_a_timeout():
     assert record.ok, record.error
     assert len(record.token_ns) == 3 and record.output_tokens == 3
     assert record.end_ns == record.token_ns[-1]
+
+
+def test_a_connect_timeout_is_a_connection_error_not_the_request_timeout():
+    """aiohttp's own connect timeout (30 s) is a TimeoutError too: it must not be reported as
+    the request timeout ("timeout after 120 s") that never happened."""
+    import aiohttp
+
+    from benchmark.clients import TGIClient
+    from benchmark.config import SamplingParams
+
+    class NoConnection:
+        def post(self, *args, **kwargs):
+            raise aiohttp.ConnectionTimeoutError("Connection timeout to host http://10.0.0.9:80")
+
+    client = TGIClient("http://10.0.0.9:80", sampling=SamplingParams(), decode_length=3,
+                       sequence_length=7)
+    record = RequestRecord(step=1, run=1, request=1)
+    asyncio.run(client.send(NoConnection(), b"{}", record, timeout_s=120))
+    assert record.error_kind == "connection"
+    assert "Connection timeout to host" in record.error and "120" not in record.error

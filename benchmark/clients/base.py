@@ -118,12 +118,17 @@ class StreamClient(ABC):
         headers = dict(self.headers)
         if record.request_id:
             headers["X-Request-Id"] = record.request_id
+        deadline = asyncio.timeout(timeout_s)
         try:
-            async with asyncio.timeout(timeout_s):
+            async with deadline:
                 await self._stream(session, body, headers, record, decoder)
-        except TimeoutError:
-            if record.end_ns is None:  # else the response had ended: only the drain was cut
+        except TimeoutError as exc:
+            if record.end_ns is not None:
+                pass  # the response had ended: only the drain after it was cut
+            elif deadline.expired():
                 decoder.fail("timeout", f"timeout after {timeout_s:g} s")
+            else:  # aiohttp's own connect timeout, not ours
+                decoder.fail("connection", f"connection error: {_describe(exc)}")
         except asyncio.CancelledError:
             decoder.fail("cancelled", "cancelled before the response ended")
             record.end_ns = record.end_ns or time.perf_counter_ns()
