@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from .config import (
     API_CHOICES,
@@ -197,7 +198,7 @@ def build_plan(
         _check_fits_server(run, server)
         return Plan(run=run, server=server)
 
-    url = check_url(_text(values.get("url")))
+    url = _public_url(check_url(_text(values.get("url"))))
     tokenizer = _text(values.get("tokenizer_name")) or _text(values.get("model_id"))
     if not tokenizer:
         raise ConfigError("tokenizer_name",
@@ -206,6 +207,19 @@ def build_plan(
     run = RunConfig(tokenizer_name=tokenizer, url=url, max_total_requests=endpoint_request_cap,
                     **run_fields).validate()
     return Plan(run=run, server=None)
+
+
+def _public_url(url: str) -> str:
+    """Refuse a URL carrying a secret: the URL is saved in run.json and shown on share links."""
+    parts = urlsplit(url)
+    if parts.username or parts.password or parts.query:
+        raise ConfigError(
+            "url",
+            "Endpoint URL carries a user name, password or query (?key=...): it would be saved "
+            "with the results and shown to everyone who opens the share link. Type only the "
+            "server's address, e.g. http://10.0.0.5:8080.",
+        )
+    return url
 
 
 def _check_fits_server(run: RunConfig, server: ServerSettings) -> None:

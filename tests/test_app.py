@@ -183,6 +183,24 @@ def test_endpoint_limits_are_checked_before_the_run(app, tiny_tokenizer, simulat
     assert "SIMULATED SERVER" in text(final["Simulated banner"])
 
 
+def raw_call(url: str, api_name: str, data: list[Any]) -> Any:
+    """Call an event the way a hand-written client would: any data, a fresh session."""
+    config = httpx.get(url + "config", timeout=10).json()
+    index = next(i for i, dep in enumerate(config["dependencies"])
+                 if dep.get("api_name") == api_name.strip("/"))
+    session = "raw-" + str(time.monotonic_ns())
+    joined = httpx.post(url + "gradio_api/queue/join", timeout=10,
+                        json={"data": data, "fn_index": index, "session_hash": session,
+                              "event_data": None, "trigger_id": None})
+    joined.raise_for_status()
+    with httpx.stream("GET", url + "gradio_api/queue/data", params={"session_hash": session},
+                      timeout=60) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:") and "process_completed" in line:
+                return json.loads(line[5:])["output"]["data"][0]
+    raise AssertionError("no answer from " + api_name)
+
+
 def test_stop_keeps_partial_results_shown_progressively(app, tiny_tokenizer):
     client = Client(app.url, verbose=False)
     job = client.submit(*form_values(model_id=tiny_tokenizer, batch_sizes="1,2,4,8",
@@ -202,6 +220,13 @@ def test_stop_keeps_partial_results_shown_progressively(app, tiny_tokenizer):
     assert "| 1 " in text(partial["Tables"]) or "1 |" in text(partial["Tables"])
     assert any(isinstance(partial.get(f"Chart {i}"), dict) and partial[f"Chart {i}"].get("visible")
                for i in range(10))
+    # Another visitor who learnt the run's id cannot stop it, even by sending the id in place
+    # of the page's hidden state (Gradio keeps that state on the server, per session).
+    run_id = text(partial["Share link: opens these results read-only"]).split("?run=", 1)[1]
+    stranger = Client(app.url, verbose=False)
+    assert "Nothing to stop" in text(stranger.predict(api_name="/stop"))
+    assert "Nothing to stop" in text(raw_call(app.url, "/stop", [run_id]))
+    assert not job.done()
     said = client.predict(api_name="/stop")
     assert "Stopping" in text(said)
     while not job.done():

@@ -111,3 +111,13 @@ def test_concurrency_fields_only_count_in_the_concurrency_pattern():
     sustained = build_plan(form(model_id="org/model", mode="Sustained concurrency",
                                 duration_s="30"))
     assert sustained.run.mode == "concurrency" and sustained.run.duration_s == 30.0
+
+
+@pytest.mark.parametrize("url", ["http://user:secret@10.0.0.5:8080",
+                                 "http://10.0.0.5:8080/?api_key=secret"])
+def test_endpoint_url_with_a_secret_is_refused_as_it_would_be_shared(url):
+    with pytest.raises(ConfigError) as excinfo:
+        build_plan(form(target=TARGET_ENDPOINT, url=url, tokenizer_name="org/model"))
+    assert field_of(excinfo) == "url"
+    assert "secret" not in str(excinfo.value)          # the message does not repeat it
+    assert "share link" in str(excinfo.value)
