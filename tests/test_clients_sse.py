@@ -304,3 +304,38 @@ def test_a_connect_timeout_is_a_connection_error_not_the_request_timeout():
     asyncio.run(client.send(NoConnection(), b"{}", record, timeout_s=120))
     assert record.error_kind == "connection"
     assert "Connection timeout to host" in record.error and "120" not in record.error
+
+
+def test_a_200_that_is_not_an_event_stream_says_what_came_instead():
+    """A server that ignores ``stream`` (or a proxy page) answers 200 with JSON or HTML: the
+    request is an error that says so, not a puzzling "stream ended after 0 tokens"."""
+
+    async def whole_answer(request):
+        await request.read()
+        return web.json_response({"generated_text": "a whole answer at once"})
+
+    async def scenario():
+        from benchmark.clients import TGIClient, open_session
+        from benchmark.config import SamplingParams
+
+        app = web.Application()
+        app.router.add_post("/generate_stream", whole_answer)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        client = TGIClient(f"http://127.0.0.1:{port}", sampling=SamplingParams(),
+                           decode_length=3, sequence_length=7)
+        record = RequestRecord(step=1, run=1, request=1)
+        try:
+            async with open_session() as session:
+                await client.send(session, client.body("hi"), record, timeout_s=5)
+        finally:
+            await runner.cleanup()
+        return record
+
+    record = asyncio.run(scenario())
+    assert record.status == 200 and record.error_kind == "stream"
+    assert "not an event stream" in record.error and "application/json" in record.error
+    assert "a whole answer at once" in record.error

@@ -156,6 +156,8 @@ class StreamClient(ABC):
                 return
             parser = SSEParser()
             done = False
+            events = 0
+            first_bytes = b""
             connection = response.connection
             protocol = connection.protocol if connection is not None else None
             previous = 0
@@ -164,6 +166,7 @@ class StreamClient(ABC):
                 arrived = time.perf_counter_ns()
                 if not chunk:
                     for data in parser.close():
+                        events += 1
                         if decoder.on_event(data, arrived):
                             break
                     record.end_ns = arrived
@@ -173,11 +176,20 @@ class StreamClient(ABC):
                 received = getattr(protocol, "received_ns", 0)
                 if previous < received <= arrived:
                     arrived = previous = received
+                if not events and len(first_bytes) < 200:
+                    first_bytes += chunk[:200]
                 for data in parser.feed(chunk):
+                    events += 1
                     if decoder.on_event(data, arrived):
                         done = True
                         record.end_ns = arrived
                         break
+            if not events and not done:
+                kind = response.headers.get("Content-Type", "no content type")
+                if "text/event-stream" not in kind:
+                    decoder.fail("stream", f"the server answered HTTP {response.status} with "
+                                           f"{kind}, not an event stream: "
+                                           f"{error_message(first_bytes[:200], 'empty body')}")
             decoder.on_end()
             if done:
                 await _drain(response)
