@@ -142,6 +142,15 @@ def test_input_plus_new_tokens_over_total_is_422(small):
      "`temperature` must be strictly positive"),
     (b'{"inputs": "hi", "parameters": {"truncate": 0}}', 422,
      "`truncate` must be strictly positive and less than 50. Given: 0"),
+    # hostile bodies: a JSON parser's limits and Python-only literals are TGI's parse error
+    (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400,
+     "Failed to parse the request body as JSON"),
+    (b'{"inputs": "hi", "parameters": {"temperature": NaN}}', 400,
+     "Failed to parse the request body as JSON"),
+    (b'{"inputs": "hi", "parameters": {"temperature": -Infinity}}', 400,
+     "Failed to parse the request body as JSON"),
+    (b'{"inputs": "hi", "parameters": {"temperature": 1e999}}', 400,
+     "Failed to parse the request body as JSON"),
 ])
 def test_bad_requests_get_tgi_status_and_json_error(small, body, status, needle):
     from tests.test_simulator import check_schema

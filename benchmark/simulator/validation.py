@@ -56,9 +56,25 @@ class ValidRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return number
+
+
 def load_json(body: bytes) -> Any:
+    """Strict JSON like TGI's serde_json: no NaN/Infinity, no overflow to infinity; a body
+    nested too deep for the parser is a parse error too (never a 500)."""
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ApiError(400, "Failed to parse the request body as JSON: recursion limit "
+                            "exceeded", "validation") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"Failed to parse the request body as JSON: {exc}",
                        "validation") from None
