@@ -38,14 +38,25 @@ _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 MAX_PENDING_BYTES = 65536
 
 
-def split_lines(data: bytes) -> tuple[list[bytes], bytes]:
-    """Complete lines (\\n, \\r\\n or \\r: progress bars) and the unfinished rest."""
+def split_lines(data: bytes, dropping: bool = False) -> tuple[list[bytes], bytes, bool]:
+    """Complete lines (\\n, \\r\\n or \\r: progress bars), the unfinished rest, and whether
+    the rest of an overlong line is being dropped.
+
+    A line longer than ``MAX_PENDING_BYTES`` is stored as its head only (it is cut to
+    ``launcher_logs.MAX_LINE_CHARS`` anyway); the remainder up to the next line break is
+    dropped, never stored as a line of its own, so a secret cut in two there cannot leave its
+    second half in the log. Pass the returned flag back with the next chunk.
+    """
     parts = _LINE_BREAK.split(data)
     pending = parts.pop()
+    if dropping:
+        if not parts:
+            return [], b"", True
+        parts.pop(0)  # the end of the overlong line
     if len(pending) > MAX_PENDING_BYTES:
-        parts.append(pending)
-        pending = b""
-    return parts, pending
+        parts.append(pending[:MAX_PENDING_BYTES])
+        return parts, b"", True
+    return parts, pending, False
 
 
 def mask_line(raw: bytes | str, secrets: list[str] | None = None) -> str:
@@ -53,9 +64,8 @@ def mask_line(raw: bytes | str, secrets: list[str] | None = None) -> str:
     codes, bounded length. Empty when the line is blank."""
     text = redact(raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw,
                   secrets)
-    line = logs.clean_line(text)
-    if text.startswith("{"):
-        line = redact(line, secrets)  # unwrapped JSON could hold escaped characters
+    # Again once colour codes are gone and JSON lines unwrapped (escapes, codes inside a value).
+    line = redact(logs.clean_line(text), secrets)
     return line if line.strip() else ""
 
 
@@ -115,7 +125,7 @@ class Launch:
         stream = self.proc.stdout
         assert stream is not None
         fd = stream.fileno()
-        pending = b""
+        pending, dropping = b"", False
         try:
             while not self._handover.is_set():
                 ready, _, _ = select.select([fd], [], [], 0.2)
@@ -124,7 +134,7 @@ class Launch:
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     break
-                lines, pending = split_lines(pending + chunk)
+                lines, pending, dropping = split_lines(pending + chunk, dropping)
                 for raw in lines:
                     self._add(raw)
             if pending and not self._handover.is_set():
@@ -473,13 +483,13 @@ def relay_main(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     secrets = [os.environ[name] for name in SECRET_ENV if os.environ.get(name)]
-    pending = b""
+    pending, dropping = b"", False
     with open(argv[1], "a", encoding="utf-8") as log:
         while True:
             chunk = os.read(0, 65536)
             if not chunk:
                 break
-            lines, pending = split_lines(pending + chunk)
+            lines, pending, dropping = split_lines(pending + chunk, dropping)
             for raw in lines:
                 line = mask_line(raw, secrets)
                 if line:

@@ -323,3 +323,28 @@ def test_launch_wires_the_run_to_the_started_server(monkeypatch, tmp_path):
     assert config.output_dir.startswith(str(tmp_path)) and "llama-3-8b" in config.output_dir
     assert seen["server"] == seen["settings"].to_dict() and seen["server"]["quantize"] == "gptq"
     assert seen["kwargs"]["keep"] is True and seen["kwargs"]["timeout_s"] == 90.0
+
+
+def _stored_lines(data: bytes, secrets: list[str], chunk: int = 4096) -> list[str]:
+    """What the reader stores for ``data`` arriving ``chunk`` bytes at a time."""
+    from benchmark.launcher_process import split_lines
+
+    pending, dropping, stored = b"", False, []
+    for start in range(0, len(data), chunk):
+        lines, pending, dropping = split_lines(pending + data[start:start + chunk], dropping)
+        stored += [mask_line(raw, secrets) for raw in lines]
+    return stored + ([mask_line(pending, secrets)] if pending else [])
+
+
+def test_a_secret_cut_by_an_overlong_line_leaves_no_fragment():
+    secret = "Zq9secretvalueXYZ1234"
+    for offset in range(0, 40, 3):  # the 64 KiB cut falls at every place inside the secret
+        data = b"x" * (69632 - offset) + secret.encode() + b" tail\nnext line\n"
+        stored = _stored_lines(data, [secret])
+        assert not any(secret[i:i + 6] in line for line in stored for i in range(16)), offset
+        assert stored[-1] == "next line"
+
+
+def test_a_secret_broken_by_colour_codes_is_masked():
+    line = mask_line(b"token Zq9sec\x1b[1mretvalueXYZ\x1b[0m done", ["Zq9secretvalueXYZ"])
+    assert "Zq9secretvalueXYZ" not in line and line == "token *** done"
