@@ -159,6 +159,27 @@ def test_openai_end_of_sequence_chunk_without_text_is_the_last_tokens_arrival():
     assert record.token_latency_ms == pytest.approx(30 / 1e6 / 3)
 
 
+def test_tgi_chat_stream_recorded_by_tgi_itself_counts_its_end_of_sequence_chunk():
+    """The chunks of TGI 3.1's own test snapshot (test_chat_hfhub_usage): "OK", "!", then the
+    EOS token as empty content with finish_reason "stop", then usage with 3 completion tokens."""
+    head = ('{"created":1741266005,"id":"","model":"meta-llama/Llama-3.1-8B-Instruct",'
+            '"object":"chat.completion.chunk","system_fingerprint":"3.1.2-dev0-native",')
+
+    def chunk(content, reason):
+        return ("data:" + head + '"choices":[{"delta":{"content":' + json.dumps(content)
+                + ',"role":"assistant","tool_calls":null},"finish_reason":'
+                + json.dumps(reason) + ',"index":0,"logprobs":null}],"usage":null}\n\n').encode()
+
+    usage = ("data:" + head + '"choices":[],"usage":{"completion_tokens":3,"prompt_tokens":39,'
+             '"total_tokens":42}}\n\n').encode()
+    record = RequestRecord(step=1, run=1, request=1)
+    decode(OpenAIDecoder(record, chat=True),
+           [(100, chunk("OK", None)), (110, chunk("!", None)), (120, chunk("", "stop")),
+            (121, usage), (122, b"data: [DONE]\n\n")])
+    assert record.ok and record.output_tokens == 3 and record.input_tokens == 39
+    assert record.token_ns == [100, 110, 120] and record.finish_reason == "stop"
+
+
 def test_openai_finish_chunk_without_text_is_not_a_token_when_usage_says_so():
     """A finish reason sent apart from the last token (usage counts only the text chunks) adds
     no token; nor does it without usage, where nothing says it was a token."""
