@@ -261,6 +261,10 @@ def url_without_credentials(url: str) -> str:
     """``url`` without its ``user:password@`` part: credentials travel as a header only
     (``auth_headers``), so they never reach run.json, tables, progress or error messages."""
     parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise ConfigError("url", "The endpoint URL has a ?query or #fragment part: drop it (the "
+                                 "request paths are added after the URL, and the URL is saved "
+                                 "with the results). Pass a token with --api-key-env instead.")
     if parts.username is None and parts.password is None:
         return url
     return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()

@@ -175,3 +175,11 @@ def test_credentials_in_the_url_and_api_key_env_is_a_usage_error(capsys, monkeyp
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "--api-key-env" in err and "tok-value-1234" not in err and "pw@" not in err
+
+
+def test_a_query_in_the_url_is_refused_before_it_is_saved(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--tokenizer-name", "tok", "--url", "http://127.0.0.1:9/?api_key=qsecret123"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--url" in err and "--api-key-env" in err and "qsecret123" not in err
