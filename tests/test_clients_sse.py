@@ -307,6 +307,50 @@ def test_a_response_held_open_after_its_last_event_is_not_a_timeout():
     assert record.end_ns == record.token_ns[-1]
 
 
+def test_a_stop_while_draining_a_finished_response_keeps_it_a_success():
+    """Stop pressed after the last event came, while the client reads the end of the body: the
+    request was measured in full and stays a success (not "cancelled")."""
+
+    async def generate(request):
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(tgi_event(1) + tgi_event(2) + tgi_event(3, final=True))
+        await asyncio.sleep(0.8)
+        return response
+
+    async def scenario():
+        from benchmark.clients import TGIClient, open_session
+        from benchmark.config import SamplingParams
+
+        app = web.Application()
+        app.router.add_post("/generate_stream", generate)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        client = TGIClient(f"http://127.0.0.1:{port}", sampling=SamplingParams(),
+                           decode_length=3, sequence_length=7)
+        record = RequestRecord(step=1, run=1, request=1)
+        try:
+            async with open_session() as session:
+                task = asyncio.create_task(
+                    client.send(session, client.body("hi"), record, timeout_s=30))
+                while record.end_ns is None:  # the final event has come
+                    await asyncio.sleep(0.01)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        finally:
+            await runner.cleanup()
+        return record
+
+    record = asyncio.run(scenario())
+    assert record.ok, record.error
+    assert len(record.token_ns) == 3 and record.end_ns == record.token_ns[-1]
+
+
 def test_a_connect_timeout_is_a_connection_error_not_the_request_timeout():
     """aiohttp's own connect timeout (30 s) is a TimeoutError too: it must not be reported as
     the request timeout ("timeout after 120 s") that never happened."""

@@ -130,8 +130,9 @@ class StreamClient(ABC):
             else:  # aiohttp's own connect timeout, not ours
                 decoder.fail("connection", f"connection error: {_describe(exc)}")
         except asyncio.CancelledError:
-            decoder.fail("cancelled", "cancelled before the response ended")
-            record.end_ns = record.end_ns or time.perf_counter_ns()
+            if record.end_ns is None:  # else it had ended: only the drain after it was cut
+                decoder.fail("cancelled", "cancelled before the response ended")
+                record.end_ns = time.perf_counter_ns()
             raise
         except (aiohttp.ClientConnectionError, OSError) as exc:
             decoder.fail("connection", f"connection error: {_describe(exc)}")
