@@ -268,7 +268,7 @@ class RunConfig:
         parse_float("timeout_s", self.timeout_s, minimum=0.0, maximum=24 * 3600,
                     exclusive_minimum=True)
         if self.seed is not None:
-            parse_int("seed", self.seed, minimum=0)
+            parse_int("seed", self.seed, minimum=0, maximum=2**64 - 1)
         if self.mode == "concurrency":
             if self.duration_s is None and self.requests is None:
                 raise ConfigError("duration_s", "The concurrency pattern needs a duration "

@@ -67,6 +67,7 @@ def test_text_in_a_number_field_is_refused_with_its_label():
         ({"sampling": SamplingParams(temperature=0)}, "temperature"),
         ({"sampling": SamplingParams(top_p=1.0)}, "top_p"),
         ({"sampling": SamplingParams(top_n_tokens=11)}, "top_n_tokens"),
+        ({"seed": 2**64}, "seed"),  # TGI's seed is a u64: every request would get a 422
     ],
 )
 def test_run_config_errors_name_the_field(changes, field):
