@@ -220,6 +220,8 @@ class Runner:
             job = self._jobs.get(run_id)
             if job is None or job.state in FINISHED:
                 return False
+            if job.proc is not None and job.proc.poll() is not None:
+                return False   # the engine has exited: its results are being saved, as they are
             job.cancel_event.set()
             if job.state == QUEUED and job in self._queue:
                 self._queue.remove(job)

@@ -502,7 +502,8 @@ class _App:
                 if not (job.output_dir / "run.json").is_file():
                     out[self.share] = gr.update(value="", visible=False)   # nothing to share
                 out.update({self.run_btn: gr.update(interactive=True),
-                            self.stop_btn: gr.update(visible=False)})
+                            self.stop_btn: gr.update(visible=False),
+                            self.form_error: _shown("")})   # "Stopping…" is over: status says
                 out.update(self.upload_updates(job.run_id))
                 out.update(self.history_updates())
                 yield out

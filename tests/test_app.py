@@ -233,6 +233,8 @@ def test_stop_keeps_partial_results_shown_progressively(app, tiny_tokenizer):
         time.sleep(0.2)
     final = dict(zip(names, job.result()))
     assert "Stopped" in text(final["Run status"])
+    # "Stopping…" is cleared when the run ends: the status says how it ended.
+    assert final["Form message"].get("visible") is False, final["Form message"]
     run_id = run_id_of(final)
     saved = json.loads((app.results_dir / run_id / "run.json").read_text())
     assert saved["status"] == "cancelled"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import sys
 import textwrap
 import time
@@ -19,7 +20,8 @@ import pytest
 
 from benchmark.config import ServerSettings
 from benchmark.errors import ServerStartError
-from benchmark.runner import CANCELLED, COMPLETE, FAILED, QUEUED, RUNNING, Runner, engine_argv
+from benchmark.runner import (CANCELLED, COMPLETE, FAILED, QUEUED, RUNNING, Job, Runner,
+                              engine_argv)
 from benchmark.ui_form import TARGET_ENDPOINT, build_plan, DEFAULTS
 
 FAKE_ENGINE = textwrap.dedent("""\
@@ -251,3 +253,14 @@ def test_engine_argv_carries_every_setting():
     from benchmark.cli import build_parser, config_from_args
     config = config_from_args(build_parser().parse_args(argv[3:]))   # the real CLI accepts it
     assert config.batch_sizes == (1, 8) and config.sampling.do_sample
+
+
+def test_stop_after_the_engine_exited_says_nothing_to_stop(tmp_path, fake_engine):
+    """A Stop clicked as the run ends must not promise a stop that cannot happen any more."""
+    runner = make_runner(tmp_path, fake_engine)
+    job = Job("run-late", endpoint_plan(), tmp_path / "results" / "run-late", state=RUNNING)
+    job.proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    job.proc.wait()
+    runner._jobs["run-late"] = job          # the engine is done; the results are being saved
+    assert runner.cancel("run-late") is False
+    assert not job.cancel_event.is_set()
