@@ -79,7 +79,7 @@ def results_view(results: list[RunResult], share_url: str = "",
     view.tables = "\n\n".join(
         f"#### {r.model} (`{r.run_id}`)\n\n{_safe(lambda r=r: tables.markdown_tables(r))}"
         for r in results)
-    view.server_info = "\n\n".join(server_info_markdown(r) for r in results)
+    view.server_info = "\n\n".join(server_info_markdown(r, name_run=True) for r in results)
     return view
 
 
@@ -131,8 +131,8 @@ def run_title(result: RunResult) -> str:
         "cancelled": "stopped early: partial results",
         "failed": "failed: partial results",
     }.get(result.status, result.status)
-    lines = [f"### {result.model}", f"Run `{result.run_id}` · started {result.started_at} · "
-                                    f"**{status}**"]
+    lines = [f"### {result.model}", f"Run `{result.run_id}` · started "
+                                    f"{readable_time(result.started_at)} · **{status}**"]
     if result.message:
         lines.append(f"> {redact(result.message)}")
     for warning in result.warnings:
@@ -140,12 +140,27 @@ def run_title(result: RunResult) -> str:
     return "\n\n".join(lines)
 
 
-def server_info_markdown(result: RunResult) -> str:
+def readable_time(stamp: Any) -> str:
+    """An ISO timestamp as people read it: 2026-11-28 17:54:38 UTC (unchanged if not ISO)."""
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return str(stamp)
+    if moment.tzinfo is None:
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def server_info_markdown(result: RunResult, *, name_run: bool = False) -> str:
     info = result.server_info or {}
     rows = [(label, info[key]) for key, label in SERVER_INFO_FIELDS if info.get(key) is not None]
+    whose = f" of run `{result.run_id}`" if name_run else ""
     if not rows:
-        return "_The server did not report its /info._"
-    text = [f"**Server** (`/info` of `{result.config.url}`)", "", "| | |", "|---|---|"]
+        return f"_The server{whose} did not report its /info._"
+    text = [f"**Server{whose}** (`/info` of `{result.config.url}`)", "",
+            "| Reported by the server | Value |", "|---|---|"]
     text += [f"| {label} | `{_cell(value)}` |" for label, value in rows]
     if result.server:
         launched = {k: v for k, v in result.server.items() if v not in (None, False, "")}

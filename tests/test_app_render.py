@@ -63,6 +63,14 @@ def test_server_info_shows_model_version_and_limits():
     text = server_info_markdown(result())
     for piece in ("org/model", "3.3.6", "4096", "text-generation-router"):
         assert piece in text
+    assert "| | |" not in text                       # the table has headers, not an empty row
+    compared = results_view([result(), result()]).server_info
+    assert compared.count("of run `20261128-120000-model-abcd`") == 2   # whose server is whose
+
+
+def test_run_title_gives_the_start_time_in_plain_utc():
+    title = results_view([result(started_at="2026-11-28T17:54:38+00:00")]).title
+    assert "started 2026-11-28 17:54:38 UTC" in title
 
 
 def test_progress_says_phase_queue_place_and_runs():
