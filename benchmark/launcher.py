@@ -29,7 +29,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -44,7 +43,8 @@ from .config import ServerSettings, parse_float
 from .errors import ServerStartError, redact
 from .launcher_process import (DEFAULT_GRACE_S, PACKAGE_ROOT, RUNNING, SECRET_ENV, Adopted,
                                Launch, forget_state, install_exit_hooks, is_our_server,
-                               load_state, mask_line, pid_running, save_state, stop_all)
+                               load_state, mask_line, pid_running, private_log_dir,
+                               save_state, stop_all)
 
 __all__ = [
     "LAUNCHER",
@@ -406,7 +406,7 @@ class ServerManager:
         else:
             argv = [program, *args]
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        log_dir = self.log_dir or Path(tempfile.gettempdir()) / "tgi-benchmark-logs"
+        log_dir = self.log_dir or private_log_dir()
         log_path = log_dir / f"tgi-{stamp}-port{settings.port}.log"
         self._failure = None
         self._error = None

@@ -319,6 +319,27 @@ def state_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"tgi-benchmark-{os.getuid()}"
 
 
+def private_log_dir() -> Path:
+    """The default folder of the servers' logs: ``<state folder>/logs``, made ours and closed
+    to other users (0700). When that folder is someone else's or open to others (planted in
+    the shared temporary folder), a fresh private temporary folder is used instead."""
+    folder = state_dir() / "logs"
+    try:
+        folder.parent.mkdir(mode=0o700, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if all(_private(path) for path in (folder.parent, folder)):
+            return folder
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="tgi-benchmark-logs-"))
+
+
+def _private(path: Path) -> bool:
+    info = path.lstat()
+    return (info.st_uid == os.getuid() and not (info.st_mode & 0o077)
+            and not path.is_symlink() and path.is_dir())
+
+
 def state_path(port: int) -> Path:
     return state_dir() / f"server-{int(port)}.json"
 

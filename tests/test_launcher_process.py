@@ -430,3 +430,26 @@ def test_the_simulated_stand_in_counts_tokens_with_the_models_tokenizer(tmp_path
                               timeout=30).json()) == expected
     finally:
         manager.stop()
+
+
+def test_default_log_folder_is_private_not_a_shared_temp_folder(tmp_path, fake_env,
+                                                                  monkeypatch):
+    import tempfile
+
+    from benchmark.launcher_process import state_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    manager = ServerManager(env={**fake_env, "FAKE_TGI_FAIL": "unknown"}, grace_s=1.0,
+                            poll_interval_s=0.1)
+    start_failure(manager, settings())
+    assert manager.log_path.parent == state_dir() / "logs"  # per user, under the temp folder
+    for folder in (state_dir(), state_dir() / "logs"):
+        info = folder.stat()
+        assert info.st_uid == os.getuid() and info.st_mode & 0o077 == 0
+    # A folder open to others (as another user of the machine could plant it) is not used.
+    planted = state_dir() / "logs"
+    planted.chmod(0o777)
+    start_failure(manager, settings())
+    log = manager.log_path
+    assert log.is_file() and planted not in log.parents
+    assert log.parent.stat().st_mode & 0o077 == 0
