@@ -223,8 +223,9 @@ class _App:
                                      interactive=False, visible=False, elem_id="server-log")
 
     def _history(self) -> None:
-        gr.Markdown("Every run is saved with its id. Pick one to open it, or several to "
-                    "compare them on the same charts.")
+        gr.Markdown("Every run is saved with its id. Click a row (or pick below) to choose "
+                    "a run and **Open** it, or choose several and **Compare** them on the same "
+                    "charts.")
         self.history_table = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False,
                                           label="Saved runs",
                                           elem_id="history-table", wrap=True)
@@ -281,6 +282,7 @@ class _App:
         form = [self.fields[name] for name in FIELDS]
         demo.load(self.on_load, inputs=None,
                   outputs=[self.access_md, self.readonly_md, self.main_col, self.history_msg,
+                           self.run_btn, self.form_error,
                            *self.result_outputs, *self.history_outputs, self.refresh_timer],
                   api_name="load")
         self.refresh_timer.tick(self.refresh_shared, [self.shown_run],
@@ -300,6 +302,8 @@ class _App:
                             concurrency_limit=None)
         self.refresh_btn.click(self.refresh_history, None, self.history_outputs,
                                api_name="history")
+        self.history_table.select(self.pick_row, [self.history_pick], [self.history_pick],
+                                  api_name=False)
         self.open_btn.click(self.open_runs, [self.history_pick],
                             [self.history_msg, *self.result_outputs], api_name="open")
         self.compare_btn.click(self.compare_runs, [self.history_pick],
@@ -379,6 +383,9 @@ class _App:
                                                     else "") + "; a new run starts after them.")
         out: dict[Any, Any] = {self.access_md: " ".join(
             part for part in (rules.reason, self.hub_problem, busy) if part)}
+        if not rules.can_run:   # the button is a hint only: run() checks again on the server
+            out[self.run_btn] = gr.update(interactive=False)
+            out[self.form_error] = _shown(f"**Not allowed to run here.** {rules.reason}")
         out.update(self.history_updates())
         run_id = (request.query_params.get("run") if request is not None else None)
         if run_id is None:
@@ -570,6 +577,15 @@ class _App:
         if not run_id or not self.runner.cancel(run_id):
             return _shown("Nothing to stop: no benchmark of yours is running.")
         return _shown("Stopping… the results measured so far are kept.")
+
+    def pick_row(self, picked: list[str] | None, evt: gr.SelectData) -> list[str]:
+        """A click on a row of the saved runs adds (or removes) that run in the picker."""
+        row = getattr(evt, "row_value", None) or []
+        run_id = str(row[0]) if row else ""
+        chosen = [str(r) for r in (picked or [])]
+        if not run_id:
+            return chosen
+        return [r for r in chosen if r != run_id] if run_id in chosen else [*chosen, run_id]
 
     def refresh_history(self) -> dict[Any, Any]:
         return self.history_updates()

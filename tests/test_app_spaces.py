@@ -84,9 +84,12 @@ def test_page_offers_hugging_face_sign_in(space):
     stranger = visitor(space, None)
     anonymous = outputs(stranger, "/load", stranger.predict(api_name="/load"))
     assert "Sign in with Hugging Face" in text(anonymous["Access"])
+    # Run is greyed out for them, with the reason under it (run() still checks on the server).
+    assert "Not allowed to run here" in text(anonymous["Form message"])
     owner = visitor(space, "owner")
-    assert "owner of this Space" in text(outputs(owner, "/load", owner.predict(api_name="/load"))
-                                         ["Access"])
+    loaded = outputs(owner, "/load", owner.predict(api_name="/load"))
+    assert "owner of this Space" in text(loaded["Access"])
+    assert "Not allowed" not in text(loaded["Form message"])
 
 
 def test_anonymous_and_strangers_cannot_run_and_nothing_launches(space, tiny_tokenizer):
