@@ -88,7 +88,9 @@ class ResultFileError(BenchmarkError):
     """A saved run is missing, unreadable or of an unknown schema."""
 
 
-_TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{6,}")
+# User access tokens (hf_...), OAuth access tokens (hf_oauth_...) and legacy organization
+# tokens (api_org_...): masked even when they are not in this environment.
+_TOKEN_PATTERN = re.compile(r"(hf_(?:oauth_)?|api_org_)[A-Za-z0-9]{6,}")
 _SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OAUTH_CLIENT_SECRET")
 
 
@@ -99,4 +101,4 @@ def redact(text: str, secrets: list[str] | None = None) -> str:
     for value in sorted(set(values), key=len, reverse=True):
         if len(value) >= 4:
             text = text.replace(value, "***")
-    return _TOKEN_PATTERN.sub("hf_***", text)
+    return _TOKEN_PATTERN.sub(lambda m: m.group(1) + "***", text)

@@ -348,3 +348,11 @@ def test_a_secret_cut_by_an_overlong_line_leaves_no_fragment():
 def test_a_secret_broken_by_colour_codes_is_masked():
     line = mask_line(b"token Zq9sec\x1b[1mretvalueXYZ\x1b[0m done", ["Zq9secretvalueXYZ"])
     assert "Zq9secretvalueXYZ" not in line and line == "token *** done"
+
+
+def test_oauth_and_organization_tokens_are_masked_without_being_in_the_environment():
+    from benchmark.errors import redact
+
+    for token in ("hf_oauth_AbCdEfGh1234567890abcdefXYZ", "api_org_AbCdEfGhIjKlMnOpQrStUvWx"):
+        text = redact(f"Invalid token {token} for the endpoint")
+        assert token[-12:] not in text and text.startswith("Invalid token ")
