@@ -65,8 +65,27 @@ def mask_line(raw: bytes | str, secrets: list[str] | None = None) -> str:
     text = redact(raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw,
                   secrets)
     # Again once colour codes are gone and JSON lines unwrapped (escapes, codes inside a value).
-    line = redact(logs.clean_line(text), secrets)
+    line = _mask_cut_secrets(redact(logs.clean_line(text), secrets), secrets)
     return line if line.strip() else ""
+
+
+MIN_SECRET_PIECE = 6
+
+
+def _mask_cut_secrets(line: str, secrets: list[str] | None) -> str:
+    """Mask the first half of a secret at the end of ``line`` and its second half at the
+    start: a secret broken over two lines (wrapped output) leaves neither half readable.
+    Pieces shorter than ``MIN_SECRET_PIECE`` characters are left alone."""
+    for secret in secrets or []:
+        for size in range(len(secret) - 1, MIN_SECRET_PIECE - 1, -1):
+            if line.endswith(secret[:size]):
+                line = line[:-size] + "***"
+                break
+        for size in range(len(secret) - 1, MIN_SECRET_PIECE - 1, -1):
+            if line.startswith(secret[-size:]):
+                line = "***" + line[size:]
+                break
+    return line
 
 
 # ---------------------------------------------------------------------------------------------

@@ -356,3 +356,16 @@ def test_oauth_and_organization_tokens_are_masked_without_being_in_the_environme
     for token in ("hf_oauth_AbCdEfGh1234567890abcdefXYZ", "api_org_AbCdEfGhIjKlMnOpQrStUvWx"):
         text = redact(f"Invalid token {token} for the endpoint")
         assert token[-12:] not in text and text.startswith("Invalid token ")
+
+
+def test_a_secret_broken_over_two_lines_leaves_neither_half():
+    secret = "hf_FakeTokenForTests0123456789"
+    first = mask_line(b"INFO Using token " + secret[:13].encode(), [secret])
+    second = mask_line(secret[13:].encode() + b" from HF_TOKEN", [secret])
+    assert secret[:13] not in first and first.startswith("INFO Using token ")
+    assert "ForTests0123456789" not in second and second.endswith(" from HF_TOKEN")
+    plain = "Zq9secretvalueXYZ1234"
+    assert mask_line(b"key=" + plain[:9].encode(), [plain]) == "key=***"
+    assert mask_line(plain[9:].encode() + b" done", [plain]) == "*** done"
+    # ordinary words that merely share a few characters with a secret stay readable
+    assert mask_line(b"Zq9 starts here", [plain]) == "Zq9 starts here"
