@@ -349,3 +349,22 @@ def test_anyone_calling_compare_or_upload_directly_cannot_tie_up_the_machine(app
     response = httpx.post(app.url + "gradio_api/upload",
                           files={"files": ("big.bin", b"x" * 200_000)}, timeout=30)
     assert response.status_code == 413, (response.status_code, response.text[:200])
+
+
+def test_the_page_serves_no_file_outside_the_results_folder(app, tiny_tokenizer):
+    """Gradio's file route serves the results folder (downloads) and nothing else."""
+    client = Client(app.url, verbose=False)
+    final, _ = run(client, model_id=tiny_tokenizer, **{**FIELDS_SMALL_RUN, "batch_sizes": "1"})
+    run_id = run_id_of(final)
+    inside = app.results_dir / run_id / "summary.csv"
+    outside = [Path("/etc/passwd"), Path(__file__).resolve().parents[1] / "app.py",
+               Path(tiny_tokenizer) / "tokenizer.json", app.log_path]
+    for path in outside:
+        assert path.is_file()
+        got = httpx.get(f"{app.url}gradio_api/file={path}", timeout=10)
+        assert got.status_code in (403, 404), (path, got.status_code)
+    sneaky = f"{app.results_dir}/../{app.log_path.name}"
+    assert httpx.get(f"{app.url}gradio_api/file={sneaky}", timeout=10).status_code in (403, 404)
+    served = httpx.get(f"{app.url}gradio_api/file={inside}", timeout=10)
+    assert served.status_code == 200 and served.text.startswith("step,metric,unit")
+    assert SECRET_TOKEN not in served.text
