@@ -439,3 +439,16 @@ def test_server_seed_makes_unseeded_requests_repeat():
     first, second = texts(), texts()
     assert first == second
     assert len(set(first)) > 1  # each request draws its own seed from the server's
+
+
+@pytest.mark.parametrize("flag", ["--decode-base-ms", "--prefill-per-token-ms",
+                                  "--waiting-served-ratio", "--eos-probability",
+                                  "--startup-delay", "--keep-alive-s"])
+@pytest.mark.parametrize("value", ["nan", "inf", "1e400"])
+def test_non_finite_numbers_in_flags_exit_2_not_a_traceback(capsys, flag, value):
+    from benchmark.simulator import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([flag, value])
+    assert exit_info.value.code == 2
+    assert "finite" in capsys.readouterr().err

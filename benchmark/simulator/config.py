@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -86,6 +87,11 @@ class SimulatorConfig:
                 f"{self.max_batch_total_tokens} and {self.max_total_tokens}")
         if self.max_batch_size is not None and self.max_batch_size < 1:
             raise ValueError("--max-batch-size must be at least 1")
+        for name in ("waiting_served_ratio", "prefill_base_ms", "prefill_per_token_ms",
+                     "decode_base_ms", "decode_per_seq_ms", "decode_per_context_token_us",
+                     "eos_probability", "startup_delay_s", "keep_alive_s"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number")
         if self.waiting_served_ratio < 0 or self.max_waiting_tokens < 0:
             raise ValueError("--waiting-served-ratio and --max-waiting-tokens must not be negative")
         if self.max_concurrent_requests < 1:
