@@ -186,7 +186,12 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """A table cell as plain text: a name from a server's /info or a typed field cannot add
+    links, images or HTML to a page that renders the markdown (a shared run on the Space)."""
+    text = str(value).replace("\\", "\\\\")
+    for char in "|[]`":
+        text = text.replace(char, "\\" + char)
+    return text.replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
 
 
 def _plain(value: Any) -> str:

@@ -165,3 +165,16 @@ def test_status_sentences(status, words):
     r = result(status=status)
     r.message = "Server died."
     assert words in markdown_tables(r)
+
+
+def test_a_hostile_model_name_cannot_put_links_images_or_html_in_the_tables():
+    from dataclasses import replace
+
+    hostile = "![x](http://evil.example/p.png)[Re-run here](http://evil.example)<img src=x>"
+    data = result()
+    data.server_info = {"model_id": hostile, "version": "<b>3.3.6</b>"}
+    data.config = replace(data.config, tokenizer_name=hostile)
+    text = markdown_tables(data)
+    for active in ("![x](", "[Re-run here](", "<img", "<b>"):
+        assert active not in text
+    assert "Re-run here" in text and "evil.example" in text  # still readable
