@@ -164,7 +164,8 @@ async def _server_answers(url: str, timeout_s: float = 5.0,
 
 @contextlib.contextmanager
 def _signals_set(cancel: threading.Event) -> Iterator[None]:
-    """SIGINT / SIGTERM set ``cancel`` (main thread only); a second SIGINT interrupts at once."""
+    """SIGINT / SIGTERM / SIGHUP (a closed terminal) set ``cancel`` (main thread only): the run
+    stops and saves what it measured. A second SIGINT interrupts at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -174,7 +175,8 @@ def _signals_set(cancel: threading.Event) -> Iterator[None]:
             raise KeyboardInterrupt
         cancel.set()
 
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.getsignal(sig)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     for sig in previous:
         signal.signal(sig, handler)
     try:

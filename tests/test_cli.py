@@ -115,7 +115,9 @@ def test_a_run_prints_the_tables_then_the_folder(capsys, tiny_tokenizer, tmp_pat
     assert (out / "run.json").is_file()
 
 
-def test_sigterm_saves_partial_files_and_exits_130(simulator_process, tiny_tokenizer, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_saves_partial_files_and_exits_130(simulator_process, tiny_tokenizer, tmp_path,
+                                                   signum):
     url = simulator_process(tokenizer=tiny_tokenizer, **dict(FAST, decode_base_ms=10.0))
     out = tmp_path / "run"
     progress = tmp_path / "progress.jsonl"
@@ -132,7 +134,7 @@ def test_sigterm_saves_partial_files_and_exits_130(simulator_process, tiny_token
                     progress.read_text().count('"round_done"') >= 3:
                 break
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
