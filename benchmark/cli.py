@@ -29,7 +29,8 @@ from urllib.parse import unquote, urlsplit
 
 from . import __version__
 from .config import (API_CHOICES, DEFAULT_BATCH_SIZES, DEFAULT_URL, MODE_CHOICES, RunConfig,
-                     SamplingParams, check_url, parse_batch_sizes, parse_float, parse_int)
+                     SamplingParams, check_url, parse_batch_sizes, parse_float, parse_int,
+                     strip_credentials)
 from .errors import BenchmarkError, ConfigError, redact
 
 __all__ = ["build_parser", "add_benchmark_arguments", "config_from_args", "main", "FLAG_FOR_FIELD"]
@@ -265,9 +266,7 @@ def url_without_credentials(url: str) -> str:
         raise ConfigError("url", "The endpoint URL has a ?query or #fragment part: drop it (the "
                                  "request paths are added after the URL, and the URL is saved "
                                  "with the results). Pass a token with --api-key-env instead.")
-    if parts.username is None and parts.password is None:
-        return url
-    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+    return strip_credentials(url)
 
 
 def _basic_auth(url: str) -> str | None:

@@ -19,7 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from .errors import ConfigError, ServerLimitError
 
@@ -159,6 +159,14 @@ def check_url(url: str, field_name: str = "url") -> str:
     except ValueError:
         raise ConfigError(field_name, f"Endpoint URL has an invalid port: {url!r}.") from None
     return text.rstrip("/")
+
+
+def strip_credentials(url: str) -> str:
+    """``url`` without a ``user:password@`` part (for anything saved or shown)."""
+    parts = urlsplit(url or "")
+    if parts.username is None and parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def check_model_id(model_id: str, field_name: str = "model_id") -> str:

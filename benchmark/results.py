@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import RunConfig
+from .config import RunConfig, strip_credentials
 from .errors import ResultFileError, redact
 from .records import RequestRecord
 from .stats import COUNT_KEYS, METRIC_KEYS, METRICS, STAT_KEYS, StepSummary, summarize
@@ -207,7 +207,7 @@ class RunResult:
             "complete": self.complete,
             "message": None if self.message is None else redact(self.message),
             "simulated": bool(self.simulated),
-            "config": self.config.to_dict(),
+            "config": {**self.config.to_dict(), "url": strip_credentials(self.config.url)},
             "server_info": self.server_info,
             "server": self.server,
             "environment": self.environment or environment_info(),

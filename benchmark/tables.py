@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import functools
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
+from .config import strip_credentials
 from .errors import redact
 from .stats import StepSummary
 
@@ -94,7 +94,7 @@ def parameters_table(result: Any) -> str:
     rows: list[tuple[str, Any]] = [
         ("Model", result.model),
         ("Tokenizer", config.tokenizer_name),
-        ("Endpoint URL", _display_url(config.url)),
+        ("Endpoint URL", strip_credentials(config.url)),
         ("API", config.api),
         ("Load pattern", "rounds (TGI's pattern)" if config.mode == "rounds"
          else "concurrency (sustained users)"),
@@ -200,16 +200,6 @@ def _plain(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return redact(str(value))
-
-
-def _display_url(url: str) -> str:
-    """The URL without any user:password part."""
-    parsed = urlparse(url or "")
-    if parsed.username or parsed.password:
-        host = parsed.hostname or ""
-        netloc = host + (f":{parsed.port}" if parsed.port else "")
-        parsed = parsed._replace(netloc=netloc)
-    return urlunparse(parsed)
 
 
 def _ms(value: float) -> str:

@@ -309,3 +309,19 @@ def test_list_runs_sees_a_run_update(tmp_path):
     row = list_runs(tmp_path)[0]
     assert row.status == "complete" and row.requests == 1
     assert row.best_decode_throughput_tok_s == pytest.approx(100.0)   # 5 tokens in 50 ms
+
+
+def test_credentials_in_the_url_never_reach_run_json(tmp_path):
+    """Python callers may pass user:password@ in the URL; the saved files never hold it."""
+    from benchmark.config import RunConfig
+    from benchmark.results import RunResult
+
+    config = RunConfig(tokenizer_name="org/model", url="http://bob:s3cret-pass@10.0.0.5:8080")
+    result = RunResult(run_id="20261128-000000-model-abcd", config=config, server_info={},
+                       simulated=True, started_at="2026-11-28T00:00:00+00:00", ended_at=None,
+                       status="running", message=None, warnings=[], records=[], server=None,
+                       calibration=None)
+    folder = result.save(tmp_path / "run")
+    text = (folder / "run.json").read_text()
+    assert "s3cret-pass" not in text and "bob" not in text
+    assert RunResult.load(folder).config.url == "http://10.0.0.5:8080"
