@@ -16,9 +16,11 @@ charts.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
+from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -55,6 +57,7 @@ from .ui_render import (
 )
 
 MAX_FIGURES = 10
+VIEW_CACHE = 16     # results areas kept drawn (runs being followed)
 MAX_COMPARE = 8      # runs on the same charts at most
 MAX_UPLOAD = "1kb"   # the page has no upload field; Gradio's /upload route stays tiny
 POLL_S = 0.5
@@ -122,6 +125,8 @@ class _App:
         self.repo, self.hub_problem = _results_repo(self.env)
         self._session_runs: dict[str, str] = {}   # browser session -> its latest run id
         self.plots: list[gr.Plot] = []
+        self._views: OrderedDict[tuple[Any, ...], ResultsView] = OrderedDict()
+        self._views_lock = threading.Lock()
 
     # -- layout -----------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
@@ -345,6 +350,32 @@ class _App:
         return {self.upload_md: gr.update(value=message, visible=bool(message)),
                 self.upload_btn: gr.update(visible=status is not None and not status.ok)}
 
+    def view_of(self, result: RunResult, share: str, folder: Path) -> ResultsView:
+        """One run's results area, drawn once per version of its run.json.
+
+        Every page following a run (its own, and each shared link's timer) asks for it again;
+        the charts are drawn once per change, not once per visitor, so that viewers do not take
+        CPU from the benchmark they are watching.
+        """
+        calibration = self.latest_calibration()
+        try:
+            stamp = (folder / "run.json").stat().st_mtime_ns   # a file version, not a timing
+        except OSError:
+            stamp = -1
+        key = (result.run_id, share, str(folder), stamp,
+               json.dumps(calibration, sort_keys=True, default=str))
+        with self._views_lock:
+            cached = self._views.get(key)
+            if cached is not None:
+                self._views.move_to_end(key)
+                return cached
+        view = results_view([result], share, folder, calibration)
+        with self._views_lock:
+            self._views[key] = view
+            while len(self._views) > VIEW_CACHE:
+                self._views.popitem(last=False)
+        return view
+
     def latest_calibration(self) -> dict[str, Any] | None:
         """The machine's latest client calibration ($RESULTS_DIR/calibration.json), if any."""
         try:
@@ -405,8 +436,8 @@ class _App:
             return out
         out[self.readonly_md] = gr.update(value=SHARED_READ_ONLY, visible=True)
         out[self.main_col] = gr.update(visible=False)
-        out.update(self.show(results_view([result], self.share_url(request, result.run_id),
-                                          folder, self.latest_calibration())))
+        out.update(self.show(self.view_of(result, self.share_url(request, result.run_id),
+                                          folder)))
         out[self.refresh_timer] = gr.Timer(active=self._follow(result, folder))
         return out
 
@@ -434,8 +465,7 @@ class _App:
             result, folder = self.load_run(run_id)
         except BenchmarkError:
             return {} if self._in_progress(run_id) else stop
-        out = self.show(results_view([result], self.share_url(request, run_id), folder,
-                                     self.latest_calibration()))
+        out = self.show(self.view_of(result, self.share_url(request, run_id), folder))
         out[self.readonly_md] = gr.update(value=SHARED_READ_ONLY, visible=True)
         out[self.refresh_timer] = gr.Timer(active=self._follow(result, folder))
         return out
@@ -523,8 +553,7 @@ class _App:
             result = RunResult.load(job.output_dir)
         except ResultFileError:
             return {}
-        return self.show(results_view([result], share, job.output_dir,
-                                      self.latest_calibration()))
+        return self.show(self.view_of(result, share, job.output_dir))
 
     def _after_finish(self, job: Job) -> str | None:
         """Record the launched server's settings in the run; upload it when RESULTS_REPO is set.

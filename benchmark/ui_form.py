@@ -204,6 +204,14 @@ def build_plan(
         raise ConfigError("tokenizer_name",
                           "Tokenizer is empty: give the Hub id (or folder) of the model the "
                           "endpoint serves, so prompts have an exact number of tokens.")
+    if (endpoint_request_cap is not None and mode == "concurrency"
+            and run_fields["requests"] is None):
+        raise ConfigError(
+            "requests",
+            f"Requests is empty: here a run against an endpoint URL may send at most "
+            f"{endpoint_request_cap} requests in all, so the concurrency pattern needs a number "
+            f"of requests per batch size (Advanced settings), not only a duration.",
+        )
     run = RunConfig(tokenizer_name=tokenizer, url=url, max_total_requests=endpoint_request_cap,
                     **run_fields).validate()
     return Plan(run=run, server=None)

@@ -121,3 +121,14 @@ def test_endpoint_url_with_a_secret_is_refused_as_it_would_be_shared(url):
     assert field_of(excinfo) == "url"
     assert "secret" not in str(excinfo.value)          # the message does not repeat it
     assert "share link" in str(excinfo.value)
+
+
+def test_capped_endpoint_run_in_concurrency_asks_for_a_request_count():
+    values = form(target=TARGET_ENDPOINT, url="http://10.0.0.5:8080", tokenizer_name="org/m",
+                  mode="Sustained concurrency", duration_s="30", batch_sizes="1,2")
+    with pytest.raises(ConfigError) as excinfo:
+        build_plan(values, endpoint_request_cap=100)
+    assert field_of(excinfo) == "requests" and "at most 100 requests" in str(excinfo.value)
+    plan = build_plan({**values, "requests": "40"}, endpoint_request_cap=100)
+    assert plan.run.requests == 40
+    assert build_plan(values).run.requests is None          # no cap: a duration is enough

@@ -88,3 +88,21 @@ def test_progress_says_phase_queue_place_and_runs():
     assert "4 users" in users and "7 of 20 requests" in users and "Batch size" not in users
     failed = progress_html(view(state="failed", message="<b>boom</b>"))
     assert "&lt;b&gt;boom" in failed                 # messages are escaped, never HTML
+
+
+def test_followers_of_a_run_share_one_drawing_per_version_of_it(tmp_path):
+    """Shared pages poll a running run: its charts are drawn once per change, not per viewer."""
+    import os
+
+    from benchmark.ui import create_app
+
+    app = create_app(tmp_path / "results", env={}).tgi_bench
+    folder = tmp_path / "results" / "20261128-120000-model-abcd"
+    folder.mkdir(parents=True)
+    run = result()
+    run.save(folder)
+    first = app.view_of(run, "http://x/?run=1", folder)
+    assert app.view_of(run, "http://x/?run=1", folder) is first       # a second viewer
+    stat = (folder / "run.json").stat()
+    os.utime(folder / "run.json", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert app.view_of(run, "http://x/?run=1", folder) is not first   # the run moved on
