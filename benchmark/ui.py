@@ -52,6 +52,7 @@ from .ui_render import (
     HISTORY_HEADERS,
     ResultsView,
     history_rows,
+    md_text,
     progress_html,
     results_view,
 )
@@ -431,7 +432,7 @@ class _App:
                 out[self.refresh_timer] = gr.Timer(active=True)
                 return out
             out[self.readonly_md] = gr.update(
-                value=f"**This link does not open a saved run.** {redact(str(exc))}",
+                value=f"**This link does not open a saved run.** {md_text(exc)}",
                 visible=True)
             return out
         out[self.readonly_md] = gr.update(value=SHARED_READ_ONLY, visible=True)
@@ -641,7 +642,7 @@ class _App:
                 result, folder = self.load_run(run_id)
                 results.append(result)
         except BenchmarkError as exc:
-            return {self.history_msg: f"**Cannot open:** {redact(str(exc))}"}
+            return {self.history_msg: f"**Cannot open:** {md_text(exc)}"}
         share = self.share_url(request, results[0].run_id) if len(results) == 1 else ""
         out = self.show(results_view(results, share, folder if len(results) == 1 else None,
                                      self.latest_calibration()))

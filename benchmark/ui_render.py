@@ -71,13 +71,14 @@ def results_view(results: list[RunResult], share_url: str = "",
         view.downloads = download_paths(folder) if folder is not None else []
         return view
     view.title = f"### Comparing {len(results)} runs\n" + "\n".join(
-        f"- `{r.run_id}`: {r.model}" + (" (simulated server)" if r.simulated else "")
+        f"- `{r.run_id}`: {md_text(r.model)}" + (" (simulated server)" if r.simulated else "")
         for r in results)
     view.headline = "\n\n".join(
-        f"**{r.model}** (`{r.run_id}`)\n\n{_safe(lambda r=r: headline_markdown(r))}"
+        f"**{md_text(r.model)}** (`{r.run_id}`)\n\n{_safe(lambda r=r: headline_markdown(r))}"
         for r in results)
     view.tables = "\n\n".join(
-        f"#### {r.model} (`{r.run_id}`)\n\n{_safe(lambda r=r: tables.markdown_tables(r))}"
+        f"#### {md_text(r.model)} (`{r.run_id}`)\n\n"
+        f"{_safe(lambda r=r: tables.markdown_tables(r))}"
         for r in results)
     view.server_info = "\n\n".join(server_info_markdown(r, name_run=True) for r in results)
     return view
@@ -131,12 +132,12 @@ def run_title(result: RunResult) -> str:
         "cancelled": "stopped early: partial results",
         "failed": "failed: partial results",
     }.get(result.status, result.status)
-    lines = [f"### {result.model}", f"Run `{result.run_id}` · started "
+    lines = [f"### {md_text(result.model)}", f"Run `{result.run_id}` · started "
                                     f"{readable_time(result.started_at)} · **{status}**"]
     if result.message:
-        lines.append(f"> {redact(result.message)}")
+        lines.append(f"> {md_text(result.message)}")
     for warning in result.warnings:
-        lines.append(f"> **Warning:** {redact(warning)}")
+        lines.append(f"> **Warning:** {md_text(warning)}")
     return "\n\n".join(lines)
 
 
@@ -159,7 +160,7 @@ def server_info_markdown(result: RunResult, *, name_run: bool = False) -> str:
     whose = f" of run `{result.run_id}`" if name_run else ""
     if not rows:
         return f"_The server{whose} did not report its /info._"
-    text = [f"**Server{whose}** (`/info` of `{result.config.url}`)", "",
+    text = [f"**Server{whose}** (`/info` of `{_cell(result.config.url)}`)", "",
             "| Reported by the server | Value |", "|---|---|"]
     text += [f"| {label} | `{_cell(value)}` |" for label, value in rows]
     if result.server:
@@ -197,6 +198,15 @@ def download_paths(folder: Path | str) -> list[str]:
     """summary.csv, requests.csv and run.json of a run folder (those that exist)."""
     base = Path(folder)
     return [str(base / name) for name in DOWNLOAD_FILES if (base / name).is_file()]
+
+
+def md_text(value: Any) -> str:
+    """Text from a run (a model name from a server's /info, an error a server sent) as plain
+    markdown: no links, images, HTML or formatting of its own on a shared page."""
+    text = redact(str(value)).replace("\\", "\\\\")
+    for char in "`*_[]()#|!~":
+        text = text.replace(char, "\\" + char)
+    return " ".join(text.replace("<", "&lt;").replace(">", "&gt;").split())
 
 
 def _cell(value: Any) -> str:

@@ -291,12 +291,14 @@ def test_hostile_run_ids_get_a_message_and_change_nothing(app):
     client = Client(app.url, verbose=False)
     before = sorted(p.name for p in app.results_dir.iterdir())
     for hostile in ("../etc", "..", "a/b", "/etc/passwd", "x" * 300, "run id with spaces",
-                    "20261128-000000-missing-0000"):
+                    "20261128-000000-missing-0000", "[x](http://evil.example)",
+                    "<img src=x onerror=alert(1)>"):
         out = named(client, "/open", client.predict([hostile], api_name="/open"))
         message = text(out["History message"])
         assert message.startswith("**Cannot open:**"), (hostile, message)
         assert "not valid" in message or "No saved run" in message
         assert str(app.results_dir) not in message          # no server paths on the page
+        assert "[x](" not in message and "<img" not in message   # a link's id stays text
     assert sorted(p.name for p in app.results_dir.iterdir()) == before
 
 

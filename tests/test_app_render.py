@@ -106,3 +106,18 @@ def test_followers_of_a_run_share_one_drawing_per_version_of_it(tmp_path):
     stat = (folder / "run.json").stat()
     os.utime(folder / "run.json", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert app.view_of(run, "http://x/?run=1", folder) is not first   # the run moved on
+
+
+def test_a_hostile_servers_words_cannot_add_links_images_or_html_to_a_shared_page():
+    evil = "[click](http://evil.example) ![t](http://evil.example/t.png) <img src=x> `code`"
+    run = result(message=f"Server said: {evil}", warnings=[evil])
+    run.server_info["model_id"] = evil
+    single = results_view([run])
+    compared = results_view([run, result()])
+    for text in (single.title, compared.title, compared.headline, compared.tables):
+        for trap in ("[click](", "![t](", "<img", "`code`"):
+            assert trap not in text, (trap, text)
+    # In the /info table the name stays inside its code span (no backtick of its own to leave it).
+    row = next(line for line in single.server_info.splitlines() if "click" in line)
+    assert row.count("`") == 2, row
+    assert "click" in single.title and "evil.example" in single.title   # still readable
