@@ -193,8 +193,12 @@ def decide(env: Mapping[str, str], username: str | None,
         return Access(True, True, f"Signed in as {user}, allowed by ALLOWED_USERS.", cap,
                       user, True)
     if "*" in allowed:
-        return Access(True, True, f"Signed in as {user}; this Space lets every signed-in "
-                                  f"visitor run.", cap, user, True)
+        # Everyone may run on the Space's own server, but only people named by the owner may
+        # point it at another address (internal ones included).
+        return Access(True, False, f"Signed in as {user}; this Space lets every signed-in "
+                                   f"visitor run on its own server. Benchmarking another "
+                                   f"endpoint is only for the owner and users named in "
+                                   f"ALLOWED_USERS.", cap, user, True)
     who = f"its owner ({the_owner})" if the_owner else "its owner"
     return _denied(
         f"Signed in as {user}, who is not allowed to run benchmarks on this Space: ask "

@@ -92,6 +92,14 @@ def test_star_lets_every_signed_in_visitor_run_but_not_anonymous_ones():
     assert not access.decide(env, None).can_run
 
 
+def test_star_does_not_open_endpoint_runs_to_strangers():
+    """'*' lets anyone run on the Space's own server, not aim it at other addresses."""
+    stranger = access.decide(space(ALLOWED_USERS="*, bob"), "anyone")
+    assert stranger.can_run and not stranger.can_use_endpoint
+    assert "only for the owner and users named in ALLOWED_USERS" in stranger.reason
+    assert access.decide(space(ALLOWED_USERS="*, bob"), "bob").can_use_endpoint
+
+
 def test_members_of_an_owning_organization_count_as_owner():
     env = space(SPACE_AUTHOR_NAME="acme-labs")
     assert access.decide(env, "zoe", orgs=["acme-labs"]).can_run
