@@ -36,6 +36,9 @@ from typing import TypeVar
 from .errors import ConfigError, ResultFileError, redact
 from .results import RUN_FILE, RunResult, check_run_id, run_dir
 
+MISSING_TTL_S = 60            # how long a run the dataset lacks is not asked for again
+MAX_REMEMBERED_MISSING = 10_000
+
 __all__ = ["DEFAULT_ENDPOINT", "RUNS_FOLDER", "ResultsRepo", "UploadStatus", "from_env",
            "parse_repo_id"]
 
@@ -123,6 +126,9 @@ class ResultsRepo:
         self._api = HfApi(endpoint=self.endpoint, token=token, library_name="tgi-benchmark")
         self._lock = threading.Lock()
         self._statuses: dict[str, UploadStatus] = {}
+        # Runs the dataset did not have, remembered for a while, so that a stream of links to
+        # missing runs cannot make the Space call the Hub (with the owner's token) for each one.
+        self._missing: dict[str, tuple[int, str]] = {}
 
     def __repr__(self) -> str:  # never shows the token
         return f"ResultsRepo({self.repo_id!r}, endpoint={self.endpoint!r})"
@@ -265,6 +271,10 @@ class ResultsRepo:
         dest = run_dir(root, run_id)
         if (dest / RUN_FILE).is_file():
             return dest
+        with self._lock:
+            missing = self._missing.get(run_id)
+        if missing and time.perf_counter_ns() - missing[0] < MISSING_TTL_S * 1_000_000_000:
+            raise ResultFileError(missing[1])
         root.mkdir(parents=True, exist_ok=True)
         try:
             names = self._retrying(lambda: self._list_run(run_id), f"list run {run_id}")[0]
@@ -285,7 +295,12 @@ class ResultsRepo:
         except ResultFileError:
             raise
         except _Permanent as err:
-            raise ResultFileError(self._clean(str(err))) from None
+            message = self._clean(str(err))
+            with self._lock:
+                if len(self._missing) >= MAX_REMEMBERED_MISSING:
+                    self._missing.clear()
+                self._missing[run_id] = (time.perf_counter_ns(), message)
+            raise ResultFileError(message) from None
         except OSError as exc:
             raise ResultFileError(self._clean(
                 f"Run {run_id} could not be written to {root}: {exc}.")) from None

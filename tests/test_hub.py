@@ -109,6 +109,18 @@ def test_fetch_of_an_unknown_run_says_so(stub, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_links_to_missing_runs_do_not_each_call_the_hub(stub, tmp_path):
+    """A stream of ?run= links to runs the dataset lacks asks the Hub once per run a minute."""
+    repo = results_repo(stub)
+    with pytest.raises(ResultFileError, match="neither on this disk nor in the dataset"):
+        repo.fetch_run("20261128-000000-nope-0000", tmp_path)
+    before = len(stub.requests)
+    for _ in range(5):
+        with pytest.raises(ResultFileError, match="neither on this disk nor in the dataset"):
+            repo.fetch_run("20261128-000000-nope-0000", tmp_path)
+    assert len(stub.requests) == before
+
+
 @pytest.mark.parametrize("bad", ["../etc", "a/b", "..", "", "x y", "%2e%2e"])
 def test_fetch_refuses_ids_that_are_not_run_ids_before_any_request(stub, tmp_path, bad):
     with pytest.raises(ResultFileError, match="not valid"):
