@@ -202,6 +202,8 @@ def run_label(result: Any, results: list[Any]) -> str:
 
 
 def _title(title: str, results: list[Any]) -> str:
+    if results and all(r.config.mode == "concurrency" for r in results):
+        title = title.replace("by batch size", "by number of concurrent users")
     simulated = [bool(r.simulated) for r in results]
     if simulated and all(simulated):
         return title + " (simulated)"

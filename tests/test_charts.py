@@ -128,6 +128,8 @@ def test_concurrency_runs_talk_about_users():
     assert fig.data[0].text[0] == "users 1"
     assert charts.latency_vs_batch([make_run(mode="concurrency")]).layout.xaxis.title.text == \
         "Concurrent users"
+    title = charts.throughput_vs_batch([make_run(mode="concurrency")]).layout.title.text
+    assert "by number of concurrent users" in title and "batch size" not in title
 
 
 def test_no_results_and_no_success_give_a_sentence():
