@@ -33,9 +33,9 @@ import json
 import os
 import random
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Callable, Iterator
@@ -349,7 +349,7 @@ class Simulator:
                            max_new_tokens=valid.max_new_tokens, seed=seed,
                            reported_seed=seed if valid.do_sample else None,
                            eos_probability=self.config.eos_probability, stops=valid.stops,
-                           model=self.config.model_id, created=int(time.time()),
+                           model=self.config.model_id, created=_unix_seconds(),
                            fmt=fmt, include_usage=valid.include_usage, details=valid.details,
                            top_n=valid.top_n_tokens)
             if fmt is not None:
@@ -509,3 +509,8 @@ def trace_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a trace file (one JSON object per line)."""
     text = Path(path).read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _unix_seconds() -> int:
+    """Wall-clock seconds for OpenAI's ``created`` field (a label, never a measurement)."""
+    return int(datetime.now(timezone.utc).timestamp())
