@@ -268,6 +268,42 @@ def test_tgi_token_events_formatted_differently_still_count():
     assert record.token_ns == [10, 20] and record.output_tokens == 2
 
 
+async def send_to_local_server(handler, *, timeout_s: float, stop_after_last_event: bool = False
+                               ) -> RequestRecord:
+    """Serve ``handler`` on /generate_stream of a local aiohttp app and send one TGI request.
+
+    With ``stop_after_last_event``, the request is cancelled (Stop) once its final event came.
+    """
+    from benchmark.clients import TGIClient, open_session
+    from benchmark.config import SamplingParams
+
+    app = web.Application()
+    app.router.add_post("/generate_stream", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    client = TGIClient(f"http://127.0.0.1:{port}", sampling=SamplingParams(),
+                       decode_length=3, sequence_length=7)
+    record = RequestRecord(step=1, run=1, request=1)
+    try:
+        async with open_session() as session:
+            sending = client.send(session, client.body("hi"), record, timeout_s=timeout_s)
+            if not stop_after_last_event:
+                await sending
+                return record
+            task = asyncio.create_task(sending)
+            while record.end_ns is None:  # the final event has come
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    finally:
+        await runner.cleanup()
+    return record
+
+
 def test_a_response_held_open_after_its_last_event_is_not_a_timeout():
     """The final event came (all tokens, details): a server or proxy that keeps the stream open
     afterwards must not turn that success into a timeout while the client drains the rest."""
@@ -280,28 +316,7 @@ def test_a_response_held_open_after_its_last_event_is_not_a_timeout():
         await asyncio.sleep(0.8)  # held open past the client's timeout
         return response
 
-    async def scenario():
-        from benchmark.clients import TGIClient, open_session
-        from benchmark.config import SamplingParams
-
-        app = web.Application()
-        app.router.add_post("/generate_stream", generate)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        client = TGIClient(f"http://127.0.0.1:{port}", sampling=SamplingParams(),
-                           decode_length=3, sequence_length=7)
-        record = RequestRecord(step=1, run=1, request=1)
-        try:
-            async with open_session() as session:
-                await client.send(session, client.body("hi"), record, timeout_s=0.3)
-        finally:
-            await runner.cleanup()
-        return record
-
-    record = asyncio.run(scenario())
+    record = asyncio.run(send_to_local_server(generate, timeout_s=0.3))
     assert record.ok, record.error
     assert len(record.token_ns) == 3 and record.output_tokens == 3
     assert record.end_ns == record.token_ns[-1]
@@ -319,34 +334,8 @@ def test_a_stop_while_draining_a_finished_response_keeps_it_a_success():
         await asyncio.sleep(0.8)
         return response
 
-    async def scenario():
-        from benchmark.clients import TGIClient, open_session
-        from benchmark.config import SamplingParams
-
-        app = web.Application()
-        app.router.add_post("/generate_stream", generate)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        client = TGIClient(f"http://127.0.0.1:{port}", sampling=SamplingParams(),
-                           decode_length=3, sequence_length=7)
-        record = RequestRecord(step=1, run=1, request=1)
-        try:
-            async with open_session() as session:
-                task = asyncio.create_task(
-                    client.send(session, client.body("hi"), record, timeout_s=30))
-                while record.end_ns is None:  # the final event has come
-                    await asyncio.sleep(0.01)
-                task.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await task
-        finally:
-            await runner.cleanup()
-        return record
-
-    record = asyncio.run(scenario())
+    record = asyncio.run(send_to_local_server(generate, timeout_s=30,
+                                              stop_after_last_event=True))
     assert record.ok, record.error
     assert len(record.token_ns) == 3 and record.end_ns == record.token_ns[-1]
 
@@ -379,28 +368,7 @@ def test_a_200_that_is_not_an_event_stream_says_what_came_instead():
         await request.read()
         return web.json_response({"generated_text": "a whole answer at once"})
 
-    async def scenario():
-        from benchmark.clients import TGIClient, open_session
-        from benchmark.config import SamplingParams
-
-        app = web.Application()
-        app.router.add_post("/generate_stream", whole_answer)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        client = TGIClient(f"http://127.0.0.1:{port}", sampling=SamplingParams(),
-                           decode_length=3, sequence_length=7)
-        record = RequestRecord(step=1, run=1, request=1)
-        try:
-            async with open_session() as session:
-                await client.send(session, client.body("hi"), record, timeout_s=5)
-        finally:
-            await runner.cleanup()
-        return record
-
-    record = asyncio.run(scenario())
+    record = asyncio.run(send_to_local_server(whole_answer, timeout_s=5))
     assert record.status == 200 and record.error_kind == "stream"
     assert "not an event stream" in record.error and "application/json" in record.error
     assert "a whole answer at once" in record.error
