@@ -1,13 +1,17 @@
 """What a visitor sees, in headless Chromium: fill the form, Run, charts, download, share, restart.
 
-Debian's chromium is driven by the playwright package. The screenshots of the form and of the
-results that the README shows are written to tests/screenshots/ by these tests.
+Debian's chromium is driven by the playwright package. The tests take the screenshots of the
+form and of the results that the README shows; they land in a temporary folder, or in
+tests/screenshots/ (the README's copies) when UPDATE_SCREENSHOTS=1 is set, so that an ordinary
+test run leaves the checkout clean.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +21,8 @@ from playwright.sync_api import Page, expect, sync_playwright
 from app_harness import AppProcess
 from conftest import ROOT
 
-SCREENSHOTS = ROOT / "tests" / "screenshots"
+SCREENSHOTS = (ROOT / "tests" / "screenshots" if os.environ.get("UPDATE_SCREENSHOTS") == "1"
+               else Path(tempfile.mkdtemp(prefix="tgi-bench-screenshots-")))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 RUN_TIMEOUT_MS = 150_000
