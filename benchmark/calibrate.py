@@ -36,10 +36,8 @@ import contextlib
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -49,6 +47,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from . import __version__
 from .errors import BenchmarkError, ServerStartError, redact
 from .records import NS_PER_MS, RequestRecord
+from .simulator.process import SimulatorProcess
 from .stats import percentile
 
 __all__ = [
@@ -63,7 +62,6 @@ SCHEMA_VERSION = 1
 CALIBRATION_FILE = "calibration.json"
 DEFAULT_LEVELS = (1, 16, 64, 128, 256, 512, 1024)
 QUICK_LEVELS = (1, 16, 64)
-READY_LINE = "Simulated TGI listening on "
 SERVER_START_TIMEOUT_S = 60.0
 # The simulated server counts as "behind" when its median step is this much above the model.
 SERVER_BEHIND_FACTOR = 1.2
@@ -502,8 +500,7 @@ class SimulatedServer:
     def __init__(self, settings: CalibrationSettings, trace: Path):
         self.trace = trace
         top = max(settings.levels)
-        self.argv = [
-            sys.executable, "-m", "benchmark.simulator", "--port", "0",
+        self.process = SimulatorProcess([
             "--trace", str(trace),
             "--prefill-base-ms", f"{settings.prefill_ms:g}", "--prefill-per-token-ms", "0",
             "--decode-base-ms", f"{settings.token_ms:g}", "--decode-per-seq-ms", "0",
@@ -511,43 +508,22 @@ class SimulatedServer:
             "--max-concurrent-requests", str(max(top * 2, 128)),
             "--max-batch-total-tokens", str(max(top * 2, 128) * 8192),
             "--max-batch-prefill-tokens", str(max(top * 2, 128) * 4096),
-        ]
-        self.proc: subprocess.Popen[str] | None = None
+        ], keep_lines=50)
         self.url = ""
-        self.lines: list[str] = []
 
     def start(self) -> "SimulatedServer":
-        root = Path(__file__).resolve().parent.parent
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)}
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1, env=env, cwd=str(root))
-        ready = threading.Event()
-
-        def read() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.lines = (self.lines + [line.rstrip("\n")])[-50:]
-                if line.startswith(READY_LINE):
-                    self.url = line[len(READY_LINE):].strip()
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=read, name="simulator-log", daemon=True).start()
-        deadline = time.perf_counter_ns() + int(SERVER_START_TIMEOUT_S * 1e9)
-        while not ready.wait(0.05):
-            if time.perf_counter_ns() > deadline:
-                break
-        if not self.url:
-            self.stop()
+        try:
+            self.url = self.process.start(SERVER_START_TIMEOUT_S)
+        except ServerStartError as err:
             raise ServerStartError(
                 "no-ready-line", "The simulated server did not start for the calibration. "
                 "Check that `python -m benchmark.simulator` runs on this machine.",
-                self.lines[-10:])
+                err.log_tail[-10:]) from None
         return self
 
     def cpu_s(self) -> float | None:
-        return _cpu_seconds(self.proc.pid) if self.proc is not None else None
+        proc = self.process.proc
+        return _cpu_seconds(proc.pid) if proc is not None else None
 
     def rows(self) -> dict[str, dict[str, Any]]:
         rows: dict[str, dict[str, Any]] = {}
@@ -560,15 +536,7 @@ class SimulatedServer:
         return rows
 
     def stop(self) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        self.process.stop()
 
 
 def _cpu_seconds(pid: int | None = None) -> float | None:
@@ -766,7 +734,7 @@ def calibrate(settings: CalibrationSettings, *, tokenizer: str | None = None,
     with _workspace(work_dir) as work:
         name = tokenizer or build_tokenizer(work / "tokenizer")
         server = SimulatedServer(settings, work / "trace.jsonl")
-        result.server_argv = list(server.argv)
+        result.server_argv = list(server.process.argv)
         server.start()
         try:
             for level in sorted(set(settings.levels)):

@@ -86,8 +86,9 @@ def port() -> int:
 # The simulated TGI server as a subprocess (added by the simulator's owner)
 
 
-def _simulator_argv(flags: dict) -> list[str]:
-    argv = [sys.executable, "-m", "benchmark.simulator", "--port", "0"]
+def _simulator_flags(flags: dict) -> list[str]:
+    """``{"max_batch_size": 8, "zero_cost": True}`` -> ``["--max-batch-size", "8", "--zero-cost"]``."""
+    argv: list[str] = []
     for name, value in flags.items():
         flag = "--" + name.replace("_", "-")
         if value is None or value is False:
@@ -104,51 +105,25 @@ def simulator_process():
     """Factory: ``url = simulator_process(max_batch_size=8, trace=path)`` starts
     ``python -m benchmark.simulator --port 0 ...`` (keyword names are flag names with ``_``),
     waits for its ``Simulated TGI listening on`` line and returns the URL. The processes are
-    stopped (SIGTERM, then kill) when the test ends. ``simulator_process.procs`` lists them."""
-    import subprocess
-    import threading
-    import time
+    stopped (SIGTERM, then kill) when the test ends. ``simulator_process.procs`` lists them
+    (each with ``log_lines``, its output so far)."""
+    from benchmark.simulator.process import SimulatorProcess
 
-    procs: list[subprocess.Popen] = []
+    sims: list[SimulatorProcess] = []
+    procs: list = []
 
     def start(timeout_s: float = 30.0, **flags) -> str:
-        proc = subprocess.Popen(
-            _simulator_argv(flags), cwd=str(ROOT), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, bufsize=1,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        procs.append(proc)
-        found: list[str] = []
-        lines: list[str] = []
-        ready = threading.Event()
-
-        def reader() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                lines.append(line.rstrip("\n"))
-                if line.startswith("Simulated TGI listening on "):
-                    found.append(line.split(" on ", 1)[1].strip())
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=reader, daemon=True).start()
-        deadline = time.perf_counter() + timeout_s
-        while not ready.wait(0.05):
-            if time.perf_counter() > deadline:
-                break
-        if not found:
-            proc.kill()
-            raise RuntimeError("simulator did not start:\n" + "\n".join(lines[-20:]))
-        proc.log_lines = lines  # type: ignore[attr-defined]
-        return found[0]
+        sim = SimulatorProcess(_simulator_flags(flags))
+        sims.append(sim)
+        try:
+            url = sim.start(timeout_s)
+        except Exception as err:
+            raise RuntimeError("simulator did not start:\n" + "\n".join(sim.lines[-20:])) from err
+        sim.proc.log_lines = sim.lines  # type: ignore[union-attr]
+        procs.append(sim.proc)
+        return url
 
     start.procs = procs  # type: ignore[attr-defined]
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    for sim in sims:
+        sim.stop()

@@ -267,3 +267,14 @@ def test_keep_alive_comment_while_a_request_waits():
             first.join()
     assert raw.startswith(b":\n\n")  # queued behind the first request, kept alive
     assert len(sse_events(raw)) == 2
+
+
+def test_a_simulator_that_cannot_start_says_why():
+    from benchmark.errors import ServerStartError
+    from benchmark.simulator.process import SimulatorProcess
+
+    sim = SimulatorProcess(["--decode-base-ms", "nan"])
+    with pytest.raises(ServerStartError) as err:
+        sim.start(timeout_s=30)
+    assert any("decode-base-ms" in line for line in err.value.log_tail)
+    assert sim.proc is not None and sim.proc.poll() is not None

@@ -14,6 +14,7 @@ Modules: ``config`` (settings, argv), ``model`` (timing model and scheduler), ``
 (SSE byte templates and bodies), ``validation`` (TGI's request checks and messages),
 ``tokens`` (prompt token counting, synthetic vocabulary), ``metrics`` (Prometheus text),
 ``server`` (aiohttp routes, ``run_in_thread``; its docstring lists the trace fields),
+``process`` (the simulator as a child process: start, URL, stop),
 ``arrival`` (stamps each request when its first bytes are read), ``__main__`` (start-up log,
 signals).
 """
