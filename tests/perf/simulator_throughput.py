@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,20 +22,9 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 
-
-def start_server(extra: list[str]) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmark.simulator", "--port", "0", "--zero-cost",
-         "--max-concurrent-requests", "100000", "--max-batch-total-tokens", "100000000",
-         *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("Simulated TGI listening on "):
-            return proc, line.split(" on ", 1)[1].strip()
-    raise RuntimeError("the simulator did not start")
+from benchmark.simulator.process import SimulatorProcess  # noqa: E402
 
 
 async def one_stream(host: str, port: int, request: bytes) -> int:
@@ -72,7 +59,9 @@ def main() -> None:
     parser.add_argument("--no-uvloop", action="store_true", help="client loop: plain asyncio")
     args = parser.parse_args()
 
-    proc, url = start_server([])
+    sim = SimulatorProcess(["--zero-cost", "--max-concurrent-requests", "100000",
+                            "--max-batch-total-tokens", "100000000"], keep_lines=50)
+    url = sim.start()
     host, port = url.removeprefix("http://").rsplit(":", 1)
     if args.route == "chat":
         path = "/v1/chat/completions"
@@ -84,7 +73,7 @@ def main() -> None:
                           ).encode()
     request = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-    server = psutil.Process(proc.pid)
+    server = psutil.Process(sim.proc.pid)
     runner = asyncio.run
     if not args.no_uvloop:
         try:
@@ -106,8 +95,7 @@ def main() -> None:
                   f"{cpu:.2f} s: {events / max(cpu, 1e-9):,.0f} events per server CPU second",
                   flush=True)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        sim.stop()
 
 
 if __name__ == "__main__":
