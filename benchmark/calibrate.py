@@ -46,6 +46,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from . import __version__
 from .errors import BenchmarkError, ServerStartError, redact
+from .prompts import build_tiny_tokenizer
 from .records import NS_PER_MS, RequestRecord
 from .simulator.process import SimulatorProcess
 from .stats import percentile
@@ -638,32 +639,6 @@ def measure_level(level: int, settings: CalibrationSettings, server: SimulatedSe
 # Tokenizer (no network): a tiny byte-level BPE trained on the prompt words
 
 
-def build_tokenizer(folder: Path) -> str:
-    """A small tokenizer saved in ``folder`` that ``AutoTokenizer`` loads (offline)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from .prompts import _WORDS
-
-    tokenizer = Tokenizer(models.BPE(unk_token=None))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    words = list(_WORDS)
-    tokenizer.train_from_iterator([" ".join(words[i:] + words[:i]) for i in range(0, 300, 7)],
-                                  trainer=trainer)
-    bos = tokenizer.token_to_id("<s>")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", bos)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>",
-                                   eos_token="</s>", model_max_length=100_000)
-    folder.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(str(folder))
-    return str(folder)
-
-
 # ---------------------------------------------------------------------------------------------
 # The whole calibration
 
@@ -732,7 +707,7 @@ def calibrate(settings: CalibrationSettings, *, tokenizer: str | None = None,
     """Run the calibration; ``on_row(row)`` is called after each level."""
     result = Calibration(settings=settings, started_at=_now())
     with _workspace(work_dir) as work:
-        name = tokenizer or build_tokenizer(work / "tokenizer")
+        name = tokenizer or str(build_tiny_tokenizer(work / "tokenizer"))
         server = SimulatedServer(settings, work / "trace.jsonl")
         result.server_argv = list(server.process.argv)
         server.start()

@@ -21,11 +21,12 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import TokenizerError, redact
 
-__all__ = ["PromptSet", "load_tokenizer", "build_prompts", "count_tokens"]
+__all__ = ["PromptSet", "load_tokenizer", "build_prompts", "count_tokens", "build_tiny_tokenizer"]
 
 _WORDS = (
     "time year people way day man thing woman life child world school state family student "
@@ -204,3 +205,51 @@ def _batch_counts(tokenizer: Any, texts: list[str], api: str) -> list[int]:
             return [len(_chat_ids(tokenizer, text)) for text in texts]
         return [len(ids) for ids in _batch_ids(tokenizer, texts, special=False)]
     return [len(ids) for ids in _batch_ids(tokenizer, texts, special=True)]
+
+
+# ---------------------------------------------------------------------------------------------
+# A tokenizer made here, for offline use
+
+TINY_WORDS = (
+    "the quick brown fox jumps over a lazy dog while seven tired engineers measure latency "
+    "throughput tokens batches prefill decode server client stream event model weights memory "
+    "graphics card queue request response benchmark percentile median average lowest highest "
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
+    "sigma tau upsilon phi chi psi omega one two three four five six seven eight nine ten"
+).split()
+
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tiny_tokenizer(folder: Path) -> Path:
+    """Train a byte-level BPE tokenizer (about 400 tokens, a BOS token, a chat template) and save
+    it in ``folder``, where ``AutoTokenizer`` loads it. No network: ``calibrate`` and the tests
+    use it where no model's tokenizer can be downloaded."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    corpus = [" ".join(TINY_WORDS[i:] + TINY_WORDS[:i]) for i in range(len(TINY_WORDS))]
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    bos = tokenizer.token_to_id("<s>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", model_max_length=100_000
+    )
+    fast.chat_template = TINY_CHAT_TEMPLATE
+    folder.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(folder))
+    return folder

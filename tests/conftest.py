@@ -1,7 +1,8 @@
 """Shared fixtures: a tiny tokenizer built here (no network), free ports, the simulator.
 
 Nothing in the tests reaches the network: the tokenizer is trained in the session on a few KB of
-made-up text with the `tokenizers` library and saved in a folder that ``AutoTokenizer`` loads.
+made-up text with the `tokenizers` library (``benchmark.prompts.build_tiny_tokenizer``, which
+``calibrate`` uses too) and saved in a folder that ``AutoTokenizer`` loads.
 """
 
 from __future__ import annotations
@@ -22,47 +23,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-WORDS = (
-    "the quick brown fox jumps over a lazy dog while seven tired engineers measure latency "
-    "throughput tokens batches prefill decode server client stream event model weights memory "
-    "graphics card queue request response benchmark percentile median average lowest highest "
-    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
-    "sigma tau upsilon phi chi psi omega one two three four five six seven eight nine ten"
-).split()
-
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}"
-    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-
-
-def build_tiny_tokenizer(folder: Path) -> Path:
-    """Train a byte-level BPE tokenizer (about 400 tokens) with a BOS token and save it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE(unk_token=None))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    corpus = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))]
-    tokenizer.train_from_iterator(corpus, trainer=trainer)
-    bos = tokenizer.token_to_id("<s>")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", model_max_length=100_000
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    folder.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(str(folder))
-    return folder
+from benchmark.prompts import TINY_WORDS as WORDS  # noqa: E402  (tests train tokenizers on it)
+from benchmark.prompts import build_tiny_tokenizer  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

@@ -45,10 +45,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmark.calibrate import (CalibrationSettings, SimulatedServer, _cpu_seconds,  # noqa
-                                 build_tokenizer, match_errors, measure_level)
+                                 match_errors, measure_level)
 from benchmark.clients.tgi import tgi_parameters  # noqa: E402
 from benchmark.config import SamplingParams  # noqa: E402
-from benchmark.prompts import build_prompts, load_tokenizer  # noqa: E402
+from benchmark.prompts import build_prompts, build_tiny_tokenizer, load_tokenizer  # noqa: E402
 from benchmark.records import RequestRecord  # noqa: E402
 from benchmark.stats import percentile  # noqa: E402
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, int], list[Errors]] = {}
     with tempfile.TemporaryDirectory(prefix="compare-clients-") as tmp:
         work = Path(tmp)
-        tokenizer_dir = build_tokenizer(work / "tokenizer")
+        tokenizer_dir = str(build_tiny_tokenizer(work / "tokenizer"))
         tokenizer = load_tokenizer(tokenizer_dir)
         server = SimulatedServer(settings, work / "trace.jsonl").start()
         params = tgi_parameters(SamplingParams(), decode_length=args.decode_length,
