@@ -1,4 +1,5 @@
-"""The trace's arrived_ns is when a request's first bytes were read, per request on keep-alive.
+"""The trace's arrived_ns is when a request's first bytes reached the server (the kernel's receive
+time), per request on keep-alive; read_ns is when the server's event loop read them.
 
 Raw sockets, so that the client's send stamp is taken right before the bytes go out, and so that
 one request's head and body can be sent apart on a connection that is then reused.
@@ -8,9 +9,14 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
+import threading
 import time
 
+import httpx
+
 from benchmark.simulator import SimulatorConfig, run_in_thread, trace_rows
+from benchmark.simulator.arrival import KERNEL_STAMPS, SO_TIMESTAMPNS, kernel_receive_ns
 
 FAST = dict(prefill_base_ms=1.0, prefill_per_token_ms=0.0, decode_base_ms=1.0,
             decode_per_seq_ms=0.0, decode_per_context_token_us=0.0)
@@ -123,3 +129,43 @@ def test_refused_requests_carry_both_stamps(tmp_path):
     row = trace_rows(trace)[0]
     assert row["request_id"] == "bad" and row["status"] == 400
     assert sent_ns <= row["arrived_ns"] < row["handled_ns"] <= row["end_ns"]
+
+
+def test_a_request_is_stamped_when_it_reached_the_socket_even_if_the_server_is_busy(tmp_path):
+    """The server's event loop is stuck for 0.4 s when the request comes in: its arrival stamp
+    is still the moment the bytes reached the socket, and the wait shows as read_ns."""
+    assert KERNEL_STAMPS  # Linux: the simulator reads the kernel's receive time
+    trace = tmp_path / "trace.jsonl"
+    with run_in_thread(SimulatorConfig(trace=str(trace), **FAST)) as sim:
+        assert httpx.get(sim.url + "/info").json()["simulator"]["arrival_clock"] == "kernel"
+        conn = Conn(_port(sim))
+        blocked = threading.Event()
+
+        def block() -> None:
+            blocked.set()
+            time.sleep(0.4)
+
+        sim.loop.call_soon_threadsafe(block)
+        assert blocked.wait(5)
+        sent_ns = conn.send(_head(_port(sim), "busy") + BODY)
+        assert conn.response()[0] == 200
+        conn.close()
+    row = trace_rows(trace)[0]
+    assert sent_ns <= row["arrived_ns"] < sent_ns + 100_000_000  # on arrival, not 0.4 s later
+    assert row["read_ns"] - row["arrived_ns"] > 200_000_000      # the server's own wait
+    assert row["read_ns"] <= row["handled_ns"] <= row["token_ns"][0]
+
+
+def test_kernel_stamps_are_moved_onto_the_monotonic_clock_and_implausible_ones_dropped():
+    def item(wall_ns: int) -> list[tuple[int, int, bytes]]:
+        return [(socket.SOL_SOCKET, SO_TIMESTAMPNS,
+                 struct.pack("qq", wall_ns // 1_000_000_000, wall_ns % 1_000_000_000))]
+
+    before = time.perf_counter_ns()
+    stamp = kernel_receive_ns(item(time.time_ns() - 5_000_000))  # received 5 ms ago
+    after = time.perf_counter_ns()
+    assert stamp is not None
+    assert before - 5_000_000 - 50_000_000 < stamp <= after - 5_000_000
+    assert kernel_receive_ns(item(time.time_ns() + 10_000_000_000)) is None  # in the future
+    assert kernel_receive_ns(item(time.time_ns() - 3_600 * 10**9)) is None   # an hour ago
+    assert kernel_receive_ns([]) is None

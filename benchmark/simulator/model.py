@@ -100,7 +100,7 @@ class Channel:
 class Sequence:
     """One request inside the simulated server, from arrival to its last token."""
 
-    __slots__ = ("request_id", "route", "arrived_ns", "handled_ns", "input_length",
+    __slots__ = ("request_id", "route", "arrived_ns", "read_ns", "handled_ns", "input_length",
                  "max_new_tokens", "seed", "reported_seed", "rng", "eos_p", "stops", "stop_tail", "stop_keep",
                  "start_word", "words", "generated", "token_ns", "finish_reason", "status",
                  "error", "fmt", "channel", "head", "done", "queued_ns", "admitted_ns",
@@ -111,11 +111,13 @@ class Sequence:
                  max_new_tokens: int, seed: int | None, reported_seed: int | None,
                  eos_probability: float, stops: list[str] | None, model: str, created: int,
                  fmt: Any = None, include_usage: bool = False, details: bool = False,
-                 top_n: int = 0, extra: dict | None = None, handled_ns: int | None = None):
+                 top_n: int = 0, extra: dict | None = None, handled_ns: int | None = None,
+                 read_ns: int | None = None):
         self.request_id = request_id
         self.route = route
-        self.arrived_ns = arrived_ns  # first bytes read from the socket
-        self.handled_ns = arrived_ns if handled_ns is None else handled_ns  # handler started
+        self.arrived_ns = arrived_ns  # first bytes reached the server (see arrival.py)
+        self.read_ns = arrived_ns if read_ns is None else read_ns  # the event loop read it
+        self.handled_ns = self.read_ns if handled_ns is None else handled_ns  # handler started
         self.input_length = input_length
         self.max_new_tokens = max_new_tokens
         self.seed = seed
@@ -201,7 +203,8 @@ class Sequence:
 
     def trace(self) -> dict[str, Any]:
         return {"request_id": self.request_id, "route": self.route,
-                "arrived_ns": self.arrived_ns, "handled_ns": self.handled_ns,
+                "arrived_ns": self.arrived_ns, "read_ns": self.read_ns,
+                "handled_ns": self.handled_ns,
                 "token_ns": self.token_ns,
                 "end_ns": self.end_ns, "input_tokens": self.input_length,
                 "output_tokens": self.generated, "finish_reason": self.finish_reason,

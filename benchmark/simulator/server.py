@@ -13,10 +13,14 @@ Trace (``SimulatorConfig.trace``): one JSON line per finished or refused request
 
     request_id     the X-Request-Id header (a random id when absent)
     route          the route that served it (``/`` resolves to /generate or /generate_stream)
-    arrived_ns     when the request's first bytes came off the socket (see ``arrival``); on a
-                   keep-alive connection, the first bytes of this request, not of the connection
-    handled_ns     when its aiohttp handler started; handled_ns - arrived_ns is the server's
-                   own queueing of the request (up to ~150 ms in a burst of 256 requests)
+    arrived_ns     when the request's first bytes reached the server: the kernel's receive
+                   time on Linux, else when the event loop read them (see ``arrival``, and
+                   ``arrival_clock`` in /info); on a keep-alive connection, the first bytes of
+                   this request, not of the connection
+    read_ns        when the server's event loop read those bytes; read_ns - arrived_ns is the
+                   server's own wait before it looked at the request (milliseconds in a burst)
+    handled_ns     when its aiohttp handler started; handled_ns - read_ns is the wait for the
+                   handler (up to ~150 ms in a burst of 256 requests)
     queued_ns      when it joined the scheduler's queue, after validation (absent when refused)
     admitted_ns    when it joined the running batch (null if it never did; absent when refused)
     token_ns       when each token's bytes were handed to the socket
@@ -43,7 +47,7 @@ from typing import Any, Callable, Iterator
 from aiohttp import web
 
 from ..errors import redact
-from .arrival import ARRIVED_NS, StampingAppRunner
+from .arrival import ARRIVED_NS, READ_NS, StampingAppRunner, arrival_clock, new_event_loop
 from .config import ROUTER_NAME, TGI_VERSION, SimulatorConfig
 from .formats import (ChatStreamFormat, CompletionStreamFormat, TgiStreamFormat, chat_body,
                       completion_body, error_body, generate_body)
@@ -97,6 +101,7 @@ class Simulator:
         self.url = ""
         self.port = 0
         self.ready = False
+        self.arrival_clock = "read"
 
     # -- life cycle ----------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -116,6 +121,7 @@ class Simulator:
         return app
 
     async def start(self) -> None:
+        self.arrival_clock = arrival_clock(asyncio.get_running_loop())
         self.scheduler = Scheduler(self.config, on_step=self._on_step, on_finish=self._on_finish)
         self._task = asyncio.get_running_loop().create_task(self.scheduler.run())
         self._runner = StampingAppRunner(self.build_app(), access_log=None,
@@ -193,12 +199,13 @@ class Simulator:
             self._trace.write(json.dumps(row, separators=(",", ":")) + "\n")
             self._trace.flush()
 
-    def _trace_error(self, request: web.Request, route: str, stamps: tuple[int, int],
+    def _trace_error(self, request: web.Request, route: str, stamps: tuple[int, int, int],
                      status: int, message: str) -> None:
         err = {429: "overloaded", 499: "cancelled"}.get(status, "validation")
         self.metrics.inc("tgi_request_failure", err=err)
         self.write_trace({"request_id": self._request_id(request), "route": route,
-                          "arrived_ns": stamps[0], "handled_ns": stamps[1], "token_ns": [],
+                          "arrived_ns": stamps[0], "read_ns": stamps[1],
+                          "handled_ns": stamps[2], "token_ns": [],
                           "end_ns": perf_counter_ns(),
                           "input_tokens": None, "output_tokens": 0, "finish_reason": None,
                           "status": status, "error": message})
@@ -234,6 +241,7 @@ class Simulator:
                 "decode_per_context_token_us": c.decode_per_context_token_us,
                 "eos_probability": c.eos_probability,
                 "tokenizer": self.counter.name,
+                "arrival_clock": self.arrival_clock,
                 "token_counting": "tokenizer" if self.counter.exact else "ceil(utf8_bytes/4)",
             },
         }
@@ -296,7 +304,8 @@ class Simulator:
                       stream_fmt: Any) -> web.StreamResponse:
         """Read the JSON body (400/499 when it cannot be), then serve the request."""
         handled = perf_counter_ns()
-        stamps = (request.get(ARRIVED_NS, handled), handled)  # (arrived_ns, handled_ns)
+        read = request.get(READ_NS, handled)
+        stamps = (request.get(ARRIVED_NS, read), read, handled)  # arrived, read, handled
         try:
             data = load_json(await read_body(request))
         except ApiError as err:
@@ -308,12 +317,12 @@ class Simulator:
         return await self._serve(request, route, stamps, functools.partial(parse, data),
                                  stream_fmt)
 
-    def _refuse(self, request: web.Request, route: str, stamps: tuple[int, int],
+    def _refuse(self, request: web.Request, route: str, stamps: tuple[int, int, int],
                 err: ApiError) -> web.Response:
         self._trace_error(request, route, stamps, err.status, err.message)
         return json_error(err.status, err.message, err.error_type)
 
-    async def _serve(self, request: web.Request, route: str, stamps: tuple[int, int],
+    async def _serve(self, request: web.Request, route: str, stamps: tuple[int, int, int],
                      parse: Callable[[], ValidRequest], stream_fmt: Any) -> web.StreamResponse:
         """Overload check, validation, queueing, then the streamed or whole response."""
         scheduler = self.scheduler
@@ -344,7 +353,7 @@ class Simulator:
             # TGI draws a seed when none is given and reports it only when sampling.
             seed = valid.seed if valid.seed is not None else self._rng.getrandbits(63)
             seq = Sequence(request_id=self._request_id(request), route=route,
-                           arrived_ns=stamps[0], handled_ns=stamps[1],
+                           arrived_ns=stamps[0], read_ns=stamps[1], handled_ns=stamps[2],
                            input_length=valid.input_length,
                            max_new_tokens=valid.max_new_tokens, seed=seed,
                            reported_seed=seed if valid.do_sample else None,
@@ -457,7 +466,7 @@ class ThreadedSimulator:
         return self
 
     def _main(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         self.loop = loop
         asyncio.set_event_loop(loop)
         try:
