@@ -299,7 +299,7 @@ def stop_reason(row: Row, settings: CalibrationSettings) -> str | None:
 
 
 def decide(rows: Sequence[Row], *, tolerance_ms: float = 1.0,
-           stopped_because: str | None = None) -> Verdict:
+           stopped_because: str | None = None, quick: bool = False) -> Verdict:
     """The verdict: the highest level of the unbroken accurate run from the lowest level up."""
     best: Row | None = None
     for row in sorted(rows, key=lambda r: r.concurrency):
@@ -316,8 +316,9 @@ def decide(rows: Sequence[Row], *, tolerance_ms: float = 1.0,
     rate = best.token_events_per_s
     rate_text = f" ({rate:,.0f} token events/s)" if rate else ""
     if best.concurrency == highest and stopped_because is None:
+        how = "without --quick" if quick else "with higher --concurrency levels"
         above = (f"higher concurrency was not measured: run `python -m benchmark calibrate` "
-                 f"without --quick (or with more levels) before trusting results above it")
+                 f"{how} before trusting results above it")
     else:
         above = ("above it, spread the load over more client processes or use a bigger "
                  "client machine")
@@ -670,7 +671,7 @@ class Calibration:
     @property
     def verdict(self) -> Verdict:
         return decide(self.rows, tolerance_ms=self.settings.tolerance_ms,
-                      stopped_because=self.stopped_because)
+                      stopped_because=self.stopped_because, quick=self.settings.quick)
 
     def to_dict(self) -> dict[str, Any]:
         from .results import TOOL_NAME, environment_info

@@ -198,6 +198,10 @@ def test_verdict_is_the_highest_level_of_the_unbroken_accurate_run():
     assert "more client processes" in verdict.sentence
     none = decide([_row(1, 5.0)])
     assert none.accurate_concurrency is None and "did not measure within 1 ms" in none.sentence
+    # Accurate up to the top level measured: it says how to measure further.
+    top = decide([_row(1, 0.1), _row(64, 0.2)])
+    assert "up to 64" in top.sentence and "with higher --concurrency levels" in top.sentence
+    assert "without --quick" in decide([_row(1, 0.1), _row(64, 0.2)], quick=True).sentence
 
 
 def test_verdict_for_warns_only_beyond_the_accurate_concurrency():

@@ -21,8 +21,8 @@ clock). Printed side by side, medians over ``--repeat`` repetitions:
 - TTFT error as each client reports it (the engine from the send, vLLM-style from ``st``);
 - TTFT error from the moment the round started (includes dispatch, for both);
 - first-token delivery: the client's stamp of the first token minus the server's write stamp
-  (the client's own share of the TTFT error; the rest is the wait until the server reads the
-  request's first bytes, the same for both clients);
+  (most of the TTFT error: the server stamps arrival with the kernel's receive time, so the
+  rest is transit and the accuracy of the send stamp);
 - decode token latency (TPOT) error, per-token gap (ITL) error, client CPU % of one core.
 """
 
