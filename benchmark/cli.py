@@ -165,7 +165,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.mode != "concurrency" and (args.duration is not None or args.requests is not None):
         raise ConfigError("mode", "--duration and --requests apply to --mode concurrency; add "
                                   "--mode concurrency or drop them.")
-    return config.validate()
+    config = config.validate()
+    if config.output_dir:  # before anything is launched; the engine checks again
+        from .results import check_output_dir_free
+
+        check_output_dir_free(config.output_dir)
+    return config
 
 
 def usage_error(parser: argparse.ArgumentParser, err: ConfigError) -> None:

@@ -292,6 +292,7 @@ class _Engine:
 
         model = str(probe.info.get("model_id") or probe.model or config.tokenizer_name)
         folder = Path(config.output_dir) if config.output_dir else results.default_output_dir(model)
+        results.check_output_dir_free(folder)
         try:
             run_id = results.check_run_id(folder.name)
         except BenchmarkError:

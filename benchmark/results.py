@@ -39,7 +39,7 @@ from typing import Any
 
 from . import __version__
 from .config import RunConfig, strip_credentials
-from .errors import ResultFileError, redact
+from .errors import ConfigError, ResultFileError, redact
 from .records import RequestRecord
 from .stats import COUNT_KEYS, METRIC_KEYS, METRICS, STAT_KEYS, StepSummary, summarize
 
@@ -59,6 +59,7 @@ __all__ = [
     "run_dir",
     "results_root",
     "default_output_dir",
+    "check_output_dir_free",
     "list_runs",
     "now_iso",
     "environment_info",
@@ -143,6 +144,19 @@ def run_dir(root: str | os.PathLike[str], run_id: str) -> Path:
 def default_output_dir(model: str) -> Path:
     """``<RESULTS_DIR>/<new run id>`` for a run of ``model`` (the folder is not created)."""
     return results_root() / new_run_id(model)
+
+
+def check_output_dir_free(folder: str | os.PathLike[str]) -> None:
+    """Refuse a folder that already holds a run: a new run never overwrites an earlier one.
+
+    Raises ``ConfigError("output_dir", ...)``; a folder that does not exist yet, or holds no
+    ``run.json``, is fine."""
+    file = Path(folder) / RUN_FILE
+    if not file.exists():
+        return
+    raise ConfigError("output_dir", f"{Path(folder)} already holds a run ({RUN_FILE}); a new "
+                                    "run would overwrite it. Choose a new folder, or move "
+                                    "that run away first.")
 
 
 # ---------------------------------------------------------------------------------------------

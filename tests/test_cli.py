@@ -115,6 +115,34 @@ def test_a_run_prints_the_tables_then_the_folder(capsys, tiny_tokenizer, tmp_pat
     assert (out / "run.json").is_file()
 
 
+def test_an_output_dir_holding_a_run_is_refused_and_left_as_it_was(capsys, tiny_tokenizer,
+                                                                     tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["--tokenizer-name", tiny_tokenizer, "-b", "1", "--sequence-length", "12",
+            "--decode-length", "4", "--runs", "1", "--warmups", "0", "--output-dir", str(out)]
+    with run_in_thread(SimulatorConfig(tokenizer=tiny_tokenizer, **FAST)) as sim:
+        assert main(argv + ["--url", sim.url]) == 0
+        first = (out / "run.json").read_bytes()
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            main(argv + ["--url", sim.url])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --output-dir:" in err and "already holds a run" in err
+    assert (out / "run.json").read_bytes() == first
+    # --launch checks it too, before any server is started.
+    import benchmark.launcher_cli as launcher_cli
+
+    def no_launch(*args, **kwargs):
+        raise AssertionError("a server was launched for a run that cannot be saved")
+
+    monkeypatch.setattr(launcher_cli, "launch_and_run", no_launch)
+    with pytest.raises(SystemExit) as exited:
+        main(["--launch", "--model-id", "org/model", "--tokenizer-name", tiny_tokenizer,
+              "--output-dir", str(out)])
+    assert exited.value.code == 2 and "already holds a run" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_saves_partial_files_and_exits_130(simulator_process, tiny_tokenizer, tmp_path,
                                                    signum):
