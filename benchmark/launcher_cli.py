@@ -179,10 +179,6 @@ def record_crash(folder: Path, err: ServerStartError) -> None:
     result.save(folder)
 
 
-class _StartupInterrupted(BaseException):
-    """SIGTERM during start-up, turned into an exception so that the server is stopped."""
-
-
 def _print_status(out: Any) -> Callable[[ServerStatus], None]:
     seen: list[str] = []
 
@@ -213,15 +209,23 @@ def launch_and_run(settings: ServerSettings, run: Callable[[ServerHandle, Server
     """
     out = out if out is not None else sys.stderr
     manager = manager or ServerManager(log_dir=log_dir, allow_trust_remote_code=True)
-    previous = _interrupt_on_sigterm()
+    cancel = threading.Event()
+    previous = _cancel_on_signals(cancel)
+
+    def interrupted() -> int:
+        manager.stop()
+        print("Start-up interrupted: the server was stopped.", file=out, flush=True)
+        return 130
+
     try:
         try:
-            handle = manager.ensure(settings, timeout_s=timeout_s, on_status=_print_status(out))
-        except (KeyboardInterrupt, _StartupInterrupted):
-            manager.stop()
-            print("Start-up interrupted: the server was stopped.", file=out, flush=True)
-            return 130
+            handle = manager.ensure(settings, timeout_s=timeout_s, on_status=_print_status(out),
+                                    cancel=cancel)
+        except KeyboardInterrupt:  # a second Ctrl-C, while the first one is being handled
+            return interrupted()
         except ServerStartError as err:
+            if cancel.is_set():
+                return interrupted()
             print(f"error: {err}", file=out, flush=True)
             if err.log_tail and err.reason not in ("exited", "crashed"):
                 print("Last lines of the server's log:", file=out)
@@ -231,7 +235,9 @@ def launch_and_run(settings: ServerSettings, run: Callable[[ServerHandle, Server
                 print(f"Full log: {manager.log_path}", file=out, flush=True)
             return 1
         finally:
-            _restore_signal(previous)
+            _restore_signals(previous)
+        if cancel.is_set():  # the signal came as the server became ready
+            return interrupted()
         label = "simulated server" if handle.simulated else "TGI server"
         if handle.reused:
             print(f"Reusing the {label} already running with these settings.", file=out)
@@ -257,18 +263,30 @@ def launch_and_run(settings: ServerSettings, run: Callable[[ServerHandle, Server
             manager.stop()
 
 
-def _interrupt_on_sigterm() -> Any:
+_STARTUP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _cancel_on_signals(cancel: threading.Event) -> dict[int, Any] | None:
+    """During start-up, Ctrl-C and SIGTERM set ``cancel``: the manager's wait loop sees it and
+    stops the server. A flag, not an exception raised wherever the main thread happens to be
+    (inside a lock, an HTTP probe or the stop itself). A second signal gets the handlers of
+    before (Ctrl-C then interrupts at once). None when not on the main thread."""
     if threading.current_thread() is not threading.main_thread():
         return None
+    previous = {sig: signal.getsignal(sig) for sig in _STARTUP_SIGNALS}
 
     def handler(signum: int, frame: Any) -> None:
-        raise _StartupInterrupted()
+        cancel.set()
+        _restore_signals(previous)
 
-    return signal.signal(signal.SIGTERM, handler)
+    for sig in _STARTUP_SIGNALS:
+        signal.signal(sig, handler)
+    return previous
 
 
-def _restore_signal(previous: Any) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+def _restore_signals(previous: dict[int, Any] | None) -> None:
+    for sig, handler in (previous or {}).items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
