@@ -169,3 +169,16 @@ def test_kernel_stamps_are_moved_onto_the_monotonic_clock_and_implausible_ones_d
     assert kernel_receive_ns(item(time.time_ns() + 10_000_000_000)) is None  # in the future
     assert kernel_receive_ns(item(time.time_ns() - 3_600 * 10**9)) is None   # an hour ago
     assert kernel_receive_ns([]) is None
+
+
+def test_the_clock_offset_ignores_a_read_pair_split_by_a_thread_switch(monkeypatch):
+    """Wall, monotonic, wall: the try whose wall reads are 5 ms apart (another thread ran in
+    between) is not used, else every stamp would move by up to 5 ms."""
+    from benchmark.simulator import arrival
+
+    walls = iter([1_000_000, 6_000_000,     # try 1: split by a 5 ms switch
+                  9_000_000, 9_000_400])    # try 2: 0.4 us apart
+    monos = iter([100, 5_000_100])
+    monkeypatch.setattr(arrival.time, "time_ns", lambda: next(walls))
+    monkeypatch.setattr(arrival, "perf_counter_ns", lambda: next(monos))
+    assert arrival.WallToMonotonic().measure() == 9_000_200 - 5_000_100

@@ -16,7 +16,8 @@ as "send -> server" time. So there are two stamps per request:
   (asyncio's selector loop) turns the option on for each accepted connection and reads with
   ``recvmsg``, so every read carries the receive time of its last segment. That time is on
   CLOCK_REALTIME; it is moved onto ``perf_counter_ns()`` (CLOCK_MONOTONIC) by the offset between
-  the two clocks sampled at the read, which is accurate to about a microsecond. Where this is not
+  the two clocks (``WallToMonotonic``: the two clocks move at the same rate, so the offset only
+  changes when the wall clock is set; it is measured again every second). Where this is not
   available (not Linux, or the option is refused), ``arrived_ns`` is the read time below.
 - ``read_ns``: when the connection's ``data_received`` ran. ``read_ns - arrived_ns`` is the
   server's own wait before it looked at the request: server latency, which the client is right
@@ -65,17 +66,56 @@ KERNEL_STAMPS = (sys.platform.startswith("linux") and _ANCILLARY_BYTES > 0
                  and hasattr(_TRANSPORT, "_read_ready__data_received"))
 
 
-def kernel_receive_ns(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+class WallToMonotonic:
+    """The offset from the wall clock (``time.time_ns()``) to ``perf_counter_ns()``.
+
+    Measured from three reads (wall, monotonic, wall) and kept from the try whose two wall
+    reads were closest: a thread switch between the reads (another thread holding the GIL)
+    would otherwise shift every stamp by the length of the switch. The two clocks run at the
+    same rate (NTP slews both), so the offset is measured again only every ``refresh_ns``, to
+    follow a wall clock that was set."""
+
+    def __init__(self, refresh_ns: int = 1_000_000_000, tries: int = 5):
+        self.refresh_ns = refresh_ns
+        self.tries = tries
+        self._offset = 0
+        self._measured_ns: int | None = None
+
+    def offset_ns(self) -> int:
+        now = perf_counter_ns()
+        if self._measured_ns is None or now - self._measured_ns >= self.refresh_ns:
+            self._offset = self.measure()
+            self._measured_ns = now
+        return self._offset
+
+    def measure(self) -> int:
+        best_gap, best = None, 0
+        for _ in range(self.tries):
+            before = time.time_ns()
+            mono = perf_counter_ns()
+            after = time.time_ns()
+            gap = after - before
+            if best_gap is None or gap < best_gap:
+                best_gap, best = gap, (before + after) // 2 - mono
+            if gap <= 1_000:
+                break
+        return best
+
+
+_WALL = WallToMonotonic()
+
+
+def kernel_receive_ns(ancillary: list[tuple[int, int, bytes]],
+                      clock: WallToMonotonic = _WALL) -> int | None:
     """The kernel's receive time of a read (its ``SCM_TIMESTAMPNS`` ancillary item) on the
     ``perf_counter_ns()`` clock, or None when the read carries none or the value is implausible
-    (the wall clock was set while the bytes waited)."""
+    (in the future, or older than a minute: the wall clock was set while the bytes waited)."""
     for level, kind, raw in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
             seconds, nanoseconds = _TIMESPEC.unpack_from(raw)
-            now = perf_counter_ns()
-            age = time.time_ns() - (seconds * 1_000_000_000 + nanoseconds)
-            if 0 <= age < _MAX_AGE_NS:
-                return now - age
+            stamp = seconds * 1_000_000_000 + nanoseconds - clock.offset_ns()
+            if 0 <= perf_counter_ns() - stamp < _MAX_AGE_NS:
+                return stamp
     return None
 
 
