@@ -61,6 +61,8 @@ SO_TIMESTAMPNS = 35
 _TIMESPEC = struct.Struct("qq")
 _ANCILLARY_BYTES = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
 _MAX_AGE_NS = 60_000_000_000  # a kernel stamp older than this (or in the future) is not trusted
+_OFFSET_REFRESH_NS = 1_000_000_000  # how often the wall-to-monotonic offset is measured again
+_OFFSET_TRIES = 5  # clock read triples per measurement; the closest one is kept
 _TRANSPORT = getattr(selector_events, "_SelectorSocketTransport", None)
 KERNEL_STAMPS = (sys.platform.startswith("linux") and _ANCILLARY_BYTES > 0
                  and hasattr(_TRANSPORT, "_read_ready__data_received"))
@@ -72,25 +74,23 @@ class WallToMonotonic:
     Measured from three reads (wall, monotonic, wall) and kept from the try whose two wall
     reads were closest: a thread switch between the reads (another thread holding the GIL)
     would otherwise shift every stamp by the length of the switch. The two clocks run at the
-    same rate (NTP slews both), so the offset is measured again only every ``refresh_ns``, to
-    follow a wall clock that was set."""
+    same rate (NTP slews both), so the offset is measured again only every second
+    (``_OFFSET_REFRESH_NS``), to follow a wall clock that was set."""
 
-    def __init__(self, refresh_ns: int = 1_000_000_000, tries: int = 5):
-        self.refresh_ns = refresh_ns
-        self.tries = tries
+    def __init__(self) -> None:
         self._offset = 0
         self._measured_ns: int | None = None
 
     def offset_ns(self) -> int:
         now = perf_counter_ns()
-        if self._measured_ns is None or now - self._measured_ns >= self.refresh_ns:
+        if self._measured_ns is None or now - self._measured_ns >= _OFFSET_REFRESH_NS:
             self._offset = self.measure()
             self._measured_ns = now
         return self._offset
 
     def measure(self) -> int:
         best_gap, best = None, 0
-        for _ in range(self.tries):
+        for _ in range(_OFFSET_TRIES):
             before = time.time_ns()
             mono = perf_counter_ns()
             after = time.time_ns()
@@ -105,15 +105,14 @@ class WallToMonotonic:
 _WALL = WallToMonotonic()
 
 
-def kernel_receive_ns(ancillary: list[tuple[int, int, bytes]],
-                      clock: WallToMonotonic = _WALL) -> int | None:
+def kernel_receive_ns(ancillary: list[tuple[int, int, bytes]]) -> int | None:
     """The kernel's receive time of a read (its ``SCM_TIMESTAMPNS`` ancillary item) on the
     ``perf_counter_ns()`` clock, or None when the read carries none or the value is implausible
     (in the future, or older than a minute: the wall clock was set while the bytes waited)."""
     for level, kind, raw in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
             seconds, nanoseconds = _TIMESPEC.unpack_from(raw)
-            stamp = seconds * 1_000_000_000 + nanoseconds - clock.offset_ns()
+            stamp = seconds * 1_000_000_000 + nanoseconds - _WALL.offset_ns()
             if 0 <= perf_counter_ns() - stamp < _MAX_AGE_NS:
                 return stamp
     return None
