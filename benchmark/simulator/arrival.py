@@ -108,7 +108,8 @@ _WALL = WallToMonotonic()
 def kernel_receive_ns(ancillary: list[tuple[int, int, bytes]]) -> int | None:
     """The kernel's receive time of a read (its ``SCM_TIMESTAMPNS`` ancillary item) on the
     ``perf_counter_ns()`` clock, or None when the read carries none or the value is implausible
-    (in the future, or older than a minute: the wall clock was set while the bytes waited)."""
+    (in the future, or older than a minute: the wall clock was set while the bytes waited).
+    A stamp returned is never later than the protocol's read stamp, taken after this call."""
     for level, kind, raw in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
             seconds, nanoseconds = _TIMESPEC.unpack_from(raw)
@@ -128,13 +129,14 @@ class StampingRequestHandler(RequestHandler):
         self._head_started: tuple[int, int] | None = None  # a head has begun, not yet parsed
         self._last_read = (0, 0)
         self._open_body: Any = None  # the last request's body while bytes of it are still due
-        self._arrivals: dict[int, tuple[Any, tuple[int, int]]] = {}  # id(message) -> stamps
+        # id(message) -> (message, stamps); holding the message keeps its id from being reused
+        self._arrivals: dict[int, tuple[Any, tuple[int, int]]] = {}
         self.kernel_ns: int | None = None  # set by KernelStampLoop's transport before each read
 
     def data_received(self, data: bytes) -> None:
         read = perf_counter_ns()
         kernel, self.kernel_ns = self.kernel_ns, None
-        stamps = (kernel if kernel is not None and kernel <= read else read, read)
+        stamps = (read if kernel is None else kernel, read)
         if data:  # aiohttp calls data_received(b"") itself to re-parse buffered requests
             self._last_read = stamps
             body = self._open_body
@@ -162,18 +164,16 @@ class StampingRequestHandler(RequestHandler):
     def pop_arrival(self, message: Any) -> tuple[int, int] | None:
         """(arrived_ns, read_ns) of a parsed request head (once), or None when unknown."""
         entry = self._arrivals.pop(id(message), None)
-        if entry is None or entry[0] is not message:
-            return None
-        return entry[1]
+        return None if entry is None else entry[1]
 
 
 def _stamped_factory(factory: Any) -> Any:
-    def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
+    def make_request(message: Any, payload: Any, protocol: StampingRequestHandler, writer: Any,
+                     task: Any) -> Any:
         request = factory(message, payload, protocol, writer, task)
-        if isinstance(protocol, StampingRequestHandler):
-            stamps = protocol.pop_arrival(message)
-            if stamps is not None:
-                request[ARRIVED_NS], request[READ_NS] = stamps
+        stamps = protocol.pop_arrival(message)
+        if stamps is not None:
+            request[ARRIVED_NS], request[READ_NS] = stamps
         return request
     return make_request
 
