@@ -11,7 +11,6 @@ this module only turns text into typed values and names the first wrong field.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -20,7 +19,6 @@ from .config import (
     API_CHOICES,
     DEFAULT_SERVER_PORT,
     DTYPE_CHOICES,
-    MAX_BATCH_SIZE,
     MAX_DECODE_LENGTH,
     MAX_RUNS,
     MAX_SEQUENCE_LENGTH,
@@ -251,10 +249,6 @@ def example_values() -> dict[str, Any]:
     return {"model_id": EXAMPLE_MODEL_ID, "quantize": EXAMPLE_QUANTIZE}
 
 
-def replace_url(run: RunConfig, url: str) -> RunConfig:
-    return dataclasses.replace(run, url=url)
-
-
 __all__ = ["Plan", "build_plan", "example_values", "DEFAULTS", "FIELDS", "EXAMPLE_MODEL_ID",
            "EXAMPLE_QUANTIZE", "TARGET_LAUNCH", "TARGET_ENDPOINT", "MODE_LABELS",
-           "QUANTIZE_OPTIONS", "DTYPE_OPTIONS", "API_OPTIONS", "MAX_BATCH_SIZE"]
+           "QUANTIZE_OPTIONS", "DTYPE_OPTIONS", "API_OPTIONS"]
