@@ -87,8 +87,8 @@ class RequestRecord:
 
     @property
     def decode_ms(self) -> float | None:
-        """From the first to the last token (decode total latency)."""
-        if len(self.token_ns) < 1:
+        """From the first to the last token (decode total latency); None below two tokens."""
+        if len(self.token_ns) < 2:
             return None
         return (self.token_ns[-1] - self.token_ns[0]) / NS_PER_MS
 
@@ -96,7 +96,7 @@ class RequestRecord:
     def token_latency_ms(self) -> float | None:
         """Decode time per token: (last - first token) / (output tokens - 1)."""
         tokens = self.output_tokens if self.output_tokens is not None else len(self.token_ns)
-        if tokens is None or tokens < 2 or len(self.token_ns) < 2:
+        if tokens < 2 or len(self.token_ns) < 2:
             return None
         return (self.token_ns[-1] - self.token_ns[0]) / NS_PER_MS / (tokens - 1)
 

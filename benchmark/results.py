@@ -361,7 +361,7 @@ def requests_csv(records: list[RequestRecord], mode: str) -> str:
         row = {
             "batch_size": r.step, "run": r.run, "request": r.request,
             "ttft_ms": _num(r.ttft_ms), "e2e_ms": _num(r.e2e_ms),
-            "decode_ms": _num(r.decode_ms if len(r.token_ns) >= 2 else None),
+            "decode_ms": _num(r.decode_ms),
             "token_latency_ms": _num(r.token_latency_ms),
             "input_tokens": _opt(r.input_tokens), "output_tokens": _opt(r.output_tokens),
             "finish_reason": _opt(r.finish_reason),
