@@ -168,18 +168,17 @@ def build_plan(
         do_sample=bool(values.get("do_sample")),
         watermark=bool(values.get("watermark")),
     )
-    duration_text = _text(values.get("duration_s")) if mode == "concurrency" else ""
     run_fields: dict[str, Any] = dict(
-        api=_text(values.get("api")) or "tgi",
+        api=_text(values.get("api")) or DEFAULTS["api"],
         batch_sizes=batch_sizes,
         sequence_length=sequence_length,
         decode_length=decode_length,
         runs=runs,
         warmups=warmups,
         mode=mode,
-        duration_s=None if duration_text == "" else parse_float("duration_s", duration_text),
+        duration_s=_opt_float(values, "duration_s") if mode == "concurrency" else None,
         requests=_opt_int(values, "requests", 10_000_000) if mode == "concurrency" else None,
-        timeout_s=parse_float("timeout_s", _text(values.get("timeout_s")) or "120"),
+        timeout_s=parse_float("timeout_s", _text(values.get("timeout_s")) or DEFAULTS["timeout_s"]),
         sampling=sampling,
     )
 
@@ -230,9 +229,8 @@ def _public_url(url: str) -> str:
 
 def _check_fits_server(run: RunConfig, server: ServerSettings) -> None:
     """Refuse, before launching, a run the chosen server limits would reject request by request."""
-    limits = {"max_input_tokens": server.max_input_tokens,
-              "max_total_tokens": server.max_total_tokens}
-    run.check_against_server({k: v for k, v in limits.items() if v})
+    run.check_against_server({"max_input_tokens": server.max_input_tokens,
+                              "max_total_tokens": server.max_total_tokens})
     cap = server.max_concurrent_requests or TGI_DEFAULT_MAX_CONCURRENT
     largest = max(run.batch_sizes)
     if largest > cap:
