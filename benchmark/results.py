@@ -351,13 +351,11 @@ def summary_csv(steps: list[StepSummary]) -> str:
 
 
 def requests_csv(records: list[RequestRecord], mode: str) -> str:
-    """requests.csv: one row per measured request (warm-ups excluded)."""
+    """requests.csv: one row per record of ``records`` (a run's measured requests)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(REQUEST_COLUMNS)
     for r in records:
-        if r.warmup:
-            continue
         row = {
             "batch_size": r.step, "run": r.run, "request": r.request,
             "ttft_ms": _num(r.ttft_ms), "e2e_ms": _num(r.e2e_ms),
