@@ -25,7 +25,6 @@ HISTOGRAMS = {
     "tgi_request_input_length": TOKEN_BUCKETS,
     "tgi_request_max_new_tokens": TOKEN_BUCKETS,
     "tgi_batch_forward_duration": DURATION_BUCKETS,
-    "tgi_batch_inference_duration": DURATION_BUCKETS,
     "tgi_batch_next_size": BATCH_BUCKETS,
 }
 COUNTERS = ("tgi_request_count", "tgi_request_success", "tgi_request_failure",
@@ -50,10 +49,10 @@ class Metrics:
         self.gauges: dict[str, dict[Labels, float]] = defaultdict(dict)
         self.hist: dict[str, dict[Labels, list[float]]] = defaultdict(dict)  # counts.., sum, n
 
-    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
+    def inc(self, name: str, **labels: str) -> None:
         key = tuple(sorted(labels.items()))
         series = self.counters[name]
-        series[key] = series.get(key, 0.0) + value
+        series[key] = series.get(key, 0.0) + 1.0
 
     def set(self, name: str, value: float, **labels: str) -> None:
         self.gauges[name][tuple(sorted(labels.items()))] = value

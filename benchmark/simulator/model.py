@@ -104,15 +104,14 @@ class Sequence:
                  "max_new_tokens", "seed", "reported_seed", "rng", "eos_p", "stops", "stop_tail", "stop_keep",
                  "start_word", "words", "generated", "token_ns", "finish_reason", "status",
                  "error", "fmt", "channel", "head", "done", "queued_ns", "admitted_ns",
-                 "end_ns", "model", "created", "include_usage", "reserved", "extra", "details",
+                 "end_ns", "model", "created", "include_usage", "reserved", "details",
                  "watch", "top_n")
 
     def __init__(self, *, request_id: str, route: str, arrived_ns: int, input_length: int,
                  max_new_tokens: int, seed: int | None, reported_seed: int | None,
                  eos_probability: float, stops: list[str] | None, model: str, created: int,
                  fmt: Any = None, include_usage: bool = False, details: bool = False,
-                 top_n: int = 0, extra: dict | None = None, handled_ns: int | None = None,
-                 read_ns: int | None = None):
+                 top_n: int = 0, handled_ns: int | None = None, read_ns: int | None = None):
         self.request_id = request_id
         self.route = route
         self.arrived_ns = arrived_ns  # first bytes reached the server (see arrival.py)
@@ -147,7 +146,6 @@ class Sequence:
         self.admitted_ns = 0
         self.end_ns = 0
         self.reserved = input_length + max_new_tokens
-        self.extra = extra or {}
         self.head = fmt.head(self) if fmt is not None else b""
 
     # -- what the "model" produces -----------------------------------------------------------

@@ -85,11 +85,6 @@ class TokenCounter:
     def exact(self) -> bool:
         return self.tokenizer is not None
 
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int] | None:
-        if self.tokenizer is None:
-            return None
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
-
     def count(self, text: str, add_special_tokens: bool = True) -> int:
         if self.tokenizer is None:
             return fallback_count(text)

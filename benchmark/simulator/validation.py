@@ -14,7 +14,7 @@ one shape.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .config import SimulatorConfig
@@ -49,11 +49,9 @@ class ValidRequest:
     do_sample: bool              # TGI reports the seed in details only when sampling
     stops: list[str]
     details: bool = False
-    decoder_input_details: bool = False
     include_usage: bool = False
     stream: bool = False
     top_n_tokens: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _no_constant(name: str) -> Any:
@@ -200,8 +198,8 @@ def check_parameters(p: dict[str, Any], config: SimulatorConfig, *, stream: bool
         raise validation_error(f"`top_n_tokens` must be >= 0 and <= {config.max_top_n_tokens}. "
                                f"Given: {top_n_tokens}")
     return {"max_new_tokens": max_new_tokens, "stops": stops, "truncate": truncate,
-            "seed": seed, "details": details, "decoder_input_details": decoder_input_details,
-            "do_sample": sampling, "top_n_tokens": top_n_tokens or 0}
+            "seed": seed, "details": details, "do_sample": sampling,
+            "top_n_tokens": top_n_tokens or 0}
 
 
 def check_lengths(count: int, truncate: int | None, max_new_tokens: int | None,
@@ -246,8 +244,7 @@ def parse_generate(data: Any, counter: TokenCounter, config: SimulatorConfig, *,
                                           checked["max_new_tokens"], config)
     return ValidRequest(input_length, max_new, checked["seed"], checked["do_sample"],
                         checked["stops"],
-                        details=checked["details"],
-                        decoder_input_details=checked["decoder_input_details"], stream=stream,
+                        details=checked["details"], stream=stream,
                         top_n_tokens=checked["top_n_tokens"])
 
 
