@@ -43,6 +43,13 @@ MAX_DECODE_LENGTH = 100_000
 MAX_RUNS = 10_000
 MAX_WARMUPS = 1_000
 MAX_DURATION_S = 24 * 3600.0
+# Upper bounds of ServerSettings' numbers (TGI flag names), checked in this order.
+SERVER_LIMITS: dict[str, int] = {
+    "num_shard": 64, "max_input_tokens": MAX_SEQUENCE_LENGTH,
+    "max_total_tokens": MAX_SEQUENCE_LENGTH + MAX_DECODE_LENGTH,
+    "max_batch_size": 100_000, "max_batch_prefill_tokens": 10_000_000,
+    "max_concurrent_requests": 100_000,
+}
 
 # A git branch, tag or commit as the Hub takes it (refs/pr/1 too); never read as a flag.
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
@@ -378,11 +385,7 @@ class ServerSettings:
         if self.quantize and self.dtype:
             raise ConfigError("dtype", "Choose either a quantization or a data type, not both: "
                                        "TGI refuses --dtype together with --quantize.")
-        limits = {"num_shard": 64, "max_input_tokens": MAX_SEQUENCE_LENGTH,
-                  "max_total_tokens": MAX_SEQUENCE_LENGTH + MAX_DECODE_LENGTH,
-                  "max_batch_size": 100_000, "max_batch_prefill_tokens": 10_000_000,
-                  "max_concurrent_requests": 100_000}
-        for name, maximum in limits.items():
+        for name, maximum in SERVER_LIMITS.items():
             value = getattr(self, name)
             if value is not None:
                 parse_int(name, value, minimum=1, maximum=maximum)

@@ -24,6 +24,7 @@ from .config import (
     MAX_SEQUENCE_LENGTH,
     MAX_WARMUPS,
     QUANTIZE_CHOICES,
+    SERVER_LIMITS,
     RunConfig,
     SamplingParams,
     ServerSettings,
@@ -142,15 +143,8 @@ def build_plan(
     """
     launching = _text(values.get("target")) != TARGET_ENDPOINT
     # Typed numbers first, in the order the form shows them.
-    server_numbers = {
-        "max_input_tokens": _opt_int(values, "max_input_tokens", MAX_SEQUENCE_LENGTH),
-        "max_total_tokens": _opt_int(values, "max_total_tokens",
-                                     MAX_SEQUENCE_LENGTH + MAX_DECODE_LENGTH),
-        "max_batch_size": _opt_int(values, "max_batch_size", 100_000),
-        "num_shard": _opt_int(values, "num_shard", 64),
-        "max_batch_prefill_tokens": _opt_int(values, "max_batch_prefill_tokens", 10_000_000),
-        "max_concurrent_requests": _opt_int(values, "max_concurrent_requests", 100_000),
-    } if launching else {}
+    server_numbers = {name: _opt_int(values, name, SERVER_LIMITS[name])
+                      for name in FIELDS if name in SERVER_LIMITS} if launching else {}
     batch_sizes = parse_batch_sizes(_text(values.get("batch_sizes")) or DEFAULTS["batch_sizes"])
     sequence_length = _int(values, "sequence_length", minimum=1, maximum=MAX_SEQUENCE_LENGTH)
     decode_length = _int(values, "decode_length", minimum=1, maximum=MAX_DECODE_LENGTH)
