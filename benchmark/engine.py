@@ -594,9 +594,7 @@ class _Engine:
             self.warn("The server did not report output token counts: tokens are counted from "
                       "stream events, which undercounts when an event carries several tokens.",
                       key="output-unknown")
-        short = [r for r in ok
-                 if (r.output_tokens if r.output_tokens is not None else len(r.token_ns))
-                 < config.decode_length]
+        short = [r for r in ok if r.output_token_count < config.decode_length]
         if short:
             self.warn(f"Outputs were shorter than asked: {len(short)} of {len(ok)} requests at "
                       f"batch size {step.size} stopped before {config.decode_length} tokens "

@@ -86,6 +86,13 @@ class RequestRecord:
         return (self.end_ns - self.sent_ns) / NS_PER_MS
 
     @property
+    def output_token_count(self) -> int:
+        """Tokens the server reported, else the number of token events received."""
+        if self.output_tokens is not None:
+            return int(self.output_tokens)
+        return len(self.token_ns)
+
+    @property
     def decode_ms(self) -> float | None:
         """From the first to the last token (decode total latency); None below two tokens."""
         if len(self.token_ns) < 2:
@@ -95,7 +102,7 @@ class RequestRecord:
     @property
     def token_latency_ms(self) -> float | None:
         """Decode time per token: (last - first token) / (output tokens - 1)."""
-        tokens = self.output_tokens if self.output_tokens is not None else len(self.token_ns)
+        tokens = self.output_token_count
         if tokens < 2 or len(self.token_ns) < 2:
             return None
         return (self.token_ns[-1] - self.token_ns[0]) / NS_PER_MS / (tokens - 1)

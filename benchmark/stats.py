@@ -235,9 +235,12 @@ class StepSummary:
 
 def output_token_count(record: RequestRecord) -> int:
     """Tokens the server reported for ``record``, else the number of token events it sent."""
-    if record.output_tokens is not None:
-        return int(record.output_tokens)
-    return len(record.token_ns)
+    return record.output_token_count
+
+
+def _input_token_count(record: RequestRecord, sequence_length: int) -> int:
+    """Prompt tokens the server reported for ``record``, else ``sequence_length``."""
+    return record.input_tokens if record.input_tokens is not None else sequence_length
 
 
 def _is_cancelled(record: RequestRecord) -> bool:
@@ -255,8 +258,7 @@ def _group_throughputs(group: Sequence[RequestRecord], sequence_length: int) -> 
     if sent:
         start = min(r.sent_ns for r in sent)  # type: ignore[type-var]
         first_tokens = max(r.token_ns[0] for r in sent)
-        prompt = sum(r.input_tokens if r.input_tokens is not None else sequence_length
-                     for r in sent)
+        prompt = sum(_input_token_count(r, sequence_length) for r in sent)
         if first_tokens > start:
             out["prefill_throughput_tok_s"] = prompt * NS_PER_S / (first_tokens - start)
         decode_start = min(r.token_ns[0] for r in sent)
@@ -298,8 +300,7 @@ def summarize_step(records: Iterable[RequestRecord], *, step: int, mode: str,
         1 for r in ok
         if output_token_count(r) < (r.requested_output_tokens or decode_length)
     )
-    summary.input_tokens = sum(r.input_tokens if r.input_tokens is not None else sequence_length
-                               for r in ok)
+    summary.input_tokens = sum(_input_token_count(r, sequence_length) for r in ok)
     summary.output_tokens = sum(output_token_count(r) for r in ok)
 
     # Requests that succeeded but have enough tokens for a decode measurement.
