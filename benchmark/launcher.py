@@ -189,7 +189,6 @@ class ServerManager:
         self._launch: Launch | None = None        # the current process (None when stopped)
         self._last: Launch | None = None          # the latest one, kept for its log
         self._handle: ServerHandle | None = None
-        self._failure: tuple[str, str] | None = None
         self._error: ServerStartError | None = None
         self._final_phase: str | None = None       # "ready"/"failed"/"stopped" once reached
         self._on_status: Callable[[ServerStatus], None] | None = None
@@ -213,16 +212,17 @@ class ServerManager:
     @property
     def status(self) -> ServerStatus:
         launch = self._last
+        failure = self._failure
         if launch is None:
-            if self._failure is not None:
-                return ServerStatus("failed", 0.0, self._failure[1], reason=self._failure[0])
+            if failure is not None:
+                return ServerStatus("failed", 0.0, str(failure), reason=failure.reason)
             return ServerStatus("stopped", 0.0, "No server started yet.")
         phase = self._final_phase or launch.phase
         if phase == "ready" and not launch.alive():
             phase = "failed"
-        reason = self._failure[0] if self._failure and phase == "failed" else None
-        if phase == "failed" and self._failure:
-            message = self._failure[1].split("\n", 1)[0]
+        reason = failure.reason if failure is not None and phase == "failed" else None
+        if phase == "failed" and failure is not None:
+            message = str(failure).split("\n", 1)[0]
         elif phase == "failed":
             message = "The server stopped unexpectedly (check_alive() says why)."
         else:
@@ -239,6 +239,12 @@ class ServerManager:
     def error(self) -> ServerStartError | None:
         """The last start-up or crash error (its ``reason``, full message and ``log_tail``)."""
         return self._error
+
+    @property
+    def _failure(self) -> ServerStartError | None:
+        """The error that made the server fail: ``error`` unless the start-up was cancelled."""
+        error = self._error
+        return error if error is not None and error.reason != "cancelled" else None
 
     def log_tail(self, n: int = 50) -> list[str]:
         """The last ``n`` masked lines the launcher printed (kept after it stopped)."""
@@ -278,10 +284,8 @@ class ServerManager:
                 info = self._wait_ready(launch, timeout_s, cancel)
             except ServerStartError as err:
                 self._error = err
-                if err.reason == "cancelled":
-                    self._stop_launch(launch, final="stopped")
-                else:
-                    self._fail(launch, err.reason, str(err))
+                self._stop_launch(launch, final="stopped" if err.reason == "cancelled"
+                                  else "failed")
                 raise
             except BaseException:
                 self._stop_launch(launch, final="stopped")
@@ -303,8 +307,9 @@ class ServerManager:
         """
         launch = self._launch
         if launch is None:
-            if self._last is not None and self._failure is not None:
-                raise ServerStartError(self._failure[0], self._failure[1], self._last.tail(40))
+            failure = self._failure
+            if self._last is not None and failure is not None:
+                raise ServerStartError(failure.reason, str(failure), self._last.tail(40))
             raise ServerStartError("exited", "No TGI server is running: start one first.")
         if launch.alive() and wait_s > 0 and not self._answers(launch):
             launch.wait(wait_s)
@@ -312,8 +317,9 @@ class ServerManager:
             return
         launch.drain()
         failure = logs.explain_crash(launch.tail(), launch.returncode)
-        self._fail(launch, failure.reason, failure.message)
-        self._error = ServerStartError(failure.reason, failure.message, launch.tail(40))
+        self._error = ServerStartError(failure.reason, failure.message)
+        self._stop_launch(launch, final="failed")
+        self._error.log_tail = launch.tail(40)  # read once the whole group is stopped
         raise self._error
 
     def stop(self, grace_s: float | None = None) -> None:
@@ -375,7 +381,7 @@ class ServerManager:
             kept.terminate(self.grace_s)
             return None
         RUNNING.add(kept)
-        self._failure = self._error = None
+        self._error = None
         self._last_notified = None
         self._launch = self._last = kept
         kept.simulated = kept.simulated or info.get("simulated") is True
@@ -408,7 +414,6 @@ class ServerManager:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         log_dir = self.log_dir or private_log_dir()
         log_path = log_dir / f"tgi-{stamp}-port{settings.port}.log"
-        self._failure = None
         self._error = None
         self._final_phase = None
         self._last_notified = None
@@ -443,7 +448,6 @@ class ServerManager:
                 message = (f"Port {settings.port} on {settings.hostname} is already used by "
                            "another program (perhaps a server started earlier and not stopped). "
                            "Stop that program or choose another port, then start again.")
-                self._failure = ("port_in_use", message)
                 self._final_phase = "failed"
                 self._error = ServerStartError("port_in_use", message)
                 raise self._error from None
@@ -515,10 +519,6 @@ class ServerManager:
                     cancel.wait(self.poll_interval_s)
                 else:
                     time.sleep(self.poll_interval_s)
-
-    def _fail(self, launch: Launch, reason: str, message: str) -> None:
-        self._failure = (reason, message)
-        self._stop_launch(launch, final="failed")
 
     def _stop_launch(self, launch: Launch, *, final: str, grace_s: float | None = None) -> None:
         launch.terminate(self.grace_s if grace_s is None else grace_s)
