@@ -62,7 +62,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-
 
 def parse_int(field_name: str, value: Any, *, minimum: int = 1, maximum: int | None = None) -> int:
     """``value`` as an int in [minimum, maximum], or a ConfigError naming ``field_name``."""
-    label = _label(field_name)
+    label = field_label(field_name)
     if isinstance(value, bool):
         raise ConfigError(field_name, f"{label} must be a whole number, not {value!r}.")
     if isinstance(value, float):
@@ -86,7 +86,7 @@ def parse_int(field_name: str, value: Any, *, minimum: int = 1, maximum: int | N
 def parse_float(field_name: str, value: Any, *, minimum: float | None = None,
                 maximum: float | None = None, exclusive_minimum: bool = False) -> float:
     """``value`` as a finite float within bounds, or a ConfigError naming ``field_name``."""
-    label = _label(field_name)
+    label = field_label(field_name)
     try:
         number = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
@@ -115,7 +115,8 @@ def parse_batch_sizes(value: Any, field_name: str = "batch_sizes") -> tuple[int,
     return tuple(sorted(sizes))
 
 
-def _label(field_name: str) -> str:
+def field_label(field_name: str) -> str:
+    """A field's plain-words name, as error messages and the UI's labels show it."""
     return FIELD_LABELS.get(field_name, field_name.replace("_", " ").capitalize())
 
 
@@ -224,7 +225,8 @@ class SamplingParams:
                 number = parse_float(name, value, minimum=0.0, maximum=1.0,
                                      exclusive_minimum=True)
                 if number >= 1.0:
-                    raise ConfigError(name, f"{_label(name)} must be below 1, got {number:g}.")
+                    raise ConfigError(name, f"{field_label(name)} must be below 1, "
+                                            f"got {number:g}.")
         if self.repetition_penalty is not None:
             parse_float("repetition_penalty", self.repetition_penalty, minimum=0.0,
                         exclusive_minimum=True)

@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import gradio as gr
 
 from . import access, hub
-from .config import DEFAULT_SERVER_PORT, FIELD_LABELS, parse_int
+from .config import DEFAULT_SERVER_PORT, field_label, parse_int
 from .errors import (BenchmarkError, ConfigError, ResultFileError, ServerUnreachable,
                      redact)
 from .results import RunResult, list_runs, new_run_id, run_dir
@@ -88,10 +88,6 @@ CSS = """
 """
 
 
-def _label(name: str) -> str:
-    return FIELD_LABELS.get(name, name.replace("_", " ").capitalize())
-
-
 def _shown(message: str) -> Any:
     """The form's message box: visible only while it holds a message."""
     return gr.update(value=message, visible=bool(message))
@@ -100,7 +96,7 @@ def _shown(message: str) -> Any:
 def _error_markdown(exc: BenchmarkError) -> str:
     message = redact(str(exc))
     if isinstance(exc, ConfigError):
-        label = _label(exc.field)
+        label = field_label(exc.field)
         if message.startswith(label + " "):       # "Runs must be ..." -> "**Runs:** must be ..."
             message = message[len(label) + 1:]
         return f"**{label}:** {message}"
@@ -108,7 +104,7 @@ def _error_markdown(exc: BenchmarkError) -> str:
     if isinstance(exc, ServerUnreachable) and message.startswith(head) and "). " in message:
         # The engine's advice speaks to the command line (--url); the page has a field.
         reason = message[len(head):].rpartition("). ")[0]
-        return (f"**{_label('url')}:** nothing answers at {exc.url} ({reason}). Check the "
+        return (f"**{field_label('url')}:** nothing answers at {exc.url} ({reason}). Check the "
                 f"address and port, and that the server is running and reachable from here.")
     return message
 
@@ -151,7 +147,7 @@ class _App:
         return demo
 
     def _text(self, name: str, info: str | None = None, **kwargs: Any) -> gr.Textbox:
-        box = gr.Textbox(value=DEFAULTS[name], label=_label(name), info=info,
+        box = gr.Textbox(value=DEFAULTS[name], label=field_label(name), info=info,
                          elem_id=f"field-{name}", **kwargs)
         self.fields[name] = box
         return box
@@ -168,7 +164,8 @@ class _App:
                                          elem_id="example-button")
             with gr.Row():
                 f["quantize"] = gr.Dropdown(list(QUANTIZE_OPTIONS), value=DEFAULTS["quantize"],
-                                            label=_label("quantize"), elem_id="field-quantize",
+                                            label=field_label("quantize"),
+                                            elem_id="field-quantize",
                                             info="How the weights are compressed (gptq, awq, "
                                                  "...), or none.")
                 self._text("max_input_tokens", "Longest prompt the server accepts. Empty: "
@@ -194,10 +191,10 @@ class _App:
             gr.Markdown("**API and load pattern**")
             with gr.Row():
                 f["api"] = gr.Dropdown(list(API_OPTIONS), value=DEFAULTS["api"],
-                                       label=_label("api"), elem_id="field-api",
+                                       label=field_label("api"), elem_id="field-api",
                                        info="tgi: /generate_stream; openai-*: /v1 routes.")
                 f["mode"] = gr.Radio(list(MODE_LABELS), value=DEFAULTS["mode"],
-                                     label=_label("mode"), elem_id="field-mode")
+                                     label=field_label("mode"), elem_id="field-mode")
                 self._text("duration_s", "Concurrency pattern: seconds per batch size.")
                 self._text("requests", "Concurrency pattern: requests per batch size.")
                 self._text("timeout_s", "Give up on one request after this many seconds.")
@@ -214,7 +211,7 @@ class _App:
             gr.Markdown("**Server** (when the app launches TGI)")
             with gr.Row():
                 f["dtype"] = gr.Dropdown(list(DTYPE_OPTIONS), value=DEFAULTS["dtype"],
-                                         label=_label("dtype"), elem_id="field-dtype")
+                                         label=field_label("dtype"), elem_id="field-dtype")
                 self._text("num_shard", "Empty: all GPUs.")
                 self._text("max_batch_prefill_tokens", "Empty: TGI's default.")
                 self._text("max_concurrent_requests", "Empty: TGI's default (128).")
