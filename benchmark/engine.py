@@ -203,11 +203,9 @@ class _Step:
     """What one step needs while it runs."""
 
     size: int
-    index: int
     bodies: list[bytes] = field(default_factory=list)  # pre-serialised, not yet sent
     built: int = 0  # prompts built so far for this step
     records: list[RequestRecord] = field(default_factory=list)
-    warmups: list[RequestRecord] = field(default_factory=list)
 
 
 def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
@@ -391,7 +389,7 @@ class _Engine:
                         raise _Cancelled
                     self.emit({"event": "step_start", "step": size, "index": index,
                                "of": len(sizes)})
-                    step = _Step(size=size, index=index)
+                    step = _Step(size=size)
                     try:
                         if self.config.mode == "rounds":
                             await self._rounds(session, step)
@@ -490,7 +488,8 @@ class _Engine:
                 raise _Cancelled
             bodies = self._take(step, len(round_.slots))
             records = [self._record(slot) for slot in round_.slots]
-            (step.warmups if round_.warmup else step.records).extend(records)
+            if not round_.warmup:
+                step.records.extend(records)
             now = time.perf_counter_ns()
             for record in records:
                 record.scheduled_ns = now
@@ -627,7 +626,7 @@ class _Engine:
         than 429: the same request would be refused again, so stop instead of repeating."""
         assert self.result is not None
         if records is None:
-            records = [r for r in self.result.records if r.step == step.size] + step.warmups
+            records = [r for r in self.result.records if r.step == step.size]
         if not records or any(r.ok for r in records):
             return
         refused = [r for r in records if r.error_kind == "http" and r.status is not None
