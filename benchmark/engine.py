@@ -600,14 +600,10 @@ class _Engine:
                       f"(finish reason: {short[0].finish_reason or 'not given'}). Throughput and "
                       f"token latency count only the tokens that really came.",
                       key="short-outputs")
-        failed = [r for r in records if not r.ok and r.error_kind != "cancelled"]
-        if failed:
-            self._error_warning(failed, warmup=False, total=len(records))
+        self._error_warning(records, warmup=False)
 
-    def _error_warning(self, records: list[RequestRecord], *, warmup: bool,
-                       total: int | None = None) -> None:
+    def _error_warning(self, records: list[RequestRecord], *, warmup: bool) -> None:
         """Warn once per kind of error (at most MAX_ERROR_WARNINGS kinds a run)."""
-        total = total if total is not None else len(records)
         failed = [r for r in records if not r.ok and r.error_kind != "cancelled"]
         if not failed or self.error_warnings >= MAX_ERROR_WARNINGS:
             return
@@ -617,7 +613,7 @@ class _Engine:
             return
         self.error_warnings += 1
         where = "requests of a warm-up round" if warmup else "measured requests"
-        self.warn(f"{len(failed)} of {total} {where} at batch size {first.step} failed: "
+        self.warn(f"{len(failed)} of {len(records)} {where} at batch size {first.step} failed: "
                   f"{first.error}", key=key)
 
     def _stop_if_all_refused(self, step: _Step,
