@@ -51,6 +51,8 @@ from . import __version__
 from .errors import BenchmarkError, ServerStartError, redact
 from .prompts import build_tiny_tokenizer
 from .records import NS_PER_MS, RequestRecord
+from .results import (TOOL_NAME, _atomic_write, _finite, environment_info, now_iso,
+                      results_root)
 from .simulator.process import SimulatorProcess
 from .stats import percentile
 
@@ -475,8 +477,6 @@ def _number(value: Any) -> float | None:
 
 def latest_path(root: str | os.PathLike[str] | None = None) -> Path:
     """Where the latest calibration is kept: ``$RESULTS_DIR/calibration.json``."""
-    from .results import results_root
-
     return (Path(root) if root is not None else results_root()) / CALIBRATION_FILE
 
 
@@ -493,15 +493,7 @@ def load_latest(root: str | os.PathLike[str] | None = None) -> dict[str, Any] | 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    _atomic_write(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -674,8 +666,6 @@ class Calibration:
                       stopped_because=self.stopped_because, quick=self.settings.quick)
 
     def to_dict(self) -> dict[str, Any]:
-        from .results import TOOL_NAME, environment_info
-
         return {
             "schema_version": SCHEMA_VERSION,
             "kind": KIND,
@@ -719,15 +709,11 @@ class Calibration:
         }
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def calibrate(settings: CalibrationSettings, *, tokenizer: str | None = None,
               on_row: Any = None, work_dir: str | os.PathLike[str] | None = None
               ) -> Calibration:
     """Run the calibration; ``on_row(row)`` is called after each level."""
-    result = Calibration(settings=settings, started_at=_now())
+    result = Calibration(settings=settings, started_at=now_iso())
     with _workspace(work_dir) as work:
         name = tokenizer or str(build_tiny_tokenizer(work / "tokenizer"))
         server = SimulatedServer(settings, work / "trace.jsonl")
@@ -745,7 +731,7 @@ def calibrate(settings: CalibrationSettings, *, tokenizer: str | None = None,
                     break
         finally:
             server.stop()
-    result.ended_at = _now()
+    result.ended_at = now_iso()
     return result
 
 
@@ -835,7 +821,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(args)
     except argparse.ArgumentTypeError as err:
         parser.error(str(err))
-    from .results import results_root
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = Path(args.output_dir) if args.output_dir else results_root() / f"calibration-{stamp}"
