@@ -293,10 +293,7 @@ class Adopted:
 
     def terminate(self, grace_s: float) -> None:
         self.stop_requested = True
-        killpg(self.pid, signal.SIGTERM)
-        if not wait_group_gone(self.pid, grace_s):
-            killpg(self.pid, signal.SIGKILL)
-            wait_group_gone(self.pid, 5.0)
+        _terminate_pgid(self.pid, grace_s)
         RUNNING.discard(self)
         forget_state(self.settings.port, self.pid)
 
@@ -323,11 +320,18 @@ def pid_running(pid: int) -> bool:
         return False
     except PermissionError:
         return False
+    fields = _proc_stat_fields(pid)
+    return not fields or fields[0] != "Z"
+
+
+def _proc_stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, pgrp, ...),
+    or None when it cannot be read."""
     try:
         with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return stat.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return True
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,12 +432,8 @@ def group_alive(pgid: int) -> bool:
     for entry in entries:
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+        fields = _proc_stat_fields(entry)
+        if fields is not None and len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
             return True
     return False
 
@@ -461,10 +461,15 @@ def terminate_group(proc: subprocess.Popen, grace_s: float) -> None:
                 pass
     # Children left in the group after the launcher itself exited (shards, the router).
     if group_alive(pgid):
-        killpg(pgid, signal.SIGTERM)
-        if not wait_group_gone(pgid, grace_s):
-            killpg(pgid, signal.SIGKILL)
-            wait_group_gone(pgid, 5.0)
+        _terminate_pgid(pgid, grace_s)
+
+
+def _terminate_pgid(pgid: int, grace_s: float) -> None:
+    """SIGTERM to process group ``pgid``; SIGKILL when it is not gone after ``grace_s``."""
+    killpg(pgid, signal.SIGTERM)
+    if not wait_group_gone(pgid, grace_s):
+        killpg(pgid, signal.SIGKILL)
+        wait_group_gone(pgid, 5.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,8 +540,9 @@ def relay_main(argv: list[str]) -> int:
                 if line:
                     log.write(line + "\n")
                     log.flush()
-        if pending and mask_line(pending, secrets):
-            log.write(mask_line(pending, secrets) + "\n")
+        line = mask_line(pending, secrets) if pending else ""
+        if line:
+            log.write(line + "\n")
     return 0
 
 
