@@ -500,8 +500,7 @@ class _App:
             except BenchmarkError as exc:
                 yield {self.form_error: _shown(_error_markdown(exc))}
                 return
-        model = plan.server.model_id if plan.server else plan.run.tokenizer_name
-        run_id = new_run_id(model)
+        run_id = new_run_id(plan.run.tokenizer_name)   # the model's id when launching it
         try:
             job = self.runner.submit(plan, run_id, after_finish=self._after_finish)
         except BenchmarkError as exc:
@@ -528,12 +527,11 @@ class _App:
                                                   and view.result_version == 0))
             out[self.server_log] = gr.update(value="\n".join(view.server_log),
                                              visible=bool(show_log))
-            if view.result_version != shown_version:
+            if view.result_version != shown_version or view.finished:
+                # Once finished: the final files (with the launched server's settings).
                 shown_version = view.result_version
                 out.update(self._partial(job, share))
             if view.finished:
-                # The final files (with the launched server's settings) and the upload's word.
-                out.update(self._partial(job, share))
                 if not (job.output_dir / "run.json").is_file():
                     out[self.share] = gr.update(value="", visible=False)   # nothing to share
                 out.update({self.run_btn: gr.update(interactive=True),
