@@ -433,12 +433,12 @@ class _Engine:
         self._prompt_warning(prompts)
         step.bodies.extend(self.client.body(text) for text in prompts.texts)
 
-    def _take(self, step: _Step, count: int) -> list[bytes]:
-        """The bodies of the next round, building a chunk of prompts first when needed."""
+    def _take(self, step: _Step, count: int, total: int) -> list[bytes]:
+        """The bodies of the next round, building a chunk of prompts first when needed
+        (``total``: the prompts the whole step needs)."""
         if len(step.bodies) < count:
-            remaining = step.size * (self.config.runs + self.config.warmups) - step.built
             self._build(step, max(count - len(step.bodies),
-                                  min(remaining, PROMPT_CHUNK)))
+                                  min(total - step.built, PROMPT_CHUNK)))
         taken, step.bodies = step.bodies[:count], step.bodies[count:]
         return taken
 
@@ -480,13 +480,13 @@ class _Engine:
     async def _rounds(self, session: Any, step: _Step) -> None:
         config = self.config
         pattern = Rounds(step.size, config.runs, config.warmups)
-        total = step.size * (config.runs + config.warmups)
+        total = pattern.total
         self._build(step, min(total, max(step.size, PROMPT_CHUNK)))  # before opening connections
         await self._open_connections(session, step.size)
         for round_ in pattern.rounds():
             if self.cancel.is_set():
                 raise _Cancelled
-            bodies = self._take(step, len(round_.slots))
+            bodies = self._take(step, len(round_.slots), total)
             records = [self._record(slot) for slot in round_.slots]
             if not round_.warmup:
                 step.records.extend(records)
