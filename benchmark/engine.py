@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import httpx
 
@@ -47,13 +47,12 @@ from .clients.openai import UNSENT_SAMPLING
 from .config import RunConfig, check_url
 from .errors import BenchmarkError, ConfigError, ServerError, ServerUnreachable, redact
 from .load import Concurrency, Rounds, Slot
+from .progress import ProgressCallback
 from .prompts import PromptSet, build_prompts, load_tokenizer
 from .records import RequestRecord
 from .results import RunResult
 
 __all__ = ["run", "probe_server", "ServerProbe", "ProgressCallback"]
-
-ProgressCallback = Callable[[dict[str, Any]], None]
 
 CONTROL_TIMEOUT_S = 10.0
 CANCEL_POLL_S = 0.05

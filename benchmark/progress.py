@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable
 
-__all__ = ["JsonLinesProgress", "ConsoleProgress", "fan_out", "EVENTS"]
+__all__ = ["JsonLinesProgress", "ConsoleProgress", "fan_out", "ProgressCallback", "EVENTS"]
 
 EVENTS = ("start", "step_start", "round_done", "requests_done", "step_done", "warning", "done")
 
