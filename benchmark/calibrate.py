@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import sys
 import tempfile
@@ -45,10 +44,11 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import __version__
-from .errors import BenchmarkError, ServerStartError, redact
+from .config import RunConfig, parse_batch_sizes, parse_float, parse_int
+from .errors import BenchmarkError, ConfigError, ServerStartError, redact
 from .prompts import build_tiny_tokenizer
 from .records import NS_PER_MS, RequestRecord
 from .results import (TOOL_NAME, _atomic_write, _finite, environment_info, now_iso,
@@ -611,7 +611,6 @@ class Level:
 
 def measure_level(level: int, settings: CalibrationSettings, server: SimulatedServer,
                   tokenizer: str, work: Path) -> Level:
-    from .config import RunConfig
     from .engine import run
 
     config = RunConfig(tokenizer_name=tokenizer, url=server.url, batch_sizes=(level,),
@@ -749,24 +748,20 @@ def _workspace(path: str | os.PathLike[str] | None) -> Iterator[Path]:
 # CLI
 
 
-def _levels(text: str) -> tuple[int, ...]:
+def _checked(parse: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``parse(*args, **kwargs)`` (a parser of config.py), its ConfigError as argparse's error."""
     try:
-        values = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 1,16,64; got {text!r}")
-    if not values or values[0] < 1 or values[-1] > 1024:
-        raise argparse.ArgumentTypeError("concurrency levels must be between 1 and 1024")
-    return values
+        return parse(*args, **kwargs)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    return _checked(parse_batch_sizes, text, "concurrency")  # 1..MAX_BATCH_SIZE (1024)
 
 
 def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}")
-    return value
+    return _checked(parse_float, "value", text, minimum=0.0, exclusive_minimum=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -804,10 +799,9 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> CalibrationSettings:
     quick = bool(args.quick)
     levels = args.concurrency or (QUICK_LEVELS if quick else DEFAULT_LEVELS)
-    decode = args.decode_length or (16 if quick else 64)
-    runs = args.runs or (2 if quick else 5)
-    if decode < 2 or decode > 4096 or runs < 1 or runs > 100:
-        raise argparse.ArgumentTypeError("--decode-length must be 2..4096 and --runs 1..100")
+    decode = _checked(parse_int, "decode_length", args.decode_length or (16 if quick else 64),
+                      minimum=2, maximum=4096)
+    runs = _checked(parse_int, "runs", args.runs or (2 if quick else 5), minimum=1, maximum=100)
     return CalibrationSettings(levels=tuple(levels), token_ms=args.token_ms,
                                prefill_ms=args.token_ms, decode_length=decode, runs=runs,
                                tolerance_ms=args.tolerance_ms, max_error_ms=args.max_error_ms,
