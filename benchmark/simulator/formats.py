@@ -177,9 +177,9 @@ class CompletionStreamFormat(ChatStreamFormat):
 # --- Bodies of non-streamed responses ------------------------------------------------------------
 
 
-def generate_body(seq: "Sequence", details: bool) -> dict[str, Any]:
+def generate_body(seq: "Sequence") -> dict[str, Any]:
     body: dict[str, Any] = {"generated_text": seq.generated_text()}
-    if details:
+    if seq.details:
         body["details"] = {
             "finish_reason": seq.finish_reason,
             "generated_tokens": seq.generated,

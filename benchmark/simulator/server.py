@@ -363,7 +363,7 @@ class Simulator:
                            top_n=valid.top_n_tokens)
             if fmt is not None:
                 return await self._stream(request, seq, scheduler)
-            return await self._whole(request, seq, scheduler, valid)
+            return await self._whole(request, seq, scheduler)
         finally:
             self.inflight -= 1
 
@@ -399,8 +399,8 @@ class Simulator:
             await resp.write_eof()
         return resp
 
-    async def _whole(self, request: web.Request, seq: Sequence, scheduler: Scheduler,
-                     valid: ValidRequest) -> web.StreamResponse:
+    async def _whole(self, request: web.Request, seq: Sequence,
+                     scheduler: Scheduler) -> web.StreamResponse:
         seq.watch = request.transport
         scheduler.submit(seq)
         try:
@@ -416,9 +416,9 @@ class Simulator:
         elif seq.route == "/v1/completions":
             body = completion_body(seq)
         elif seq.route == "/":  # TGI's compat route answers a list of one response
-            body = [generate_body(seq, valid.details)]
+            body = [generate_body(seq)]
         else:
-            body = generate_body(seq, valid.details)
+            body = generate_body(seq)
         ms = 1_000_000
         admitted = seq.admitted_ns or seq.end_ns
         infer_ns = seq.end_ns - admitted
