@@ -24,7 +24,7 @@ from typing import Any
 
 from .config import strip_credentials
 from .errors import redact
-from .stats import StepSummary
+from .stats import STAT_KEYS, StepSummary
 
 __all__ = [
     "BALANCE_FACTOR",
@@ -141,7 +141,7 @@ def latency_table(steps: list[StepSummary], mode: str = "rounds") -> str:
         for step in steps:
             stats = step.metric(key)
             values = ([MISSING] * 6 if stats is None else
-                      [_ms(getattr(stats, s)) for s in ("avg", "min", "max", "p50", "p90", "p99")])
+                      [_ms(getattr(stats, s)) for s in STAT_KEYS])
             rows.append([name, str(step.step), *values])
     return _table(header, rows)
 

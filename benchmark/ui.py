@@ -32,14 +32,13 @@ from . import access, hub
 from .config import DEFAULT_SERVER_PORT, field_label, parse_int
 from .errors import (BenchmarkError, ConfigError, ResultFileError, ServerUnreachable,
                      redact)
-from .results import RunResult, list_runs, new_run_id, run_dir
+from .results import RUN_FILE, RunResult, list_runs, new_run_id, run_dir
 from .runner import FINISHED, STARTING, Job, Runner
 from .ui_form import (
     API_OPTIONS,
     DEFAULTS,
     DTYPE_OPTIONS,
     EXAMPLE_MODEL_ID,
-    EXAMPLE_QUANTIZE,
     FIELDS,
     MODE_LABELS,
     QUANTIZE_OPTIONS,
@@ -47,6 +46,7 @@ from .ui_form import (
     TARGET_LAUNCH,
     Plan,
     build_plan,
+    example_values,
 )
 from .ui_render import (
     HISTORY_HEADERS,
@@ -357,7 +357,7 @@ class _App:
         """
         calibration = self.latest_calibration()
         try:
-            stamp = (folder / "run.json").stat().st_mtime_ns   # a file version, not a timing
+            stamp = (folder / RUN_FILE).stat().st_mtime_ns   # a file version, not a timing
         except OSError:
             stamp = -1
         key = (result.run_id, share, str(folder), stamp,
@@ -388,9 +388,9 @@ class _App:
     def load_run(self, run_id: str) -> tuple[RunResult, Path]:
         """A saved run by id (from this disk, else from the results dataset when set up)."""
         folder = run_dir(self.root, run_id)          # refuses ../, slashes, odd characters
-        if not (folder / "run.json").is_file() and self.repo is not None:
+        if not (folder / RUN_FILE).is_file() and self.repo is not None:
             self.repo.fetch_run(run_id, self.root)
-        if not (folder / "run.json").is_file():
+        if not (folder / RUN_FILE).is_file():
             raise ResultFileError(
                 f"No saved run has the id {run_id!r} here. It may have been deleted, or this "
                 f"app restarted without a results dataset (RESULTS_REPO) to keep its runs.")
@@ -448,7 +448,7 @@ class _App:
         if result.status != "running" and not self._in_progress(result.run_id):
             return False
         try:
-            modified = (folder / "run.json").stat().st_mtime     # a file's age, not a timing
+            modified = (folder / RUN_FILE).stat().st_mtime     # a file's age, not a timing
             age_s = datetime.now(timezone.utc).timestamp() - modified
         except OSError:
             return False
@@ -469,7 +469,8 @@ class _App:
         return out
 
     def use_example(self) -> tuple[str, str, str]:
-        return EXAMPLE_MODEL_ID, EXAMPLE_QUANTIZE, TARGET_LAUNCH
+        example = example_values()
+        return example["model_id"], example["quantize"], TARGET_LAUNCH
 
     def switch_target(self, target: str) -> tuple[Any, Any]:
         endpoint = target == TARGET_ENDPOINT
@@ -532,7 +533,7 @@ class _App:
                 shown_version = view.result_version
                 out.update(self._partial(job, share))
             if view.finished:
-                if not (job.output_dir / "run.json").is_file():
+                if not (job.output_dir / RUN_FILE).is_file():
                     out[self.share] = gr.update(value="", visible=False)   # nothing to share
                 out.update({self.run_btn: gr.update(interactive=True),
                             self.stop_btn: gr.update(visible=False),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import redact
-from .results import RunResult, RunSummaryRow
+from .results import REQUESTS_FILE, RUN_FILE, SUMMARY_FILE, RunResult, RunSummaryRow
 from .runner import COMPLETE, CANCELLED, FAILED, QUEUED, RUNNING, STARTING, JobView
 
 SIMULATED_BANNER = (
@@ -30,7 +30,7 @@ SERVER_INFO_FIELDS = (
     ("max_client_batch_size", "Max client batch size"), ("docker_label", "Docker label"),
     ("sha", "TGI commit"),
 )
-DOWNLOAD_FILES = ("summary.csv", "requests.csv", "run.json")
+DOWNLOAD_FILES = (SUMMARY_FILE, REQUESTS_FILE, RUN_FILE)
 
 
 @dataclass
