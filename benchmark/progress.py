@@ -25,9 +25,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable
 
-__all__ = ["JsonLinesProgress", "ConsoleProgress", "fan_out", "ProgressCallback", "EVENTS"]
-
-EVENTS = ("start", "step_start", "round_done", "requests_done", "step_done", "warning", "done")
+__all__ = ["JsonLinesProgress", "ConsoleProgress", "fan_out", "ProgressCallback"]
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 

@@ -61,10 +61,6 @@ class RequestRecord:
         return self.error is None
 
     @property
-    def first_token_ns(self) -> int | None:
-        return self.token_ns[0] if self.token_ns else None
-
-    @property
     def dispatch_lag_ms(self) -> float | None:
         """Time between when the request should have gone and when it went (client-side)."""
         if self.sent_ns is None:
