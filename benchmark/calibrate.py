@@ -586,9 +586,7 @@ class _Sampler:
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("event") != "round_done":
             return
-        last_warmup = event.get("warmup") and event.get("run") == event.get("runs")
-        last_run = not event.get("warmup") and event.get("run") == event.get("runs")
-        if last_warmup or last_run:
+        if event.get("run") == event.get("runs"):  # the last warm-up or the last measured round
             self.marks.append((time.perf_counter_ns(), _cpu_seconds(),
                                self.server.cpu_s()))
 
@@ -640,10 +638,6 @@ def measure_level(level: int, settings: CalibrationSettings, server: SimulatedSe
                           tolerance_ms=settings.tolerance_ms,
                           arrival_clock=clock if isinstance(clock, str) else None)
     return Level(row, list(result.records), trace)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokenizer (no network): a tiny byte-level BPE trained on the prompt words
 
 
 # ---------------------------------------------------------------------------------------------
