@@ -101,7 +101,6 @@ class Simulator:
         self.url = ""
         self.port = 0
         self.ready = False
-        self.arrival_clock = "read"
 
     # -- life cycle ----------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -121,7 +120,6 @@ class Simulator:
         return app
 
     async def start(self) -> None:
-        self.arrival_clock = arrival_clock(asyncio.get_running_loop())
         self.scheduler = Scheduler(self.config, on_step=self._on_step, on_finish=self._on_finish)
         self._task = asyncio.get_running_loop().create_task(self.scheduler.run())
         self._runner = StampingAppRunner(self.build_app(), access_log=None,
@@ -221,6 +219,7 @@ class Simulator:
         return web.Response(status=200)
 
     def info_dict(self) -> dict[str, Any]:
+        """The body of /info (called on the server's event loop)."""
         c = self.config
         return {
             "model_id": c.model_id, "model_sha": None, "model_pipeline_tag": "text-generation",
@@ -241,7 +240,7 @@ class Simulator:
                 "decode_per_context_token_us": c.decode_per_context_token_us,
                 "eos_probability": c.eos_probability,
                 "tokenizer": self.counter.name,
-                "arrival_clock": self.arrival_clock,
+                "arrival_clock": arrival_clock(asyncio.get_running_loop()),
                 "token_counting": "tokenizer" if self.counter.exact else "ceil(utf8_bytes/4)",
             },
         }
