@@ -257,12 +257,12 @@ def _line_chart(results: list[Any], spec: LineChart) -> go.Figure:
         steps: list[StepSummary] = result.steps()
         label = run_label(result, results)
         for col, panel in enumerate(spec.panels, start=1):
+            points = [(s.step, s.metric(panel.metric)) for s in steps]
+            points = [(step, stats) for step, stats in points if stats is not None]
+            if not points:
+                continue
+            all_steps.update(step for step, _ in points)
             for stat in spec.stats:
-                points = [(s.step, s.metric(panel.metric)) for s in steps]
-                points = [(step, stats) for step, stats in points if stats is not None]
-                if not points:
-                    continue
-                all_steps.update(step for step, _ in points)
                 ys = [getattr(stats, stat) for _, stats in points]
                 name = label if len(spec.stats) == 1 else f"{label} {stat}"
                 error = None

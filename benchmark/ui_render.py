@@ -88,10 +88,7 @@ def headline_markdown(result: RunResult) -> str:
     """tables.headline's plain sentences as a short list under a heading."""
     from . import tables
 
-    sentences = tables.headline(result)
-    if isinstance(sentences, str):
-        return sentences
-    return "#### In short\n" + "\n".join(f"- {s}" for s in sentences)
+    return "#### In short\n" + "\n".join(f"- {s}" for s in tables.headline(result))
 
 
 def chart_figures(results: list[RunResult]) -> list[tuple[str, Any]]:
