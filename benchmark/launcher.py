@@ -41,10 +41,10 @@ import httpx
 from . import launcher_logs as logs
 from .config import ServerSettings, parse_float
 from .errors import ServerStartError, redact
-from .launcher_process import (DEFAULT_GRACE_S, PACKAGE_ROOT, RUNNING, SECRET_ENV, Adopted,
-                               Launch, forget_state, install_exit_hooks, is_our_server,
-                               load_state, mask_line, pid_running, private_log_dir,
-                               save_state, stop_all)
+from .launcher_process import (DEFAULT_GRACE_S, RUNNING, SECRET_ENV, Adopted, Launch,
+                               forget_state, install_exit_hooks, is_our_server, load_state,
+                               mask_line, pid_running, private_log_dir, save_state, stop_all,
+                               with_package_path)
 
 __all__ = [
     "LAUNCHER",
@@ -407,8 +407,7 @@ class ServerManager:
             if "--tokenizer" not in extra:
                 extra = ["--tokenizer", settings.model_id, *extra]
             argv = [sys.executable, "-m", "benchmark.simulator", *args, *extra]
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
+            env = with_package_path(env)
         else:
             argv = [program, *args]
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")

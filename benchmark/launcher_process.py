@@ -22,7 +22,7 @@ import time
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from . import launcher_logs as logs
 from .config import ServerSettings
@@ -32,6 +32,13 @@ DEFAULT_GRACE_S = 10.0
 TAIL_LINES = 2000
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def with_package_path(env: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``env`` whose PYTHONPATH starts with ``PACKAGE_ROOT`` (the folder holding
+    ``benchmark``), so that a ``python -m benchmark...`` child imports this copy."""
+    path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONPATH": path}
 
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
@@ -196,8 +203,7 @@ class Launch:
         relay = subprocess.Popen(
             [sys.executable, "-m", "benchmark.launcher_process", "--relay", str(self.log_path)],
             stdin=stream, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**env, "PYTHONPATH": os.pathsep.join(
-                p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)},
+            env=with_package_path(env),
             start_new_session=True, close_fds=True,
         )
         self.relay_pid = relay.pid

@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import BenchmarkError, ServerStartError, redact
+from .launcher_process import with_package_path
 from .ui_form import Plan
-
-PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 POLL_S = 0.2
 TERM_GRACE_S = 30.0
 LOG_LINES = 30
@@ -362,10 +361,8 @@ class Runner:
                 job.server_log.extend(redact(line) for line in err.log_tail[-LOG_LINES:])
 
     def _child_env(self) -> dict[str, str]:
-        env = dict(self.env)
+        env = with_package_path(self.env)
         env["PYTHONUNBUFFERED"] = "1"
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(PACKAGE_PARENT)] + [p for p in [env.get("PYTHONPATH", "")] if p])
         return env
 
     def _run_engine(self, job: Job, plan: Plan, progress_path: Path, log_path: Path) -> None:

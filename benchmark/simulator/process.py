@@ -17,12 +17,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 from ..errors import ServerStartError
+from ..launcher_process import PACKAGE_ROOT, with_package_path
 
 READY_LINE = "Simulated TGI listening on "
-PACKAGE_PARENT = Path(__file__).resolve().parent.parent.parent
 
 
 class SimulatorProcess:
@@ -37,10 +36,9 @@ class SimulatorProcess:
 
     def start(self, timeout_s: float = 60.0) -> str:
         """Start it and return its URL; ``ServerStartError`` (with its last lines) if it fails."""
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(PACKAGE_PARENT), os.environ.get("PYTHONPATH", "")) if p)}
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1, env=env, cwd=str(PACKAGE_PARENT))
+                                     text=True, bufsize=1, env=with_package_path(os.environ),
+                                     cwd=str(PACKAGE_ROOT))
         ready = threading.Event()
         threading.Thread(target=self._read, args=(ready,), name="simulator-log",
                          daemon=True).start()
