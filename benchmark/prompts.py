@@ -112,13 +112,6 @@ def count_tokens(tokenizer: Any, text: str, api: str) -> int:
     return len(tokenizer.encode(text, add_special_tokens=True))
 
 
-def _overhead(tokenizer: Any, api: str) -> int:
-    """Tokens the server adds around the text (special tokens or the chat template)."""
-    if api == "openai-chat":
-        return len(_chat_ids(tokenizer, "")) if _has_chat_template(tokenizer) else 0
-    return len(tokenizer.encode("", add_special_tokens=True))
-
-
 def _words(rng: random.Random, first: str, count: int) -> str:
     return first + " " + " ".join(rng.choice(_WORDS) for _ in range(count))
 
@@ -171,7 +164,7 @@ def build_prompts(tokenizer: Any, *, length: int, count: int, api: str = "tgi",
     The first pass is batched (encode, cut, decode, count: the tokenizer's fast batch paths);
     only prompts whose count is off after the cut are adjusted one by one.
     """
-    overhead = _overhead(tokenizer, api)
+    overhead = count_tokens(tokenizer, "", api)  # special tokens or the chat template
     target = max(1, length - overhead)
     need = target + _MAX_ADJUSTMENTS
     words = max(8, int(need / _tokens_per_word(tokenizer) * 1.25) + 8)
