@@ -217,6 +217,12 @@ def _tps(value: float) -> str:
 def balance_step(steps: list[StepSummary]) -> StepSummary | None:
     """The step with the best decode throughput whose p50 token latency is within 1.5x of the
     smallest step's; None when fewer than two steps have both numbers."""
+    found = _balance(steps)
+    return None if found is None else found[0]
+
+
+def _balance(steps: list[StepSummary]) -> tuple[StepSummary, StepSummary] | None:
+    """``balance_step``'s choice and the baseline step it measured against."""
     usable = [s for s in steps if s.value("decode_token_latency_ms", "p50") is not None
               and s.value("decode_throughput_tok_s") is not None]
     if len(usable) < 2:
@@ -224,7 +230,7 @@ def balance_step(steps: list[StepSummary]) -> StepSummary | None:
     base = min(usable, key=lambda s: s.step)
     limit = base.value("decode_token_latency_ms", "p50") * BALANCE_FACTOR  # type: ignore[operator]
     within = [s for s in usable if s.value("decode_token_latency_ms", "p50") <= limit]  # type: ignore[operator]
-    return max(within, key=lambda s: (s.value("decode_throughput_tok_s"), -s.step))
+    return max(within, key=lambda s: (s.value("decode_throughput_tok_s"), -s.step)), base
 
 
 def headline(result: Any) -> list[str]:
@@ -263,10 +269,9 @@ def headline(result: Any) -> list[str]:
     if first_parts:
         sentences.append("Wait for the first token (median): " + _join(first_parts) + ".")
 
-    balance = balance_step(steps)
-    if balance is not None:
-        base = min((s for s in steps if s.value("decode_token_latency_ms", "p50") is not None),
-                   key=lambda s: s.step)
+    found = _balance(steps)
+    if found is not None:
+        balance, base = found
         base_ms = base.value("decode_token_latency_ms", "p50")
         if balance.step == base.step:
             sentences.append(
