@@ -35,6 +35,15 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def error_body(message: str, error_type: str) -> bytes:
+    return _dumps({"error": message, "error_type": error_type}).encode()
+
+
+def error_event(message: str, error_type: str) -> bytes:
+    """An SSE error event (the same on every stream): ``data:`` and ``error_body``."""
+    return b"data:" + error_body(message, error_type) + b"\n\n"
+
+
 def token_dict(k: int) -> dict[str, Any]:
     if k == EOS:
         return {"id": EOS_TOKEN_ID, "text": EOS_TEXT, "logprob": -0.0, "special": True}
@@ -97,9 +106,7 @@ class TgiStreamFormat:
         }
         return b"data:" + _dumps(event).encode() + b"\n\n"
 
-    @staticmethod
-    def error(message: str, error_type: str) -> bytes:
-        return b"data:" + _dumps({"error": message, "error_type": error_type}).encode() + b"\n\n"
+    error = staticmethod(error_event)
 
 
 # --- OpenAI chat stream --------------------------------------------------------------------------
@@ -140,9 +147,7 @@ class ChatStreamFormat:
             out += b"data:" + _dumps(usage).encode() + b"\n\n"
         return out + b"data:[DONE]\n\n"
 
-    @staticmethod
-    def error(message: str, error_type: str) -> bytes:
-        return b"data:" + _dumps({"error": message, "error_type": error_type}).encode() + b"\n\n"
+    error = staticmethod(error_event)
 
 
 # --- OpenAI completions stream -------------------------------------------------------------------
@@ -211,7 +216,3 @@ def completion_body(seq: "Sequence") -> dict[str, Any]:
                      "finish_reason": OPENAI_FINISH.get(seq.finish_reason or "", "stop")}],
         "usage": seq.usage(),
     }
-
-
-def error_body(message: str, error_type: str) -> bytes:
-    return _dumps({"error": message, "error_type": error_type}).encode()
