@@ -376,6 +376,8 @@ def state_path(port: int) -> Path:
 def save_state(launch: Any, *, kept: bool) -> None:
     """Record a server started by this process (``kept=False``: it must die with it) or left
     running on purpose (``kept=True``), so that a later run can reuse or clean it up."""
+    from .results import _atomic_write  # here: the relay process never saves state
+
     try:
         folder = state_dir()
         folder.mkdir(mode=0o700, exist_ok=True)
@@ -383,10 +385,7 @@ def save_state(launch: Any, *, kept: bool) -> None:
                 "simulated": launch.simulated, "log_path": str(launch.log_path),
                 "kept": kept, "owner_pid": os.getpid(),
                 "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        path = state_path(launch.settings.port)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, path)
+        _atomic_write(state_path(launch.settings.port), json.dumps(data))
     except OSError:
         pass  # without a state file the server is simply not found again
 
