@@ -531,7 +531,19 @@ class SimulatedServer:
         proc = self.process.proc
         return _cpu_seconds(proc.pid) if proc is not None else None
 
-    def rows(self) -> dict[str, dict[str, Any]]:
+    def rows(self, wait_for: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+        """The trace rows by request id; with ``wait_for``, read again for up to a second until
+        every one of those ids is in (a request's line is written as its last token is sent)."""
+        ids = list(wait_for)
+        rows = self._read()
+        for _ in range(20):
+            if all(i in rows for i in ids):
+                break
+            time.sleep(0.05)
+            rows = self._read()
+        return rows
+
+    def _read(self) -> dict[str, dict[str, Any]]:
         rows: dict[str, dict[str, Any]] = {}
         with contextlib.suppress(OSError):
             for line in self.trace.read_text(encoding="utf-8").splitlines():
@@ -623,13 +635,7 @@ def measure_level(level: int, settings: CalibrationSettings, server: SimulatedSe
     if result.status != "complete":
         raise BenchmarkError(f"The calibration run at concurrency {level} did not complete: "
                              f"{result.message or result.status}.")
-    trace = server.rows()
-    ids = [r.request_id for r in result.records if r.ok]
-    for _ in range(20):  # the trace line of the last token is written as it is sent
-        if all(i in trace for i in ids):
-            break
-        time.sleep(0.05)
-        trace = server.rows()
+    trace = server.rows(wait_for=[r.request_id for r in result.records if r.ok])
     window_s, client_cpu, server_cpu = sampler.window()
     simulator = result.server_info.get("simulator")
     clock = simulator.get("arrival_clock") if isinstance(simulator, dict) else None

@@ -183,9 +183,9 @@ def main(argv: list[str] | None = None) -> int:
                                 for text in prompts.texts]
                     records, window, cpu = asyncio.run(vllm_style_rounds(
                         url, payloads, level, args.runs, f"vllm-{rep}-{level}"))
-                    time.sleep(0.2)
+                    trace = server.rows(wait_for=[r.request_id for r in records if r.ok])
                     results.setdefault(("vllm-style", level), []).append(
-                        errors_of(records, server.rows(), 100.0 * cpu / window))
+                        errors_of(records, trace, 100.0 * cpu / window))
                     print(f"repetition {rep + 1}/{args.repeat}, concurrency {level}: done",
                           file=sys.stderr, flush=True)
         finally:
