@@ -6,8 +6,8 @@
 Starts ``python -m benchmark.simulator --zero-cost`` (no simulated GPU time, so only the HTTP
 path is measured) as a subprocess, then a raw-asyncio client in THIS process opens ``--streams``
 connections that each stream ``--tokens`` tokens, ``--rounds`` times. Prints events per second
-of wall time and per second of the server's own CPU time (psutil), the second being the
-"one core" figure.
+of wall time and per second of the server's own CPU time, the second being the "one core"
+figure.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from benchmark.calibrate import _cpu_seconds  # noqa: E402
 from benchmark.simulator.process import SimulatorProcess  # noqa: E402
 
 
@@ -73,7 +72,6 @@ def main() -> None:
                           ).encode()
     request = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-    server = psutil.Process(sim.proc.pid)
     runner = asyncio.run
     if not args.no_uvloop:
         try:
@@ -84,11 +82,11 @@ def main() -> None:
             pass
     try:
         for r in range(args.rounds):
-            cpu0 = sum(server.cpu_times()[:2])
+            cpu0 = _cpu_seconds(sim.proc.pid)
             t0 = time.perf_counter_ns()
             events = runner(run_round(host, int(port), args.streams, request))
             wall = (time.perf_counter_ns() - t0) / 1e9
-            cpu = sum(server.cpu_times()[:2]) - cpu0
+            cpu = _cpu_seconds(sim.proc.pid) - cpu0
             expected = args.streams * (args.tokens + (1 if args.route == "chat" else 0))
             print(f"round {r + 1}: {events} events ({expected} expected) from {args.streams} "
                   f"streams in {wall:.2f} s: {events / wall:,.0f} events/s wall, server CPU "
