@@ -24,7 +24,7 @@ import base64
 import os
 import sys
 import threading
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 from . import __version__
@@ -173,9 +173,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return config
 
 
-def usage_error(parser: argparse.ArgumentParser, err: ConfigError) -> None:
-    """Exit 2 with argparse's ``error: argument --flag: message`` line."""
-    flag = FLAG_FOR_FIELD.get(err.field)
+def usage_error(parser: argparse.ArgumentParser, err: ConfigError,
+                flags: Mapping[str, str] | None = None) -> None:
+    """Exit 2 with argparse's ``error: argument --flag: message`` line; ``flags`` maps the
+    error's field to its flag (default ``FLAG_FOR_FIELD``)."""
+    flag = (FLAG_FOR_FIELD if flags is None else flags).get(err.field)
     parser.error(f"argument {flag}: {err.message}" if flag else err.message)
 
 

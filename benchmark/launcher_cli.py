@@ -142,8 +142,7 @@ def launch_from_cli(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         timeout_s = DEFAULT_TIMEOUT_S if args.server_timeout is None else parse_float(
             "timeout_s", args.server_timeout, minimum=0.0, exclusive_minimum=True)
     except ConfigError as err:
-        flag = SERVER_FLAG_FOR_FIELD.get(err.field)
-        parser.error(f"argument {flag}: {err.message}" if flag else err.message)
+        cli.usage_error(parser, err, flags=SERVER_FLAG_FOR_FIELD)
     args.url = settings.url
     args.tokenizer_name = args.tokenizer_name or settings.model_id
     if not args.output_dir:
