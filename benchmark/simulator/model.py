@@ -168,29 +168,27 @@ class Sequence:
         self.generated = n
         self.words.append(k)
         channel = self.channel
+        data = b""
         if channel is not None:
             fmt = self.fmt
             data = fmt.token(self, n, k) if self.finish_reason is None else fmt.final(self, n, k)
-            self.token_ns.append(perf_counter_ns())
-            if not channel.send(data):
-                self.finish_reason = None
-                self.status = 499
-                self.error = "client disconnected"
-                return True
-        else:
-            self.token_ns.append(perf_counter_ns())
-            watch = self.watch
-            if watch is not None and watch.is_closing():
-                self.finish_reason = None
-                self.status = 499
-                self.error = "client disconnected"
-                return True
+        self.token_ns.append(perf_counter_ns())  # immediately before the bytes are sent
+        sent = channel.send(data) if channel is not None else not self.client_gone()
+        if not sent:
+            self.mark_disconnected()
+            return True
         return self.finish_reason is not None
 
     def client_gone(self) -> bool:
         """True when the client's connection is closing (it will never read an answer)."""
         transport = self.channel.transport if self.channel is not None else self.watch
         return transport is not None and transport.is_closing()
+
+    def mark_disconnected(self) -> None:
+        """End the request as its client left: status 499, no finish reason."""
+        self.finish_reason = None
+        self.status = 499
+        self.error = "client disconnected"
 
     def generated_text(self) -> str:
         return "".join(WORDS[k] for k in self.words if k != EOS)
@@ -237,11 +235,9 @@ class Scheduler:
         seq.queued_ns = perf_counter_ns()
         self.queue.append(seq)
         if self._stopping:  # validated while the server was stopping: fail it at once
-            self.running.extend(self.queue)
-            self.queue.clear()
-            self.fail_all("the server is shutting down")
-            return
-        self._wake.set()
+            self.stop()
+        else:
+            self._wake.set()
 
     def cancel(self, seq: Sequence) -> None:
         """Drop a request whose client went away (queued or running)."""
@@ -251,8 +247,7 @@ class Scheduler:
             self.queue.remove(seq)
         except ValueError:
             pass
-        seq.status = 499
-        seq.error = "client disconnected"
+        seq.mark_disconnected()
         if seq in self.running:
             self.running.remove(seq)
             self.reserved -= seq.reserved
@@ -291,8 +286,7 @@ class Scheduler:
             reserved += seq.reserved
         for seq in dropped:
             self.queue.remove(seq)
-            seq.status = 499
-            seq.error = "client disconnected"
+            seq.mark_disconnected()
             self._finish(seq)
         if not admitted or (min_size is not None and len(admitted) < min_size):
             return []
