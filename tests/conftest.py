@@ -39,11 +39,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def port() -> int:
-    return free_port()
-
-
 # ---------------------------------------------------------------------------------------------
 # The simulated TGI server as a subprocess (added by the simulator's owner)
 
