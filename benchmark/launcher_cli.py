@@ -33,16 +33,17 @@ SERVER_FLAG_FOR_FIELD = {
     "trust_remote_code": "--trust-remote-code", "port": "--port", "hostname": "--hostname",
     "timeout_s": "--server-timeout",
 }
-# Flags that mean nothing without --launch: (dest, flag, default).
+# Flags that mean nothing without --launch: (dest, flag). Unset, each is None (or False for
+# the switches).
 _LAUNCH_ONLY = (
-    ("model_id", "--model-id", None), ("quantize", "--quantize", None), ("dtype", "--dtype", None),
-    ("num_shard", "--num-shard", None), ("max_input_tokens", "--max-input-tokens", None),
-    ("max_total_tokens", "--max-total-tokens", None), ("max_batch_size", "--max-batch-size", None),
-    ("max_batch_prefill_tokens", "--max-batch-prefill-tokens", None),
-    ("max_concurrent_requests", "--max-concurrent-requests", None),
-    ("trust_remote_code", "--trust-remote-code", False), ("port", "--port", None),
-    ("hostname", "--hostname", None), ("server_timeout", "--server-timeout", None),
-    ("server_log_dir", "--server-log-dir", None), ("keep_server", "--keep-server", False),
+    ("model_id", "--model-id"), ("quantize", "--quantize"), ("dtype", "--dtype"),
+    ("num_shard", "--num-shard"), ("max_input_tokens", "--max-input-tokens"),
+    ("max_total_tokens", "--max-total-tokens"), ("max_batch_size", "--max-batch-size"),
+    ("max_batch_prefill_tokens", "--max-batch-prefill-tokens"),
+    ("max_concurrent_requests", "--max-concurrent-requests"),
+    ("trust_remote_code", "--trust-remote-code"), ("port", "--port"), ("hostname", "--hostname"),
+    ("server_timeout", "--server-timeout"), ("server_log_dir", "--server-log-dir"),
+    ("keep_server", "--keep-server"),
 )
 
 
@@ -129,8 +130,8 @@ def launch_from_cli(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     from . import cli, results  # cli imports this module lazily; results only when launching
 
     if not args.launch:
-        for dest, flag, default in _LAUNCH_ONLY:
-            if getattr(args, dest, default) not in (default, None):
+        for dest, flag in _LAUNCH_ONLY:
+            if getattr(args, dest, None) not in (None, False):
                 parser.error(f"argument {flag}: only used with --launch (add --launch to start "
                              "a TGI server and benchmark it, or drop this flag).")
         return None
@@ -179,13 +180,14 @@ def record_crash(folder: Path, err: ServerStartError) -> None:
 
 
 def _print_status(out: Any) -> Callable[[ServerStatus], None]:
-    seen: list[str] = []
+    last: str | None = None
 
     def show(status: ServerStatus) -> None:
+        nonlocal last
         text = status.message
-        if status.phase == "failed" or (seen and seen[-1] == text):
+        if status.phase == "failed" or text == last:
             return
-        seen.append(text)
+        last = text
         label = " (simulated)" if status.simulated else ""
         if status.phase == "stopped":
             print(f"[server]{label} Stopped.", file=out, flush=True)
@@ -196,18 +198,17 @@ def _print_status(out: Any) -> Callable[[ServerStatus], None]:
 
 
 def launch_and_run(settings: ServerSettings, run: Callable[[ServerHandle, ServerManager], int],
-                   *, timeout_s: float = DEFAULT_TIMEOUT_S, keep: bool = False,
-                   log_dir: Path | str | None = None, manager: ServerManager | None = None,
-                   on_crash: Callable[[ServerStartError], None] | None = None,
+                   *, manager: ServerManager, timeout_s: float = DEFAULT_TIMEOUT_S,
+                   keep: bool = False, on_crash: Callable[[ServerStartError], None] | None = None,
                    out: Any = None) -> int:
-    """Start (or reuse) the server, call ``run(handle, manager)``, then stop it unless ``keep``.
+    """Start (or reuse) the server with ``manager``, call ``run(handle, manager)``, then stop it
+    unless ``keep``.
 
     Returns ``run``'s exit code; 1 when the server cannot start or died during the run (the
     explanation is printed and passed to ``on_crash``); 130 when start-up is interrupted by
     Ctrl-C or SIGTERM (the server is stopped).
     """
     out = out if out is not None else sys.stderr
-    manager = manager or ServerManager(log_dir=log_dir, allow_trust_remote_code=True)
     cancel = threading.Event()
     previous = _cancel_on_signals(cancel)
 
