@@ -193,6 +193,12 @@ class Sequence:
     def generated_text(self) -> str:
         return "".join(WORDS[k] for k in self.words if k != EOS)
 
+    def spans_ns(self) -> tuple[int, int, int]:
+        """(total, queue, inference) of a finished request: arrival -> end, queued -> admitted,
+        admitted -> end; a request never admitted was queued until its end."""
+        admitted = self.admitted_ns or self.end_ns
+        return self.end_ns - self.arrived_ns, admitted - self.queued_ns, self.end_ns - admitted
+
     def usage(self) -> dict[str, int]:
         return {"prompt_tokens": self.input_length, "completion_tokens": self.generated,
                 "total_tokens": self.input_length + self.generated}

@@ -165,32 +165,36 @@ class Simulator:
         m.inc("tgi_batch_inference_success", method=method)
         if method == "prefill":
             m.observe("tgi_batch_next_size", size)
-        sched = self.scheduler
-        if sched is not None:
-            m.set("tgi_batch_current_size", len(sched.running))
-            m.set("tgi_queue_size", len(sched.queue))
-            m.set("tgi_batch_current_max_tokens", sched.reserved)
+        self._set_gauges(reserved=True)
 
     def _on_finish(self, seq: Sequence) -> None:
         m = self.metrics
         if seq.status == 200 and seq.finish_reason is not None:
-            end = seq.end_ns
+            total_ns, queue_ns, inference_ns = seq.spans_ns()
             m.inc("tgi_request_success")
-            m.observe("tgi_request_duration", (end - seq.arrived_ns) / 1e9)
-            queue_end = seq.admitted_ns or end
-            m.observe("tgi_request_queue_duration", (queue_end - seq.queued_ns) / 1e9)
-            inference = (end - queue_end) / 1e9
+            m.observe("tgi_request_duration", total_ns / 1e9)
+            m.observe("tgi_request_queue_duration", queue_ns / 1e9)
+            inference = inference_ns / 1e9
             m.observe("tgi_request_inference_duration", inference)
             m.observe("tgi_request_mean_time_per_token_duration",
                       inference / max(seq.generated, 1))
             m.observe("tgi_request_generated_tokens", seq.generated)
         else:
             m.inc("tgi_request_failure", err="generation" if seq.status != 499 else "cancelled")
-        sched = self.scheduler
-        if sched is not None:
-            m.set("tgi_batch_current_size", len(sched.running))
-            m.set("tgi_queue_size", len(sched.queue))
+        self._set_gauges(reserved=False)
         self.write_trace(seq.trace())
+
+    def _set_gauges(self, *, reserved: bool) -> None:
+        """The running batch's and the queue's sizes; with ``reserved``, the batch's reserved
+        tokens too (after each step, not after each finished request)."""
+        sched = self.scheduler
+        if sched is None:
+            return
+        m = self.metrics
+        m.set("tgi_batch_current_size", len(sched.running))
+        m.set("tgi_queue_size", len(sched.queue))
+        if reserved:
+            m.set("tgi_batch_current_max_tokens", sched.reserved)
 
     def write_trace(self, row: dict[str, Any]) -> None:
         if self._trace is not None and not self._trace.closed:
@@ -419,15 +423,13 @@ class Simulator:
         else:
             body = generate_body(seq)
         ms = 1_000_000
-        admitted = seq.admitted_ns or seq.end_ns
-        infer_ns = seq.end_ns - admitted
-        total_ns = seq.end_ns - seq.arrived_ns
+        total_ns, queue_ns, infer_ns = seq.spans_ns()
         headers = {  # TGI's names; times in whole milliseconds, x-compute-time in seconds
             "x-compute-type": "gpu+simulated",
             "x-compute-time": f"{total_ns / 1e9:.6f}",
             "x-total-time": str(total_ns // ms),
             "x-validation-time": str((seq.queued_ns - seq.arrived_ns) // ms),
-            "x-queue-time": str((admitted - seq.queued_ns) // ms),
+            "x-queue-time": str(queue_ns // ms),
             "x-inference-time": str(infer_ns // ms),
             "x-time-per-token": str(infer_ns // max(seq.generated, 1) // ms),
             "x-prompt-tokens": str(seq.input_length),
