@@ -204,14 +204,30 @@ class Sequence:
                 "total_tokens": self.input_length + self.generated}
 
     def trace(self) -> dict[str, Any]:
-        return {"request_id": self.request_id, "route": self.route,
-                "arrived_ns": self.arrived_ns, "read_ns": self.read_ns,
-                "handled_ns": self.handled_ns,
-                "token_ns": self.token_ns,
-                "end_ns": self.end_ns, "input_tokens": self.input_length,
-                "output_tokens": self.generated, "finish_reason": self.finish_reason,
-                "status": self.status, "queued_ns": self.queued_ns,
-                "admitted_ns": self.admitted_ns or None, "error": self.error}
+        return trace_row(self.request_id, self.route,
+                         (self.arrived_ns, self.read_ns, self.handled_ns),
+                         token_ns=self.token_ns, end_ns=self.end_ns,
+                         input_tokens=self.input_length, output_tokens=self.generated,
+                         finish_reason=self.finish_reason, status=self.status, error=self.error,
+                         queue=(self.queued_ns, self.admitted_ns or None))
+
+
+def trace_row(request_id: str, route: str, stamps: tuple[int, int, int], *, token_ns: list[int],
+              end_ns: int, input_tokens: int | None, output_tokens: int,
+              finish_reason: str | None, status: int, error: str | None,
+              queue: tuple[int, int | None] | None = None) -> dict[str, Any]:
+    """One line of the trace file. ``stamps``: (arrived_ns, read_ns, handled_ns); ``queue``:
+    (queued_ns, admitted_ns) of a request that was queued, None for a refused one (the two keys
+    are then absent)."""
+    row: dict[str, Any] = {
+        "request_id": request_id, "route": route,
+        "arrived_ns": stamps[0], "read_ns": stamps[1], "handled_ns": stamps[2],
+        "token_ns": token_ns, "end_ns": end_ns, "input_tokens": input_tokens,
+        "output_tokens": output_tokens, "finish_reason": finish_reason, "status": status}
+    if queue is not None:
+        row["queued_ns"], row["admitted_ns"] = queue
+    row["error"] = error
+    return row
 
 
 class Scheduler:

@@ -52,7 +52,7 @@ from .config import ROUTER_NAME, TGI_VERSION, SimulatorConfig
 from .formats import (ChatStreamFormat, CompletionStreamFormat, TgiStreamFormat, chat_body,
                       completion_body, error_body, generate_body)
 from .metrics import Metrics
-from .model import Channel, Scheduler, Sequence
+from .model import Channel, Scheduler, Sequence, trace_row
 from .tokens import TokenCounter
 from .validation import (ApiError, ValidRequest, load_json, parse_chat, parse_completion,
                          parse_generate)
@@ -205,12 +205,9 @@ class Simulator:
                      status: int, message: str) -> None:
         err = {429: "overloaded", 499: "cancelled"}.get(status, "validation")
         self.metrics.inc("tgi_request_failure", err=err)
-        self.write_trace({"request_id": self._request_id(request), "route": route,
-                          "arrived_ns": stamps[0], "read_ns": stamps[1],
-                          "handled_ns": stamps[2], "token_ns": [],
-                          "end_ns": perf_counter_ns(),
-                          "input_tokens": None, "output_tokens": 0, "finish_reason": None,
-                          "status": status, "error": message})
+        self.write_trace(trace_row(self._request_id(request), route, stamps, token_ns=[],
+                                   end_ns=perf_counter_ns(), input_tokens=None, output_tokens=0,
+                                   finish_reason=None, status=status, error=message))
 
     @staticmethod
     def _request_id(request: web.Request) -> str:
