@@ -53,7 +53,6 @@ __all__ = [
     "ServerStatus",
     "ServerManager",
     "launcher_args",
-    "launcher_available",
     "stop_all",
     "add_server_arguments",
     "settings_from_args",
@@ -115,8 +114,6 @@ class ServerStatus:
     elapsed_s: float
     message: str
     simulated: bool = False
-    pid: int | None = None
-    url: str | None = None
     reason: str | None = None
     last_line: str | None = None
 
@@ -142,12 +139,6 @@ def launcher_args(settings: ServerSettings) -> list[str]:
         args.append("--trust-remote-code")
     args += ["--port", str(settings.port), "--hostname", settings.hostname]
     return args
-
-
-def launcher_available(launcher_cmd: str = LAUNCHER, env: dict[str, str] | None = None) -> bool:
-    """True when ``launcher_cmd`` is found on PATH (else the simulator would be started)."""
-    path = (env if env is not None else os.environ).get("PATH")
-    return shutil.which(launcher_cmd, path=path) is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,8 +221,7 @@ class ServerManager:
         tail = launch.tail(1)
         return ServerStatus(
             phase=phase, elapsed_s=round(launch.elapsed_s(), 3), message=message,
-            simulated=launch.simulated,
-            pid=launch.pid, url=launch.settings.url, reason=reason,
+            simulated=launch.simulated, reason=reason,
             last_line=tail[0] if tail else None,
         )
 

@@ -22,7 +22,6 @@ from typing import Iterable, Sequence
 
 # Order of the start-up phases; a phase never goes back to an earlier one.
 PHASES = ("starting", "downloading", "loading", "warming up", "ready")
-TERMINAL_PHASES = ("failed", "stopped")
 
 PHASE_DESCRIPTIONS = {
     "starting": "Starting text-generation-launcher",

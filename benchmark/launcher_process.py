@@ -115,7 +115,6 @@ class Launch:
         self.started_ns = time.perf_counter_ns()
         self.ended_ns: int | None = None
         self.stop_requested = False
-        self.relay_pid: int | None = None
         self._handover = threading.Event()
         self._pending = b""
         self._lock = threading.Lock()
@@ -200,13 +199,12 @@ class Launch:
         stream = self.proc.stdout
         if stream is None or stream.closed or not self.alive():
             return
-        relay = subprocess.Popen(
+        subprocess.Popen(
             [sys.executable, "-m", "benchmark.launcher_process", "--relay", str(self.log_path)],
             stdin=stream, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env=with_package_path(env),
             start_new_session=True, close_fds=True,
         )
-        self.relay_pid = relay.pid
         stream.close()
         if self._pending:
             line = mask_line(self._pending, self.secrets)
