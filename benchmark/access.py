@@ -66,8 +66,6 @@ class Access:
     can_use_endpoint: bool
     reason: str
     max_endpoint_requests: int | None
-    username: str | None = None
-    on_space: bool = False
 
     def request_cap(self, *, endpoint: bool) -> int | None:
         """The ``RunConfig.max_total_requests`` to use: the cap for endpoint runs, else None.
@@ -170,44 +168,42 @@ def decide(env: Mapping[str, str], username: str | None,
     except ConfigError as err:
         # A mistyped cap must not silently lift the limit: endpoint runs stay off until fixed.
         base = decide({k: v for k, v in env.items() if k != "MAX_ENDPOINT_REQUESTS"}, user, orgs)
-        return Access(base.can_run, False, f"{base.reason} {err}", DEFAULT_MAX_ENDPOINT_REQUESTS,
-                      base.username, base.on_space)
+        return Access(base.can_run, False, f"{base.reason} {err}", DEFAULT_MAX_ENDPOINT_REQUESTS)
     if not is_space(env):
-        return Access(True, True, "Running locally: no sign-in needed.", cap, user, False)
+        return Access(True, True, "Running locally: no sign-in needed.", cap)
 
     the_owner = owner(env)
     if not oauth_enabled(env):
         return _denied(
             "This Space has no Hugging Face sign-in, so nobody can run benchmarks here. "
             "Its owner can add `hf_oauth: true` to the README front matter; or duplicate "
-            "this Space to run your own.", cap, user)
+            "this Space to run your own.", cap)
     if user is None:
-        return _denied(SIGN_IN_MESSAGE, cap, None)
+        return _denied(SIGN_IN_MESSAGE, cap)
 
     key = user.lower()
     member_of = {_clean_name(o).lower() for o in orgs}
     if the_owner and (key == the_owner.lower() or the_owner.lower() in member_of):
-        return Access(True, True, f"Signed in as {user}, owner of this Space.", cap, user, True)
+        return Access(True, True, f"Signed in as {user}, owner of this Space.", cap)
     allowed = allowed_users(env)
     if key in allowed:
-        return Access(True, True, f"Signed in as {user}, allowed by ALLOWED_USERS.", cap,
-                      user, True)
+        return Access(True, True, f"Signed in as {user}, allowed by ALLOWED_USERS.", cap)
     if "*" in allowed:
         # Everyone may run on the Space's own server, but only people named by the owner may
         # point it at another address (internal ones included).
         return Access(True, False, f"Signed in as {user}; this Space lets every signed-in "
                                    f"visitor run on its own server. Benchmarking another "
                                    f"endpoint is only for the owner and users named in "
-                                   f"ALLOWED_USERS.", cap, user, True)
+                                   f"ALLOWED_USERS.", cap)
     who = f"its owner ({the_owner})" if the_owner else "its owner"
     return _denied(
         f"Signed in as {user}, who is not allowed to run benchmarks on this Space: ask "
         f"{who} to add you to ALLOWED_USERS, or duplicate this Space to run your own.",
-        cap, user)
+        cap)
 
 
-def _denied(reason: str, cap: int | None, user: str | None) -> Access:
-    return Access(False, False, reason, cap, user, True)
+def _denied(reason: str, cap: int | None) -> Access:
+    return Access(False, False, reason, cap)
 
 
 def _clean_name(name: str) -> str:

@@ -62,7 +62,6 @@ class UploadStatus:
     message: str
     attempts: int = 0
     url: str | None = None  # the run's folder on the Hub, when uploaded
-    files: tuple[str, ...] = ()
 
 
 class _Permanent(Exception):
@@ -174,21 +173,20 @@ class ResultsRepo:
             return self._remember(UploadStatus(False, run_id, self._clean(
                 f"Not uploaded: the files of run {run_id} cannot be read ({exc}).")))
 
-        def attempt() -> str:
-            return self._commit(run_id, files)
+        def attempt() -> None:
+            self._commit(run_id, files)
 
         try:
             _, tries = self._retrying(attempt, f"upload run {run_id}")
         except _Permanent as err:
             return self._remember(UploadStatus(False, run_id, self._failure(run_id, err),
                                                attempts=err.attempts))
-        names = tuple(name for name, _ in files)
         log.info("Uploaded run %s to %s (%d files, %d attempts)", run_id, self.repo_id,
-                 len(names), tries)
+                 len(files), tries)
         return self._remember(UploadStatus(
             True, run_id, f"Saved to the dataset {self.repo_id} ({RUNS_FOLDER}/{run_id}/): this "
                           f"run's link keeps working after the Space restarts.",
-            attempts=tries, url=self.run_url(run_id), files=names))
+            attempts=tries, url=self.run_url(run_id)))
 
     def _run_files(self, folder: Path) -> list[tuple[str, Path]]:
         """The run's files (name, path): regular, non-hidden, no temp files, no token inside."""
@@ -216,13 +214,13 @@ class ResultsRepo:
                 tail = chunk[-(len(needle) - 1):]
         return False
 
-    def _commit(self, run_id: str, files: list[tuple[str, Path]]) -> str:
+    def _commit(self, run_id: str, files: list[tuple[str, Path]]) -> None:
         from huggingface_hub import CommitOperationAdd
 
         operations = [CommitOperationAdd(f"{RUNS_FOLDER}/{run_id}/{name}", str(path))
                       for name, path in files]
         try:
-            info = self._api.create_commit(
+            self._api.create_commit(
                 self.repo_id, operations, repo_type="dataset",
                 commit_message=f"Add benchmark run {run_id}")
         except Exception as exc:
@@ -230,7 +228,6 @@ class ResultsRepo:
                 self._create_repo()
                 raise _Retry("the dataset did not exist and was just created") from exc
             raise
-        return str(getattr(info, "oid", "") or "")
 
     def _create_repo(self) -> None:
         log.info("Creating the private dataset %s for results", self.repo_id)

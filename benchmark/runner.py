@@ -68,7 +68,6 @@ class Job:
     current_step: int | None = None
     result_version: int = 0
     simulated: bool | None = None
-    server_info: dict[str, Any] = field(default_factory=dict)
     started_ns: int | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
@@ -322,8 +321,7 @@ class Runner:
                 job.server_log.extend(redact(line) for line in exc.log_tail[-LOG_LINES:])
             raise
         info = dict(getattr(handle, "info", None) or {})
-        self._set(job, simulated=bool(getattr(handle, "simulated", False)), server_info=info,
-                  phase="ready")
+        self._set(job, simulated=bool(getattr(handle, "simulated", False)), phase="ready")
         if info:
             plan.run.check_against_server(info)
         return Plan(run=replace(plan.run, url=handle.url), server=plan.server)
