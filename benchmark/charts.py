@@ -8,7 +8,9 @@ Every function takes a list of ``RunResult`` (a single one is accepted too) and 
 per run (and per panel / percentile), labelled by model, plus the run id when several runs are
 compared; simulated runs carry "(simulated)" in the legend and the title. A chart that cannot be
 drawn (no data yet, or an unexpected error) comes back as a figure holding a readable sentence,
-never as an exception, so a page never breaks because of one chart.
+never as an exception, so a page never breaks because of one chart. The charts drawn from step
+summaries (``STEP_CHARTS``) also take ``steps``, one list per run, when the caller already has
+them.
 
 Which metric goes on which chart is declared in ``LINE_CHARTS``, ``SCATTER_CHARTS`` and
 ``DISTRIBUTION_CHARTS``; the functions below only draw what the tables say.
@@ -37,6 +39,7 @@ __all__ = [
     "SCATTER_CHARTS",
     "DISTRIBUTION_CHARTS",
     "CHART_FUNCTIONS",
+    "STEP_CHARTS",
     "throughput_vs_batch",
     "latency_vs_batch",
     "prefill_throughput_over_latency",
@@ -248,16 +251,22 @@ def _batch_axis(steps: Iterable[int]) -> dict[str, Any]:
 # Lines against batch size
 
 
-def _line_chart(results: list[Any], spec: LineChart) -> go.Figure:
+def _run_steps(results: list[Any],
+               steps: list[list[StepSummary]] | None) -> list[list[StepSummary]]:
+    """Each run's step summaries: ``steps`` when given (one list per run), else computed."""
+    return [result.steps() for result in results] if steps is None else steps
+
+
+def _line_chart(results: list[Any], spec: LineChart,
+                steps: list[list[StepSummary]] | None = None) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(spec.panels),
                         subplot_titles=[p.title for p in spec.panels], horizontal_spacing=0.1)
     all_steps: set[int] = set()
     drawn = 0
-    for index, result in enumerate(results):
-        steps: list[StepSummary] = result.steps()
+    for index, (result, run_steps) in enumerate(zip(results, _run_steps(results, steps))):
         label = run_label(result, results)
         for col, panel in enumerate(spec.panels, start=1):
-            points = [(s.step, s.metric(panel.metric)) for s in steps]
+            points = [(s.step, s.metric(panel.metric)) for s in run_steps]
             points = [(step, stats) for step, stats in points if stats is not None]
             if not points:
                 continue
@@ -288,26 +297,29 @@ def _line_chart(results: list[Any], spec: LineChart) -> go.Figure:
 
 
 @_safe(LINE_CHARTS["throughput_vs_batch"].title)
-def throughput_vs_batch(results: list[Any]) -> go.Figure:
+def throughput_vs_batch(results: list[Any],
+                        steps: list[list[StepSummary]] | None = None) -> go.Figure:
     """Prefill and decode throughput (tokens/s) by batch size: average, bars from min to max."""
-    return _line_chart(results, LINE_CHARTS["throughput_vs_batch"])
+    return _line_chart(results, LINE_CHARTS["throughput_vs_batch"], steps)
 
 
 @_safe(LINE_CHARTS["latency_vs_batch"].title)
-def latency_vs_batch(results: list[Any]) -> go.Figure:
+def latency_vs_batch(results: list[Any],
+                     steps: list[list[StepSummary]] | None = None) -> go.Figure:
     """Time to first token and time per output token by batch size, as p50, p90 and p99."""
-    return _line_chart(results, LINE_CHARTS["latency_vs_batch"])
+    return _line_chart(results, LINE_CHARTS["latency_vs_batch"], steps)
 
 
 # ---------------------------------------------------------------------------------------------
 # Throughput over latency (TGI's scatter plots)
 
 
-def _scatter_chart(results: list[Any], spec: ScatterChart) -> go.Figure:
+def _scatter_chart(results: list[Any], spec: ScatterChart,
+                   steps: list[list[StepSummary]] | None = None) -> go.Figure:
     fig = go.Figure()
-    for index, result in enumerate(results):
+    for index, (result, run_steps) in enumerate(zip(results, _run_steps(results, steps))):
         points = [(s.step, s.value(spec.x_metric), s.value(spec.y_metric))
-                  for s in result.steps()]
+                  for s in run_steps]
         points = [p for p in points if p[1] is not None and p[2] is not None]
         if not points:
             continue
@@ -330,15 +342,17 @@ def _scatter_chart(results: list[Any], spec: ScatterChart) -> go.Figure:
 
 
 @_safe(SCATTER_CHARTS["prefill_throughput_over_latency"].title)
-def prefill_throughput_over_latency(results: list[Any]) -> go.Figure:
+def prefill_throughput_over_latency(results: list[Any],
+                                    steps: list[list[StepSummary]] | None = None) -> go.Figure:
     """Prompt tokens/s against time to first token, one labelled point per batch size."""
-    return _scatter_chart(results, SCATTER_CHARTS["prefill_throughput_over_latency"])
+    return _scatter_chart(results, SCATTER_CHARTS["prefill_throughput_over_latency"], steps)
 
 
 @_safe(SCATTER_CHARTS["decode_throughput_over_latency"].title)
-def decode_throughput_over_latency(results: list[Any]) -> go.Figure:
+def decode_throughput_over_latency(results: list[Any],
+                                   steps: list[list[StepSummary]] | None = None) -> go.Figure:
     """Generated tokens/s against time per output token, one labelled point per batch size."""
-    return _scatter_chart(results, SCATTER_CHARTS["decode_throughput_over_latency"])
+    return _scatter_chart(results, SCATTER_CHARTS["decode_throughput_over_latency"], steps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,6 +472,10 @@ CHART_FUNCTIONS: dict[str, Callable[[Any], go.Figure]] = {
     "inter_token_latency_distribution": inter_token_latency_distribution,
     "output_length": output_length,
 }
+
+
+# The charts drawn from step summaries: they also take ``steps`` (one list per run).
+STEP_CHARTS = frozenset((*LINE_CHARTS, *SCATTER_CHARTS))
 
 
 def all_figures(results: Any) -> dict[str, go.Figure]:

@@ -67,9 +67,11 @@ def step_label(mode: str, *, plural: bool = False, title: bool = False) -> str:
 # Markdown tables
 
 
-def markdown_tables(result: Any) -> str:
-    """The parameters, latency, throughput and requests tables of ``result`` as markdown."""
-    steps = result.steps()
+def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
+    """The parameters, latency, throughput and requests tables of ``result`` as markdown
+    (``steps``: its summaries when already computed)."""
+    if steps is None:
+        steps = result.steps()
     parts: list[str] = []
     if result.simulated:
         parts.append(f"> **{SIMULATED_LINE}** The server was the built-in simulator; use them to "
@@ -233,9 +235,11 @@ def _balance(steps: list[StepSummary]) -> tuple[StepSummary, StepSummary] | None
     return max(within, key=lambda s: (s.value("decode_throughput_tok_s"), -s.step)), base
 
 
-def headline(result: Any) -> list[str]:
-    """A few plain sentences: best throughput, per-user latency per step, the balance point."""
-    steps = result.steps()
+def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
+    """A few plain sentences: best throughput, per-user latency per step, the balance point
+    (``steps``: the summaries of ``result`` when already computed)."""
+    if steps is None:
+        steps = result.steps()
     mode = result.config.mode
     at = functools.partial(_at, mode)
     name = functools.partial(_name, mode)

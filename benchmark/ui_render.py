@@ -17,6 +17,7 @@ from typing import Any
 from .errors import redact
 from .results import REQUESTS_FILE, RUN_FILE, SUMMARY_FILE, RunResult, RunSummaryRow
 from .runner import COMPLETE, CANCELLED, FAILED, QUEUED, RUNNING, STARTING, JobView
+from .stats import StepSummary
 
 SIMULATED_BANNER = (
     "**SIMULATED SERVER.** These numbers come from the built-in TGI simulator, not from a "
@@ -58,14 +59,15 @@ def results_view(results: list[RunResult], share_url: str = "",
     if not results:
         return ResultsView()
     view = ResultsView(share_url=share_url, run_ids=[r.run_id for r in results])
-    view.figures = chart_figures(results)
+    steps = [_summaries(r) for r in results]    # once per run, for the charts and the tables
+    view.figures = chart_figures(results, None if None in steps else steps)
     if any(r.simulated for r in results):
         view.banner = SIMULATED_BANNER
     if len(results) == 1:
         result = results[0]
         view.title = run_title(result)
-        view.headline = _safe(lambda: headline_markdown(result))
-        view.tables = _safe(lambda: tables.markdown_tables(result))
+        view.headline = _safe(lambda: headline_markdown(result, steps[0]))
+        view.tables = _safe(lambda: tables.markdown_tables(result, steps[0]))
         view.server_info = server_info_markdown(result)
         view.calibration = calibration_markdown(result, calibration)
         view.downloads = download_paths(folder) if folder is not None else []
@@ -74,27 +76,30 @@ def results_view(results: list[RunResult], share_url: str = "",
         f"- `{r.run_id}`: {md_text(r.model)}" + (" (simulated server)" if r.simulated else "")
         for r in results)
     view.headline = "\n\n".join(
-        f"**{md_text(r.model)}** (`{r.run_id}`)\n\n{_safe(lambda r=r: headline_markdown(r))}"
-        for r in results)
+        f"**{md_text(r.model)}** (`{r.run_id}`)\n\n"
+        f"{_safe(lambda r=r, s=s: headline_markdown(r, s))}"
+        for r, s in zip(results, steps))
     view.tables = "\n\n".join(
         f"#### {md_text(r.model)} (`{r.run_id}`)\n\n"
-        f"{_safe(lambda r=r: tables.markdown_tables(r))}"
-        for r in results)
+        f"{_safe(lambda r=r, s=s: tables.markdown_tables(r, s))}"
+        for r, s in zip(results, steps))
     view.server_info = "\n\n".join(server_info_markdown(r, name_run=True) for r in results)
     return view
 
 
-def headline_markdown(result: RunResult) -> str:
+def headline_markdown(result: RunResult, steps: list[StepSummary] | None = None) -> str:
     """tables.headline's plain sentences as a short list under a heading."""
     from . import tables
 
-    return "#### In short\n" + "\n".join(f"- {s}" for s in tables.headline(result))
+    return "#### In short\n" + "\n".join(f"- {s}" for s in tables.headline(result, steps))
 
 
-def chart_figures(results: list[RunResult]) -> list[tuple[str, Any]]:
+def chart_figures(results: list[RunResult],
+                  steps: list[list[StepSummary]] | None = None) -> list[tuple[str, Any]]:
     """(title, plotly figure) for every chart of charts.py, in its declared order.
 
-    The output-length chart is left out when every request got the tokens it asked for.
+    ``steps``: each run's summaries when already computed. The output-length chart is left out
+    when every request got the tokens it asked for.
     """
     from . import charts
 
@@ -102,7 +107,8 @@ def chart_figures(results: list[RunResult]) -> list[tuple[str, Any]]:
     for name, draw in charts.CHART_FUNCTIONS.items():
         if name == "output_length" and not charts.output_length_differs(results):
             continue
-        figure = draw(results)   # never raises: a failed chart is a figure with a sentence
+        # Never raises: a failed chart is a figure with a sentence.
+        figure = draw(results, steps=steps) if name in charts.STEP_CHARTS else draw(results)
         title = getattr(getattr(figure.layout, "title", None), "text", None) or name
         out.append((_plain(str(title)), figure))
     return out
@@ -113,6 +119,15 @@ def _plain(title: str) -> str:
     import re
 
     return re.sub(r"<[^>]+>", " ", title).replace("  ", " ").strip()
+
+
+def _summaries(result: RunResult) -> list[StepSummary] | None:
+    """``result.steps()``, or None when they cannot be computed: each part then tries itself
+    and shows the error in its own place."""
+    try:
+        return result.steps()
+    except Exception:  # noqa: BLE001 - one broken part must not blank the page
+        return None
 
 
 def _safe(make: Any) -> str:
