@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny tokenizer built here (no network), free ports, the simulator.
+"""Shared fixtures: a tiny tokenizer built here (no network), free ports, the simulator; and
+small helpers the test modules import (waiting for a condition or a process, reading a CSV).
 
 Nothing in the tests reaches the network: the tokenizer is trained in the session on a few KB of
 made-up text with the `tokenizers` library (``benchmark.prompts.build_tiny_tokenizer``, which
@@ -7,9 +8,11 @@ made-up text with the `tokenizers` library (``benchmark.prompts.build_tiny_token
 
 from __future__ import annotations
 
+import csv
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +40,32 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def gone(pid: int | None) -> bool:
+    """True when ``pid`` no longer runs (a zombie waiting for its reaper counts as gone)."""
+    import psutil
+
+    if pid is None:
+        return True
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
 
 
 # ---------------------------------------------------------------------------------------------

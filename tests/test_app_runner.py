@@ -23,6 +23,7 @@ from benchmark.errors import ServerStartError
 from benchmark.runner import (CANCELLED, COMPLETE, FAILED, QUEUED, RUNNING, Job, Runner,
                               engine_argv)
 from benchmark.ui_form import TARGET_ENDPOINT, build_plan, DEFAULTS
+from conftest import wait_until
 
 FAKE_ENGINE = textwrap.dedent("""\
     #!{python}
@@ -147,10 +148,7 @@ def test_a_run_reports_progress_and_completes(tmp_path, fake_engine):
 def test_second_visitor_waits_in_line_and_can_leave_the_line(tmp_path, fake_engine):
     runner = make_runner(tmp_path, fake_engine, mode="slow")
     runner.submit(endpoint_plan(), "first")
-    deadline = time.monotonic() + 10
-    while runner.view("first").state != RUNNING:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    assert wait_until(lambda: runner.view("first").state == RUNNING, 10)
     runner.submit(endpoint_plan(), "second")
     runner.submit(endpoint_plan(), "third")
     second, third = runner.view("second"), runner.view("third")
@@ -171,10 +169,7 @@ def test_second_visitor_waits_in_line_and_can_leave_the_line(tmp_path, fake_engi
 def test_stop_sends_sigterm_and_keeps_what_was_measured(tmp_path, fake_engine):
     runner = make_runner(tmp_path, fake_engine, mode="slow")
     runner.submit(endpoint_plan(), "stopped")
-    deadline = time.monotonic() + 20
-    while runner.view("stopped").result_version < 1:          # the first batch size is saved
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    assert wait_until(lambda: runner.view("stopped").result_version >= 1, 20)  # 1st size saved
     assert runner.cancel("stopped")
     view = wait_done(runner, "stopped")
     assert view.state == CANCELLED
@@ -219,10 +214,7 @@ def test_stop_while_the_server_starts_cancels_without_running_the_engine(tmp_pat
                                                                            fake_engine):
     runner = make_runner(tmp_path, fake_engine, manager=FakeManager(wait_for_cancel=True))
     runner.submit(build_plan(dict(DEFAULTS, model_id="org/model")), "early")
-    deadline = time.monotonic() + 10
-    while runner.view("early").state != "starting server":
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    assert wait_until(lambda: runner.view("early").state == "starting server", 10)
     assert runner.view("early").phase == "Downloading the model weights"
     assert runner.cancel("early")
     view = wait_done(runner, "early")

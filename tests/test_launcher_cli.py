@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from benchmark.results import RunResult
-from conftest import ROOT, free_port
-from test_launcher_process import FAKE_DIR, TOKEN, gone, read_args, wait_until
+from conftest import ROOT, free_port, gone, wait_until
+from test_launcher_process import FAKE_DIR, TOKEN, read_args
 
 GUIDE_MODEL = "astronomer/Llama-3-8B-Instruct-GPTQ-8-Bit"
 

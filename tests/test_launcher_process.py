@@ -12,39 +12,18 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from benchmark.config import ServerSettings
 from benchmark.errors import ServerStartError
 from benchmark.launcher import ServerManager, launcher_args
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, gone, wait_until
 
 FAKE_DIR = ROOT / "tests" / "fake_launcher"
 TOKEN = "hf_FakeTokenForTests0123456789"
-
-
-def gone(pid: int | None) -> bool:
-    """True when ``pid`` no longer runs (a zombie waiting for its reaper counts as gone)."""
-    if pid is None:
-        return True
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def wait_until(predicate, timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def read_args(path: Path) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from benchmark.results import (
     run_dir,
 )
 from benchmark.stats import METRIC_KEYS
+from conftest import read_csv
 
 MS = 1_000_000
 
@@ -59,11 +59,6 @@ def make_result(run_id: str = "20261128-163012-tiny-3f9a", **changes) -> RunResu
     )
     values.update(changes)
     return RunResult(**values)
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 # -- round trip --------------------------------------------------------------------------------
