@@ -83,6 +83,7 @@ def _unreachable(url: str, reason: str) -> ServerUnreachable:
         url,
         f"Nothing answers at {url} ({reason}). Start a server there (for a quick try, a "
         f"simulated one: python -m benchmark.simulator --port 3000) or pass the right --url.",
+        reason,
     )
 
 

@@ -60,11 +60,12 @@ class ServerError(BenchmarkError):
 
 
 class ServerUnreachable(ServerError):
-    """Nothing answers at the URL."""
+    """Nothing answers at the URL. ``reason``: why, in a few words (refused, timed out, ...)."""
 
-    def __init__(self, url: str, message: str):
+    def __init__(self, url: str, message: str, reason: str = ""):
         super().__init__(message)
         self.url = url
+        self.reason = reason
 
 
 class ServerLimitError(ServerError):

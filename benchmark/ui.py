@@ -100,12 +100,11 @@ def _error_markdown(exc: BenchmarkError) -> str:
         if message.startswith(label + " "):       # "Runs must be ..." -> "**Runs:** must be ..."
             message = message[len(label) + 1:]
         return f"**{label}:** {message}"
-    head = f"Nothing answers at {getattr(exc, 'url', '')} ("
-    if isinstance(exc, ServerUnreachable) and message.startswith(head) and "). " in message:
+    if isinstance(exc, ServerUnreachable) and exc.reason:
         # The engine's advice speaks to the command line (--url); the page has a field.
-        reason = message[len(head):].rpartition("). ")[0]
-        return (f"**{field_label('url')}:** nothing answers at {exc.url} ({reason}). Check the "
-                f"address and port, and that the server is running and reachable from here.")
+        return (f"**{field_label('url')}:** nothing answers at {exc.url} "
+                f"({redact(exc.reason)}). Check the address and port, and that the server is "
+                f"running and reachable from here.")
     return message
 
 
