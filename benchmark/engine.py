@@ -32,12 +32,11 @@ import asyncio
 import contextlib
 import dataclasses
 import secrets
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
@@ -46,6 +45,7 @@ from .clients import StreamClient, make_client, open_session
 from .clients.openai import UNSENT_SAMPLING
 from .config import RunConfig, check_url
 from .errors import BenchmarkError, ConfigError, ServerError, ServerUnreachable, redact
+from .interrupts import cancel_on_signals
 from .load import Concurrency, Rounds, Slot
 from .progress import ProgressCallback
 from .prompts import PromptSet, build_prompts, load_tokenizer
@@ -159,34 +159,6 @@ async def _server_answers(url: str, timeout_s: float = 5.0,
 
 
 # ---------------------------------------------------------------------------------------------
-# Signals
-
-
-@contextlib.contextmanager
-def _signals_set(cancel: threading.Event) -> Iterator[None]:
-    """SIGINT / SIGTERM / SIGHUP (a closed terminal) set ``cancel`` (main thread only): the run
-    stops and saves what it measured. A second SIGINT interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if cancel.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        cancel.set()
-
-    previous = {sig: signal.getsignal(sig)
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    for sig in previous:
-        signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-# ---------------------------------------------------------------------------------------------
 # The run
 
 
@@ -220,7 +192,7 @@ def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
     """
     config = dataclasses.replace(config.validate(), url=check_url(config.url))
     cancel = cancel if cancel is not None else threading.Event()
-    with _signals_set(cancel):
+    with cancel_on_signals(cancel):
         return _Engine(config, on_progress, cancel, server, dict(headers or {})).execute()
 
 

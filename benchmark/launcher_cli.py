@@ -8,7 +8,6 @@ reuse) a server, call a function with its handle, stop it unless kept.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Callable
 from .config import (DEFAULT_SERVER_HOST, DEFAULT_SERVER_PORT, DEFAULT_URL, DTYPE_CHOICES,
                      QUANTIZE_CHOICES, ServerSettings, parse_float, parse_int)
 from .errors import BenchmarkError, ConfigError, ServerStartError, redact
+from .interrupts import cancel_on_signals
 from .launcher import DEFAULT_TIMEOUT_S, ServerHandle, ServerManager, ServerStatus
 
 __all__ = ["add_server_arguments", "settings_from_args", "launch_from_cli", "launch_and_run",
@@ -206,11 +206,10 @@ def launch_and_run(settings: ServerSettings, run: Callable[[ServerHandle, Server
 
     Returns ``run``'s exit code; 1 when the server cannot start or died during the run (the
     explanation is printed and passed to ``on_crash``); 130 when start-up is interrupted by
-    Ctrl-C or SIGTERM (the server is stopped).
+    Ctrl-C, SIGTERM or SIGHUP (``interrupts.cancel_on_signals``; the server is stopped).
     """
     out = out if out is not None else sys.stderr
     cancel = threading.Event()
-    previous = _cancel_on_signals(cancel)
 
     def interrupted() -> int:
         manager.stop()
@@ -219,8 +218,9 @@ def launch_and_run(settings: ServerSettings, run: Callable[[ServerHandle, Server
 
     try:
         try:
-            handle = manager.ensure(settings, timeout_s=timeout_s, on_status=_print_status(out),
-                                    cancel=cancel)
+            with cancel_on_signals(cancel):
+                handle = manager.ensure(settings, timeout_s=timeout_s,
+                                        on_status=_print_status(out), cancel=cancel)
         except KeyboardInterrupt:  # a second Ctrl-C, while the first one is being handled
             return interrupted()
         except ServerStartError as err:
@@ -234,8 +234,6 @@ def launch_and_run(settings: ServerSettings, run: Callable[[ServerHandle, Server
             if manager.log_path is not None:
                 print(f"Full log: {manager.log_path}", file=out, flush=True)
             return 1
-        finally:
-            _restore_signals(previous)
         if cancel.is_set():  # the signal came as the server became ready
             return interrupted()
         label = "simulated server" if handle.simulated else "TGI server"
@@ -261,32 +259,3 @@ def launch_and_run(settings: ServerSettings, run: Callable[[ServerHandle, Server
                       file=out, flush=True)
         else:
             manager.stop()
-
-
-_STARTUP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def _cancel_on_signals(cancel: threading.Event) -> dict[int, Any] | None:
-    """During start-up, Ctrl-C and SIGTERM set ``cancel``: the manager's wait loop sees it and
-    stops the server. A flag, not an exception raised wherever the main thread happens to be
-    (inside a lock, an HTTP probe or the stop itself). A second signal gets the handlers of
-    before (Ctrl-C then interrupts at once). None when not on the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    previous = {sig: signal.getsignal(sig) for sig in _STARTUP_SIGNALS}
-
-    def handler(signum: int, frame: Any) -> None:
-        cancel.set()
-        _restore_signals(previous)
-
-    for sig in _STARTUP_SIGNALS:
-        signal.signal(sig, handler)
-    return previous
-
-
-def _restore_signals(previous: dict[int, Any] | None) -> None:
-    for sig, handler in (previous or {}).items():
-        if handler is not None:
-            signal.signal(sig, handler)
-
-
