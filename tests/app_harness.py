@@ -147,3 +147,36 @@ def form_values(**overrides: Any) -> list[Any]:
     values = dict(DEFAULTS)
     values.update(overrides)
     return [values[name] for name in FIELDS]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the app's answers through gradio_client
+
+
+def labels(client: Any, endpoint: str) -> list[str]:
+    """The labels of ``endpoint``'s outputs, in order."""
+    api = client.view_api(return_format="dict", print_info=False)
+    return [r["label"] for r in api["named_endpoints"][endpoint]["returns"]]
+
+
+def named(client: Any, endpoint: str, outputs: Any) -> dict[str, Any]:
+    """``endpoint``'s outputs by label."""
+    return dict(zip(labels(client, endpoint), outputs))
+
+
+def text(item: Any) -> str:
+    """An output's text: the ``value`` of a component update, "" for None."""
+    if isinstance(item, dict):
+        item = item.get("value")
+    return "" if item is None else str(item)
+
+
+def submit_and_wait(client: Any, **fields: Any) -> Any:
+    """Submit /run with the form's ``fields`` (the rest at their defaults) and wait, up to 200 s,
+    until the job is done; returns the job."""
+    job = client.submit(*form_values(**fields), api_name="/run")
+    deadline = time.monotonic() + 200
+    while not job.done():
+        assert time.monotonic() < deadline, "the run did not end"
+        time.sleep(0.2)
+    return job

@@ -6,7 +6,6 @@ tokens; 2 runs) on the fake text-generation-launcher, which serves the simulator
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -16,7 +15,8 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from app_harness import FIELDS_SMALL_RUN, AppProcess, form_values
+from app_harness import FIELDS_SMALL_RUN, AppProcess, form_values, labels, named, submit_and_wait
+from conftest import read_csv
 
 
 pytestmark = pytest.mark.timeout(240)
@@ -36,11 +36,6 @@ def app(tmp_path_factory, tiny_tokenizer):
         yield running
 
 
-def labels(client: Any, endpoint: str) -> list[str]:
-    api = client.view_api(return_format="dict", print_info=False)
-    return [r["label"] for r in api["named_endpoints"][endpoint]["returns"]]
-
-
 def value(item: Any) -> Any:
     if isinstance(item, dict) and ("__type__" in item or set(item) <= {"value", "visible",
                                                                          "label", "choices"}):
@@ -48,17 +43,9 @@ def value(item: Any) -> Any:
     return item
 
 
-def named(client: Any, endpoint: str, outputs: Any) -> dict[str, Any]:
-    return {label: out for label, out in zip(labels(client, endpoint), outputs)}
-
-
 def run(client: Any, **fields: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Submit /run, return (final outputs by label, every intermediate output by label)."""
-    job = client.submit(*form_values(**fields), api_name="/run")
-    deadline = time.monotonic() + 200
-    while not job.done():
-        assert time.monotonic() < deadline, "the run did not end"
-        time.sleep(0.2)
+    job = submit_and_wait(client, **fields)
     names = labels(client, "/run")
     final = dict(zip(names, job.result()))
     steps = [dict(zip(names, out)) for out in job.outputs()]
@@ -76,11 +63,6 @@ def run_id_of(final: dict[str, Any]) -> str:
     link = text(final["Share link: opens these results read-only"])
     assert "?run=" in link, link
     return link.split("?run=", 1)[1]
-
-
-def read_csv(path: str) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_run_shows_results_saves_files_and_a_share_link(app, tiny_tokenizer):

@@ -8,34 +8,18 @@ local copy is never lost.
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 from gradio_client import Client
 
-from app_harness import FIELDS_SMALL_RUN, AppProcess, form_values
+from app_harness import FIELDS_SMALL_RUN, AppProcess, named, submit_and_wait, text
 from tests.hub_stub import HubStub
 
 pytestmark = pytest.mark.timeout(240)
 
 
-def named(client: Client, endpoint: str, result) -> dict:
-    api = client.view_api(return_format="dict", print_info=False)
-    return dict(zip([r["label"] for r in api["named_endpoints"][endpoint]["returns"]], result))
-
-
-def text(item) -> str:
-    if isinstance(item, dict):
-        item = item.get("value")
-    return "" if item is None else str(item)
-
-
 def run(client: Client, tokenizer: str) -> dict:
-    job = client.submit(*form_values(model_id=tokenizer, **FIELDS_SMALL_RUN), api_name="/run")
-    deadline = time.monotonic() + 200
-    while not job.done():
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    job = submit_and_wait(client, model_id=tokenizer, **FIELDS_SMALL_RUN)
     return named(client, "/run", job.result())
 
 

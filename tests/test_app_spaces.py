@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 
 import httpx
 import pytest
 from gradio_client import Client
 
-from app_harness import FIELDS_SMALL_RUN, AppProcess, form_values, session_cookie
+from app_harness import (FIELDS_SMALL_RUN, AppProcess, named, session_cookie, submit_and_wait,
+                         text)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -49,25 +49,8 @@ def visitor(space: AppProcess, username: str | None) -> Client:
     return Client(space.url, verbose=False, headers=headers)
 
 
-def outputs(client: Client, endpoint: str, result) -> dict:
-    api = client.view_api(return_format="dict", print_info=False)
-    names = [r["label"] for r in api["named_endpoints"][endpoint]["returns"]]
-    return dict(zip(names, result))
-
-
-def text(item) -> str:
-    if isinstance(item, dict):
-        item = item.get("value")
-    return "" if item is None else str(item)
-
-
 def run(client: Client, **fields) -> dict:
-    job = client.submit(*form_values(**fields), api_name="/run")
-    deadline = time.monotonic() + 200
-    while not job.done():
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    return outputs(client, "/run", job.result())
+    return named(client, "/run", submit_and_wait(client, **fields).result())
 
 
 def port_open(port: int) -> bool:
@@ -82,12 +65,12 @@ def test_page_offers_hugging_face_sign_in(space):
                if c.get("type") == "button"]
     assert "Sign in with Hugging Face" in buttons
     stranger = visitor(space, None)
-    anonymous = outputs(stranger, "/load", stranger.predict(api_name="/load"))
+    anonymous = named(stranger, "/load", stranger.predict(api_name="/load"))
     assert "Sign in with Hugging Face" in text(anonymous["Access"])
     # Run is greyed out for them, with the reason under it (run() still checks on the server).
     assert "Not allowed to run here" in text(anonymous["Form message"])
     owner = visitor(space, "owner")
-    loaded = outputs(owner, "/load", owner.predict(api_name="/load"))
+    loaded = named(owner, "/load", owner.predict(api_name="/load"))
     assert "owner of this Space" in text(loaded["Access"])
     assert "Not allowed" not in text(loaded["Form message"])
 
@@ -130,10 +113,10 @@ def test_owner_and_allowed_users_run_and_everyone_opens_shared_results(space, ti
 
     colleague = visitor(space, "colleague")                    # "@colleague" in ALLOWED_USERS
     assert "allowed by ALLOWED_USERS" in text(
-        outputs(colleague, "/load", colleague.predict(api_name="/load"))["Access"])
+        named(colleague, "/load", colleague.predict(api_name="/load"))["Access"])
 
     # Shared results open for everyone, signed in or not.
     anonymous = visitor(space, None)
-    opened = outputs(anonymous, "/open", anonymous.predict([owner_run], api_name="/open"))
+    opened = named(anonymous, "/open", anonymous.predict([owner_run], api_name="/open"))
     assert owner_run in text(opened["Run title"])
     assert "Highest generation speed" in text(opened["Headline"])
