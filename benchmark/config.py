@@ -110,7 +110,8 @@ def parse_batch_sizes(value: Any, field_name: str = "batch_sizes") -> tuple[int,
         else:
             items.append(part)
     if not items:
-        raise ConfigError(field_name, "Batch sizes is empty: give at least one, for example 1,2,4,8.")
+        raise ConfigError(field_name, f"{field_label(field_name)} is empty: give at least one, "
+                                      "for example 1,2,4,8.")
     sizes = {parse_int(field_name, item, minimum=1, maximum=MAX_BATCH_SIZE) for item in items}
     return tuple(sorted(sizes))
 
