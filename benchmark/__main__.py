@@ -1,4 +1,4 @@
-"""``python -m benchmark``: see ``benchmark/cli.py``."""
+"""``python -m benchmark``: see ``benchmark.cli``."""
 
 import sys
 

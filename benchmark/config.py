@@ -18,7 +18,7 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import urlparse, urlsplit
 
 from .errors import ConfigError, ServerLimitError
@@ -424,3 +424,21 @@ class ServerSettings:
     def from_dict(cls, data: dict[str, Any]) -> "ServerSettings":
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# Policy set by the operator (a Space variable), read by both the app and the server manager.
+_ON = {"1", "true", "yes", "on"}
+_OFF = {"", "0", "false", "no", "off"}
+
+
+def allow_trust_remote_code(env: Mapping[str, str]) -> bool:
+    """True only when ``ALLOW_TRUST_REMOTE_CODE`` is 1/true/yes/on (case-insensitive)."""
+    value = env.get("ALLOW_TRUST_REMOTE_CODE", "").strip().lower()
+    if value in _ON:
+        return True
+    if value not in _OFF:
+        raise ConfigError(
+            "trust_remote_code",
+            f"ALLOW_TRUST_REMOTE_CODE must be 1 or 0 (true/false), got {value!r}.",
+        )
+    return False

@@ -1,18 +1,18 @@
-"""Shared fixtures: a tiny tokenizer built here (no network), free ports, the simulator; and
-small helpers the test modules import (waiting for a condition or a process, reading a CSV).
+"""Shared fixtures: a tiny tokenizer built here (no network) and the simulator. Small helpers the
+test modules import (free ports, waiting for a condition or a process, reading a CSV) are in
+``support/helpers.py``; the tests are grouped by floor: ``unit/`` (pure, fast), ``integration/``
+(processes, servers, the app through gradio_client; marked ``slow``) and ``e2e/`` (a real
+browser; marked ``slow``). ``pytest -m "not slow"`` runs the fast part.
 
 Nothing in the tests reaches the network: the tokenizer is trained in the session on a few KB of
-made-up text with the `tokenizers` library (``benchmark.prompts.build_tiny_tokenizer``, which
+made-up text with the `tokenizers` library (``benchmark.core.prompts.build_tiny_tokenizer``, which
 ``calibrate`` uses too) and saved in a folder that ``AutoTokenizer`` loads.
 """
 
 from __future__ import annotations
 
-import csv
 import os
-import socket
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,46 +26,24 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from benchmark.prompts import TINY_WORDS as WORDS  # noqa: E402  (tests train tokenizers on it)
-from benchmark.prompts import build_tiny_tokenizer  # noqa: E402,F401
+from benchmark.core.prompts import build_tiny_tokenizer  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test is marked with its floor (``unit``, ``integration``, ``e2e``); the last two
+    are ``slow`` as well."""
+    for item in items:
+        floor = Path(str(item.fspath)).resolve().relative_to(ROOT / "tests").parts[0]
+        if floor in ("unit", "integration", "e2e"):
+            item.add_marker(getattr(pytest.mark, floor))
+        if floor in ("integration", "e2e"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory) -> str:
     """Path of a folder holding a tiny tokenizer that ``AutoTokenizer.from_pretrained`` loads."""
     return str(build_tiny_tokenizer(tmp_path_factory.mktemp("tokenizer") / "tiny-tokenizer"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
-def gone(pid: int | None) -> bool:
-    """True when ``pid`` no longer runs (a zombie waiting for its reaper counts as gone)."""
-    import psutil
-
-    if pid is None:
-        return True
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def read_csv(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ signals).
 """
 
 from .config import DEFAULT_MODEL_ID, ROUTER_NAME, SimulatorConfig, parse_args
-from .model import TimingModel
+from .scheduler import TimingModel
 from .server import Simulator, ThreadedSimulator, run_in_thread, trace_rows
 from .tokens import TokenCounter
 

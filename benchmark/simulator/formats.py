@@ -22,13 +22,12 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .config import TGI_VERSION
-from .tokens import EOS_TEXT, EOS_TOKEN_ID, FIRST_TOKEN_ID, WORDS, word_logprob
+from .tokens import EOS, EOS_TEXT, EOS_TOKEN_ID, FIRST_TOKEN_ID, WORDS, word_logprob
 
 if TYPE_CHECKING:
-    from .model import Sequence
+    from .scheduler import Sequence
 
 SYSTEM_FINGERPRINT = f"{TGI_VERSION}-native"
-EOS = -1  # word index meaning "the end-of-sequence token"
 
 
 def _dumps(value: Any) -> str:

@@ -19,7 +19,7 @@ import threading
 import time
 
 from ..errors import ServerStartError
-from ..launcher_process import PACKAGE_ROOT, with_package_path
+from ..children import PACKAGE_ROOT, with_package_path
 
 READY_LINE = "Simulated TGI listening on "
 

@@ -52,7 +52,7 @@ from .config import ROUTER_NAME, TGI_VERSION, SimulatorConfig
 from .formats import (ChatStreamFormat, CompletionStreamFormat, TgiStreamFormat, chat_body,
                       completion_body, error_body, generate_body)
 from .metrics import Metrics
-from .model import Channel, Scheduler, Sequence, trace_row
+from .scheduler import Channel, Scheduler, Sequence, trace_row
 from .tokens import TokenCounter
 from .validation import (ApiError, ValidRequest, load_json, parse_chat, parse_completion,
                          parse_generate)

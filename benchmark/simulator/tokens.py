@@ -27,6 +27,7 @@ WORDS: tuple[str, ...] = tuple(
         "every number in the report can be traced back to a request"
     ).split()
 )
+EOS = -1  # word index meaning "the end-of-sequence token"
 FIRST_TOKEN_ID = 1000
 EOS_TOKEN_ID = 2
 EOS_TEXT = "</s>"

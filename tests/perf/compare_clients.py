@@ -7,7 +7,7 @@ A benchmark, not a test. It starts one simulated TGI server with ``--trace`` (10
 step at any batch size, like ``python -m benchmark calibrate``), then, for each concurrency,
 measures TGI-style rounds (N requests sent at once, wait for all; one warm-up round) twice:
 
-- **engine**: ``benchmark.engine.run`` (our clients, stamps before JSON parsing, dispatch lag
+- **engine**: ``benchmark.core.engine.run`` (our clients, stamps before JSON parsing, dispatch lag
   reported apart);
 - **vllm-style**: a few lines of plain aiohttp written here after vLLM's ``async_request_tgi``
   (``benchmark_serving`` / ``vllm bench serve``): one shared ``ClientSession``, ``json=`` payload
@@ -44,13 +44,13 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmark.calibrate import (CalibrationSettings, SimulatedServer, _cpu_seconds,  # noqa
+from benchmark.calibration import (CalibrationSettings, SimulatedServer, cpu_seconds,  # noqa
                                  match_errors, measure_level)
-from benchmark.clients.tgi import tgi_parameters  # noqa: E402
+from benchmark.core.clients.tgi import tgi_parameters  # noqa: E402
 from benchmark.config import SamplingParams  # noqa: E402
-from benchmark.prompts import build_prompts, build_tiny_tokenizer, load_tokenizer  # noqa: E402
-from benchmark.records import RequestRecord  # noqa: E402
-from benchmark.stats import percentile  # noqa: E402
+from benchmark.core.prompts import build_prompts, build_tiny_tokenizer, load_tokenizer  # noqa: E402
+from benchmark.core.records import RequestRecord  # noqa: E402
+from benchmark.core.stats import percentile  # noqa: E402
 
 AIOHTTP_TIMEOUT = aiohttp.ClientTimeout(total=6 * 60 * 60)  # vLLM's
 
@@ -93,7 +93,7 @@ async def vllm_style_rounds(url: str, payloads: list[dict], concurrency: int, ru
         t0 = c0 = 0.0
         for run in range(runs + 1):
             if run == 1:
-                t0, c0 = time.perf_counter(), _cpu_seconds() or 0.0
+                t0, c0 = time.perf_counter(), cpu_seconds() or 0.0
             batch = payloads[position:position + concurrency]
             position += concurrency
             ids = [f"{prefix}-{run}-{i}" for i in range(len(batch))]
@@ -110,7 +110,7 @@ async def vllm_style_rounds(url: str, payloads: list[dict], concurrency: int, ru
                     end_ns=stamps[-1] if stamps else None, output_tokens=len(stamps),
                     request_id=rid))
         window = time.perf_counter() - t0
-        cpu = (_cpu_seconds() or 0.0) - c0
+        cpu = (cpu_seconds() or 0.0) - c0
     return records, window, cpu
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmark.calibrate import _cpu_seconds  # noqa: E402
+from benchmark.calibration import cpu_seconds  # noqa: E402
 from benchmark.simulator.process import SimulatorProcess  # noqa: E402
 
 
@@ -82,11 +82,11 @@ def main() -> None:
             pass
     try:
         for r in range(args.rounds):
-            cpu0 = _cpu_seconds(sim.proc.pid)
+            cpu0 = cpu_seconds(sim.proc.pid)
             t0 = time.perf_counter_ns()
             events = runner(run_round(host, int(port), args.streams, request))
             wall = (time.perf_counter_ns() - t0) / 1e9
-            cpu = _cpu_seconds(sim.proc.pid) - cpu0
+            cpu = cpu_seconds(sim.proc.pid) - cpu0
             expected = args.streams * (args.tokens + (1 if args.route == "chat" else 0))
             print(f"round {r + 1}: {events} events ({expected} expected) from {args.streams} "
                   f"streams in {wall:.2f} s: {events / wall:,.0f} events/s wall, server CPU "

@@ -1,0 +1,478 @@
+"""One benchmark at a time for every visitor of the app: a queue, a worker, a child process.
+
+    runner = Runner(results_root=Path("results"))
+    job = runner.submit(plan, run_id)          # queued; runs when the ones before it finish
+    view = runner.view(job.run_id)             # a snapshot for the page: state, phase, progress
+    runner.cancel(job.run_id)                  # Stop: leaves the queue, or SIGTERMs the engine
+
+The worker thread takes jobs in order. For each: start or reuse TGI with launcher.ServerManager
+(phase and log tail shown while it starts), then run the engine as a child process
+(``python -m benchmark ... --output-dir <results>/<run_id> --progress-jsonl <file>``) so that the
+web server cannot disturb its timing. The progress stream is read as it grows; each
+``step_done`` bumps ``result_version`` so the page reloads the saved files. Stop sends SIGTERM:
+the engine saves what it measured with status "cancelled". Each run writes only its own folder.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..errors import BenchmarkError, ServerStartError, redact
+from ..children import with_package_path
+from ..core.results import add_failure_reason
+from ..server.manager import ServerManager
+from .form import Plan
+POLL_S = 0.2
+TERM_GRACE_S = 30.0
+LOG_LINES = 30
+
+QUEUED, STARTING, RUNNING, COMPLETE, CANCELLED, FAILED = (
+    "queued", "starting server", "running", "complete", "cancelled", "failed")
+FINISHED = (COMPLETE, CANCELLED, FAILED)
+
+
+@dataclass
+class StepProgress:
+    step: int
+    rounds_done: int = 0
+    rounds: int | None = None
+    warmup: bool = False
+    requests_done: int = 0
+    requests_total: int | None = None
+    errors: int = 0
+    done: bool = False
+
+
+@dataclass
+class Job:
+    run_id: str
+    plan: Plan
+    output_dir: Path
+    state: str = QUEUED
+    phase: str = ""
+    message: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    server_log: collections.deque = field(
+        default_factory=lambda: collections.deque(maxlen=LOG_LINES))
+    steps: list[int] = field(default_factory=list)
+    progress: dict[int, StepProgress] = field(default_factory=dict)
+    current_step: int | None = None
+    result_version: int = 0
+    simulated: bool | None = None
+    started_ns: int | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    proc: subprocess.Popen | None = None
+    after_finish: list[Callable[["Job"], str | None]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A consistent snapshot of a job for rendering (no live objects)."""
+
+    run_id: str
+    state: str
+    phase: str
+    message: str | None
+    warnings: tuple[str, ...]
+    server_log: tuple[str, ...]
+    steps: tuple[int, ...]
+    progress: tuple[StepProgress, ...]
+    current_step: int | None
+    result_version: int
+    queue_position: int          # 0 while it runs or after it ended, 1.. while it waits
+    notes: tuple[str, ...]
+    done: bool                   # ended and its after-finish hooks ran
+    behind_another: bool         # queued while another visitor's run is in progress
+    mode: str                    # the load pattern: "rounds" or "concurrency"
+    simulated: bool | None
+    launches_server: bool
+    output_dir: str
+    elapsed_s: float
+
+    @property
+    def finished(self) -> bool:
+        return self.done
+
+
+def engine_argv(python: str, plan: Plan, output_dir: Path, progress_path: Path) -> list[str]:
+    """The CLI command for one run: TGI's benchmark flags plus where to write files/progress."""
+    run = plan.run
+    argv = [python, "-m", "benchmark",
+            "--tokenizer-name", run.tokenizer_name,
+            "--url", run.url,
+            "--api", run.api]
+    if run.model:
+        argv += ["--model", run.model]
+    for size in run.batch_sizes:
+        argv += ["--batch-size", str(size)]
+    argv += ["--sequence-length", str(run.sequence_length),
+             "--decode-length", str(run.decode_length),
+             "--runs", str(run.runs),
+             "--warmups", str(run.warmups),
+             "--mode", run.mode,
+             "--timeout", f"{run.timeout_s:g}"]
+    if run.mode == "concurrency" and run.duration_s is not None:
+        argv += ["--duration", f"{run.duration_s:g}"]
+    if run.mode == "concurrency" and run.requests is not None:
+        argv += ["--requests", str(run.requests)]
+    if run.seed is not None:
+        argv += ["--seed", str(run.seed)]
+    sampling = run.sampling
+    for name in ("temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
+                 "frequency_penalty", "top_n_tokens"):
+        value = getattr(sampling, name)
+        if value is not None:
+            argv += ["--" + name.replace("_", "-"), f"{value:g}" if isinstance(value, float)
+                     else str(value)]
+    if sampling.do_sample:
+        argv.append("--do-sample")
+    if sampling.watermark:
+        argv.append("--watermark")
+    argv += ["--output-dir", str(output_dir), "--progress-jsonl", str(progress_path)]
+    return argv
+
+
+class Runner:
+    """The app-wide queue. Thread-safe; one worker thread runs jobs one after the other."""
+
+    def __init__(self, results_root: Path, *, env: Mapping[str, str] | None = None,
+                 python: str = sys.executable, server_manager: Any = None,
+                 allow_trust_remote_code: bool = False):
+        self.results_root = Path(results_root).resolve()
+        self.env = dict(os.environ if env is None else env)
+        self.python = python
+        if server_manager is None:
+            # Created here (in the main thread) so that its exit hooks can be installed.
+            server_manager = ServerManager(env=self.env,
+                                           allow_trust_remote_code=allow_trust_remote_code)
+        self._manager = server_manager
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._queue: collections.deque[Job] = collections.deque()
+        self._jobs: dict[str, Job] = {}
+        self._active: Job | None = None
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name="benchmark-runner", daemon=True)
+        self._worker.start()
+
+    # -- public -------------------------------------------------------------------------------
+    def submit(self, plan: Plan, run_id: str,
+               after_finish: Callable[[Job], str | None] | None = None) -> Job:
+        """Queue a run. ``after_finish(job)`` runs in the worker once it ended (e.g. an upload);
+        the sentence it returns is shown with the run's status."""
+        job = Job(run_id=run_id, plan=plan, output_dir=self.results_root / run_id)
+        if after_finish is not None:
+            job.after_finish.append(after_finish)
+        with self._wake:
+            if self._closed:
+                raise BenchmarkError("The app is shutting down; try again in a minute.")
+            self._jobs[run_id] = job
+            self._queue.append(job)
+            self._wake.notify_all()
+        return job
+
+    def view(self, run_id: str) -> JobView | None:
+        with self._lock:
+            job = self._jobs.get(run_id)
+            if job is None:
+                return None
+            position = 0
+            if job.state == QUEUED:
+                position = 1 + list(self._queue).index(job)
+            elapsed = (0.0 if job.started_ns is None
+                       else (time.perf_counter_ns() - job.started_ns) / 1e9)
+            return JobView(
+                run_id=job.run_id, state=job.state, phase=job.phase, message=job.message,
+                warnings=tuple(job.warnings), server_log=tuple(job.server_log),
+                steps=tuple(job.steps),
+                progress=tuple(replace(job.progress[s]) for s in job.steps if s in job.progress),
+                current_step=job.current_step, result_version=job.result_version,
+                queue_position=position, notes=tuple(job.notes), done=job.finished.is_set(),
+                behind_another=self._active is not None and self._active is not job,
+                mode=job.plan.run.mode,
+                simulated=job.simulated,
+                launches_server=job.plan.launches_server, output_dir=str(job.output_dir),
+                elapsed_s=elapsed,
+            )
+
+    def busy(self) -> tuple[str | None, int]:
+        """(run id in progress or None, number of runs waiting)."""
+        with self._lock:
+            return (self._active.run_id if self._active else None, len(self._queue))
+
+    def cancel(self, run_id: str) -> bool:
+        """Stop a job: drop it from the queue, stop the server start, or SIGTERM the engine."""
+        with self._lock:
+            job = self._jobs.get(run_id)
+            if job is None or job.state in FINISHED:
+                return False
+            if job.proc is not None and job.proc.poll() is not None:
+                return False   # the engine has exited: its results are being saved, as they are
+            job.cancel_event.set()
+            if job.state == QUEUED and job in self._queue:
+                self._queue.remove(job)
+                job.state, job.message = CANCELLED, "Cancelled before it started."
+                job.finished.set()
+                return True
+            proc = job.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        return True
+
+    def wait(self, run_id: str, timeout: float | None = None) -> bool:
+        job = self._jobs.get(run_id)
+        return bool(job and job.finished.wait(timeout))
+
+    def close(self) -> None:
+        """Cancel everything and stop the server this runner launched (app shutdown)."""
+        with self._wake:
+            self._closed = True
+            jobs = list(self._queue) + ([self._active] if self._active else [])
+            self._wake.notify_all()
+        for job in jobs:
+            self.cancel(job.run_id)
+        for job in jobs:
+            job.finished.wait(TERM_GRACE_S + 5)
+        if self._manager is not None:
+            try:
+                self._manager.stop()
+            except Exception:  # noqa: BLE001 - shutting down: nothing left to tell
+                pass
+
+    # -- worker -------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._closed:
+                    self._wake.wait()
+                if self._closed and not self._queue:
+                    return
+                job = self._queue.popleft()
+                self._active = job
+                job.started_ns = time.perf_counter_ns()
+            try:
+                self._run(job)
+            except _Cancelled as exc:
+                self._finish(job, CANCELLED, str(exc))
+            except BenchmarkError as exc:
+                self._finish(job, FAILED, str(exc))
+            except Exception as exc:  # noqa: BLE001 - a crash must not kill the queue
+                self._finish(job, FAILED, redact(f"Unexpected error: {exc}"))
+            finally:
+                with self._lock:
+                    self._active = None
+                for hook in job.after_finish:
+                    try:
+                        note = hook(job)
+                    except Exception as exc:  # noqa: BLE001 - shown, never fatal
+                        note = redact(f"After the run: {type(exc).__name__}: {exc}")
+                    if note:
+                        with self._lock:
+                            job.notes.append(note)
+                job.finished.set()
+
+    def _set(self, job: Job, **changes: Any) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(job, key, value)
+
+    def _finish(self, job: Job, state: str, message: str | None) -> None:
+        self._set(job, state=state, message=message, phase="")
+
+    def _start_server(self, job: Job) -> Plan:
+        plan = job.plan
+        assert plan.server is not None
+        self._set(job, state=STARTING, phase="checking for a running server")
+        manager = self._manager
+
+        def on_status(status: Any) -> None:
+            phase = getattr(status, "message", None) or getattr(status, "phase", None) or ""
+            with self._lock:
+                job.phase = phase
+                job.server_log.clear()
+                try:
+                    job.server_log.extend(redact(line) for line in manager.log_tail(LOG_LINES))
+                except Exception:  # noqa: BLE001 - the log is a courtesy
+                    pass
+
+        try:
+            handle = manager.ensure(plan.server, on_status=on_status, cancel=job.cancel_event)
+        except ServerStartError as exc:
+            if job.cancel_event.is_set() or exc.reason == "cancelled":
+                raise _Cancelled("Stopped while the server was starting; nothing was "
+                                 "measured.") from exc
+            with self._lock:
+                job.server_log.clear()
+                job.server_log.extend(redact(line) for line in exc.log_tail[-LOG_LINES:])
+            raise
+        info = dict(getattr(handle, "info", None) or {})
+        self._set(job, simulated=bool(getattr(handle, "simulated", False)), phase="ready")
+        if info:
+            plan.run.check_against_server(info)
+        return Plan(run=replace(plan.run, url=handle.url), server=plan.server)
+
+    def _run(self, job: Job) -> None:
+        if job.cancel_event.is_set():
+            self._finish(job, CANCELLED, "Cancelled before it started.")
+            return
+        plan = self._start_server(job) if job.plan.launches_server else job.plan
+        if job.cancel_event.is_set():
+            self._finish(job, CANCELLED, "Stopped before the benchmark started; nothing was "
+                                         "measured.")
+            return
+        self._set(job, state=RUNNING, phase="running the benchmark")
+        with tempfile.TemporaryDirectory(prefix="tgi-bench-progress-") as tmp:
+            progress_path = Path(tmp) / "progress.jsonl"
+            progress_path.touch()
+            log_path = Path(tmp) / "engine.log"
+            self._run_engine(job, plan, progress_path, log_path)
+        if job.state == FAILED and job.plan.launches_server:
+            self._explain_crash(job)
+
+    def _explain_crash(self, job: Job) -> None:
+        """A failed run on a launched server: say why the server died, in the page and the file."""
+        try:
+            self._manager.check_alive(wait_s=10.0)
+        except ServerStartError as err:
+            add_failure_reason(job.output_dir, str(err))
+            with self._lock:
+                job.result_version += 1
+                job.message = redact(f"{job.message or ''} {err}".strip())
+                job.server_log.clear()
+                job.server_log.extend(redact(line) for line in err.log_tail[-LOG_LINES:])
+
+    def _child_env(self) -> dict[str, str]:
+        env = with_package_path(self.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _run_engine(self, job: Job, plan: Plan, progress_path: Path, log_path: Path) -> None:
+        job.output_dir.mkdir(parents=True, exist_ok=True)
+        argv = engine_argv(self.python, plan, job.output_dir, progress_path)
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=self._child_env(),
+                                    start_new_session=True)
+            with self._lock:
+                job.proc = proc
+                cancelled_early = job.cancel_event.is_set()
+            if cancelled_early:
+                proc.send_signal(signal.SIGTERM)
+            done: dict[str, Any] | None = None
+            with open(progress_path, "r", encoding="utf-8") as stream:
+                pending = ""
+                term_sent_ns: int | None = None
+                while True:
+                    exited = proc.poll() is not None
+                    chunk = stream.read()
+                    pending += chunk
+                    *lines, pending = pending.split("\n")
+                    for line in lines:
+                        event = _parse(line)
+                        if event is not None:
+                            done = self._on_event(job, event) or done
+                    if exited:
+                        break
+                    if job.cancel_event.is_set():
+                        now = time.perf_counter_ns()
+                        if term_sent_ns is None:
+                            term_sent_ns = now
+                        elif (now - term_sent_ns) / 1e9 > TERM_GRACE_S:
+                            proc.kill()
+                    time.sleep(POLL_S)
+                if pending.strip():
+                    event = _parse(pending)
+                    if event is not None:
+                        done = self._on_event(job, event) or done
+        code = proc.returncode
+        with self._lock:
+            job.result_version += 1   # the final save (run.json status) is on disk now
+        if done is not None:
+            status = done.get("status")
+            message = done.get("message")
+            state = {"complete": COMPLETE, "cancelled": CANCELLED}.get(status, FAILED)
+            if state == CANCELLED and not message:
+                message = "Stopped: the results measured until then are kept below."
+            self._finish(job, state, redact(message) if message else None)
+            return
+        if job.cancel_event.is_set():
+            self._finish(job, CANCELLED, "Stopped before the engine reported anything.")
+            return
+        tail = _last_lines(log_path, 1)
+        reason = tail[0] if tail else f"the benchmark process exited with code {code}"
+        self._finish(job, FAILED if code != 0 else COMPLETE, redact(reason) if code else None)
+
+    def _on_event(self, job: Job, event: dict[str, Any]) -> dict[str, Any] | None:
+        kind = event.get("event")
+        with self._lock:
+            if kind == "start":
+                job.steps = [int(s) for s in event.get("steps") or []]
+                job.progress = {s: StepProgress(step=s) for s in job.steps}
+                if "simulated" in event:
+                    job.simulated = bool(event["simulated"])
+            elif kind == "step_start":
+                step = int(event["step"])
+                job.current_step = step
+                job.progress.setdefault(step, StepProgress(step=step))
+                if step not in job.steps:
+                    job.steps.append(step)
+            elif kind == "round_done":
+                step = int(event["step"])
+                p = job.progress.setdefault(step, StepProgress(step=step))
+                p.warmup = bool(event.get("warmup"))
+                p.rounds_done = int(event.get("run") or 0)
+                p.rounds = event.get("runs")
+                p.errors += int(event.get("errors") or 0)
+            elif kind == "requests_done":
+                step = int(event["step"])
+                p = job.progress.setdefault(step, StepProgress(step=step))
+                p.requests_done = int(event.get("done") or 0)
+                p.requests_total = event.get("total")
+            elif kind == "step_done":
+                step = int(event["step"])
+                job.progress.setdefault(step, StepProgress(step=step)).done = True
+                job.result_version += 1
+            elif kind == "warning":
+                job.warnings.append(redact(str(event.get("message") or "")))
+            elif kind == "done":
+                return event
+        return None
+
+
+class _Cancelled(BenchmarkError):
+    """Stop was pressed before the engine started."""
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _last_lines(path: Path, n: int) -> list[str]:
+    try:
+        lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
+    except OSError:
+        return []
+    return lines[-n:]

@@ -1,0 +1,333 @@
+"""The calibration's pure part: the engine's records and the simulator's trace become errors,
+a row per concurrency level, a verdict, and the table (no I/O, no processes).
+
+Definitions are in ``benchmark.calibration``'s docstring and in ``Calibration.to_dict``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterable, Sequence
+
+from ..core.calibration_note import RUN_KIND, verdict_for
+from ..core.records import NS_PER_MS, RequestRecord
+from ..core.results import finite
+from ..core.stats import percentile
+
+__all__ = ["CalibrationSettings", "Row", "Verdict", "DEFAULT_LEVELS", "QUICK_LEVELS",
+           "SERVER_BEHIND_FACTOR", "match_errors", "summarize_level", "is_accurate",
+           "stop_reason", "decide", "verdict_for", "markdown_table", "NOTE", "RUN_KIND"]
+
+DEFAULT_LEVELS = (1, 16, 64, 128, 256, 512, 1024)
+QUICK_LEVELS = (1, 16, 64)
+# The simulated server counts as "behind" when its median step is this much above the model.
+SERVER_BEHIND_FACTOR = 1.2
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """What is measured: the levels, the simulated server's timing, and the limits."""
+
+    levels: tuple[int, ...] = DEFAULT_LEVELS
+    token_ms: float = 10.0          # one decode step of the simulated server, any batch size
+    prefill_ms: float = 10.0        # one prefill step, any number of prompt tokens
+    sequence_length: int = 32
+    decode_length: int = 64
+    runs: int = 5
+    warmups: int = 1
+    tolerance_ms: float = 1.0       # "measures within 1 ms"
+    max_error_ms: float = 10.0      # stop climbing once an error passes this
+    max_cpu_pct: float = 90.0       # ... or the client uses this much of one core
+    quick: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One concurrency level: client vs server, errors in ms (client minus server)."""
+
+    concurrency: int
+    requests: int                     # measured requests (warm-ups excluded)
+    matched: int                      # ... found in the server's trace
+    failed: int                       # ... with an error
+    ttft_client_p50_ms: float | None
+    ttft_server_p50_ms: float | None
+    ttft_error_p50_ms: float | None
+    ttft_error_p99_ms: float | None
+    send_to_server_p50_ms: float | None    # server arrival stamp minus client send stamp
+    send_to_server_p99_ms: float | None
+    first_delivery_p50_ms: float | None    # client first-token stamp minus server write stamp
+    first_delivery_p99_ms: float | None
+    token_client_p50_ms: float | None
+    token_server_p50_ms: float | None
+    token_error_p50_ms: float | None
+    token_error_p99_ms: float | None
+    itl_server_p50_ms: float | None   # the server's own median gap between tokens
+    itl_error_p50_ms: float | None    # per token gap, client gap minus server gap
+    itl_error_p99_ms: float | None
+    delivery_p50_ms: float | None     # client stamp minus server stamp of the same token
+    delivery_p99_ms: float | None
+    dispatch_p50_ms: float | None
+    dispatch_p99_ms: float | None
+    token_events_per_s: float | None
+    client_cpu_pct: float | None      # % of one core, during the measured rounds
+    server_cpu_pct: float | None
+    server_read_wait_p50_ms: float | None = None  # kernel arrival to the server's read
+    server_read_wait_p99_ms: float | None = None
+    arrival_clock: str | None = None  # the server's arrival stamps: "kernel" or "read"
+    accurate: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: finite(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    accurate_concurrency: int | None
+    accurate_token_rate: float | None
+    highest_measured: int | None
+    stopped_because: str | None
+    sentence: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: finite(v) for k, v in asdict(self).items()}
+
+
+
+
+@dataclass
+class _Samples:
+    ttft_client: list[float] = field(default_factory=list)
+    ttft_server: list[float] = field(default_factory=list)
+    ttft_error: list[float] = field(default_factory=list)
+    send_to_server: list[float] = field(default_factory=list)
+    first_delivery: list[float] = field(default_factory=list)
+    token_client: list[float] = field(default_factory=list)
+    token_server: list[float] = field(default_factory=list)
+    token_error: list[float] = field(default_factory=list)
+    itl_server: list[float] = field(default_factory=list)
+    itl_error: list[float] = field(default_factory=list)
+    read_wait: list[float] = field(default_factory=list)
+    delivery: list[float] = field(default_factory=list)
+    dispatch: list[float] = field(default_factory=list)
+    matched: int = 0
+
+
+def _server_token_latency_ms(row: dict[str, Any]) -> float | None:
+    stamps = row.get("token_ns") or []
+    tokens = row.get("output_tokens") or len(stamps)
+    if len(stamps) < 2 or tokens < 2:
+        return None
+    return (stamps[-1] - stamps[0]) / NS_PER_MS / (tokens - 1)
+
+
+def match_errors(records: Iterable[RequestRecord],
+                 trace: dict[str, dict[str, Any]]) -> _Samples:
+    """Client-minus-server samples for every successful record found in ``trace`` (by id)."""
+    out = _Samples()
+    for record in records:
+        if record.dispatch_lag_ms is not None:
+            out.dispatch.append(record.dispatch_lag_ms)
+        row = trace.get(record.request_id or "")
+        if row is None or not record.ok or row.get("status") != 200:
+            continue
+        stamps = row.get("token_ns") or []
+        out.matched += 1
+        client_ttft = record.ttft_ms
+        if client_ttft is not None and stamps:
+            server_ttft = (stamps[0] - row["arrived_ns"]) / NS_PER_MS
+            out.ttft_client.append(client_ttft)
+            out.ttft_server.append(server_ttft)
+            out.ttft_error.append(client_ttft - server_ttft)
+            if record.sent_ns is not None:
+                out.send_to_server.append((row["arrived_ns"] - record.sent_ns) / NS_PER_MS)
+            if row.get("read_ns") is not None:
+                out.read_wait.append((row["read_ns"] - row["arrived_ns"]) / NS_PER_MS)
+            out.first_delivery.append((record.token_ns[0] - stamps[0]) / NS_PER_MS)
+        client_token = record.token_latency_ms
+        server_token = _server_token_latency_ms(row)
+        if client_token is not None and server_token is not None:
+            out.token_client.append(client_token)
+            out.token_server.append(server_token)
+            out.token_error.append(client_token - server_token)
+        if len(record.token_ns) == len(stamps):  # one token per event (TGI's stream)
+            out.delivery.extend((c - s) / NS_PER_MS for c, s in zip(record.token_ns, stamps))
+            for i in range(1, len(stamps)):
+                client_gap = record.token_ns[i] - record.token_ns[i - 1]
+                server_gap = stamps[i] - stamps[i - 1]
+                out.itl_server.append(server_gap / NS_PER_MS)
+                out.itl_error.append((client_gap - server_gap) / NS_PER_MS)
+    return out
+
+
+def _streaming_s(records: Sequence[RequestRecord]) -> float:
+    """Seconds the rounds were streaming: per round, first scheduled to last end, summed (the
+    engine's work between rounds, such as building the next prompts, is left out)."""
+    spans: dict[int, tuple[int, int]] = {}
+    for r in records:
+        if r.end_ns is None:
+            continue
+        start, end = spans.get(r.run, (r.scheduled_ns, r.end_ns))
+        spans[r.run] = (min(start, r.scheduled_ns), max(end, r.end_ns))
+    return sum(end - start for start, end in spans.values()) / 1e9
+
+
+def _p(values: list[float], q: float) -> float | None:
+    return round(percentile(values, q), 4) if values else None
+
+
+def summarize_level(concurrency: int, records: Sequence[RequestRecord],
+                    trace: dict[str, dict[str, Any]], *, window_s: float | None,
+                    client_cpu_s: float | None, server_cpu_s: float | None,
+                    tolerance_ms: float = 1.0, arrival_clock: str | None = None) -> Row:
+    """One table row from the measured records, the server's trace and the CPU samples."""
+    s = match_errors(records, trace)
+    events = sum(len(r.token_ns) for r in records)
+    streaming_s = _streaming_s(records)
+    rate = events / streaming_s if streaming_s else (events / window_s if window_s else None)
+    cpu = (lambda v: round(100.0 * v / window_s, 1) if v is not None and window_s else None)
+    row = Row(
+        concurrency=concurrency, requests=len(records), matched=s.matched,
+        failed=sum(1 for r in records if not r.ok),
+        ttft_client_p50_ms=_p(s.ttft_client, 50), ttft_server_p50_ms=_p(s.ttft_server, 50),
+        ttft_error_p50_ms=_p(s.ttft_error, 50), ttft_error_p99_ms=_p(s.ttft_error, 99),
+        send_to_server_p50_ms=_p(s.send_to_server, 50),
+        send_to_server_p99_ms=_p(s.send_to_server, 99),
+        first_delivery_p50_ms=_p(s.first_delivery, 50),
+        first_delivery_p99_ms=_p(s.first_delivery, 99),
+        token_client_p50_ms=_p(s.token_client, 50), token_server_p50_ms=_p(s.token_server, 50),
+        token_error_p50_ms=_p(s.token_error, 50), token_error_p99_ms=_p(s.token_error, 99),
+        itl_server_p50_ms=_p(s.itl_server, 50),
+        itl_error_p50_ms=_p(s.itl_error, 50), itl_error_p99_ms=_p(s.itl_error, 99),
+        delivery_p50_ms=_p(s.delivery, 50), delivery_p99_ms=_p(s.delivery, 99),
+        dispatch_p50_ms=_p(s.dispatch, 50), dispatch_p99_ms=_p(s.dispatch, 99),
+        token_events_per_s=round(rate, 1) if rate is not None else None,
+        client_cpu_pct=cpu(client_cpu_s), server_cpu_pct=cpu(server_cpu_s),
+        server_read_wait_p50_ms=_p(s.read_wait, 50), server_read_wait_p99_ms=_p(s.read_wait, 99),
+        arrival_clock=arrival_clock,
+    )
+    return replace(row, accurate=is_accurate(row, tolerance_ms))
+
+
+def is_accurate(row: Row, tolerance_ms: float = 1.0) -> bool:
+    """Within tolerance: every request measured and matched, and the TTFT error p50 and the
+    token latency error p50 and p99 all within ``tolerance_ms``.
+
+    The TTFT error is judged end to end (send->server plus first-token delivery). With kernel
+    arrival stamps, send->server is the transit and the accuracy of the client's send stamp.
+    Without them (``arrival_clock`` "read": not Linux) it also holds the server's own wait
+    before it read the request, so the judgement errs on the strict side. Dispatch lag is
+    reported apart by the engine and is not judged."""
+    if row.requests == 0 or row.failed or row.matched < row.requests:
+        return False
+    errors = (row.ttft_error_p50_ms, row.token_error_p50_ms, row.token_error_p99_ms)
+    return all(e is not None and abs(e) <= tolerance_ms for e in errors)
+
+
+def stop_reason(row: Row, settings: CalibrationSettings) -> str | None:
+    """Why climbing should stop after ``row`` (a phrase), or None to go on."""
+    if row.failed:
+        return f"{row.failed} requests failed at concurrency {row.concurrency}"
+    if row.matched < row.requests:
+        return (f"{row.requests - row.matched} requests at concurrency {row.concurrency} were "
+                f"missing from the server's trace")
+    server = row.itl_server_p50_ms
+    if server is not None and server > settings.token_ms * SERVER_BEHIND_FACTOR:
+        return (f"the simulated server itself fell behind at concurrency {row.concurrency} "
+                f"(a median {server:.1f} ms between tokens instead of {settings.token_ms:g}): "
+                f"this machine cannot run both sides at this load")
+    worst = max((abs(e) for e in (row.ttft_error_p50_ms, row.token_error_p99_ms)
+                 if e is not None), default=0.0)
+    if worst > settings.max_error_ms:
+        return (f"the error reached {worst:.1f} ms at concurrency {row.concurrency} (limit "
+                f"{settings.max_error_ms:g} ms)")
+    if row.client_cpu_pct is not None and row.client_cpu_pct > settings.max_cpu_pct:
+        return (f"the client used {row.client_cpu_pct:.0f}% of a core at concurrency "
+                f"{row.concurrency} (limit {settings.max_cpu_pct:g}%)")
+    return None
+
+
+def decide(rows: Sequence[Row], *, tolerance_ms: float = 1.0,
+           stopped_because: str | None = None, quick: bool = False) -> Verdict:
+    """The verdict: the highest level of the unbroken accurate run from the lowest level up."""
+    best: Row | None = None
+    for row in sorted(rows, key=lambda r: r.concurrency):
+        if not row.accurate:
+            break
+        best = row
+    highest = max((r.concurrency for r in rows), default=None)
+    tol = f"{tolerance_ms:g} ms"
+    if best is None:
+        sentence = (f"This machine did not measure within {tol} even at concurrency "
+                    f"{min((r.concurrency for r in rows), default=1)}: treat latencies from it "
+                    f"with care and use a quieter or bigger machine for the client.")
+        return Verdict(None, None, highest, stopped_because, sentence)
+    rate = best.token_events_per_s
+    rate_text = f" ({rate:,.0f} token events/s)" if rate else ""
+    if best.concurrency == highest and stopped_because is None:
+        how = "without --quick" if quick else "with higher --concurrency levels"
+        above = (f"higher concurrency was not measured: run `python -m benchmark calibrate` "
+                 f"{how} before trusting results above it")
+    else:
+        above = ("above it, spread the load over more client processes or use a bigger "
+                 "client machine")
+    sentence = (f"This machine measures within {tol} up to {best.concurrency} concurrent "
+                f"streams{rate_text}; {above}.")
+    return Verdict(best.concurrency, rate, highest, stopped_because, sentence)
+
+
+# ---------------------------------------------------------------------------------------------
+# Text output
+
+_COLUMNS = (
+    ("concurrency", "users", "{:d}"),
+    ("ttft_client_p50_ms", "TTFT client p50", "{:.2f}"),
+    ("ttft_server_p50_ms", "TTFT server p50", "{:.2f}"),
+    ("ttft_error_p50_ms", "TTFT err p50", "{:+.2f}"),
+    ("ttft_error_p99_ms", "TTFT err p99", "{:+.2f}"),
+    ("send_to_server_p50_ms", "send→server p50", "{:.2f}"),
+    ("first_delivery_p50_ms", "1st token delivery p50", "{:.2f}"),
+    ("server_read_wait_p50_ms", "server read wait p50", "{:.2f}"),
+    ("token_client_p50_ms", "token client p50", "{:.3f}"),
+    ("token_server_p50_ms", "token server p50", "{:.3f}"),
+    ("token_error_p50_ms", "token err p50", "{:+.3f}"),
+    ("token_error_p99_ms", "token err p99", "{:+.3f}"),
+    ("dispatch_p99_ms", "dispatch p99", "{:.2f}"),
+    ("token_events_per_s", "token events/s", "{:,.0f}"),
+    ("client_cpu_pct", "client CPU %", "{:.0f}"),
+    ("server_cpu_pct", "server CPU %", "{:.0f}"),
+    ("accurate", "within", None),
+)
+
+
+NOTE = (
+    "Times in ms; error = client-measured minus server-traced (same clock), matched by "
+    "X-Request-Id. The server stamps a request's arrival with the kernel's receive time of its "
+    "first bytes. TTFT error = send→server (client send stamp to that arrival) + 1st token "
+    "delivery (server write to client stamp). Server read wait = arrival to the moment the "
+    "simulator's event loop read the request: server latency, part of both TTFTs, not an "
+    "error. \"within\" judges TTFT error p50 and token latency error p50 and p99. Dispatch = "
+    "wait in the client before a request went out (reported apart by the engine, not part of "
+    "TTFT). Token events/s: while streaming (rounds summed). CPU % of one core, from the end "
+    "of the warm-up to the last round.")
+
+
+def _cell(value: Any, fmt: str | None, tolerance_ms: float) -> str:
+    if fmt is None:
+        return f"yes (≤{tolerance_ms:g} ms)" if value else "no"
+    if value is None:
+        return "-"
+    return fmt.format(value)
+
+
+def markdown_table(rows: Sequence[Row], tolerance_ms: float = 1.0) -> str:
+    """The calibration table (times in ms; errors = client minus server)."""
+    head = "| " + " | ".join(title for _, title, _ in _COLUMNS) + " |"
+    rule = "|" + "|".join("---:" for _ in _COLUMNS) + "|"
+    body = ["| " + " | ".join(_cell(getattr(r, key), fmt, tolerance_ms)
+                              for key, _, fmt in _COLUMNS) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+

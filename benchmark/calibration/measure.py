@@ -1,0 +1,285 @@
+"""The calibration's measuring part: the simulated server as a child process with a trace,
+the engine run at each concurrency level against it, CPU sampling, and the whole climb.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .._version import __version__
+from ..config import RunConfig
+from ..core.calibration_note import CALIBRATION_FILE, KIND, latest_path
+from ..core.engine import run
+from ..core.prompts import build_tiny_tokenizer
+from ..core.records import RequestRecord
+from ..core.results import TOOL_NAME, atomic_write, environment_info, now_iso
+from ..errors import BenchmarkError, ServerStartError
+from ..simulator.process import SimulatorProcess
+from .analysis import (CalibrationSettings, Row, Verdict, decide,
+                       stop_reason, summarize_level)
+
+__all__ = ["SimulatedServer", "cpu_seconds", "measure_level", "Calibration", "calibrate",
+           "write_json", "CALIBRATION_FILE", "latest_path"]
+
+SCHEMA_VERSION = 1
+SERVER_START_TIMEOUT_S = 60.0
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# The simulated server, as a subprocess
+
+
+class SimulatedServer:
+    """``python -m benchmark.simulator`` with the calibration's timing and a trace file."""
+
+    def __init__(self, settings: CalibrationSettings, trace: Path):
+        self.trace = trace
+        top = max(settings.levels)
+        self.process = SimulatorProcess([
+            "--trace", str(trace),
+            "--prefill-base-ms", f"{settings.prefill_ms:g}", "--prefill-per-token-ms", "0",
+            "--decode-base-ms", f"{settings.token_ms:g}", "--decode-per-seq-ms", "0",
+            "--decode-per-context-token-us", "0",
+            "--max-concurrent-requests", str(max(top * 2, 128)),
+            "--max-batch-total-tokens", str(max(top * 2, 128) * 8192),
+            "--max-batch-prefill-tokens", str(max(top * 2, 128) * 4096),
+        ], keep_lines=50)
+        self.url = ""
+
+    def start(self) -> "SimulatedServer":
+        try:
+            self.url = self.process.start(SERVER_START_TIMEOUT_S)
+        except ServerStartError as err:
+            raise ServerStartError(
+                "no-ready-line", "The simulated server did not start for the calibration. "
+                "Check that `python -m benchmark.simulator` runs on this machine.",
+                err.log_tail[-10:]) from None
+        return self
+
+    def cpu_s(self) -> float | None:
+        proc = self.process.proc
+        return cpu_seconds(proc.pid) if proc is not None else None
+
+    def rows(self, wait_for: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+        """The trace rows by request id; with ``wait_for``, read again for up to a second until
+        every one of those ids is in (a request's line is written as its last token is sent)."""
+        ids = list(wait_for)
+        rows = self._read()
+        for _ in range(20):
+            if all(i in rows for i in ids):
+                break
+            time.sleep(0.05)
+            rows = self._read()
+        return rows
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        with contextlib.suppress(OSError):
+            for line in self.trace.read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(ValueError):
+                    row = json.loads(line)
+                    if isinstance(row, dict) and row.get("request_id"):
+                        rows[str(row["request_id"])] = row
+        return rows
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """User + system CPU seconds of process ``pid`` (default: this one, every thread; not its
+    children: the simulated server is one). None when unknown."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    try:
+        import psutil
+    except ImportError:
+        return _proc_stat_cpu_s(pid)
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return t.user + t.system
+
+
+def _proc_stat_cpu_s(pid: int) -> float | None:
+    """Linux without psutil: utime + stime from /proc/PID/stat."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        fields = text[text.rindex(")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one level with the engine
+
+
+class _Sampler:
+    """Progress callback: stamps time and CPU at the end of the warm-ups and of the last round."""
+
+    def __init__(self, server: SimulatedServer):
+        self.server = server
+        self.marks: list[tuple[int, float | None, float | None]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("event") != "round_done":
+            return
+        if event.get("run") == event.get("runs"):  # the last warm-up or the last measured round
+            self.marks.append((time.perf_counter_ns(), cpu_seconds(),
+                               self.server.cpu_s()))
+
+    def window(self) -> tuple[float | None, float | None, float | None]:
+        if len(self.marks) < 2:
+            return None, None, None
+        (t0, c0, s0), (t1, c1, s1) = self.marks[0], self.marks[-1]
+        diff = (lambda a, b: b - a if a is not None and b is not None else None)
+        return (t1 - t0) / 1e9, diff(c0, c1), diff(s0, s1)
+
+
+@dataclass
+class Level:
+    """One measured level: the engine's records, the server's trace rows, the table row."""
+
+    row: Row
+    records: list[RequestRecord]
+    trace: dict[str, dict[str, Any]]
+
+
+def measure_level(level: int, settings: CalibrationSettings, server: SimulatedServer,
+                  tokenizer: str, work: Path) -> Level:
+    config = RunConfig(tokenizer_name=tokenizer, url=server.url, batch_sizes=(level,),
+                       sequence_length=settings.sequence_length,
+                       decode_length=settings.decode_length, runs=settings.runs,
+                       warmups=max(1, settings.warmups), timeout_s=120.0,
+                       output_dir=str(work / f"c{level}"))
+    sampler = _Sampler(server)
+    result = run(config, on_progress=sampler)
+    if result.status == "cancelled":
+        raise KeyboardInterrupt
+    if result.status != "complete":
+        raise BenchmarkError(f"The calibration run at concurrency {level} did not complete: "
+                             f"{result.message or result.status}.")
+    trace = server.rows(wait_for=[r.request_id for r in result.records if r.ok])
+    window_s, client_cpu, server_cpu = sampler.window()
+    simulator = result.server_info.get("simulator")
+    clock = simulator.get("arrival_clock") if isinstance(simulator, dict) else None
+    row = summarize_level(level, result.records, trace, window_s=window_s,
+                          client_cpu_s=client_cpu, server_cpu_s=server_cpu,
+                          tolerance_ms=settings.tolerance_ms,
+                          arrival_clock=clock if isinstance(clock, str) else None)
+    return Level(row, list(result.records), trace)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole calibration
+
+
+@dataclass
+class Calibration:
+    settings: CalibrationSettings
+    started_at: str
+    rows: list[Row] = field(default_factory=list)
+    ended_at: str | None = None
+    stopped_because: str | None = None
+    server_argv: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> Verdict:
+        return decide(self.rows, tolerance_ms=self.settings.tolerance_ms,
+                      stopped_because=self.stopped_because, quick=self.settings.quick)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": KIND,
+            "tool": {"name": TOOL_NAME, "version": __version__},
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "environment": environment_info(),
+            "settings": self.settings.to_dict(),
+            "server": {"argv": ["<trace>" if a.endswith(".jsonl") else a
+                                for a in self.server_argv[1:]]},
+            "definitions": {
+                "error": "client-measured minus server-traced, per request matched by "
+                         "X-Request-Id, in ms",
+                "ttft": "client: first token arrived - request sent; server: first token "
+                        "written - request arrived",
+                "token_latency": "(last token - first token) / (tokens - 1)",
+                "itl": "per token gap, client gap minus server gap",
+                "delivery": "client arrival stamp minus server write stamp of the same token",
+                "arrival": "the kernel's receive time of the request's first bytes "
+                           "(SO_TIMESTAMPNS, moved onto the monotonic clock) when a row's "
+                           "arrival_clock is \"kernel\"; when the server's event loop read "
+                           "them when it is \"read\"",
+                "send_to_server": "server arrival stamp minus client send stamp: request "
+                                  "transit and the accuracy of the client's send stamp; part "
+                                  "of the TTFT error",
+                "server_read_wait": "server read stamp minus arrival stamp: the simulator's "
+                                    "own wait before its event loop read the request (server "
+                                    "latency, in both TTFTs; not an error)",
+                "first_delivery": "client first-token stamp minus server first-token write "
+                                  "stamp; the other part of the TTFT error",
+                "dispatch": "request sent - round scheduled (client only)",
+                "token_events_per_s": "token events received / seconds of streaming (per "
+                                      "round: first request scheduled to last response end, "
+                                      "summed over the measured rounds)",
+                "cpu_pct": "CPU seconds / wall seconds from the end of the warm-up to the end "
+                           "of the last round x 100 (one core = 100; includes the engine's "
+                           "work between rounds)",
+            },
+            "rows": [r.to_dict() for r in self.rows],
+            "verdict": self.verdict.to_dict(),
+        }
+
+
+def calibrate(settings: CalibrationSettings, *, tokenizer: str | None = None,
+              on_row: Any = None, work_dir: str | os.PathLike[str] | None = None
+              ) -> Calibration:
+    """Run the calibration; ``on_row(row)`` is called after each level."""
+    result = Calibration(settings=settings, started_at=now_iso())
+    with _workspace(work_dir) as work:
+        name = tokenizer or str(build_tiny_tokenizer(work / "tokenizer"))
+        server = SimulatedServer(settings, work / "trace.jsonl")
+        result.server_argv = list(server.process.argv)
+        server.start()
+        try:
+            for level in sorted(set(settings.levels)):
+                row = measure_level(level, settings, server, name, work).row
+                result.rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+                reason = stop_reason(row, settings)
+                if reason is not None:
+                    result.stopped_because = reason
+                    break
+        finally:
+            server.stop()
+    result.ended_at = now_iso()
+    return result
+
+
+@contextlib.contextmanager
+def _workspace(path: str | os.PathLike[str] | None) -> Iterator[Path]:
+    if path is not None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="tgi-calibration-") as tmp:
+        yield Path(tmp)
+
+

@@ -1,0 +1,43 @@
+"""``python -m benchmark``: the command line, one face of the engine.
+
+    python -m benchmark [flags]              run a benchmark (``run``), or start TGI first
+                                             with ``--launch`` (``launch``)
+    python -m benchmark calibrate [flags]    measure the client's own error (``calibrate``)
+
+``main`` is the one dispatch; ``build_parser`` is the run's parser with the server's flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from . import calibrate, launch, run
+from ..errors import ConfigError
+from .run import config_from_args
+
+__all__ = ["main", "build_parser", "config_from_args"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every flag of ``python -m benchmark``: a run's, then the server's (``--launch``)."""
+    parser = run.base_parser()
+    launch.add_server_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "calibrate":
+        return int(calibrate.main(argv[1:]) or 0)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    launched = launch.launch_from_cli(args, parser)
+    if launched is not None:
+        return launched
+    try:
+        config = config_from_args(args)
+    except ConfigError as err:
+        run.usage_error(parser, err)
+    return run.run_cli(config, args, parser)

@@ -1,0 +1,261 @@
+"""``python -m benchmark``: TGI's ``text-generation-benchmark`` over HTTP.
+
+    python -m benchmark --tokenizer-name gpt2 --url http://localhost:3000 \\
+        --batch-size 1,2,4 --sequence-length 512 --decode-length 128 --runs 5
+
+Flags of TGI's tool keep their names and defaults; ``--url``, ``--api``, ``--mode`` and the file
+and progress flags are ours. The console shows a progress bar on stderr, then TGI's three
+tables (markdown) on stdout, then the folder holding run.json, summary.csv and requests.csv.
+
+Exit codes: 0 complete, 1 error (one line, no traceback), 2 bad flags (argparse style),
+130 cancelled by Ctrl-C / SIGTERM (the files hold what was measured, ``complete: false``).
+
+``python -m benchmark calibrate ...`` runs ``benchmark.cli.calibrate.main``.
+
+Extending: ``base_parser()`` builds the parser from ``add_benchmark_arguments`` (and other
+``add_*_arguments`` functions can be added beside it); ``config_from_args`` maps flags to a
+``RunConfig``; ``run_cli`` runs it; ``benchmark.cli.main`` dispatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import sys
+import threading
+from typing import Any, Mapping
+from urllib.parse import unquote, urlsplit
+
+from .._version import __version__
+from ..config import (API_CHOICES, DEFAULT_BATCH_SIZES, DEFAULT_URL, MODE_CHOICES, RunConfig,
+                     SamplingParams, check_url, parse_batch_sizes, parse_float, parse_int,
+                     strip_credentials)
+from ..core.engine import run
+from ..core.progress import ConsoleProgress, JsonLinesProgress, fan_out
+from ..core.results import check_output_dir_free, results_root
+from ..errors import BenchmarkError, ConfigError, redact
+from ..report.tables import markdown_tables
+
+__all__ = ["base_parser", "add_benchmark_arguments", "config_from_args", "run_cli", "usage_error",
+           "auth_headers", "FLAG_FOR_FIELD"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+
+# The flag a RunConfig field is typed with (to word ConfigErrors like argparse does).
+FLAG_FOR_FIELD = {
+    "tokenizer_name": "--tokenizer-name", "revision": "--revision", "batch_sizes": "--batch-size",
+    "sequence_length": "--sequence-length", "decode_length": "--decode-length",
+    "runs": "--runs", "warmups": "--warmups", "temperature": "--temperature",
+    "top_k": "--top-k", "top_p": "--top-p", "typical_p": "--typical-p",
+    "repetition_penalty": "--repetition-penalty", "frequency_penalty": "--frequency-penalty",
+    "top_n_tokens": "--top-n-tokens", "url": "--url", "api": "--api", "model": "--model",
+    "timeout_s": "--timeout", "output_dir": "--output-dir", "seed": "--seed", "mode": "--mode",
+    "duration_s": "--duration", "requests": "--requests", "progress_jsonl": "--progress-jsonl",
+    "api_key_env": "--api-key-env",
+}
+
+
+def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run's flags: TGI's tool first (same names, same defaults), then ours."""
+    tgi = parser.add_argument_group("TGI benchmark flags (same names and defaults as "
+                                    "text-generation-benchmark)")
+    tgi.add_argument("--tokenizer-name", required=True, metavar="NAME",
+                     help="Hub id or local folder of the model's tokenizer (builds prompts of "
+                          "exactly --sequence-length tokens)")
+    tgi.add_argument("--revision", default=None, help="tokenizer revision on the Hub")
+    tgi.add_argument("-b", "--batch-size", action="append", metavar="N[,N...]",
+                     help="batch size; repeat the flag or give a list (default "
+                          f"{','.join(map(str, DEFAULT_BATCH_SIZES))})")
+    tgi.add_argument("--sequence-length", default="10", metavar="TOKENS",
+                     help="prompt length in tokens (default 10)")
+    tgi.add_argument("--decode-length", default="8", metavar="TOKENS",
+                     help="tokens to generate per request (default 8)")
+    tgi.add_argument("--runs", default="10", help="measured rounds per batch size (default 10)")
+    tgi.add_argument("--warmups", default="1",
+                     help="warm-up rounds per batch size, not measured (default 1)")
+    tgi.add_argument("--temperature", default=None)
+    tgi.add_argument("--top-k", default=None)
+    tgi.add_argument("--top-p", default=None)
+    tgi.add_argument("--typical-p", default=None)
+    tgi.add_argument("--repetition-penalty", default=None)
+    tgi.add_argument("--frequency-penalty", default=None)
+    tgi.add_argument("--watermark", action="store_true")
+    tgi.add_argument("--do-sample", action="store_true")
+    tgi.add_argument("--top-n-tokens", default=None)
+
+    http = parser.add_argument_group("HTTP, load pattern and files")
+    http.add_argument("--url", default=DEFAULT_URL,
+                      help=f"server to benchmark (default {DEFAULT_URL})")
+    http.add_argument("--api", default="tgi", choices=API_CHOICES,
+                      help="tgi = /generate_stream; openai-chat = /v1/chat/completions; "
+                           "openai-completions = /v1/completions (default tgi)")
+    http.add_argument("--model", default=None,
+                      help="model name sent on OpenAI APIs (default: what the server lists)")
+    http.add_argument("--mode", default="rounds", choices=MODE_CHOICES,
+                      help="rounds = TGI's pattern (each round sends a batch at once and waits "
+                           "for all); concurrency = N virtual users, each sending its next "
+                           "request as soon as the last ended (default rounds)")
+    http.add_argument("--duration", default=None, metavar="S",
+                      help="concurrency mode: seconds per batch size")
+    http.add_argument("--requests", default=None, metavar="N",
+                      help="concurrency mode: requests per batch size")
+    http.add_argument("--api-key-env", default=None, metavar="VAR",
+                      help="send 'Authorization: Bearer <value of the environment variable "
+                           "VAR>' with every request, for endpoints that need a token (for "
+                           "example --api-key-env HF_TOKEN); the value is never saved or shown")
+    http.add_argument("--timeout", default="120", metavar="S",
+                      help="seconds before a request counts as timed out (default 120)")
+    http.add_argument("--seed", default=None, help="sampling seed sent with every request; "
+                                                   "also varies the prompts")
+    http.add_argument("--output-dir", default=None, metavar="DIR",
+                      help="folder for run.json, summary.csv, requests.csv (default "
+                           "results/<date>-<model>-<id>, under $RESULTS_DIR if set)")
+    http.add_argument("--progress-jsonl", default=None, metavar="PATH",
+                      help="write progress events as JSON lines to PATH ('-' = stdout)")
+
+
+def base_parser() -> argparse.ArgumentParser:
+    """The parser of a run's flags (``benchmark.cli.build_parser`` adds the server's)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark",
+        description="TGI's benchmark over HTTP: latency and throughput per batch size, with "
+                    "files you can open. `python -m benchmark calibrate --help` measures the "
+                    "client's own error.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_benchmark_arguments(parser)
+    return parser
+
+
+def _optional(value: Any, parse: Any, name: str, **bounds: Any) -> Any:
+    return None if value is None else parse(name, value, **bounds)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The validated ``RunConfig`` the flags describe; ``ConfigError`` names the bad field."""
+    sampling = SamplingParams(
+        temperature=_optional(args.temperature, parse_float, "temperature"),
+        top_k=_optional(args.top_k, parse_int, "top_k"),
+        top_p=_optional(args.top_p, parse_float, "top_p"),
+        typical_p=_optional(args.typical_p, parse_float, "typical_p"),
+        repetition_penalty=_optional(args.repetition_penalty, parse_float, "repetition_penalty"),
+        frequency_penalty=_optional(args.frequency_penalty, parse_float, "frequency_penalty"),
+        watermark=bool(args.watermark),
+        do_sample=bool(args.do_sample),
+        top_n_tokens=_optional(args.top_n_tokens, parse_int, "top_n_tokens"),
+    )
+    config = RunConfig(
+        tokenizer_name=args.tokenizer_name,
+        url=url_without_credentials(check_url(args.url)),
+        api=args.api,
+        model=args.model,
+        revision=args.revision,
+        batch_sizes=(parse_batch_sizes(args.batch_size) if args.batch_size
+                     else DEFAULT_BATCH_SIZES),
+        sequence_length=parse_int("sequence_length", args.sequence_length),
+        decode_length=parse_int("decode_length", args.decode_length),
+        runs=parse_int("runs", args.runs),
+        warmups=parse_int("warmups", args.warmups, minimum=0),
+        mode=args.mode,
+        duration_s=_optional(args.duration, parse_float, "duration_s"),
+        requests=_optional(args.requests, parse_int, "requests"),
+        timeout_s=parse_float("timeout_s", args.timeout),
+        seed=_optional(args.seed, parse_int, "seed", minimum=0),
+        sampling=sampling,
+        output_dir=args.output_dir,
+    )
+    if args.mode != "concurrency" and (args.duration is not None or args.requests is not None):
+        raise ConfigError("mode", "--duration and --requests apply to --mode concurrency; add "
+                                  "--mode concurrency or drop them.")
+    config = config.validate()
+    if config.output_dir:  # before anything is launched; the engine checks again
+        check_output_dir_free(config.output_dir)
+    return config
+
+
+def usage_error(parser: argparse.ArgumentParser, err: ConfigError,
+                flags: Mapping[str, str] | None = None) -> None:
+    """Exit 2 with argparse's ``error: argument --flag: message`` line; ``flags`` maps the
+    error's field to its flag (default ``FLAG_FOR_FIELD``)."""
+    flag = (FLAG_FOR_FIELD if flags is None else flags).get(err.field)
+    parser.error(f"argument {flag}: {err.message}" if flag else err.message)
+
+
+def run_cli(config: RunConfig, args: argparse.Namespace, parser: argparse.ArgumentParser,
+            *, server: dict[str, Any] | None = None) -> int:
+    """Run ``config`` with console progress and print the tables; return the exit code."""
+    try:
+        stream = JsonLinesProgress.open(args.progress_jsonl) if args.progress_jsonl else None
+    except OSError as exc:
+        usage_error(parser, ConfigError("progress_jsonl", f"Cannot write {args.progress_jsonl} "
+                                                          f"({exc.strerror or exc})."))
+    cancel = threading.Event()
+    try:
+        result = run(config, on_progress=fan_out(ConsoleProgress(sys.stderr), stream),
+                     cancel=cancel, server=server, headers=auth_headers(args))
+    except ConfigError as err:
+        usage_error(parser, err)
+    except BenchmarkError as err:
+        print(f"error: {redact(str(err))}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("Interrupted before the run started; nothing was measured.", file=sys.stderr)
+        return EXIT_CANCELLED
+    finally:
+        if stream is not None:
+            stream.close()
+
+    if result.records:
+        print(markdown_tables(result))
+    print(f"Results: {result_folder(result, config)}")
+    if result.status == "complete":
+        return EXIT_OK
+    if result.status == "cancelled":
+        return EXIT_CANCELLED
+    print(f"error: {result.message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def auth_headers(args: argparse.Namespace) -> dict[str, str]:
+    """``Authorization`` from the variable named by ``--api-key-env`` (ConfigError if unset)."""
+    name = getattr(args, "api_key_env", None)
+    basic = _basic_auth(getattr(args, "url", None) or "")
+    if basic and name:
+        raise ConfigError("api_key_env", "Give the endpoint's credentials either in the URL "
+                                         "(user:password@host) or with --api-key-env, not both.")
+    if basic:
+        return {"Authorization": basic}
+    if not name:
+        return {}
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ConfigError("api_key_env", f"The environment variable {name} is not set or "
+                                         f"empty: export the token in it first.")
+    return {"Authorization": f"Bearer {value}"}
+
+
+def result_folder(result: Any, config: RunConfig) -> str:
+    return config.output_dir or str(results_root() / result.run_id)
+
+
+def url_without_credentials(url: str) -> str:
+    """``url`` without its ``user:password@`` part: credentials travel as a header only
+    (``auth_headers``), so they never reach run.json, tables, progress or error messages."""
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise ConfigError("url", "The endpoint URL has a ?query or #fragment part: drop it (the "
+                                 "request paths are added after the URL, and the URL is saved "
+                                 "with the results). Pass a token with --api-key-env instead.")
+    return strip_credentials(url)
+
+
+def _basic_auth(url: str) -> str | None:
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    if parts.username is None and parts.password is None:
+        return None
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")

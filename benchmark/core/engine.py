@@ -1,0 +1,499 @@
+"""The engine: ``run(config) -> RunResult``, TGI's benchmark over HTTP.
+
+    from benchmark.core.engine import run
+    result = run(config, on_progress=print)         # blocks; returns the finished RunResult
+    result.status                                   # "complete", "cancelled" or "failed"
+
+What ``run`` does, in order:
+1. ``config.validate()``; ``GET /health`` and ``GET /info`` (httpx) so that a wrong URL, a server
+   still loading or lengths above the server's limits are refused before any load is sent
+   (``ServerUnreachable``, ``ServerError``, ``ServerLimitError``, ``ConfigError``);
+2. loads the tokenizer (``TokenizerError``) and builds prompts of exactly ``sequence_length``
+   tokens, serialising the request bodies ahead of the requests (between rounds, in chunks;
+   before a step in concurrency mode), never while requests are in flight;
+3. runs the load pattern of every step (``load.py``) with the streaming clients (``clients/``)
+   on one ``aiohttp`` session without a connection limit, connections opened before a step;
+4. saves ``run.json``, ``summary.csv`` and ``requests.csv`` at the start and after every step,
+   and once more at the end, then returns the result. ``run.json``'s ``calibration`` says how
+   accurate the client was found to be by the latest ``python -m benchmark calibrate`` on
+   this machine (``client_calibration``), or null when it was never calibrated.
+
+Progress goes to ``on_progress(event: dict)`` (the events of ``progress.py``). Setting ``cancel``
+(a ``threading.Event``), or SIGINT / SIGTERM when ``run`` is called on the main thread, stops
+the load: requests in flight are recorded as cancelled, files are saved with status
+"cancelled". A server that stops answering mid-run ends the run with status "failed" and a
+message; what was measured is kept in both cases. Failed requests (HTTP errors, timeouts,
+broken streams) are records with ``error`` set, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import results
+from .clients import StreamClient, make_client, open_session
+from .clients.openai import UNSENT_SAMPLING
+from ..config import RunConfig, check_url
+from ..errors import BenchmarkError, ConfigError, redact
+from .interrupts import cancel_on_signals
+from .patterns import Concurrency, Rounds, Slot
+from .probe import CONTROL_TIMEOUT_S, ServerProbe, probe_server, server_answers
+from .progress import ProgressCallback
+from .prompts import PromptSet, build_prompts, load_tokenizer
+from .records import RequestRecord
+from .calibration_note import client_calibration
+from .results import RunResult
+
+__all__ = ["run", "probe_server", "ServerProbe", "ProgressCallback"]
+
+CANCEL_POLL_S = 0.05
+PROGRESS_EVERY_S = 0.25
+# Concurrency mode: prompts built ahead per step (then re-used, with a warning): all of them
+# with --requests (up to 8 x this), else 8 per user, at least 64, at most this.
+PROMPT_POOL_MAX = 512
+# Rounds mode: prompts are built in chunks of this many (at least one round), between rounds.
+PROMPT_CHUNK = 256
+MAX_ERROR_WARNINGS = 5
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+class _RunStopped(Exception):
+    """The run cannot go on (server gone, every request refused); str() says why."""
+
+
+class _Cancelled(Exception):
+    """The user asked to stop (cancel event, SIGINT, SIGTERM)."""
+
+
+@dataclass
+class _Step:
+    """What one step needs while it runs."""
+
+    size: int
+    bodies: list[bytes] = field(default_factory=list)  # pre-serialised, not yet sent
+    built: int = 0  # prompts built so far for this step
+    records: list[RequestRecord] = field(default_factory=list)
+
+
+def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None, server: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None) -> RunResult:
+    """Run the benchmark described by ``config`` and return its result (see module docstring).
+
+    ``headers`` are sent with every request (for example ``Authorization`` for an endpoint that
+    needs a token); they are never saved, and their values are masked in every message.
+    Raises a ``BenchmarkError`` when the run cannot start (bad config, no server, server limits,
+    tokenizer); once it has started, failures end up in ``result.status`` / ``result.message``.
+    """
+    config = dataclasses.replace(config.validate(), url=check_url(config.url))
+    cancel = cancel if cancel is not None else threading.Event()
+    with cancel_on_signals(cancel):
+        return _Engine(config, on_progress, cancel, server, dict(headers or {})).execute()
+
+
+class _Engine:
+    def __init__(self, config: RunConfig, on_progress: ProgressCallback | None,
+                 cancel: threading.Event, server: dict[str, Any] | None,
+                 headers: dict[str, str]):
+        self.config = config
+        self.headers = headers
+        self.secrets = [v.split(" ", 1)[-1] for v in headers.values()] + list(headers.values())
+        self.on_progress = on_progress
+        self.cancel = cancel
+        self.server = server
+        self.warned: set[str] = set()
+        self.error_warnings = 0
+        self.result: RunResult | None = None
+        self.folder: Path | None = None
+        self.client: StreamClient | None = None
+        self.tokenizer: Any = None
+        self._alive_lock: asyncio.Lock | None = None
+        self._dead: str | None = None
+        self._last_progress = 0.0
+        # Fresh prompts for every run unless --seed is given: a server's prefix cache must not
+        # remember the prompts of an earlier run and make prefill look faster than it is.
+        self.prompt_seed = config.seed if config.seed is not None else secrets.randbits(31)
+
+    # -- progress ----------------------------------------------------------------------------
+    def emit(self, event: dict[str, Any]) -> None:
+        if self.on_progress is None:
+            return
+        try:
+            self.on_progress(event)
+        except (BrokenPipeError, ValueError):  # a reader that went away must not stop the run
+            self.on_progress = None
+
+    def warn(self, message: str, key: str | None = None) -> None:
+        key = key or message
+        if key in self.warned:
+            return
+        self.warned.add(key)
+        message = redact(message, self.secrets)
+        if self.result is not None:
+            self.result.warnings.append(message)
+        self.emit({"event": "warning", "message": message})
+
+    # -- the whole run -------------------------------------------------------------------------
+    def execute(self) -> RunResult:
+        config = self.config
+        probe = probe_server(config, headers=self.headers)
+        config.check_against_server(probe.info)
+        self._check_cancel_before_start()
+        self.tokenizer = load_tokenizer(config.tokenizer_name, config.revision)
+        self._check_cancel_before_start()
+        self.client = make_client(config, model=probe.model, headers=self.headers)
+
+        model = str(probe.info.get("model_id") or probe.model or config.tokenizer_name)
+        folder = Path(config.output_dir) if config.output_dir else results.default_output_dir(model)
+        results.check_output_dir_free(folder)
+        try:
+            run_id = results.check_run_id(folder.name)
+        except BenchmarkError:
+            run_id = results.new_run_id(model)
+        self.folder = folder
+        self.result = RunResult(run_id=run_id, config=config, server_info=probe.info,
+                                simulated=probe.simulated, server=self.server,
+                                calibration=client_calibration(max(config.batch_sizes)))
+        try:
+            self._save()
+        except OSError as exc:
+            raise ConfigError("output_dir", f"Cannot write the results to {folder} "
+                                            f"({exc.strerror or exc}). Choose another output "
+                                            f"folder.") from exc
+        self.emit({"event": "start", "run_id": run_id, "output_dir": str(folder),
+                   "steps": list(config.batch_sizes),
+                   "planned_requests": config.planned_requests(),
+                   "simulated": probe.simulated})
+        limit = probe.info.get("max_concurrent_requests")
+        if isinstance(limit, int) and limit > 0 and max(config.batch_sizes) > limit:
+            self.warn(f"Batch size {max(config.batch_sizes)} is above the server's "
+                      f"max_concurrent_requests ({limit}): it will refuse the requests beyond "
+                      f"{limit} with HTTP 429. Restart it with a larger "
+                      f"--max-concurrent-requests to measure that batch size.")
+        if config.api != "tgi":
+            unsent = [n for n in UNSENT_SAMPLING if getattr(config.sampling, n) not in (None, False)]
+            if unsent:
+                self.warn(f"The OpenAI API has no {', '.join(unsent)}: these settings were not "
+                          f"sent (use --api tgi to send them).")
+
+        status, message = "complete", None
+        try:
+            self._run_loop()
+        except (_Cancelled, KeyboardInterrupt):
+            status = "cancelled"
+            message = f"Stopped before the end; the files hold {self._kept_words()}."
+        except _RunStopped as exc:
+            status, message = "failed", str(exc)
+        except BaseException as exc:
+            self._finish("failed", f"The benchmark stopped on an unexpected error: "
+                                   f"{type(exc).__name__}: {exc}")
+            raise
+        self._finish(status, message)
+        return self.result
+
+    def _check_cancel_before_start(self) -> None:
+        if self.cancel.is_set():
+            raise KeyboardInterrupt
+
+    def _kept_words(self) -> str:
+        assert self.result is not None
+        measured = self._measured_count()
+        in_flight = len(self.result.records) - measured
+        words = f"the {measured} request{'s' if measured != 1 else ''} measured until then"
+        if in_flight:
+            words += f" (and {in_flight} cancelled in flight)"
+        return words
+
+    def _measured_count(self) -> int:
+        assert self.result is not None
+        return sum(1 for r in self.result.records if r.error_kind != "cancelled")
+
+    def _save(self) -> None:
+        assert self.result is not None and self.folder is not None
+        self.result.save(self.folder)
+
+    def _finish(self, status: str, message: str | None) -> None:
+        assert self.result is not None
+        self.result.status = status
+        self.result.message = redact(message, self.secrets) if message else None
+        self.result.ended_at = results.now_iso()
+        self._save()
+        self.emit({"event": "done", "status": status, "message": self.result.message,
+                   "output_dir": str(self.folder)})
+
+    def _run_loop(self) -> None:
+        try:
+            import uvloop  # noqa: F401  (optional: a faster event loop, less client overhead)
+            factory: Any = uvloop.new_event_loop
+        except ImportError:  # pragma: no cover - uvloop is in requirements
+            factory = None
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(self._all_steps())
+
+    # -- steps ---------------------------------------------------------------------------------
+    async def _all_steps(self) -> None:
+        self._alive_lock = asyncio.Lock()
+        main = asyncio.current_task()
+        assert main is not None
+        watcher = asyncio.create_task(self._watch_cancel(main))
+        try:
+            async with open_session() as session:
+                sizes = self.config.batch_sizes
+                for index, size in enumerate(sizes, start=1):
+                    if self.cancel.is_set():
+                        raise _Cancelled
+                    self.emit({"event": "step_start", "step": size, "index": index,
+                               "of": len(sizes)})
+                    step = _Step(size=size)
+                    try:
+                        if self.config.mode == "rounds":
+                            await self._rounds(session, step)
+                        else:
+                            await self._concurrency(session, step)
+                    finally:
+                        self._keep(step)
+                    self._step_warnings(step)
+                    self._save()
+                    self.emit({"event": "step_done", "step": size})
+                    self._stop_if_all_refused(step)
+        except asyncio.CancelledError:
+            if self.cancel.is_set():
+                raise _Cancelled from None
+            raise
+        finally:
+            watcher.cancel()
+
+    async def _watch_cancel(self, main: asyncio.Task[Any]) -> None:
+        while not self.cancel.is_set():
+            await asyncio.sleep(CANCEL_POLL_S)
+        main.cancel()
+
+    def _keep(self, step: _Step) -> None:
+        """Move a step's measured records into the result (once, even when interrupted)."""
+        assert self.result is not None
+        if step.records:
+            for record in step.records:
+                if record.error and self.secrets:
+                    record.error = redact(record.error, self.secrets)
+            self.result.records.extend(step.records)
+            step.records = []
+
+    def _build(self, step: _Step, count: int) -> None:
+        """Build (and serialise) the next ``count`` prompts of ``step``: never while timing."""
+        assert self.client is not None
+        seed = self.prompt_seed * 1_000_003 + step.size
+        prompts = build_prompts(self.tokenizer, length=self.config.sequence_length, count=count,
+                                api=self.config.api, seed=seed, start=step.built)
+        step.built += count
+        self._prompt_warning(prompts)
+        step.bodies.extend(self.client.body(text) for text in prompts.texts)
+
+    def _take(self, step: _Step, count: int, total: int) -> list[bytes]:
+        """The bodies of the next round, building a chunk of prompts first when needed
+        (``total``: the prompts the whole step needs)."""
+        if len(step.bodies) < count:
+            self._build(step, max(count - len(step.bodies),
+                                  min(total - step.built, PROMPT_CHUNK)))
+        taken, step.bodies = step.bodies[:count], step.bodies[count:]
+        return taken
+
+    def _prompt_warning(self, prompts: PromptSet) -> None:
+        if prompts.exact:
+            return
+        other = sorted({c for c in prompts.token_counts if c != prompts.length})
+        self.warn(f"The tokenizer could not build prompts of exactly {prompts.length} tokens "
+                  f"for this API: some are {', '.join(map(str, other[:5]))} tokens long. "
+                  f"The files show the length the server reported.", key="prompt-length")
+
+    def _record(self, slot: Slot) -> RequestRecord:
+        assert self.result is not None
+        run = f"w{slot.run}" if slot.warmup else str(slot.run)
+        return RequestRecord(step=slot.step, run=slot.run, request=slot.request,
+                             warmup=slot.warmup,
+                             requested_output_tokens=self.config.decode_length,
+                             request_id=f"{self.result.run_id}-{slot.step}-{run}-{slot.request}")
+
+    async def _open_connections(self, session: Any, count: int) -> None:
+        """Open ``count`` keep-alive connections (small GETs at once) before the load starts.
+
+        ``/info`` (``/v1/models`` on OpenAI APIs) costs the server nothing, unlike TGI's
+        ``/health``, which may run a generation to check the model."""
+        url = self.config.url + ("/info" if self.config.api == "tgi" else "/v1/models")
+
+        async def one() -> None:
+            async with session.get(url, headers=self.headers) as response:
+                await response.read()
+
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CONTROL_TIMEOUT_S):
+                await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+
+    async def _send(self, session: Any, body: bytes, record: RequestRecord) -> None:
+        assert self.client is not None
+        await self.client.send(session, body, record, timeout_s=self.config.timeout_s)
+
+    async def _rounds(self, session: Any, step: _Step) -> None:
+        config = self.config
+        pattern = Rounds(step.size, config.runs, config.warmups)
+        total = pattern.total
+        self._build(step, min(total, max(step.size, PROMPT_CHUNK)))  # before opening connections
+        await self._open_connections(session, step.size)
+        for round_ in pattern.rounds():
+            if self.cancel.is_set():
+                raise _Cancelled
+            bodies = self._take(step, len(round_.slots), total)
+            records = [self._record(slot) for slot in round_.slots]
+            if not round_.warmup:
+                step.records.extend(records)
+            now = time.perf_counter_ns()
+            for record in records:
+                record.scheduled_ns = now
+            await asyncio.gather(*(self._send(session, b, r) for b, r in zip(bodies, records)))
+            errors = sum(1 for r in records if not r.ok)
+            self.emit({"event": "round_done", "step": step.size, "run": round_.run,
+                       "runs": config.warmups if round_.warmup else config.runs,
+                       "warmup": round_.warmup, "errors": errors})
+            if round_.warmup and errors:
+                self._error_warning(records, warmup=True)
+            await self._check_alive(records, step)
+            self._stop_if_all_refused(step, records)
+
+    async def _concurrency(self, session: Any, step: _Step) -> None:
+        config = self.config
+        pattern = Concurrency(step.size, duration_s=config.duration_s, requests=config.requests)
+        # All prompts of a step are built before its load starts (none while it runs).
+        if config.requests is not None:
+            self._build(step, min(config.requests, PROMPT_POOL_MAX * 8))
+        else:
+            self._build(step, min(max(step.size * 8, 64), PROMPT_POOL_MAX))
+        await self._open_connections(session, step.size)
+        done = errors = 0
+        started = time.perf_counter_ns()
+        pattern.start(started)
+
+        async def user(index: int) -> None:
+            nonlocal done, errors
+            while not self.cancel.is_set():
+                now = time.perf_counter_ns()
+                slot = pattern.next_slot(index, now)
+                if slot is None:
+                    return
+                record = self._record(slot)
+                record.scheduled_ns = now
+                step.records.append(record)
+                if pattern.issued > len(step.bodies):
+                    self.warn(f"Prompts are re-used after the first {len(step.bodies)} requests "
+                              f"of a step: a server with a prefix cache may answer them faster "
+                              f"than new prompts.", key="prompt-reuse")
+                body = step.bodies[(pattern.issued - 1) % len(step.bodies)]
+                await self._send(session, body, record)
+                done += 1
+                errors += 0 if record.ok else 1
+                self._requests_progress(step, done, errors, pattern.total, started)
+                if record.error_kind in ("connection", "stream"):
+                    await self._check_alive([record], step)
+
+        await asyncio.gather(*(user(i) for i in range(step.size)))
+        if self.cancel.is_set():
+            raise _Cancelled
+        self._requests_progress(step, done, errors, pattern.total, started, force=True)
+
+    def _requests_progress(self, step: _Step, done: int, errors: int, total: int | None,
+                           started: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        self.emit({"event": "requests_done", "step": step.size, "done": done, "total": total,
+                   "elapsed_s": round((time.perf_counter_ns() - started) / 1e9, 3),
+                   "errors": errors})
+
+    async def _check_alive(self, records: list[RequestRecord], step: _Step) -> None:
+        """After broken connections, stop the run if the server no longer answers."""
+        if self._dead is not None:
+            raise _RunStopped(self._dead)
+        if not any(r.error_kind in ("connection", "stream") for r in records):
+            return
+        assert self._alive_lock is not None
+        async with self._alive_lock:
+            if self._dead is None:
+                reason = await server_answers(self.config.url, headers=self.headers)
+                if reason is not None:
+                    failed = next(r for r in records if r.error_kind in ("connection", "stream"))
+                    self._dead = (
+                        f"The server at {self.config.url} stopped answering during batch size "
+                        f"{step.size} ({failed.error}; /health: {reason}). The files hold what "
+                        f"was measured until then; restart the server and run again.")
+        if self._dead is not None:
+            raise _RunStopped(self._dead)
+
+    # -- after a step --------------------------------------------------------------------------
+    def _step_warnings(self, step: _Step) -> None:
+        assert self.result is not None
+        config = self.config
+        records = [r for r in self.result.records if r.step == step.size and not r.warmup]
+        ok = [r for r in records if r.ok]
+        expected = config.sequence_length
+        mismatched = [r for r in ok if r.input_tokens is not None and r.input_tokens != expected]
+        if mismatched:
+            seen = sorted({r.input_tokens for r in mismatched})  # type: ignore[type-var]
+            self.warn(f"The server counted {', '.join(map(str, seen[:5]))} prompt tokens instead "
+                      f"of the {expected} asked ({len(mismatched)} of {len(ok)} requests at batch "
+                      f"size {step.size}). Prefill throughput uses the server's count.",
+                      key="input-length")
+        if ok and all(r.input_tokens is None for r in ok):
+            self.warn(f"The server did not report prompt token counts: prefill throughput assumes "
+                      f"the {expected} tokens the prompts were built with.", key="input-unknown")
+        if ok and all(r.output_tokens is None for r in ok):
+            self.warn("The server did not report output token counts: tokens are counted from "
+                      "stream events, which undercounts when an event carries several tokens.",
+                      key="output-unknown")
+        short = [r for r in ok if r.output_token_count < config.decode_length]
+        if short:
+            self.warn(f"Outputs were shorter than asked: {len(short)} of {len(ok)} requests at "
+                      f"batch size {step.size} stopped before {config.decode_length} tokens "
+                      f"(finish reason: {short[0].finish_reason or 'not given'}). Throughput and "
+                      f"token latency count only the tokens that really came.",
+                      key="short-outputs")
+        self._error_warning(records, warmup=False)
+
+    def _error_warning(self, records: list[RequestRecord], *, warmup: bool) -> None:
+        """Warn once per kind of error (at most MAX_ERROR_WARNINGS kinds a run)."""
+        failed = [r for r in records if not r.ok and r.error_kind != "cancelled"]
+        if not failed or self.error_warnings >= MAX_ERROR_WARNINGS:
+            return
+        first = failed[0]
+        key = f"error:{first.error_kind}:{(first.error or '')[:60]}"
+        if key in self.warned:
+            return
+        self.error_warnings += 1
+        where = "requests of a warm-up round" if warmup else "measured requests"
+        self.warn(f"{len(failed)} of {len(records)} {where} at batch size {first.step} failed: "
+                  f"{first.error}", key=key)
+
+    def _stop_if_all_refused(self, step: _Step,
+                             records: list[RequestRecord] | None = None) -> None:
+        """Every request of a round (or of a step) refused by the server with an HTTP 4xx other
+        than 429: the same request would be refused again, so stop instead of repeating."""
+        assert self.result is not None
+        if records is None:
+            records = [r for r in self.result.records if r.step == step.size]
+        if not records or any(r.ok for r in records):
+            return
+        refused = [r for r in records if r.error_kind == "http" and r.status is not None
+                   and 400 <= r.status < 500 and r.status != 429]
+        if len(refused) == len(records):
+            raise _RunStopped(
+                f"The server refused every request at batch size {step.size}: "
+                f"{refused[0].error}. Fix the settings it complains about and run again.")

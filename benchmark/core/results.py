@@ -1,0 +1,579 @@
+"""A run as data (``RunResult``), its three files, and run ids.
+
+    result = RunResult(run_id=new_run_id("gpt2"), config=config, server_info=info,
+                       simulated=False)
+    result.records.append(record)          # the engine appends measured records
+    result.save("results/" + result.run_id)   # run.json, summary.csv, requests.csv (atomic)
+    again = RunResult.load("results/" + result.run_id)   # raises ResultFileError
+    rows = list_runs("results")            # history, newest first
+
+Files written by ``save`` (each replaced atomically: temp file + ``os.replace``, so a reader
+never sees half a file):
+
+- ``run.json``: self-describing: schema and tool version, the whole config, server ``/info``,
+  whether the server was simulated, start/end, status, per-step summaries, and every measured
+  request with its raw stamps (``load`` rebuilds the ``RequestRecord`` list exactly).
+- ``summary.csv``: one row per step and metric (``SUMMARY_COLUMNS``).
+- ``requests.csv``: one row per measured request, warm-ups excluded (``REQUEST_COLUMNS``).
+
+Secrets: config and server dicts never hold tokens; messages, warnings and request errors are
+passed through ``errors.redact`` on the way out anyway.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+from ..config import RunConfig, strip_credentials
+from ..errors import BenchmarkError, ConfigError, ResultFileError, redact
+from .records import RequestRecord
+from .stats import COUNT_KEYS, METRIC_KEYS, METRICS, STAT_KEYS, StepSummary, summarize
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "TOOL_NAME",
+    "RUN_FILE",
+    "SUMMARY_FILE",
+    "REQUESTS_FILE",
+    "SUMMARY_COLUMNS",
+    "REQUEST_COLUMNS",
+    "STATUSES",
+    "RunResult",
+    "RunSummaryRow",
+    "new_run_id",
+    "check_run_id",
+    "run_dir",
+    "results_root",
+    "default_output_dir",
+    "check_output_dir_free",
+    "list_runs",
+    "now_iso",
+    "environment_info",
+]
+
+SCHEMA_VERSION = 1
+TOOL_NAME = "tgi-benchmark"
+RUN_FILE = "run.json"
+SUMMARY_FILE = "summary.csv"
+REQUESTS_FILE = "requests.csv"
+STATUSES = ("running", "complete", "cancelled", "failed")
+
+SUMMARY_COLUMNS = ("step", "metric", "unit", *STAT_KEYS, "count", "mode", *COUNT_KEYS)
+REQUEST_COLUMNS = (
+    "batch_size", "run", "request", "ttft_ms", "e2e_ms", "decode_ms", "token_latency_ms",
+    "input_tokens", "output_tokens", "finish_reason", "error",
+    "requested_output_tokens", "token_events", "dispatch_lag_ms", "status", "error_kind",
+    "request_id", "mode",
+)
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MAX_RUN_JSON_BYTES = 512 * 1024 * 1024
+
+
+def now_iso() -> str:
+    """Wall-clock time for display, UTC, ISO 8601 to the second (``2026-11-28T16:30:12+00:00``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def environment_info() -> dict[str, Any]:
+    """Where the client ran (no host name)."""
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Run ids and folders
+
+
+def new_run_id(model: str) -> str:
+    """A fresh id like ``20261128-163012-llama-3-8b-3f9a`` (UTC time, model slug, random)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    name = (model or "").strip().rstrip("/\\").replace("\\", "/").split("/")[-1]
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-") or "run"
+    return f"{stamp}-{slug}-{secrets.token_hex(2)}"
+
+
+def check_run_id(run_id: Any) -> str:
+    """``run_id`` when it is safe as a folder name, else ``ResultFileError``.
+
+    Allowed: letters, digits, '-', '_', '.', starting with a letter or digit, at most 128
+    characters, no '..'. Slashes, backslashes and anything else are refused.
+    """
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+        shown = repr(run_id)[:80]
+        raise ResultFileError(
+            f"Run id {shown} is not valid: a run id uses only letters, digits, '-', '_' and '.' "
+            f"(for example 20261128-163012-gpt2-3f9a). Check the link you opened."
+        )
+    return run_id
+
+
+def results_root() -> Path:
+    """The folder holding every run: env ``RESULTS_DIR``, default ``results``."""
+    return Path(os.environ.get("RESULTS_DIR") or "results")
+
+
+def run_dir(root: str | os.PathLike[str], run_id: str) -> Path:
+    """The folder of ``run_id`` under ``root``; refuses ids that would leave ``root``."""
+    base = Path(root)
+    folder = base / check_run_id(run_id)
+    if folder.resolve().parent != base.resolve():
+        raise ResultFileError(f"Run id {run_id!r} does not name a folder inside {base}.")
+    return folder
+
+
+def default_output_dir(model: str) -> Path:
+    """``<RESULTS_DIR>/<new run id>`` for a run of ``model`` (the folder is not created)."""
+    return results_root() / new_run_id(model)
+
+
+def check_output_dir_free(folder: str | os.PathLike[str]) -> None:
+    """Refuse a folder that already holds a run: a new run never overwrites an earlier one.
+
+    Raises ``ConfigError("output_dir", ...)``; a folder that does not exist yet, or holds no
+    ``run.json``, is fine."""
+    file = Path(folder) / RUN_FILE
+    if not file.exists():
+        return
+    raise ConfigError("output_dir", f"{Path(folder)} already holds a run ({RUN_FILE}); a new "
+                                    "run would overwrite it. Choose a new folder, or move "
+                                    "that run away first.")
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class RunResult:
+    """Everything about one run. ``records`` holds measured requests only (no warm-ups).
+
+    ``status``: "running" while the engine works, then "complete", "cancelled" or "failed".
+    ``server_info``: the server's ``/info``; ``server``: the launched ``ServerSettings`` as a
+    dict (None when an existing endpoint was benchmarked); ``calibration``: the client's own
+    measurement error when known; ``environment``: where the client ran (filled on save).
+    """
+
+    run_id: str
+    config: RunConfig
+    server_info: dict[str, Any] = field(default_factory=dict)
+    simulated: bool = False
+    started_at: str = field(default_factory=now_iso)
+    ended_at: str | None = None
+    status: str = "running"
+    message: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    records: list[RequestRecord] = field(default_factory=list)
+    server: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    tool_version: str = __version__
+    schema_version: int = SCHEMA_VERSION
+    environment: dict[str, Any] | None = None
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def model(self) -> str:
+        """The model's name for display: server's model id, else --model, else the tokenizer."""
+        return str(self.server_info.get("model_id") or self.config.model
+                   or self.config.tokenizer_name)
+
+    @property
+    def measured_records(self) -> list[RequestRecord]:
+        return [r for r in self.records if not r.warmup]
+
+    def steps(self) -> list[StepSummary]:
+        """Per-step statistics of the measured records (computed, never stale)."""
+        return summarize(self.measured_records, self.config)
+
+    # -- files -----------------------------------------------------------------------------
+    def to_dict(self, steps: list[StepSummary] | None = None) -> dict[str, Any]:
+        """The content of run.json (``steps``: already computed summaries, to save work)."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": TOOL_NAME, "version": self.tool_version},
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "status": self.status,
+            "complete": self.complete,
+            "message": None if self.message is None else redact(self.message),
+            "simulated": bool(self.simulated),
+            "config": {**self.config.to_dict(), "url": strip_credentials(self.config.url)},
+            "server_info": self.server_info,
+            "server": self.server,
+            "environment": self.environment or environment_info(),
+            "warnings": [redact(w) for w in self.warnings],
+            "steps": [s.to_dict() for s in (self.steps() if steps is None else steps)],
+            "calibration": self.calibration,
+            "requests": [_record_out(r) for r in self.measured_records],
+        }
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write run.json, summary.csv and requests.csv into ``folder`` (created); return it."""
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        steps = self.steps()
+        document = self.to_dict(steps)
+        atomic_write(path / RUN_FILE, run_json_text(document))
+        atomic_write(path / SUMMARY_FILE, summary_csv(steps))
+        atomic_write(path / REQUESTS_FILE, requests_csv(self.measured_records, self.config.mode))
+        return path
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "run.json") -> "RunResult":
+        """Rebuild a run from the content of run.json; ``ResultFileError`` when it is unusable."""
+        if not isinstance(data, dict):
+            raise ResultFileError(f"{source} does not hold a benchmark run (not a JSON object).")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ResultFileError(
+                f"{source} has schema version {version!r}, and this version of TGI Benchmark "
+                f"reads version {SCHEMA_VERSION}. Open it with the version that wrote it "
+                f"(tool {(data.get('tool') or {}).get('version', 'unknown')})."
+            )
+        try:
+            config = RunConfig.from_dict(data["config"])
+            records = [_record_in(r) for r in data.get("requests") or []]
+            tool = data.get("tool") or {}
+            status = str(data.get("status") or "running")
+            if status not in STATUSES:
+                raise ResultFileError(f"{source} has an unknown status {status!r}; it was not "
+                                      f"written by TGI Benchmark.")
+            return cls(
+                run_id=check_run_id(data["run_id"]),
+                config=config,
+                server_info=dict(data.get("server_info") or {}),
+                simulated=bool(data.get("simulated", False)),
+                started_at=str(data["started_at"]),
+                ended_at=data.get("ended_at"),
+                status=status,
+                message=data.get("message"),
+                warnings=list(data.get("warnings") or []),
+                records=records,
+                server=data.get("server"),
+                calibration=data.get("calibration"),
+                tool_version=str(tool.get("version") or "unknown"),
+                schema_version=SCHEMA_VERSION,
+                environment=data.get("environment"),
+            )
+        except ResultFileError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ResultFileError(
+                f"{source} is damaged or incomplete ({type(exc).__name__}: {exc}); "
+                f"run the benchmark again to get a fresh file."
+            ) from exc
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> "RunResult":
+        """Read a saved run from its folder (or its run.json); ``ResultFileError`` when unusable."""
+        path = Path(folder)
+        file = path if path.name == RUN_FILE and not path.is_dir() else path / RUN_FILE
+        if not file.parent.is_dir():
+            raise ResultFileError(f"No saved run at {file.parent}: the folder does not exist.")
+        if not file.is_file():
+            raise ResultFileError(
+                f"No saved run at {file.parent}: {RUN_FILE} is missing (the run may not have "
+                f"finished its first step yet)."
+            )
+        try:
+            if file.stat().st_size > _MAX_RUN_JSON_BYTES:
+                raise ResultFileError(f"{file} is too large to be a benchmark run.")
+            text = file.read_text(encoding="utf-8")
+            data = json.loads(text)
+        except ResultFileError:
+            raise
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ResultFileError(
+                f"{file} cannot be read as a benchmark run ({type(exc).__name__}); it may be "
+                f"damaged. Run the benchmark again to get a fresh file."
+            ) from exc
+        return cls.from_dict(data, source=str(file))
+
+
+# ---------------------------------------------------------------------------------------------
+# File content
+
+
+def run_json_text(document: dict[str, Any]) -> str:
+    """run.json text: indented, except that each request is one compact line (files stay small
+    and a request's token stamps do not take one line each)."""
+    clean = dict(document)
+    requests = clean.pop("requests", [])   # ints, text and None only: nothing to clean
+    clean = finite(clean)
+    head = json.dumps(clean, indent=1, ensure_ascii=False, allow_nan=False)
+    lines = ",\n".join("  " + json.dumps(r, ensure_ascii=False, allow_nan=False,
+                                         separators=(",", ":")) for r in requests)
+    body = f'[\n{lines}\n ]' if requests else "[]"
+    return head[:-2] + f',\n "requests": {body}\n}}\n'
+
+
+
+def summary_csv(steps: list[StepSummary]) -> str:
+    """summary.csv: one row per step and metric; empty cells where a metric has no sample."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SUMMARY_COLUMNS)
+    for step in steps:
+        counts = step.counts()
+        for key in METRIC_KEYS:
+            stats = step.metrics.get(key)
+            values = ["" if stats is None else _num(getattr(stats, s)) for s in STAT_KEYS]
+            writer.writerow([step.step, key, METRICS[key].unit, *values,
+                             0 if stats is None else stats.count, step.mode,
+                             *(counts[k] for k in COUNT_KEYS)])
+    return buffer.getvalue()
+
+
+def requests_csv(records: list[RequestRecord], mode: str) -> str:
+    """requests.csv: one row per record of ``records`` (a run's measured requests)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(REQUEST_COLUMNS)
+    for r in records:
+        row = {
+            "batch_size": r.step, "run": r.run, "request": r.request,
+            "ttft_ms": _num(r.ttft_ms), "e2e_ms": _num(r.e2e_ms),
+            "decode_ms": _num(r.decode_ms),
+            "token_latency_ms": _num(r.token_latency_ms),
+            "input_tokens": _opt(r.input_tokens), "output_tokens": _opt(r.output_tokens),
+            "finish_reason": _opt(r.finish_reason),
+            "error": "" if r.error is None else redact(r.error),
+            "requested_output_tokens": _opt(r.requested_output_tokens),
+            "token_events": len(r.token_ns), "dispatch_lag_ms": _num(r.dispatch_lag_ms),
+            "status": _opt(r.status), "error_kind": _opt(r.error_kind),
+            "request_id": _opt(r.request_id), "mode": mode,
+        }
+        writer.writerow([row[c] for c in REQUEST_COLUMNS])
+    return buffer.getvalue()
+
+
+def _num(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return ""
+    return repr(round(float(value), 6))
+
+
+def _opt(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(RequestRecord))
+
+
+def _record_out(record: RequestRecord) -> dict[str, Any]:
+    """``record.to_dict()`` without dataclasses.asdict's deep copy (100x faster on long streams)."""
+    data = {name: getattr(record, name) for name in _RECORD_FIELDS}
+    data["token_ns"] = list(record.token_ns)
+    if data.get("error"):
+        data["error"] = redact(data["error"])
+    return data
+
+
+_INT_FIELDS = ("step", "run", "request", "scheduled_ns")
+_OPTIONAL_INT_FIELDS = ("sent_ns", "end_ns", "input_tokens", "output_tokens",
+                        "requested_output_tokens", "status")
+_OPTIONAL_STR_FIELDS = ("finish_reason", "error", "error_kind", "request_id")
+
+
+def _record_in(data: Any) -> RequestRecord:
+    """A RequestRecord from run.json, refusing values of the wrong type (TypeError)."""
+    if not isinstance(data, dict):
+        raise TypeError("a request is not a JSON object")
+    record = RequestRecord.from_dict(data)
+    for name in _INT_FIELDS:
+        if not isinstance(getattr(record, name), int):
+            raise TypeError(f"request field {name} is not a whole number")
+    for name in _OPTIONAL_INT_FIELDS:
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, int):
+            raise TypeError(f"request field {name} is not a whole number")
+    for name in _OPTIONAL_STR_FIELDS:
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"request field {name} is not text")
+    if not isinstance(record.token_ns, list) or not all(
+            isinstance(t, int) for t in record.token_ns):
+        raise TypeError("request field token_ns is not a list of whole numbers")
+    record.warmup = bool(record.warmup)
+    return record
+
+
+def add_failure_reason(folder: str | os.PathLike[str], reason: str) -> None:
+    """Add ``reason`` (say, the launcher's explanation of a crash with its last log lines) to
+    the message of the failed run saved in ``folder``; nothing when no failed run is there."""
+    try:
+        result = RunResult.load(folder)
+    except BenchmarkError:
+        return  # the run never started: nothing was saved
+    if result.status != "failed":
+        return
+    result.message = redact(f"{result.message or ''} {reason}".strip())
+    result.save(folder)
+
+
+def finite(value: Any) -> Any:
+    """Replace NaN/inf (not valid JSON) by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# History
+
+
+@dataclass(frozen=True)
+class RunSummaryRow:
+    """One line of the history view."""
+
+    run_id: str
+    model: str
+    started_at: str
+    ended_at: str | None
+    status: str
+    complete: bool
+    simulated: bool
+    mode: str
+    batch_sizes: tuple[int, ...]
+    best_decode_throughput_tok_s: float | None
+    best_batch_size: int | None
+    requests: int
+    errors: int
+    path: Path
+
+
+def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummaryRow]:
+    """Saved runs under ``root`` (default ``results_root()``), newest first.
+
+    Reads each run.json's stored step summaries (not the records), skips folders whose name is
+    not a run id and files that cannot be read.
+    """
+    base = Path(root) if root is not None else results_root()
+    if not base.is_dir():
+        return []
+    rows: list[RunSummaryRow] = []
+    for folder in base.iterdir():
+        if not folder.is_dir() or not _RUN_ID.fullmatch(folder.name) or ".." in folder.name:
+            continue
+        row = _cached_summary_row(folder)
+        if row is not None:
+            rows.append(row)
+    rows.sort(key=lambda r: (_sort_time(r.started_at), r.run_id), reverse=True)
+    return rows
+
+
+# run.json files can be large (every token stamp); the history re-reads one only when it changed
+# (each save replaces the file, so a new inode, mtime or size means new content).
+_ROW_CACHE: dict[Path, tuple[tuple[int, int, int], RunSummaryRow | None]] = {}
+_ROW_CACHE_MAX = 2048
+
+
+def _cached_summary_row(folder: Path) -> RunSummaryRow | None:
+    try:
+        stat = (folder / RUN_FILE).stat()
+    except OSError:
+        return None
+    key, stamp = folder.resolve(), (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    cached = _ROW_CACHE.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    row = _summary_row(folder)
+    if len(_ROW_CACHE) >= _ROW_CACHE_MAX:
+        _ROW_CACHE.clear()
+    _ROW_CACHE[key] = (stamp, row)
+    return row
+
+
+def _summary_row(folder: Path) -> RunSummaryRow | None:
+    file = folder / RUN_FILE
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+            return None
+        config = data.get("config") or {}
+        info = data.get("server_info") or {}
+        steps = [s for s in data.get("steps") or [] if isinstance(s, dict)]
+        best, best_step = None, None
+        for s in steps:
+            stats = (s.get("metrics") or {}).get("decode_throughput_tok_s")
+            if stats and stats.get("avg") is not None and (best is None or stats["avg"] > best):
+                best, best_step = float(stats["avg"]), int(s["step"])
+        status = str(data.get("status") or "running")
+        return RunSummaryRow(
+            run_id=folder.name,
+            model=str(info.get("model_id") or config.get("model")
+                      or config.get("tokenizer_name") or ""),
+            started_at=str(data.get("started_at") or ""),
+            ended_at=data.get("ended_at"),
+            status=status,
+            complete=status == "complete",
+            simulated=bool(data.get("simulated", False)),
+            mode=str(config.get("mode") or "rounds"),
+            batch_sizes=tuple(int(s["step"]) for s in steps) or tuple(
+                int(b) for b in config.get("batch_sizes") or ()),
+            best_decode_throughput_tok_s=best,
+            best_batch_size=best_step,
+            requests=sum(int(s.get("requests") or 0) for s in steps),
+            errors=sum(int(s.get("errors") or 0) for s in steps),
+            path=folder,
+        )
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _sort_time(text: str) -> float:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return 0.0
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()

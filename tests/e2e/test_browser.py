@@ -1,0 +1,196 @@
+"""What a visitor sees, in headless Chromium: fill the form, Run, charts, download, share, restart.
+
+Debian's chromium is driven by the playwright package. The tests take the screenshots of the
+form and of the results that the README shows; they land in a temporary folder, or in
+tests/screenshots/ (the README's copies) when UPDATE_SCREENSHOTS=1 is set, so that an ordinary
+test run leaves the checkout clean.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from support.app_harness import AppProcess
+from support.helpers import ROOT
+
+SCREENSHOTS = (ROOT / "tests" / "screenshots" if os.environ.get("UPDATE_SCREENSHOTS") == "1"
+               else Path(tempfile.mkdtemp(prefix="tgi-bench-screenshots-")))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+RUN_TIMEOUT_MS = 150_000
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, tiny_tokenizer):
+    folder = tmp_path_factory.mktemp("browser-app")
+    with AppProcess(folder / "results", tokenizer=tiny_tokenizer) as running:
+        yield running
+
+
+def new_page(browser, url: str) -> Page:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(url)
+    return page
+
+
+def field(page: Page, name: str):
+    return page.locator(f"#field-{name}").get_by_role("textbox")
+
+
+def test_form_run_charts_download_share_and_restart(browser, app, tiny_tokenizer):
+    page = new_page(browser, app.url)
+    expect(page.locator("#run-button")).to_be_visible()
+    expect(page.get_by_text("Running locally: no sign-in needed.")).to_be_visible()
+
+    # The guide's example is one click away (the form as the README shows it).
+    page.locator("#example-button").click()
+    expect(field(page, "model_id")).to_have_value("astronomer/Llama-3-8B-Instruct-GPTQ-8-Bit")
+    expect(page.locator("#field-quantize").get_by_role("combobox")).to_have_value("gptq")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "form.png"), full_page=True)
+
+    # A word in a number field is refused with the field's label; nothing starts.
+    field(page, "model_id").fill(tiny_tokenizer)
+    page.locator("#field-quantize").get_by_role("combobox").click()
+    page.get_by_role("option", name="none", exact=True).click()
+    for name, text in {"batch_sizes": "1,2", "sequence_length": "16", "decode_length": "8",
+                       "runs": "ten", "warmups": "1"}.items():
+        field(page, name).fill(text)
+    page.locator("#run-button").click()
+    expect(page.locator("#form-error")).to_contain_text("Runs:")
+    expect(page.locator("#form-error")).to_contain_text("whole number")
+    assert not any(app.results_dir.iterdir())
+    field(page, "runs").fill("2")
+
+    page.locator("#run-button").click()
+    expect(page.locator("#run-status")).to_contain_text("Benchmark complete",
+                                                        timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#form-error")).to_be_hidden()
+    expect(page.locator("#chart-0 .js-plotly-plot")).to_be_visible()
+    expect(page.locator("#chart-3 .js-plotly-plot")).to_be_visible()
+    expect(page.locator("#simulated-banner")).to_contain_text("SIMULATED SERVER")
+    headline = page.locator("#headline").inner_text()
+    assert "Highest generation speed" in headline
+    share = page.locator("#share-link").get_by_role("textbox").input_value()
+    assert share.startswith(app.url + "?run=")
+    run_id = share.split("?run=", 1)[1]
+    page.set_viewport_size({"width": 1280, "height": 1500})
+    page.locator("#run-status").evaluate("element => element.scrollIntoView()")
+    page.screenshot(path=str(SCREENSHOTS / "results.png"))
+
+    # Download summary.csv from the page and read its rows.
+    with page.expect_download() as info:
+        page.locator("#downloads a[download='summary.csv']").click()
+    rows = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text())))
+    assert {r["step"] for r in rows} == {"1", "2"}
+    speeds = {r["step"]: float(r["avg"]) for r in rows if r["metric"] == "decode_throughput_tok_s"}
+    assert set(speeds) == {"1", "2"} and all(v > 0 for v in speeds.values())
+    page.context.close()
+
+    # The share link, in a fresh browser context: the same numbers, read-only, no form.
+    shared = new_page(browser, share)
+    expect(shared.locator("#readonly-message")).to_contain_text("Shared results, read-only")
+    expect(shared.locator("#headline")).to_have_text(headline)
+    expect(shared.locator("#run-button")).to_be_hidden()
+    expect(shared.locator("#chart-0 .js-plotly-plot")).to_be_visible()
+    shared.context.close()
+
+    # After a restart the link still opens the same run.
+    app.restart()
+    again = new_page(browser, share)
+    expect(again.locator("#headline")).to_have_text(headline)
+    expect(again.locator("#results-title")).to_contain_text(run_id)
+    again.context.close()
+
+
+def test_a_shared_run_in_progress_updates_itself(browser, app, tiny_tokenizer):
+    from gradio_client import Client
+
+    from support.app_harness import form_values
+
+    client = Client(app.url, verbose=False)
+    job = client.submit(*form_values(model_id=tiny_tokenizer, batch_sizes="1,2,4",
+                                     sequence_length="16", decode_length="8", runs="12",
+                                     warmups="0"), api_name="/run")
+    link = None
+    while link is None:
+        for out in job.outputs():
+            for item in out:
+                value = item.get("value") if isinstance(item, dict) else item
+                if isinstance(value, str) and "?run=" in value:
+                    link = value
+        assert not job.done() or link, "the run ended without a share link"
+        time.sleep(0.1)
+    page = new_page(browser, link)                         # opened while the run goes on
+    expect(page.locator("#readonly-message")).to_be_visible()
+    expect(page.locator("#run-button")).to_be_hidden()
+    expect(page.locator("#results-title")).to_contain_text("complete", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#chart-0 .js-plotly-plot")).to_be_visible()
+    expect(page.locator("#readonly-message")).to_contain_text("Shared results, read-only")
+    job.result()
+    page.context.close()
+
+
+def test_hostile_share_links_get_a_message_and_change_nothing(browser, app):
+    before = sorted(p.name for p in app.results_dir.iterdir())
+    for bad in ("../etc", "..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "<script>alert(1)</script>"):
+        page = new_page(browser, f"{app.url}?run={bad}")
+        expect(page.locator("#readonly-message")).to_contain_text("does not open a saved run")
+        expect(page.locator("#readonly-message")).to_contain_text("not valid")
+        expect(page.locator("#run-button")).to_be_visible()      # the normal page, unchanged
+        page.context.close()
+    assert sorted(p.name for p in app.results_dir.iterdir()) == before
+
+
+def test_saved_runs_are_listed_and_compared(browser, app, tiny_tokenizer):
+    """Two runs in the history tab, compared on the same charts (screenshot for the README)."""
+    page = new_page(browser, app.url)
+    field(page, "model_id").fill(tiny_tokenizer)
+    for name, text in {"batch_sizes": "1,2", "sequence_length": "16", "decode_length": "8",
+                       "runs": "2", "warmups": "0"}.items():
+        field(page, name).fill(text)
+    while len(list(app.results_dir.iterdir())) < 2:
+        page.locator("#run-button").click()
+        expect(page.locator("#stop-button")).to_be_visible()
+        expect(page.locator("#run-status")).to_contain_text("Benchmark complete",
+                                                            timeout=RUN_TIMEOUT_MS)
+        expect(page.locator("#run-button")).to_be_enabled()
+    page.get_by_role("tab", name="Saved runs").click()
+    table = page.locator("#history-table")
+    expect(table).to_be_visible()
+    ids = sorted(p.name for p in app.results_dir.iterdir())
+    assert len(ids) >= 2
+    # One run chosen by clicking its row in the table, the other in the picker.
+    table.get_by_text(ids[0], exact=True).first.click()
+    expect(page.locator("#history-pick")).to_contain_text(ids[0])
+    picker = page.locator("#history-pick").get_by_role("combobox")
+    picker.click()
+    page.get_by_role("option", name=ids[1]).click()
+    page.locator("#compare-button").click()
+    expect(page.locator("#results-title")).to_contain_text("Comparing 2 runs")
+    expect(page.locator("#chart-0 .js-plotly-plot")).to_be_visible()
+    legend = page.locator("#chart-0 .legend").first.text_content() or ""
+    assert ids[0] in legend and ids[1] in legend
+    page.set_viewport_size({"width": 1280, "height": 1300})
+    page.locator("#results-title").evaluate("element => element.scrollIntoView()")
+    page.screenshot(path=str(SCREENSHOTS / "compare.png"))
+    page.context.close()

@@ -1,0 +1,134 @@
+"""The app's form as data: typed text in, a validated run plan (or the wrong field named) out."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.errors import ConfigError, ServerLimitError
+from benchmark.app.form import (
+    DEFAULTS,
+    EXAMPLE_MODEL_ID,
+    TARGET_ENDPOINT,
+    build_plan,
+    example_values,
+)
+
+
+def form(**overrides):
+    values = dict(DEFAULTS)
+    values.update(overrides)
+    return values
+
+
+def field_of(excinfo) -> str:
+    return excinfo.value.field
+
+
+def test_launch_plan_uses_the_model_as_tokenizer_and_the_server_address():
+    plan = build_plan(form(model_id="org/model", quantize="gptq", max_total_tokens="2048",
+                           max_input_tokens="1024", batch_sizes="4, 1 2", runs="3"),
+                      server_port=4242)
+    assert plan.launches_server
+    assert plan.server.model_id == "org/model" and plan.server.quantize == "gptq"
+    assert plan.server.port == 4242 and plan.run.url == "http://127.0.0.1:4242"
+    assert plan.run.tokenizer_name == "org/model"
+    assert plan.run.batch_sizes == (1, 2, 4) and plan.run.runs == 3
+    assert plan.run.max_total_requests is None        # the owner's own server: no cap
+
+
+def test_example_is_the_guides_model_with_gptq():
+    plan = build_plan(form(**example_values()))
+    assert plan.server.model_id == EXAMPLE_MODEL_ID and plan.server.quantize == "gptq"
+
+
+def test_empty_number_fields_take_the_defaults():
+    plan = build_plan(form(model_id="org/model", sequence_length="", decode_length=" ",
+                           runs="", warmups=""))
+    assert (plan.run.sequence_length, plan.run.decode_length, plan.run.runs,
+            plan.run.warmups) == (10, 8, 10, 1)
+    assert plan.server.max_total_tokens is None
+
+
+@pytest.mark.parametrize("overrides, field, words", [
+    (dict(runs="ten"), "runs", "Runs must be a whole number"),
+    (dict(warmups="-1"), "warmups", "at least 0"),
+    (dict(batch_sizes="1,2,100000"), "batch_sizes", "at most 1024"),
+    (dict(batch_sizes="1,two"), "batch_sizes", "whole number"),
+    (dict(sequence_length="1e3"), "sequence_length", "whole number"),
+    (dict(max_batch_size="big"), "max_batch_size", "Max batch size must be a whole number"),
+    (dict(top_p="1.5"), "top_p", "Top-p"),
+    (dict(temperature="warm"), "temperature", "Temperature must be a number"),
+    (dict(model_id=""), "model_id", "Model ID is empty"),
+    (dict(model_id="not a model"), "model_id", "not a Hub id"),
+    (dict(quantize="gptq", dtype="float16"), "dtype", "not both"),
+    (dict(max_input_tokens="4096", max_total_tokens="1024"), "max_input_tokens", "less than"),
+    (dict(batch_sizes="1,256"), "batch_sizes", "max concurrent requests (128)"),
+    (dict(mode="Sustained concurrency"), "duration_s", "needs a duration"),
+])
+def test_each_mistake_names_its_field(overrides, field, words):
+    with pytest.raises(ConfigError) as excinfo:
+        build_plan(form(**{"model_id": "org/model", **overrides}))
+    assert field_of(excinfo) == field
+    assert words in str(excinfo.value)
+
+
+def test_run_longer_than_the_chosen_server_limits_is_refused_before_launch():
+    with pytest.raises(ServerLimitError, match="max_total_tokens = 20"):
+        build_plan(form(model_id="org/model", max_total_tokens="20", sequence_length="16",
+                        decode_length="8"))
+
+
+def test_raising_max_concurrent_requests_allows_bigger_batches():
+    plan = build_plan(form(model_id="org/model", batch_sizes="256",
+                           max_concurrent_requests="512"))
+    assert plan.run.batch_sizes == (256,)
+
+
+def test_endpoint_plan_needs_a_url_and_tokenizer_and_respects_the_cap():
+    plan = build_plan(form(target=TARGET_ENDPOINT, url="http://10.0.0.5:8080/",
+                           tokenizer_name="org/model", batch_sizes="1,2", runs="2",
+                           warmups="0"), endpoint_request_cap=6)
+    assert plan.server is None and plan.run.url == "http://10.0.0.5:8080"
+    assert plan.run.max_total_requests == 6
+    with pytest.raises(ConfigError) as excinfo:
+        build_plan(form(target=TARGET_ENDPOINT, url="http://10.0.0.5:8080",
+                        tokenizer_name="org/model", batch_sizes="1,2", runs="2", warmups="1"),
+                   endpoint_request_cap=6)
+    assert "would send 9 requests" in str(excinfo.value)
+    with pytest.raises(ConfigError) as excinfo:
+        build_plan(form(target=TARGET_ENDPOINT, url="http://10.0.0.5:8080"))
+    assert field_of(excinfo) == "tokenizer_name"
+    with pytest.raises(ConfigError) as excinfo:
+        build_plan(form(target=TARGET_ENDPOINT, url="file:///etc/passwd",
+                        tokenizer_name="org/model"))
+    assert field_of(excinfo) == "url"
+
+
+def test_concurrency_fields_only_count_in_the_concurrency_pattern():
+    rounds = build_plan(form(model_id="org/model", duration_s="30", requests="100"))
+    assert rounds.run.mode == "rounds" and rounds.run.duration_s is None
+    assert rounds.run.requests is None
+    sustained = build_plan(form(model_id="org/model", mode="Sustained concurrency",
+                                duration_s="30"))
+    assert sustained.run.mode == "concurrency" and sustained.run.duration_s == 30.0
+
+
+@pytest.mark.parametrize("url", ["http://user:secret@10.0.0.5:8080",
+                                 "http://10.0.0.5:8080/?api_key=secret"])
+def test_endpoint_url_with_a_secret_is_refused_as_it_would_be_shared(url):
+    with pytest.raises(ConfigError) as excinfo:
+        build_plan(form(target=TARGET_ENDPOINT, url=url, tokenizer_name="org/model"))
+    assert field_of(excinfo) == "url"
+    assert "secret" not in str(excinfo.value)          # the message does not repeat it
+    assert "share link" in str(excinfo.value)
+
+
+def test_capped_endpoint_run_in_concurrency_asks_for_a_request_count():
+    values = form(target=TARGET_ENDPOINT, url="http://10.0.0.5:8080", tokenizer_name="org/m",
+                  mode="Sustained concurrency", duration_s="30", batch_sizes="1,2")
+    with pytest.raises(ConfigError) as excinfo:
+        build_plan(values, endpoint_request_cap=100)
+    assert field_of(excinfo) == "requests" and "at most 100 requests" in str(excinfo.value)
+    plan = build_plan({**values, "requests": "40"}, endpoint_request_cap=100)
+    assert plan.run.requests == 40
+    assert build_plan(values).run.requests is None          # no cap: a duration is enough

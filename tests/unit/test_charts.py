@@ -1,0 +1,169 @@
+"""Charts: figures with the expected traces, readable sentences instead of errors (no server)."""
+
+from __future__ import annotations
+
+import ast
+
+import plotly.graph_objects as go
+import pytest
+
+from benchmark.report import charts
+from benchmark.config import RunConfig
+from benchmark.core.records import RequestRecord
+from benchmark.core.results import RunResult
+
+MS = 1_000_000
+
+
+def make_run(run_id: str = "20261128-163012-tiny-3f9a", *, simulated: bool = False,
+             batch_sizes=(1, 2, 4), tokens=lambda b, i: 5, model: str = "org/tiny",
+             mode: str = "rounds") -> RunResult:
+    records = []
+    for b in batch_sizes:
+        for run in range(2):
+            sent = (b * 10 + run) * 1000 * MS
+            for i in range(b):
+                n = tokens(b, i)
+                stamps = [sent + (10 * b + i) * MS + k * (5 + b) * MS for k in range(n)]
+                records.append(RequestRecord(
+                    step=b, run=run, request=i, scheduled_ns=sent, sent_ns=sent,
+                    token_ns=stamps, end_ns=stamps[-1], input_tokens=16, output_tokens=n,
+                    requested_output_tokens=5, finish_reason="length", status=200))
+    config = RunConfig(tokenizer_name=model, batch_sizes=tuple(batch_sizes), sequence_length=16,
+                       decode_length=5, runs=2, mode=mode,
+                       duration_s=5.0 if mode == "concurrency" else None)
+    return RunResult(run_id=run_id, config=config, server_info={"model_id": model},
+                     simulated=simulated, status="complete", records=records)
+
+
+def sentence(fig: go.Figure) -> str:
+    return fig.layout.annotations[0].text
+
+
+def test_throughput_vs_batch_has_prefill_and_decode_per_run():
+    run = make_run()
+    fig = charts.throughput_vs_batch([run])
+    assert isinstance(fig, go.Figure)
+    assert len(fig.data) == 2                     # prefill panel, decode panel
+    decode = fig.data[1]
+    assert list(decode.x) == [1, 2, 4]
+    steps = run.steps()
+    assert list(decode.y) == pytest.approx([s.value("decode_throughput_tok_s") for s in steps])
+    assert decode.name == "org/tiny"
+    assert "Tokens per second" in fig.layout.yaxis.title.text
+    assert fig.layout.xaxis.title.text == "Batch size (requests sent together)"
+
+
+def test_latency_vs_batch_draws_three_percentiles_in_two_panels():
+    run = make_run()
+    fig = charts.latency_vs_batch(run)             # a single result is accepted too
+    names = [t.name for t in fig.data]
+    assert names == ["org/tiny p50", "org/tiny p90", "org/tiny p99"] * 2
+    p90_ttft = fig.data[1]
+    assert list(p90_ttft.y) == pytest.approx(
+        [s.value("prefill_latency_ms", "p90") for s in run.steps()])
+    assert fig.layout.yaxis.title.text == "Milliseconds"
+
+
+def test_comparison_draws_one_trace_per_run_labelled_by_run_id():
+    a = make_run("20261128-100000-a-aaaa")
+    b = make_run("20261128-110000-b-bbbb", model="org/other", simulated=True)
+    fig = charts.decode_throughput_over_latency([a, b])
+    assert [t.name for t in fig.data] == ["org/tiny · 20261128-100000-a-aaaa",
+                                         "org/other · 20261128-110000-b-bbbb (simulated)"]
+    assert "includes a simulated run" in fig.layout.title.text
+    assert len(charts.throughput_vs_batch([a, b]).data) == 4
+    assert len(charts.ttft_distribution([a, b]).data) == 2
+
+
+def test_scatter_has_one_labelled_point_per_batch_size():
+    run = make_run()
+    fig = charts.prefill_throughput_over_latency([run])
+    trace = fig.data[0]
+    assert list(trace.text) == ["batch 1", "batch 2", "batch 4"]
+    steps = run.steps()
+    assert list(trace.x) == pytest.approx([s.value("prefill_latency_ms") for s in steps])
+    assert list(trace.y) == pytest.approx([s.value("prefill_throughput_tok_s") for s in steps])
+    assert "(ms)" in fig.layout.xaxis.title.text
+
+
+def test_distributions_hold_every_successful_request():
+    run = make_run()
+    run.records.append(RequestRecord(step=4, run=2, request=0, sent_ns=1, end_ns=2,
+                                     error="HTTP 500: boom", error_kind="http"))
+    run.records.append(RequestRecord(step=4, run=0, request=9, warmup=True, sent_ns=1,
+                                     token_ns=[9_000 * MS, 9_001 * MS], end_ns=9_001 * MS))
+    fig = charts.ttft_distribution([run])
+    box = fig.data[0]
+    assert isinstance(box, go.Box)
+    assert len(box.y) == 2 * (1 + 2 + 4)           # failed and warm-up requests left out
+    assert sorted(set(box.x)) == ["1", "2", "4"]
+    assert list(fig.layout.xaxis.categoryarray) == ["1", "2", "4"]
+    tokens = charts.token_latency_distribution([run]).data[0]
+    assert min(tokens.y) == pytest.approx(6.0)     # batch 1: 6 ms between tokens
+    gaps = charts.inter_token_latency_distribution([run]).data[0]
+    assert len(gaps.y) == 2 * 7 * 4                 # 4 gaps for each 5-token request
+
+
+def test_output_length_only_when_it_differs():
+    same = make_run()
+    assert charts.output_length_differs([same]) is False
+    assert "Every request received the 5 tokens asked" in sentence(charts.output_length([same]))
+    short = make_run(tokens=lambda b, i: 3 if i == 0 else 5)
+    assert charts.output_length_differs(short) is True
+    fig = charts.output_length([short])
+    assert [t.name for t in fig.data] == ["org/tiny: received", "org/tiny: requested"]
+    assert sorted(fig.data[0].y)[:6] == [3] * 6
+    assert list(fig.data[1].y) == [5, 5, 5]
+
+
+def test_simulated_runs_say_so_in_title_and_legend():
+    fig = charts.throughput_vs_batch([make_run(simulated=True)])
+    assert fig.layout.title.text.endswith("(simulated)")
+    assert fig.data[0].name == "org/tiny (simulated)"
+
+
+def test_concurrency_runs_talk_about_users():
+    fig = charts.decode_throughput_over_latency([make_run(mode="concurrency")])
+    assert fig.data[0].text[0] == "users 1"
+    assert charts.latency_vs_batch([make_run(mode="concurrency")]).layout.xaxis.title.text == \
+        "Concurrent users"
+    title = charts.throughput_vs_batch([make_run(mode="concurrency")]).layout.title.text
+    assert "by number of concurrent users" in title and "batch size" not in title
+
+
+def test_no_results_and_no_success_give_a_sentence():
+    assert sentence(charts.throughput_vs_batch([])) == "No results to show yet."
+    failed = make_run()
+    for r in failed.records:
+        r.error, r.token_ns = "HTTP 500: boom", []
+    for name, draw in charts.CHART_FUNCTIONS.items():
+        fig = draw([failed])
+        assert "No successful request has been measured yet." in sentence(fig), name
+
+
+def test_a_broken_chart_returns_a_readable_figure(monkeypatch):
+    def explode(self):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(RunResult, "steps", explode)
+    fig = charts.latency_vs_batch([make_run()])
+    assert isinstance(fig, go.Figure)
+    assert "could not be drawn" in sentence(fig) and "disk on fire" in sentence(fig)
+
+
+def test_all_figures_returns_every_chart():
+    figures = charts.all_figures([make_run()])
+    assert set(figures) == set(charts.CHART_FUNCTIONS)
+    assert all(isinstance(f, go.Figure) for f in figures.values())
+    assert all(f.layout.title.text for f in figures.values())
+
+
+def test_charts_module_does_not_import_gradio():
+    with open(charts.__file__, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom)}
+    assert "plotly" in imported and "gradio" not in imported

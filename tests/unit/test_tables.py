@@ -1,0 +1,180 @@
+"""The markdown tables and the headline show the measured numbers (no server needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.config import RunConfig, SamplingParams
+from benchmark.core.records import RequestRecord
+from benchmark.core.results import RunResult
+from benchmark.report.tables import (
+    SIMULATED_LINE,
+    balance_step,
+    headline,
+    latency_table,
+    markdown_tables,
+    throughput_table,
+)
+
+MS = 1_000_000
+
+
+def rec(step, run, request, *, ttft, gap, tokens=5, requested=5, error=None, kind=None):
+    sent = run * 1000 * MS
+    stamps = [] if error else [sent + int(ttft * MS) + int(k * gap * MS) for k in range(tokens)]
+    return RequestRecord(step=step, run=run, request=request, scheduled_ns=sent, sent_ns=sent,
+                         token_ns=stamps, end_ns=stamps[-1] if stamps else sent + 5 * MS,
+                         input_tokens=None if error else 16,
+                         output_tokens=None if error else tokens,
+                         requested_output_tokens=requested, error=error, error_kind=kind,
+                         finish_reason=None if error else "length", status=200)
+
+
+def cells(text: str) -> list[list[str]]:
+    """Rows of every markdown table in ``text`` as lists of stripped cells (separators dropped)."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("|") and not line.startswith("|-"):
+            rows.append([c.strip() for c in line.strip("|").split(" | ")])
+    return rows
+
+
+def result(*, token_gap=None, simulated=False, status="complete", mode="rounds", extra=()):
+    """Per batch size b, every request has ttft 10*b ms and a token gap from ``token_gap``."""
+    token_gap = token_gap or {1: 10.0, 2: 12.0, 4: 14.0, 8: 40.0}
+    records = [rec(b, run, i, ttft=10 * b, gap=token_gap[b])
+               for b in token_gap for run in range(2) for i in range(b)]
+    records += list(extra)
+    config = RunConfig(tokenizer_name="org/tiny-model", url="http://user:pw@10.0.0.5:8080",
+                       batch_sizes=tuple(token_gap), sequence_length=16, decode_length=5, runs=2,
+                       mode=mode, duration_s=5.0 if mode == "concurrency" else None,
+                       sampling=SamplingParams(temperature=0.5, top_k=7))
+    return RunResult(run_id="20261128-163012-tiny-3f9a", config=config,
+                     server_info={"model_id": "org/tiny-model", "version": "3.3.6"},
+                     simulated=simulated, status=status, records=records)
+
+
+def test_tables_contain_parameters_and_measured_numbers():
+    text = markdown_tables(result())
+    for heading in ("### Parameters", "### Latency", "### Throughput", "### Requests"):
+        assert heading in text
+    assert "| Model " in text and "org/tiny-model" in text
+    rows = cells(text)
+    assert ["Sequence Length", "16"] in rows
+    assert ["Temperature", "0.5"] in rows and ["Top K", "7"] in rows
+    assert "3.3.6" in text
+    assert "user:pw" not in text and "http://10.0.0.5:8080" in text
+    assert SIMULATED_LINE not in text
+    # batch size 4: ttft 40 ms for all, token latency 14 ms
+    rows = cells(text)
+    assert ["Prefill", "4", "40.00 ms", "40.00 ms", "40.00 ms", "40.00 ms", "40.00 ms",
+            "40.00 ms"] in rows
+    assert ["Decode (token)", "4"] + ["14.00 ms"] * 6 in rows
+    assert ["Decode (total)", "8"] + ["160.00 ms"] * 6 in rows
+
+
+def test_throughput_table_uses_per_round_values():
+    steps = result().steps()
+    table = throughput_table(steps)
+    # batch size 2: 2 requests * 16 prompt tokens in 20 ms = 1600 tokens/s;
+    # decode: 2 * 4 tokens in 4 * 12 ms = 166.67 tokens/s
+    assert ["Prefill", "2"] + ["1600.00 tokens/s"] * 3 in cells(table)
+    assert ["Decode", "2"] + ["166.67 tokens/s"] * 3 in cells(table)
+
+
+def test_latency_table_shows_all_percentiles_and_missing_values():
+    failing = [rec(16, 0, i, ttft=1, gap=1, error="HTTP 503: overloaded", kind="http")
+               for i in range(2)]
+    r = result(extra=failing)
+    r.config = RunConfig(tokenizer_name="x", batch_sizes=(1, 2, 4, 8, 16), decode_length=5,
+                         sequence_length=16, runs=2)
+    table = latency_table(r.steps())
+    rows = cells(table)
+    assert rows[0] == ["Step", "Batch Size", "Average", "Lowest", "Highest", "p50", "p90", "p99"]
+    assert ["Prefill", "16"] + ["n/a"] * 6 in rows
+    requests = cells(markdown_tables(r).split("### Requests")[1])
+    assert requests[0][:7] == ["Batch Size", "Requests", "OK", "Errors", "Timeouts", "Cancelled",
+                               "Short outputs"]
+    assert requests[-1][:4] == ["16", "2", "0", "2"]
+
+
+def test_simulated_and_unfinished_runs_say_so():
+    text = markdown_tables(result(simulated=True, status="cancelled"))
+    assert SIMULATED_LINE in text
+    assert "stopped before the end" in text
+    assert ["Simulated server", "yes"] in cells(text)
+    sentences = headline(result(simulated=True))
+    assert "simulated server, not a GPU" in sentences[0]
+
+
+def test_empty_run_has_parameters_and_a_sentence():
+    r = result()
+    r.records = []
+    r.status = "running"
+    text = markdown_tables(r)
+    assert "### Parameters" in text and "No request has been measured yet." in text
+    assert "### Latency" not in text
+    assert headline(r)[-1] == "No request has been measured yet."
+
+
+def test_headline_names_best_throughput_latency_and_balance():
+    sentences = headline(result())
+    text = " ".join(sentences)
+    # decode throughput: b * 4 tokens / (4 * gap) -> 1: 100, 2: 166.7, 4: 285.7, 8: 200
+    assert "Highest generation speed: 286 tokens per second in total at batch size 4" in text
+    assert "10.0 ms at batch size 1; 12.0 ms at batch size 2; 14.0 ms at batch size 4; " \
+           "40.0 ms at batch size 8" in text
+    assert "Wait for the first token (median): 10.0 ms at batch size 1" in text
+    assert "Best balance: batch size 4" in text and "1.5x" in text
+
+
+def test_balance_is_largest_throughput_within_the_latency_budget():
+    # batch 8 is fastest overall but its token latency (16 ms) is above 1.5 x 10 ms
+    r = result(token_gap={1: 10.0, 2: 11.0, 4: 14.0, 8: 16.0})
+    assert balance_step(r.steps()).step == 4
+    # when every larger batch is too slow, batch 1 is the balance and the sentence says why
+    slow = result(token_gap={1: 10.0, 2: 30.0})
+    assert balance_step(slow.steps()).step == 1
+    assert any("Every larger batch size made each user wait more than 1.5x" in s
+               for s in headline(slow))
+    # one step: no balance to find
+    assert balance_step(result(token_gap={1: 10.0}).steps()) is None
+
+
+def test_headline_reports_failures_and_short_outputs():
+    extra = [rec(1, 2, 0, ttft=5, gap=5, tokens=2, requested=5),
+             rec(1, 3, 0, ttft=5, gap=5, error="timeout after 1 s", kind="timeout")]
+    text = " ".join(headline(result(extra=extra)))
+    assert "1 of 32 requests failed, 1 of them timed out" in text
+    assert "1 requests ended before the 5 tokens asked" in text
+
+
+def test_concurrency_mode_talks_about_users():
+    r = result(mode="concurrency", token_gap={1: 10.0, 2: 12.0})
+    text = markdown_tables(r)
+    assert ["Step", "Users", "Average", "Lowest", "Highest", "p50", "p90", "p99"] in cells(text)
+    assert ["Users", "1, 2"] in cells(text)
+    text = " ".join(headline(r))
+    assert "10.0 ms with 1 concurrent user; 12.0 ms with 2 concurrent users" in text
+    assert "in total with 2 concurrent users (measured over the whole step)" in text
+
+
+@pytest.mark.parametrize("status,words", [("failed", "The run failed. Server died."),
+                                          ("running", "still going")])
+def test_status_sentences(status, words):
+    r = result(status=status)
+    r.message = "Server died."
+    assert words in markdown_tables(r)
+
+
+def test_a_hostile_model_name_cannot_put_links_images_or_html_in_the_tables():
+    from dataclasses import replace
+
+    hostile = "![x](http://evil.example/p.png)[Re-run here](http://evil.example)<img src=x>"
+    data = result()
+    data.server_info = {"model_id": hostile, "version": "<b>3.3.6</b>"}
+    data.config = replace(data.config, tokenizer_name=hostile)
+    text = markdown_tables(data)
+    for active in ("![x](", "[Re-run here](", "<img", "<b>"):
+        assert active not in text
+    assert "Re-run here" in text and "evil.example" in text  # still readable
