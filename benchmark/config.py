@@ -43,6 +43,8 @@ MAX_DECODE_LENGTH = 100_000
 MAX_RUNS = 10_000
 MAX_WARMUPS = 1_000
 MAX_DURATION_S = 24 * 3600.0
+MIN_TELEMETRY_INTERVAL_S = 0.1
+MAX_TELEMETRY_INTERVAL_S = 3600.0
 # Upper bounds of ServerSettings' numbers (TGI flag names), checked in this order.
 SERVER_LIMITS: dict[str, int] = {
     "num_shard": 64, "max_input_tokens": MAX_SEQUENCE_LENGTH,
@@ -135,6 +137,8 @@ FIELD_LABELS = {
     "duration_s": "Duration (s)",
     "requests": "Requests",
     "timeout_s": "Timeout (s)",
+    "telemetry_interval_s": "Telemetry interval (s)",
+    "metrics_url": "Metrics URL",
     "temperature": "Temperature",
     "top_k": "Top-k",
     "top_p": "Top-p",
@@ -162,11 +166,13 @@ def check_url(url: str, field_name: str = "url") -> str:
     text = (url or "").strip()
     parsed = urlparse(text)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(field_name, f"Endpoint URL must look like http://host:port, got {url!r}.")
+        raise ConfigError(field_name, f"{field_label(field_name)} must look like "
+                                      f"http://host:port, got {url!r}.")
     try:
         parsed.port
     except ValueError:
-        raise ConfigError(field_name, f"Endpoint URL has an invalid port: {url!r}.") from None
+        raise ConfigError(field_name, f"{field_label(field_name)} has an invalid port: "
+                                      f"{url!r}.") from None
     return text.rstrip("/")
 
 
@@ -267,6 +273,10 @@ class RunConfig:
     output_dir: str | None = None
     # Set by the Space for endpoint runs: refuse configs that would send more requests.
     max_total_requests: int | None = None
+    # The sampler (core/telemetry.py): seconds between readings of the server's /metrics, the
+    # GPUs and the client (0 = off); /metrics is read at metrics_url, else at <url>/metrics.
+    telemetry_interval_s: float = 1.0
+    metrics_url: str | None = None
 
     def validate(self) -> "RunConfig":
         """Raise ``ConfigError`` for the first invalid field; return self when all is well."""
@@ -285,6 +295,15 @@ class RunConfig:
         parse_int("warmups", self.warmups, minimum=0, maximum=MAX_WARMUPS)
         parse_float("timeout_s", self.timeout_s, minimum=0.0, maximum=24 * 3600,
                     exclusive_minimum=True)
+        interval = parse_float("telemetry_interval_s", self.telemetry_interval_s, minimum=0.0,
+                               maximum=MAX_TELEMETRY_INTERVAL_S)
+        if 0 < interval < MIN_TELEMETRY_INTERVAL_S:
+            raise ConfigError("telemetry_interval_s",
+                              f"Telemetry interval (s) must be 0 (off) or at least "
+                              f"{MIN_TELEMETRY_INTERVAL_S:g}, got {interval:g}: faster "
+                              f"readings would take time from the load generator.")
+        if self.metrics_url is not None:
+            check_url(self.metrics_url, "metrics_url")
         if self.seed is not None:
             parse_int("seed", self.seed, minimum=0, maximum=2**64 - 1)
         if self.mode == "concurrency":

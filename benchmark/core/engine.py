@@ -41,7 +41,7 @@ from typing import Any
 from . import results
 from .clients import StreamClient, make_client, open_session
 from .clients.openai import UNSENT_SAMPLING
-from ..config import RunConfig, check_url
+from ..config import RunConfig, check_url, strip_credentials
 from ..errors import BenchmarkError, ConfigError, redact
 from .interrupts import cancel_on_signals
 from .patterns import Concurrency, Rounds, Slot
@@ -51,6 +51,7 @@ from .prompts import PromptSet, build_prompts, load_tokenizer
 from .records import RequestRecord
 from .calibration_note import client_calibration
 from .results import RunResult
+from .telemetry import GpuReader, LoopProbe, Sampler
 
 __all__ = ["run", "probe_server", "ServerProbe", "ProgressCallback"]
 
@@ -88,18 +89,22 @@ class _Step:
 
 def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None, server: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None) -> RunResult:
+        headers: dict[str, str] | None = None,
+        gpu_reader: GpuReader | None = None) -> RunResult:
     """Run the benchmark described by ``config`` and return its result (see module docstring).
 
     ``headers`` are sent with every request (for example ``Authorization`` for an endpoint that
     needs a token); they are never saved, and their values are masked in every message.
+    ``gpu_reader``: the sampler's GPU source (default NVML; tests pass a fake).
     Raises a ``BenchmarkError`` when the run cannot start (bad config, no server, server limits,
     tokenizer); once it has started, failures end up in ``result.status`` / ``result.message``.
     """
     config = dataclasses.replace(config.validate(), url=check_url(config.url))
     cancel = cancel if cancel is not None else threading.Event()
     with cancel_on_signals(cancel):
-        return _Engine(config, on_progress, cancel, server, dict(headers or {})).execute()
+        engine = _Engine(config, on_progress, cancel, server, dict(headers or {}))
+        engine.gpu_reader = gpu_reader
+        return engine.execute()
 
 
 class _Engine:
@@ -121,6 +126,9 @@ class _Engine:
         self._alive_lock: asyncio.Lock | None = None
         self._dead: str | None = None
         self._last_progress = 0.0
+        self.gpu_reader: GpuReader | None = None
+        self.sampler: Sampler | None = None
+        self.probe = LoopProbe()
         # Fresh prompts for every run unless --seed is given: a server's prefix cache must not
         # remember the prompts of an earlier run and make prefill look faster than it is.
         self.prompt_seed = config.seed if config.seed is not None else secrets.randbits(31)
@@ -165,9 +173,11 @@ class _Engine:
         self.result = RunResult(run_id=run_id, config=config, server_info=probe.info,
                                 simulated=probe.simulated, server=self.server,
                                 calibration=client_calibration(max(config.batch_sizes)))
+        self._start_sampler()
         try:
             self._save()
         except OSError as exc:
+            self._stop_sampler()
             raise ConfigError("output_dir", f"Cannot write the results to {folder} "
                                             f"({exc.strerror or exc}). Choose another output "
                                             f"folder.") from exc
@@ -202,6 +212,29 @@ class _Engine:
         self._finish(status, message)
         return self.result
 
+    def _start_sampler(self) -> None:
+        """The telemetry sampler, in its own thread, from now until the run ends (off when the
+        interval is 0). Its time axis starts now."""
+        assert self.result is not None
+        interval = self.config.telemetry_interval_s
+        if not interval:
+            return
+        url = self.config.metrics_url or f"{self.config.url}/metrics"
+        self.sampler = Sampler(interval_s=interval, origin_ns=time.perf_counter_ns(),
+                               metrics_url=url, headers=self.headers,
+                               gpu_reader=self.gpu_reader, probe=self.probe)
+        self.sampler.data.metrics_url = strip_credentials(url)
+        self.result.telemetry = self.sampler.data
+        self.sampler.start()
+
+    def _stop_sampler(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+            assert self.result is not None
+            self.result.telemetry = self.sampler.data
+            self.sampler.data.missing[:] = [redact(m, self.secrets)
+                                            for m in self.sampler.data.missing]
+
     def _check_cancel_before_start(self) -> None:
         if self.cancel.is_set():
             raise KeyboardInterrupt
@@ -225,6 +258,7 @@ class _Engine:
 
     def _finish(self, status: str, message: str | None) -> None:
         assert self.result is not None
+        self._stop_sampler()
         self.result.status = status
         self.result.message = redact(message, self.secrets) if message else None
         self.result.ended_at = results.now_iso()
@@ -247,6 +281,7 @@ class _Engine:
         main = asyncio.current_task()
         assert main is not None
         watcher = asyncio.create_task(self._watch_cancel(main))
+        probe = asyncio.create_task(self.probe.run()) if self.sampler is not None else None
         try:
             async with open_session() as session:
                 sizes = self.config.batch_sizes
@@ -256,12 +291,16 @@ class _Engine:
                     self.emit({"event": "step_start", "step": size, "index": index,
                                "of": len(sizes)})
                     step = _Step(size=size)
+                    if self.sampler is not None:
+                        self.sampler.mark_step(size, "start")
                     try:
                         if self.config.mode == "rounds":
                             await self._rounds(session, step)
                         else:
                             await self._concurrency(session, step)
                     finally:
+                        if self.sampler is not None:
+                            self.sampler.mark_step(size, "end")
                         self._keep(step)
                     self._step_warnings(step)
                     self._save()
@@ -273,6 +312,8 @@ class _Engine:
             raise
         finally:
             watcher.cancel()
+            if probe is not None:
+                probe.cancel()
 
     async def _watch_cancel(self, main: asyncio.Task[Any]) -> None:
         while not self.cancel.is_set():

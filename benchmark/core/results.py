@@ -41,6 +41,7 @@ from .._version import __version__
 from ..config import RunConfig, strip_credentials
 from ..errors import BenchmarkError, ConfigError, ResultFileError, redact
 from .records import RequestRecord
+from .telemetry_data import TELEMETRY_FILE, Telemetry, read_telemetry_csv, telemetry_csv
 from .stats import COUNT_KEYS, METRIC_KEYS, METRICS, STAT_KEYS, StepSummary, summarize
 
 __all__ = [
@@ -70,6 +71,7 @@ TOOL_NAME = "tgi-benchmark"
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.csv"
 REQUESTS_FILE = "requests.csv"
+# telemetry.csv (telemetry_data.TELEMETRY_FILE) sits beside them when the sampler ran.
 STATUSES = ("running", "complete", "cancelled", "failed")
 
 SUMMARY_COLUMNS = ("step", "metric", "unit", *STAT_KEYS, "count", "mode", *COUNT_KEYS)
@@ -188,6 +190,7 @@ class RunResult:
     tool_version: str = __version__
     schema_version: int = SCHEMA_VERSION
     environment: dict[str, Any] | None = None
+    telemetry: Telemetry | None = None   # the sampler's readings (None when it was off)
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -228,11 +231,21 @@ class RunResult:
             "warnings": [redact(w) for w in self.warnings],
             "steps": [s.to_dict() for s in (self.steps() if steps is None else steps)],
             "calibration": self.calibration,
+            "files": self.files(),
+            "telemetry": None if self.telemetry is None else self.telemetry.to_dict(
+                self.measured_records, self.calibration),
             "requests": [_record_out(r) for r in self.measured_records],
         }
 
+    def files(self) -> list[str]:
+        """The files of this run's folder: run.json, summary.csv, requests.csv, and
+        telemetry.csv when the sampler ran."""
+        names = [RUN_FILE, SUMMARY_FILE, REQUESTS_FILE]
+        return names + ([TELEMETRY_FILE] if self.telemetry is not None else [])
+
     def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write run.json, summary.csv and requests.csv into ``folder`` (created); return it."""
+        """Write run.json, summary.csv and requests.csv (and telemetry.csv when the sampler
+        ran) into ``folder`` (created); return it."""
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         path = Path(folder)
@@ -242,6 +255,9 @@ class RunResult:
         atomic_write(path / RUN_FILE, run_json_text(document))
         atomic_write(path / SUMMARY_FILE, summary_csv(steps))
         atomic_write(path / REQUESTS_FILE, requests_csv(self.measured_records, self.config.mode))
+        if self.telemetry is not None:
+            # A copy: the sampler's thread may append while the file is written.
+            atomic_write(path / TELEMETRY_FILE, telemetry_csv(list(self.telemetry.samples)))
         return path
 
     @classmethod
@@ -280,6 +296,7 @@ class RunResult:
                 tool_version=str(tool.get("version") or "unknown"),
                 schema_version=SCHEMA_VERSION,
                 environment=data.get("environment"),
+                telemetry=Telemetry.from_dict(data.get("telemetry")),
             )
         except ResultFileError:
             raise
@@ -313,7 +330,14 @@ class RunResult:
                 f"{file} cannot be read as a benchmark run ({type(exc).__name__}); it may be "
                 f"damaged. Run the benchmark again to get a fresh file."
             ) from exc
-        return cls.from_dict(data, source=str(file))
+        result = cls.from_dict(data, source=str(file))
+        if result.telemetry is not None:
+            try:
+                text = (file.parent / TELEMETRY_FILE).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                text = ""   # no samples: the page says what run.json says, without a timeline
+            result.telemetry.samples = read_telemetry_csv(text)
+        return result
 
 
 # ---------------------------------------------------------------------------------------------
