@@ -130,6 +130,9 @@ def engine_argv(python: str, plan: Plan, output_dir: Path, progress_path: Path) 
         argv += ["--requests", str(run.requests)]
     if run.seed is not None:
         argv += ["--seed", str(run.seed)]
+    argv += ["--telemetry-interval", f"{run.telemetry_interval_s:g}"]
+    if run.metrics_url:
+        argv += ["--metrics-url", run.metrics_url]
     sampling = run.sampling
     for name in ("temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
                  "frequency_penalty", "top_n_tokens"):

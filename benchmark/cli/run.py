@@ -52,7 +52,8 @@ FLAG_FOR_FIELD = {
     "top_n_tokens": "--top-n-tokens", "url": "--url", "api": "--api", "model": "--model",
     "timeout_s": "--timeout", "output_dir": "--output-dir", "seed": "--seed", "mode": "--mode",
     "duration_s": "--duration", "requests": "--requests", "progress_jsonl": "--progress-jsonl",
-    "api_key_env": "--api-key-env",
+    "api_key_env": "--api-key-env", "telemetry_interval_s": "--telemetry-interval",
+    "metrics_url": "--metrics-url",
 }
 
 
@@ -113,6 +114,13 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
                            "results/<date>-<model>-<id>, under $RESULTS_DIR if set)")
     http.add_argument("--progress-jsonl", default=None, metavar="PATH",
                       help="write progress events as JSON lines to PATH ('-' = stdout)")
+    seen = parser.add_argument_group("Telemetry (server metrics, GPUs, the client itself)")
+    seen.add_argument("--telemetry-interval", default="1", metavar="S",
+                      help="seconds between readings of the server's /metrics, every NVIDIA "
+                           "GPU of this machine (NVML) and the client's CPU and event-loop "
+                           "lag, saved to telemetry.csv (default 1; 0 turns it off)")
+    seen.add_argument("--metrics-url", default=None, metavar="URL",
+                      help="where the server's Prometheus metrics are (default <url>/metrics)")
 
 
 def base_parser() -> argparse.ArgumentParser:
@@ -164,6 +172,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         seed=_optional(args.seed, parse_int, "seed", minimum=0),
         sampling=sampling,
         output_dir=args.output_dir,
+        telemetry_interval_s=parse_float("telemetry_interval_s", args.telemetry_interval,
+                                         minimum=0.0),
+        metrics_url=(None if args.metrics_url is None
+                     else strip_credentials(check_url(args.metrics_url, "metrics_url"))),
     )
     if args.mode != "concurrency" and (args.duration is not None or args.requests is not None):
         raise ConfigError("mode", "--duration and --requests apply to --mode concurrency; add "

@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import results
 from .clients import StreamClient, make_client, open_session
@@ -220,8 +221,10 @@ class _Engine:
         if not interval:
             return
         url = self.config.metrics_url or f"{self.config.url}/metrics"
+        # The endpoint's token goes to its own host only, never to another metrics host.
+        same_host = urlsplit(url)[:2] == urlsplit(self.config.url)[:2]
         self.sampler = Sampler(interval_s=interval, origin_ns=time.perf_counter_ns(),
-                               metrics_url=url, headers=self.headers,
+                               metrics_url=url, headers=self.headers if same_host else {},
                                gpu_reader=self.gpu_reader, probe=self.probe)
         self.sampler.data.metrics_url = strip_credentials(url)
         self.result.telemetry = self.sampler.data

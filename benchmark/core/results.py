@@ -224,7 +224,9 @@ class RunResult:
             "complete": self.complete,
             "message": None if self.message is None else redact(self.message),
             "simulated": bool(self.simulated),
-            "config": {**self.config.to_dict(), "url": strip_credentials(self.config.url)},
+            "config": {**self.config.to_dict(), "url": strip_credentials(self.config.url),
+                       "metrics_url": self.config.metrics_url and strip_credentials(
+                           self.config.metrics_url)},
             "server_info": self.server_info,
             "server": self.server,
             "environment": self.environment or environment_info(),
