@@ -216,13 +216,21 @@ def series(samples: Iterable[Sample], source: str, metric: str) -> list[tuple[fl
 def role_series(samples: Iterable[Sample], role: str) -> list[tuple[float, float]]:
     """(t_s, value) of the server's queue / batch / batch_tokens / kv_cache, whatever the
     server's own name for it."""
-    samples = list(samples)
-    for name, kind in SERVER_GAUGES.items():
-        if kind == role:
-            found = series(samples, "server", name)
-            if found:
-                return found
+    names = [name for name, kind in SERVER_GAUGES.items() if kind == role]
+    found = [s for s in samples if s.source == "server" and s.metric in names]
+    for name in names:
+        points = series(found, "server", name)
+        if points:
+            return points
     return []
+
+
+def _by_metric(samples: Iterable[Sample]) -> dict[tuple[str, str], list[Sample]]:
+    """Samples grouped by (source, metric): one pass over a long run's samples."""
+    groups: dict[tuple[str, str], list[Sample]] = {}
+    for s in samples:
+        groups.setdefault((s.source, s.metric), []).append(s)
+    return groups
 
 
 def _within(points: list[tuple[float, float]], start: float, end: float) -> list[float]:
@@ -298,15 +306,17 @@ def _at(points: list[tuple[float, float]], t: float) -> float | None:
     return points[-1][1]
 
 
-def _energy(data: Telemetry, span: tuple[float, float] | None) -> float | None:
-    """Joules all GPUs used over ``span`` (the energy counters, read between readings); None
-    when a GPU does not count energy or the readings do not cover the span."""
+def _energy(data: Telemetry, energy: list[Sample], span: tuple[float, float] | None
+            ) -> float | None:
+    """Joules all GPUs used over ``span`` (``energy``: the energy counters' samples, read
+    between readings); None when a GPU does not count energy or the readings do not cover the
+    span."""
     if span is None:
         return None
-    counted = {s.labels for s in data.samples if s.source == "gpu" and s.metric == "energy_j"}
+    counted = {s.labels for s in energy}
     if not counted or len(counted) < len(data.gpus):
         return None
-    points = series(data.samples, "gpu", "energy_j")
+    points = series(energy, "gpu", "energy_j")
     start, end = _at(points, span[0]), _at(points, span[1])
     if start is None or end is None or end < start:
         return None
@@ -347,12 +357,19 @@ def step_figures(data: Telemetry, records: list[RequestRecord],
             "tolerance_ms")
         if isinstance(tol, (int, float)) and not isinstance(tol, bool) and tol > 0:
             limit = float(tol)
-    power = series(data.samples, "gpu", "power_w")
-    util = series(data.samples, "gpu", "utilization_pct")
-    roles = {role: role_series(data.samples, role) for role in ROLES}
-    cpu = series(data.samples, "client", "loop_cpu_pct")
-    lag = series(data.samples, "client", "loop_lag_p50_ms")
-    lag_max = series(data.samples, "client", "loop_lag_max_ms")
+    groups = _by_metric(data.samples)
+
+    def get(source: str, metric: str) -> list[tuple[float, float]]:
+        return series(groups.get((source, metric), []), source, metric)
+
+    power = get("gpu", "power_w")
+    util = get("gpu", "utilization_pct")
+    energy = groups.get(("gpu", "energy_j"), [])
+    server = [s for (source, _), found in groups.items() if source == "server" for s in found]
+    roles = {role: role_series(server, role) for role in ROLES}
+    cpu = get("client", "loop_cpu_pct")
+    lag = get("client", "loop_lag_p50_ms")
+    lag_max = get("client", "loop_lag_max_ms")
     out = []
     for window in data.steps:
         start = window.get("start_s")
@@ -367,7 +384,7 @@ def step_figures(data: Telemetry, records: list[RequestRecord],
         # The client and the energy are judged while the measured requests were in flight:
         # not while prompts were built or warm-ups ran.
         low, high = span if span is not None else (start, end)
-        joules = _energy(data, span)
+        joules = _energy(data, energy, span)
         tokens = output_tokens_between(mine, data.origin_ns + int(low * 1e9),
                                        data.origin_ns + int(high * 1e9)) if span else None
         per_token = joules / tokens if joules is not None and tokens else None
