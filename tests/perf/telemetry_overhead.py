@@ -12,7 +12,13 @@ machine hits all of them alike. ``0`` is the sampler off; ``1`` is the default; 
 times the default rate, to make any cost visible. Every request is matched to the server's
 trace, so each number is an error: client-measured minus server-traced, in ms.
 
-Printed per level and interval (medians over ``--repeat``): TTFT error p50/p99, time per output
+First, the sampler's own cost, free of the machine's noise: the CPU time (``thread_time``) of
+one reading (``Sampler.sample_once``: the simulator's /metrics over HTTP and parsed, a fake
+8-GPU reader, the client's counters), and of parsing a vLLM-sized /metrics page (3,000 lines,
+of which 3 are kept). At one reading a second, that cost is the share of a core the sampler
+takes from the load generator.
+
+Then, per level and interval (medians over ``--repeat``): TTFT error p50/p99, time per output
 token error p50/p99, per-token gap (ITL) error p50/p99, token delivery p50/p99 (client stamp
 minus the server's write stamp of the same token), client CPU (% of one core), and how many
 telemetry rows the run saved (server rows read from the simulator's /metrics).
@@ -25,6 +31,7 @@ import csv
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +39,55 @@ sys.path.insert(0, str(ROOT))
 
 from benchmark.calibration import CalibrationSettings, SimulatedServer, measure_level  # noqa
 from benchmark.core.prompts import build_tiny_tokenizer  # noqa: E402
+from benchmark.core.telemetry import LoopProbe, Sampler  # noqa: E402
+from benchmark.core.telemetry_data import parse_server_metrics  # noqa: E402
+
+GPU_METRICS = ("utilization_pct", "memory_used_mib", "memory_used_pct", "power_w",
+               "sm_clock_mhz", "temperature_c", "energy_j")
+
+
+class EightGpus:
+    def open(self):
+        return [{"index": i, "name": "fake", "memory_total_mib": 1, "energy_counter": True}
+                for i in range(8)]
+
+    def read(self):
+        return [(i, m, 1.0) for i in range(8) for m in GPU_METRICS]
+
+    def close(self):
+        pass
+
+
+def vllm_page(lines: int = 3000) -> str:
+    out = ["# TYPE vllm:num_requests_running gauge",
+           'vllm:num_requests_running{engine="0",model_name="m"} 12.0',
+           "# TYPE vllm:num_requests_waiting gauge",
+           'vllm:num_requests_waiting{engine="0",model_name="m"} 3.0',
+           "# TYPE vllm:kv_cache_usage_perc gauge",
+           'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.4']
+    out.append("# TYPE vllm:e2e_request_latency_seconds histogram")
+    for i in range(lines - len(out)):
+        out.append(f'vllm:e2e_request_latency_seconds_bucket{{le="{i}",model_name="m"}} {i}')
+    return "\n".join(out) + "\n"
+
+
+def reading_cost(url: str, calls: int = 200) -> tuple[float, float]:
+    """(ms of CPU per reading, ms of CPU per vLLM-sized page parse)."""
+    sampler = Sampler(interval_s=1.0, origin_ns=time.perf_counter_ns(),
+                      metrics_url=url + "/metrics", gpu_reader=EightGpus(), probe=LoopProbe())
+    sampler._open()
+    sampler.sample_once()
+    start = time.thread_time()
+    for _ in range(calls):
+        sampler.sample_once()
+    per_reading = (time.thread_time() - start) / calls * 1e3
+    sampler._close()
+    assert sampler.data.missing == [], sampler.data.missing
+    page = vllm_page()
+    start = time.thread_time()
+    for _ in range(20):
+        assert len(parse_server_metrics(page, 0.0)) == 3
+    return per_reading, (time.thread_time() - start) / 20 * 1e3
 
 FIELDS = ("ttft_error_p50_ms", "ttft_error_p99_ms", "token_error_p50_ms", "token_error_p99_ms",
           "itl_error_p50_ms", "itl_error_p99_ms", "delivery_p50_ms", "delivery_p99_ms",
@@ -63,6 +119,10 @@ def main() -> int:
         base = CalibrationSettings(levels=tuple(levels))
         server = SimulatedServer(base, work / "trace.jsonl").start()
         try:
+            per_reading, per_page = reading_cost(server.url)
+            print(f"One reading (TGI /metrics over HTTP + 8 fake GPUs + client): "
+                  f"{per_reading:.2f} ms of CPU; parsing a 3,000-line vLLM page: "
+                  f"{per_page:.2f} ms of CPU.\n")
             for rep in range(args.repeat):
                 for level in levels:
                     order = intervals if rep % 2 == 0 else list(reversed(intervals))
