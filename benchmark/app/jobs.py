@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..config import run_argv
 from ..errors import BenchmarkError, ServerStartError, redact
 from ..children import with_package_path
 from ..core.progress import (Done, ProgressEvent, RequestsDone, RoundDone, RunWarning, Start,
@@ -109,41 +110,10 @@ class JobView:
 
 
 def engine_argv(python: str, plan: Plan, output_dir: Path, progress_path: Path) -> list[str]:
-    """The CLI command for one run: TGI's benchmark flags plus where to write files/progress."""
-    run = plan.run
-    argv = [python, "-m", "benchmark",
-            "--tokenizer-name", run.tokenizer_name,
-            "--url", run.url,
-            "--api", run.api]
-    if run.model:
-        argv += ["--model", run.model]
-    for size in run.batch_sizes:
-        argv += ["--batch-size", str(size)]
-    argv += ["--sequence-length", str(run.sequence_length),
-             "--decode-length", str(run.decode_length),
-             "--runs", str(run.runs),
-             "--warmups", str(run.warmups),
-             "--mode", run.mode,
-             "--timeout", f"{run.timeout_s:g}"]
-    if run.mode == "concurrency" and run.duration_s is not None:
-        argv += ["--duration", f"{run.duration_s:g}"]
-    if run.mode == "concurrency" and run.requests is not None:
-        argv += ["--requests", str(run.requests)]
-    if run.seed is not None:
-        argv += ["--seed", str(run.seed)]
-    sampling = run.sampling
-    for name in ("temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
-                 "frequency_penalty", "top_n_tokens"):
-        value = getattr(sampling, name)
-        if value is not None:
-            argv += ["--" + name.replace("_", "-"), f"{value:g}" if isinstance(value, float)
-                     else str(value)]
-    if sampling.do_sample:
-        argv.append("--do-sample")
-    if sampling.watermark:
-        argv.append("--watermark")
-    argv += ["--output-dir", str(output_dir), "--progress-jsonl", str(progress_path)]
-    return argv
+    """The CLI command for one run: every setting of the run as its flag (``config.run_argv``),
+    plus where to write files and progress."""
+    run = replace(plan.run, output_dir=str(output_dir))
+    return [python, "-m", "benchmark", *run_argv(run), "--progress-jsonl", str(progress_path)]
 
 
 class Runner:
