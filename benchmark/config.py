@@ -106,10 +106,6 @@ class Setting:
         """The argparse attribute of the flag (``--batch-size`` -> ``batch_size``)."""
         return self.flag[2:].replace("-", "_") if self.flag else self.name
 
-    @property
-    def config_field(self) -> bool:
-        return self.owner in ("run", "sampling", "server")
-
 
 def _bounds(minimum: float | None = None, maximum: float | None = None,
             exclusive: bool = False) -> dict[str, Any]:

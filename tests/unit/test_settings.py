@@ -10,7 +10,7 @@ import pytest
 from benchmark.app.form import DEFAULTS, FIELDS, TARGET_ENDPOINT, Plan, build_plan
 from benchmark.app.jobs import engine_argv
 from benchmark.cli import build_parser, config_from_args, main
-from benchmark.config import (SETTINGS, RunConfig, SamplingParams, ServerSettings, field_label,
+from benchmark.config import (KINDS, OWNERS, SETTINGS, RunConfig, SamplingParams, ServerSettings, field_label,
                               run_argv, settings_of)
 from benchmark.errors import ConfigError
 
@@ -36,6 +36,7 @@ def test_flags_are_unique_and_every_setting_has_a_label():
     shorts = [short for s in SETTINGS for short in s.short]
     assert len(shorts) == len(set(shorts))
     assert all(field_label(s.name) == s.label for s in SETTINGS if s.name != "revision")
+    assert all(s.kind in KINDS and s.owner in OWNERS for s in SETTINGS)
 
 
 def _non_default(entry, tmp_path: Path):
