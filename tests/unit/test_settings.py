@@ -10,8 +10,8 @@ import pytest
 from benchmark.app.form import DEFAULTS, FIELDS, TARGET_ENDPOINT, Plan, build_plan
 from benchmark.app.jobs import engine_argv
 from benchmark.cli import build_parser, config_from_args, main
-from benchmark.config import (KINDS, OWNERS, SETTINGS, RunConfig, SamplingParams, ServerSettings, field_label,
-                              run_argv, settings_of)
+from benchmark.config import (KINDS, OWNERS, SETTINGS, RunConfig, SamplingParams,
+                              ServerSettings, field_label, run_argv, settings_of)
 from benchmark.errors import ConfigError
 
 # Fields that are no setting a user types: the nested sampling block, and the Space's policy.
