@@ -208,10 +208,9 @@ class App:
                              "frequency_penalty", "top_n_tokens"):
                     self._text(name, "Empty: not sent.")
             with gr.Row():
-                f["do_sample"] = gr.Checkbox(value=False, label="Sample (do_sample)",
-                                             elem_id="field-do_sample")
-                f["watermark"] = gr.Checkbox(value=False, label="Watermark",
-                                             elem_id="field-watermark")
+                for name in ("do_sample", "watermark"):
+                    f[name] = gr.Checkbox(value=DEFAULTS[name], label=field_label(name),
+                                          elem_id=f"field-{name}")
             gr.Markdown("**Server** (when the app launches TGI)")
             with gr.Row():
                 f["dtype"] = gr.Dropdown(list(DTYPE_OPTIONS), value=DEFAULTS["dtype"],
