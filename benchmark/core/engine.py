@@ -17,6 +17,10 @@ What ``run`` does, in order:
    and once more at the end, then returns the result. ``run.json``'s ``calibration`` says how
    accurate the client was found to be by the latest ``python -m benchmark calibrate`` on
    this machine (``client_calibration``), or null when it was never calibrated.
+5. unless ``telemetry_interval_s`` is 0, runs a ``telemetry.Sampler`` in its own thread from
+   the first save to the end (the server's /metrics, the GPUs through NVML, the client's CPU;
+   a ``LoopProbe`` task inside the event loop measures its lag); each step's start and end are
+   marked on its time axis, and ``telemetry.csv`` is written with the other files.
 
 Progress goes to ``on_progress(event: dict)`` (the events of ``progress.py``). Setting ``cancel``
 (a ``threading.Event``), or SIGINT / SIGTERM when ``run`` is called on the main thread, stops

@@ -15,6 +15,9 @@ never sees half a file):
   request with its raw stamps (``load`` rebuilds the ``RequestRecord`` list exactly).
 - ``summary.csv``: one row per step and metric (``SUMMARY_COLUMNS``).
 - ``requests.csv``: one row per measured request, warm-ups excluded (``REQUEST_COLUMNS``).
+- ``telemetry.csv``: when the sampler ran (``RunResult.telemetry``), one row per reading
+  (``telemetry_data.TELEMETRY_COLUMNS``); run.json's ``telemetry`` block holds the per-step
+  figures (power, energy per token, peak queue and batch, the client-bound verdict).
 
 Secrets: config and server dicts never hold tokens; messages, warnings and request errors are
 passed through ``errors.redact`` on the way out anyway.
