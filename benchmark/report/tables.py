@@ -242,7 +242,7 @@ def telemetry_table(result: Any, figures: list[dict[str, Any]] | None = None) ->
         power = (MISSING if f.get("power_w_mean") is None else
                  f"{f['power_w_mean']:.0f} / {f['power_w_peak']:.0f} W")
         lag = (MISSING if f.get("loop_lag_p50_ms") is None else
-               f"{f['loop_lag_p50_ms']:.2f} / {f.get('loop_lag_max_ms') or 0:.1f} ms")
+               f"{f['loop_lag_p50_ms']:.2f} / {f.get('loop_lag_max_ms') or 0:.2f} ms")
         rows.append([
             _step_cell(int(f["step"]), client_bound_steps([f])), power,
             _num(f.get("gpu_utilization_pct_mean"), ".0f", "%"),
