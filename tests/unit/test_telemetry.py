@@ -4,6 +4,7 @@ the sampler with a fake GPU and missing sources, the tables, the timeline chart 
 
 from __future__ import annotations
 
+import statistics
 import sys
 
 import pytest
@@ -250,3 +251,42 @@ def test_telemetry_flags():
     with pytest.raises(ConfigError, match="Metrics URL must look like"):
         config_from_args(base_parser().parse_args(["--tokenizer-name", "t",
                                                    "--metrics-url", "localhost:9400"]))
+
+
+def probe_while(busy_ms: float) -> tuple[list[float], float | None]:
+    """Run a LoopProbe for 0.4 s beside a task that keeps the loop busy ``busy_ms`` per turn."""
+    import asyncio
+    import time
+
+    from benchmark.core.telemetry import LoopProbe
+
+    probe = LoopProbe(period_s=0.01)
+
+    async def busy():
+        while True:
+            await asyncio.sleep(0)
+            end = time.perf_counter() + busy_ms / 1000
+            while time.perf_counter() < end:
+                pass
+
+    async def main():
+        tasks = [asyncio.create_task(probe.run())]
+        if busy_ms:
+            tasks.append(asyncio.create_task(busy()))
+        await asyncio.sleep(0.05)
+        probe.take()
+        await asyncio.sleep(0.4)
+        for task in tasks:
+            task.cancel()
+        return probe.take()
+
+    return asyncio.run(main())
+
+
+def test_the_loop_probe_sees_a_busy_loop():
+    quiet_lags, _ = probe_while(0)
+    busy_lags, busy_cpu = probe_while(20)
+    assert quiet_lags and busy_lags
+    # every turn of the busy loop holds it 20 ms: the probe waits at least that long
+    assert min(busy_lags) >= 15 and statistics.median(busy_lags) > statistics.median(quiet_lags)
+    assert busy_cpu is not None and busy_cpu > 20
