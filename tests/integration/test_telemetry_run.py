@@ -117,3 +117,24 @@ def test_telemetry_off_writes_no_telemetry(sim, tiny_tokenizer, tmp_path):
     document = json.loads((tmp_path / "run" / "run.json").read_text())
     assert document["telemetry"] is None and "telemetry.csv" not in document["files"]
     assert not (tmp_path / "run" / "telemetry.csv").exists()
+
+
+def test_a_loop_slower_than_the_calibrated_accuracy_flags_the_step(sim, tiny_tokenizer, tmp_path,
+                                                                   monkeypatch):
+    """The latest calibration of this machine says the client is accurate within 1 ns: any
+    real loop lag is above that, so every step is marked as possibly limited by the client."""
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path))
+    (tmp_path / "calibration.json").write_text(json.dumps({
+        "kind": "calibration", "ended_at": "2026-12-03T12:00:00+00:00",
+        "settings": {"tolerance_ms": 0.000001},
+        "verdict": {"accurate_concurrency": 1024, "highest_measured": 1024,
+                    "stopped_because": None}}))
+    result = run(config(sim.url, tiny_tokenizer, tmp_path / "run", batch_sizes=(2,)),
+                 gpu_reader=ClockGpu())
+    assert result.status == "complete" and result.calibration["tolerance_ms"] == 0.000001
+    [figure] = json.loads((tmp_path / "run" / "run.json").read_text())["telemetry"]["steps"]
+    assert figure["client_bound"] is True and figure["lag_limit_ms"] == 0.000001
+    assert "ms late" in figure["client_bound_reason"]
+    view = results_view([result])
+    assert "| Decode (token) | 2 ⚠" in view.tables
+    assert "the client, not the server, may have limited this step" in view.headline
