@@ -43,8 +43,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
+
 from . import results
-from .clients import StreamClient, make_client, open_session
+from .clients import StreamClient, error_message, make_client, open_session
 from .clients.openai import UNSENT_SAMPLING
 from ..config import RunConfig, check_url, strip_credentials
 from ..errors import BenchmarkError, ConfigError, redact
@@ -130,6 +132,8 @@ class _Engine:
         self.client: StreamClient | None = None
         self.tokenizer: Any = None
         self._alive_lock: asyncio.Lock | None = None
+        self._session: Any = None  # the aiohttp session in use (replaced when found unusable)
+        self._sessions: contextlib.AsyncExitStack | None = None  # sessions replacing the first
         self._dead: str | None = None
         self._last_progress = 0.0
         self.gpu_reader: GpuReader | None = None
@@ -288,7 +292,8 @@ class _Engine:
         watcher = asyncio.create_task(self._watch_cancel(main))
         probe = asyncio.create_task(self.probe.run()) if self.sampler is not None else None
         try:
-            async with open_session() as session:
+            async with contextlib.AsyncExitStack() as self._sessions, \
+                    open_session() as self._session:
                 sizes = self.config.batch_sizes
                 for index, size in enumerate(sizes, start=1):
                     if self.cancel.is_set():
@@ -299,9 +304,9 @@ class _Engine:
                         self.sampler.mark_step(size, "start")
                     try:
                         if self.config.mode == "rounds":
-                            await self._rounds(session, step)
+                            await self._rounds(self._session, step)
                         else:
-                            await self._concurrency(session, step)
+                            await self._concurrency(self._session, step)
                     finally:
                         if self.sampler is not None:
                             self.sampler.mark_step(size, "end")
@@ -369,20 +374,44 @@ class _Engine:
                              requested_output_tokens=self.config.decode_length,
                              request_id=f"{self.result.run_id}-{slot.step}-{run}-{slot.request}")
 
-    async def _open_connections(self, session: Any, count: int) -> None:
-        """Open ``count`` keep-alive connections (small GETs at once) before the load starts.
+    async def _open_connections(self, session: Any, step: int, count: int) -> Any:
+        """Open ``count`` keep-alive connections (small GETs at once) before the load starts;
+        return the session the step uses.
 
         ``/info`` (``/v1/models`` on OpenAI APIs) costs the server nothing, unlike TGI's
-        ``/health``, which may run a generation to check the model."""
-        url = self.config.url + ("/info" if self.config.api == "tgi" else "/v1/models")
+        ``/health``, which may run a generation to check the model. A GET answered with an
+        error may leave a connection the server has closed without saying so (``transformers
+        serve`` answers ``/v1/models`` with 500 and drops the socket): the first requests would
+        go out on dead sockets. Then the pooled connections are given up: the step gets a new
+        session, whose requests open their own connections, and a warning says why."""
+        path = "/info" if self.config.api == "tgi" else "/v1/models"
+        failures: list[str] = []
 
         async def one() -> None:
-            async with session.get(url, headers=self.headers) as response:
-                await response.read()
+            try:
+                async with session.get(self.config.url + path,
+                                       headers=self.headers) as response:
+                    raw = await response.read()
+                    if response.status >= 400:
+                        failures.append(f"HTTP {response.status} "
+                                        f"({error_message(raw, response.reason)})")
+            except (aiohttp.ClientError, OSError) as exc:
+                failures.append(f"a connection error ({type(exc).__name__})")
 
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CONTROL_TIMEOUT_S):
-                await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+                await asyncio.gather(*(one() for _ in range(count)))
+        if not failures:
+            return session
+        self.warn(f"Opening connections before {'concurrent users' if self.config.mode == 'concurrency' else 'batch size'} {step}: GET {path} "
+                  f"answered {failures[0]} ({len(failures)} of {count}). Those connections may "
+                  f"have been closed by the server, so they were dropped: the measured requests "
+                  f"open their own, and their time to first token includes connecting.",
+                  key="open-connections")
+        await session.close()
+        assert self._sessions is not None
+        self._session = await self._sessions.enter_async_context(open_session())
+        return self._session
 
     async def _send(self, session: Any, body: bytes, record: RequestRecord) -> None:
         assert self.client is not None
@@ -393,7 +422,7 @@ class _Engine:
         pattern = Rounds(step.size, config.runs, config.warmups)
         total = pattern.total
         self._build(step, min(total, max(step.size, PROMPT_CHUNK)))  # before opening connections
-        await self._open_connections(session, step.size)
+        session = await self._open_connections(session, step.size, step.size)
         for round_ in pattern.rounds():
             if self.cancel.is_set():
                 raise _Cancelled
@@ -422,7 +451,7 @@ class _Engine:
             self._build(step, min(config.requests, PROMPT_POOL_MAX * 8))
         else:
             self._build(step, min(max(step.size * 8, 64), PROMPT_POOL_MAX))
-        await self._open_connections(session, step.size)
+        session = await self._open_connections(session, step.size, step.size)
         done = errors = 0
         started = time.perf_counter_ns()
         pattern.start(started)

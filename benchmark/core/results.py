@@ -82,7 +82,7 @@ REQUEST_COLUMNS = (
     "batch_size", "run", "request", "ttft_ms", "e2e_ms", "decode_ms", "token_latency_ms",
     "input_tokens", "output_tokens", "finish_reason", "error",
     "requested_output_tokens", "token_events", "dispatch_lag_ms", "status", "error_kind",
-    "request_id", "mode",
+    "request_id", "mode", "retried", "coalesced_events", "tokens_from_events",
 )
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -397,6 +397,8 @@ def requests_csv(records: list[RequestRecord], mode: str) -> str:
             "token_events": len(r.token_ns), "dispatch_lag_ms": _num(r.dispatch_lag_ms),
             "status": _opt(r.status), "error_kind": _opt(r.error_kind),
             "request_id": _opt(r.request_id), "mode": mode,
+            "retried": _flag(r.retried), "coalesced_events": r.coalesced_events,
+            "tokens_from_events": _flag(r.tokens_from_events),
         }
         writer.writerow([row[c] for c in REQUEST_COLUMNS])
     return buffer.getvalue()
@@ -406,6 +408,11 @@ def _num(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return ""
     return repr(round(float(value), 6))
+
+
+def _flag(value: bool) -> str:
+    """A yes/no column as ``true`` / ``false`` (pandas reads them as booleans)."""
+    return "true" if value else "false"
 
 
 def _opt(value: Any) -> str:
@@ -450,6 +457,7 @@ def _record_in(data: Any) -> RequestRecord:
             isinstance(t, int) for t in record.token_ns):
         raise TypeError("request field token_ns is not a list of whole numbers")
     record.warmup = bool(record.warmup)
+    record.retried = bool(record.retried)
     return record
 
 
