@@ -180,6 +180,10 @@ class _Engine:
         except BenchmarkError:
             run_id = results.new_run_id(model)
         self.folder = folder
+        # The run id may be a folder's name (--output-dir /tmp/runs/rounds gives "rounds"):
+        # a random part makes the X-Request-Id of this run unique among runs, so a server's
+        # logs and traces never mix two runs.
+        self.request_prefix = f"{run_id}-{secrets.token_hex(3)}"
         self.result = RunResult(run_id=run_id, config=config, server_info=probe.info,
                                 simulated=probe.simulated, server=self.server,
                                 calibration=client_calibration(max(config.batch_sizes)))
@@ -372,7 +376,7 @@ class _Engine:
         return RequestRecord(step=slot.step, run=slot.run, request=slot.request,
                              warmup=slot.warmup,
                              requested_output_tokens=self.config.decode_length,
-                             request_id=f"{self.result.run_id}-{slot.step}-{run}-{slot.request}")
+                             request_id=f"{self.request_prefix}-{slot.step}-{run}-{slot.request}")
 
     async def _open_connections(self, session: Any, step: int, count: int) -> Any:
         """Open ``count`` keep-alive connections (small GETs at once) before the load starts;
@@ -403,7 +407,7 @@ class _Engine:
                 await asyncio.gather(*(one() for _ in range(count)))
         if not failures:
             return session
-        self.warn(f"Opening connections before {'concurrent users' if self.config.mode == 'concurrency' else 'batch size'} {step}: GET {path} "
+        self.warn(f"Opening connections for {self._step_name(step)}: GET {path} "
                   f"answered {failures[0]} ({len(failures)} of {count}). Those connections may "
                   f"have been closed by the server, so they were dropped: the measured requests "
                   f"open their own, and their time to first token includes connecting.",
@@ -523,24 +527,40 @@ class _Engine:
         if mismatched:
             seen = sorted({r.input_tokens for r in mismatched})  # type: ignore[type-var]
             self.warn(f"The server counted {', '.join(map(str, seen[:5]))} prompt tokens instead "
-                      f"of the {expected} asked ({len(mismatched)} of {len(ok)} requests at batch "
-                      f"size {step.size}). Prefill throughput uses the server's count.",
+                      f"of the {expected} asked ({len(mismatched)} of {len(ok)} requests at "
+                      f"{self._step_name(step.size)}). Prefill throughput uses the server's count.",
                       key="input-length")
         if ok and all(r.input_tokens is None for r in ok):
             self.warn(f"The server did not report prompt token counts: prefill throughput assumes "
                       f"the {expected} tokens the prompts were built with.", key="input-unknown")
-        if ok and all(r.output_tokens is None for r in ok):
-            self.warn("The server did not report output token counts: tokens are counted from "
-                      "stream events, which undercounts when an event carries several tokens.",
-                      key="output-unknown")
+        where = f"{self._step_name(step.size)}"
+        counted = [r for r in ok if r.tokens_from_events]
+        if counted:
+            self.warn(f"The server did not report output token counts for {len(counted)} of "
+                      f"{len(ok)} requests at {where} (it may ignore stream_options): their "
+                      f"tokens were counted from stream events, which undercounts when an "
+                      f"event carries several tokens. requests.csv marks them "
+                      f"(tokens_from_events).", key=f"output-unknown:{step.size}")
         short = [r for r in ok if r.output_token_count < config.decode_length]
         if short:
             self.warn(f"Outputs were shorter than asked: {len(short)} of {len(ok)} requests at "
-                      f"batch size {step.size} stopped before {config.decode_length} tokens "
+                      f"{where} stopped before {config.decode_length} tokens "
                       f"(finish reason: {short[0].finish_reason or 'not given'}). Throughput and "
                       f"token latency count only the tokens that really came.",
-                      key="short-outputs")
+                      key=f"short-outputs:{step.size}")
+        coalesced = sum(r.coalesced_events for r in ok)
+        if coalesced:
+            self.warn(f"{coalesced} token events at {where} arrived in the same read as the "
+                      f"event before them: the client cannot time them apart, so they give no "
+                      f"inter-token latency sample (requests.csv: coalesced_events).",
+                      key=f"coalesced:{step.size}")
         self._error_warning(records, warmup=False)
+
+    def _step_name(self, size: int) -> str:
+        """Return "batch size 4" or "4 concurrent users"."""
+        if self.config.mode == "concurrency":
+            return f"{size} concurrent user{'' if size == 1 else 's'}"
+        return f"batch size {size}"
 
     def _error_warning(self, records: list[RequestRecord], *, warmup: bool) -> None:
         """Warn once per kind of error (at most MAX_ERROR_WARNINGS kinds a run)."""

@@ -14,6 +14,7 @@ import httpx
 
 from ..config import RunConfig
 from ..errors import ConfigError, ServerError, ServerUnreachable, redact
+from .clients.base import error_message
 
 __all__ = ["ServerProbe", "probe_server", "server_answers", "CONTROL_TIMEOUT_S"]
 
@@ -79,13 +80,26 @@ def probe_server(config: RunConfig, *, timeout_s: float = CONTROL_TIMEOUT_S,
                     model = str(info["model_id"])
                 else:
                     raise ConfigError("model", f"{url} did not say which model it serves: "
-                                               f"give it with --model.")
+                                               f"{_models_answer(models, listed)}. Give the "
+                                               f"model's name with --model.")
     except httpx.TimeoutException:
         raise _unreachable(url, f"no answer within {timeout_s:g} s") from None
     except httpx.HTTPError as exc:
         raise _unreachable(url, redact(" ".join(str(exc).split())) or type(exc).__name__) \
             from None
     return ServerProbe(info=info, simulated=info.get("simulated") is True, model=model)
+
+
+def _models_answer(response: httpx.Response, listed: dict[str, Any] | None) -> str:
+    """What ``GET /v1/models`` answered, in a few words, when it named no model."""
+    if response.status_code != 200:
+        message = error_message(response.content, response.reason_phrase or "no message")
+        return f"/v1/models answered HTTP {response.status_code} ({message})"
+    if listed is None:
+        return "/v1/models did not answer with a JSON object"
+    if not listed.get("data"):
+        return "/v1/models listed no model (its \"data\" list is empty)"
+    return "/v1/models listed no model id"
 
 
 def _json_dict(response: httpx.Response) -> dict[str, Any] | None:

@@ -22,7 +22,9 @@ Metric keys (also the ``metric`` column of summary.csv), see ``METRICS`` for lab
     decode_token_latency_ms   per request: (last token - first token) / (output tokens - 1)
     decode_total_latency_ms   per request: last token - first token
     e2e_latency_ms            per request: end of response - send
-    inter_token_latency_ms    every gap between consecutive token events, all requests pooled
+    inter_token_latency_ms    every gap between consecutive token events that arrived in
+                              different reads, all requests pooled (events that came in one
+                              read share a stamp: no gap; ``coalesced_events`` counts them)
     output_tokens             per request: tokens the server reported
     dispatch_lag_ms           per request: send - scheduled (the client's own delay)
     prefill_throughput_tok_s  per round: prompt tokens / (last first token - first send)
@@ -87,7 +89,9 @@ METRICS: dict[str, MetricInfo] = {m.key: m for m in (
     MetricInfo("e2e_latency_ms", "End-to-end latency", "ms", "request",
                "Time from sending the request to the end of its response."),
     MetricInfo("inter_token_latency_ms", "Inter-token latency", "ms", "gap",
-               "Every gap between two consecutive token events, all requests pooled."),
+               "Every gap between two consecutive token events that arrived in different "
+               "reads, all requests pooled; events that arrived together in one read give no "
+               "gap (counted as coalesced events)."),
     MetricInfo("output_tokens", "Output tokens", "tokens", "request",
                "Tokens the server reported generating for a request."),
     MetricInfo("dispatch_lag_ms", "Dispatch lag (client delay)", "ms", "request",
@@ -100,6 +104,7 @@ METRIC_KEYS: tuple[str, ...] = tuple(METRICS)
 STAT_KEYS: tuple[str, ...] = ("avg", "min", "max", "p50", "p90", "p99")
 COUNT_KEYS: tuple[str, ...] = (
     "requests", "ok", "errors", "timeouts", "cancelled", "short_outputs",
+    "retried", "coalesced_events", "tokens_from_events",
 )
 
 
@@ -178,7 +183,11 @@ class StepSummary:
     sample exists (for instance when every request failed). Counts: ``requests`` measured,
     ``ok`` succeeded, ``errors`` failed (timeouts included), ``timeouts`` the part of ``errors``
     that timed out, ``cancelled`` stopped by the user (not errors), ``short_outputs``
-    successful requests that produced fewer tokens than asked.
+    successful requests that produced fewer tokens than asked, ``retried`` requests sent again
+    after their kept-alive connection was found dead, ``coalesced_events`` token events of
+    successful requests that arrived in the same read as the one before (no inter-token gap
+    sample), ``tokens_from_events`` successful requests whose output tokens were counted from
+    stream events because the server did not report a count.
     """
 
     step: int
@@ -192,6 +201,9 @@ class StepSummary:
     timeouts: int = 0
     cancelled: int = 0
     short_outputs: int = 0
+    retried: int = 0
+    coalesced_events: int = 0
+    tokens_from_events: int = 0
     rounds: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -300,6 +312,9 @@ def summarize_step(records: Iterable[RequestRecord], *, step: int, mode: str,
         1 for r in ok
         if output_token_count(r) < (r.requested_output_tokens or decode_length)
     )
+    summary.retried = sum(1 for r in measured if r.retried)
+    summary.coalesced_events = sum(r.coalesced_events for r in ok)
+    summary.tokens_from_events = sum(1 for r in ok if r.tokens_from_events)
     summary.input_tokens = sum(_input_token_count(r, sequence_length) for r in ok)
     summary.output_tokens = sum(output_token_count(r) for r in ok)
 

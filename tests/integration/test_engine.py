@@ -69,7 +69,9 @@ def test_each_api_measures_every_request(sim, tiny_tokenizer, tmp_path, api):
     assert all(i.startswith(result.run_id + "-") for i in ids)
     seen = {row["request_id"] for row in trace_rows(sim.trace_path)}
     assert ids <= seen
-    assert f"{result.run_id}-3-w1-2" in seen
+    prefix = records[0].request_id.rsplit("-", 3)[0]   # <run id>-<random>
+    assert all(i.startswith(prefix + "-") for i in ids)
+    assert f"{prefix}-3-w1-2" in seen
     # progress stream: start ... done, one round_done per round
     kinds = events.kinds()
     assert kinds[0] == "start" and kinds[-1] == "done"

@@ -43,7 +43,7 @@ class StandIn:
         self.dropped = 0
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
 
@@ -56,25 +56,24 @@ class StandIn:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(10)
 
     def _serve(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._server = loop.run_until_complete(
-            asyncio.start_server(self._connection, "127.0.0.1", 0))
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        # asyncio.run cancels and finishes every task before it returns: no coroutine is left
+        # for the garbage collector to finish later, in another test's thread state.
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            self._server.close()
-            loop.close()
+        async with server:
+            await self._stop.wait()
 
     # -- HTTP ----------------------------------------------------------------------------------
     async def _connection(self, reader: asyncio.StreamReader,
