@@ -151,3 +151,17 @@ def test_a_server_that_sends_no_usage_is_counted_from_events_and_said(tiny_token
     rows = read_csv(tmp_path / "run" / "requests.csv")
     assert [row["tokens_from_events"] for row in rows] == ["true"] * 3
     assert [row["output_tokens"] for row in rows] == [""] * 3
+
+
+def test_the_cli_says_what_v1_models_answered_without_the_usage_text(capsys, tiny_tokenizer,
+                                                                      tmp_path):
+    from benchmark.cli import main
+
+    with StandIn(models_status=500) as server:
+        code = main(["--tokenizer-name", tiny_tokenizer, "--url", server.url,
+                     "--api", "openai-chat", "-b", "1", "--output-dir", str(tmp_path / "run")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "usage:" not in "\n".join(err)
+    assert len(err) == 1 and err[0].startswith("python -m benchmark: error: argument --model: ")
+    assert "/v1/models answered HTTP 500 (cache folder not found)" in err[0]
