@@ -52,7 +52,8 @@ class StepProgress:
     warmup: bool = False
     requests_done: int = 0
     requests_total: int | None = None
-    errors: int = 0
+    errors: int = 0          # measured requests that failed (what the Requests table counts)
+    warmup_errors: int = 0   # failed warm-up requests (not measured)
     done: bool = False
 
 
@@ -407,12 +408,16 @@ class Runner:
                 p.warmup = bool(event.warmup)
                 p.rounds_done = int(event.run or 0)
                 p.rounds = event.runs
-                p.errors += int(event.errors or 0)
+                if p.warmup:
+                    p.warmup_errors += int(event.errors or 0)
+                else:
+                    p.errors += int(event.errors or 0)
             elif isinstance(event, RequestsDone):
                 step = int(event.step)
                 p = job.progress.setdefault(step, StepProgress(step=step))
                 p.requests_done = int(event.done or 0)
                 p.requests_total = event.total
+                p.errors = int(event.errors or 0)
             elif isinstance(event, StepDone):
                 step = int(event.step)
                 job.progress.setdefault(step, StepProgress(step=step)).done = True

@@ -252,16 +252,17 @@ def progress_html(view: JobView | None) -> str:
         parts.append(_bar("All " + unit, done, total, f"{done} of {total} {unit}"))
         for p in view.progress:
             if p.done:
-                parts.append(_bar(name(p.step), 1, 1, "done"))
+                parts.append(_bar(name(p.step), 1, 1, "done" + _errors_text(p)))
             elif p.requests_total or p.requests_done:
                 label = (f"{p.requests_done} of {p.requests_total} requests" if p.requests_total
                          else f"{p.requests_done} requests")
                 parts.append(_bar(name(p.step), p.requests_done,
-                                  p.requests_total or 0, label))
+                                  p.requests_total or 0, label + _errors_text(p)))
             elif p.rounds:
                 kind = "warm-up" if p.warmup else "run"
                 parts.append(_bar(name(p.step), 0 if p.warmup else p.rounds_done,
-                                  p.rounds, f"{kind} {p.rounds_done} of {p.rounds}"))
+                                  p.rounds, f"{kind} {p.rounds_done} of {p.rounds}"
+                                  + _errors_text(p)))
             else:
                 waiting = "running" if view.current_step == p.step else "waiting"
                 parts.append(_bar(name(p.step), 0, 1, waiting))
@@ -270,6 +271,18 @@ def progress_html(view: JobView | None) -> str:
     for note in view.notes:
         parts.append(f"<p class='bench-note'>{esc(note)}</p>")
     return "<div class='bench-progress'>" + "".join(parts) + "</div>"
+
+
+def _errors_text(progress: Any) -> str:
+    """`` · 1 error · 2 warm-up errors (not measured)``: measured errors, as the Requests table
+    counts them, and the failures of warm-up rounds apart; empty when nothing failed."""
+    text = ""
+    if progress.errors:
+        text += f" · {progress.errors} error{'s' if progress.errors != 1 else ''}"
+    warmups = progress.warmup_errors
+    if warmups:
+        text += f" · {warmups} warm-up error{'s' if warmups != 1 else ''} (not measured)"
+    return text
 
 
 def _bar(label: str, value: int, maximum: int, text: str) -> str:

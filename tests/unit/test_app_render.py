@@ -121,3 +121,13 @@ def test_a_hostile_servers_words_cannot_add_links_images_or_html_to_a_shared_pag
     row = next(line for line in single.server_info.splitlines() if "click" in line)
     assert row.count("`") == 2, row
     assert "click" in single.title and "evil.example" in single.title   # still readable
+
+
+def test_progress_names_warm_up_errors_apart_from_measured_errors():
+    page = progress_html(view(progress=(
+        StepProgress(1, done=True, warmup_errors=2),
+        StepProgress(2, rounds_done=3, rounds=10, errors=1, warmup_errors=4))))
+    assert "1 error" in page and "4 warm-up errors (not measured)" in page
+    assert "2 warm-up errors (not measured)" in page
+    clean = progress_html(view())
+    assert "error" not in clean
