@@ -20,6 +20,7 @@ the balance point.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 from ..config import strip_credentials
@@ -137,11 +138,11 @@ def parameters_table(result: Any) -> str:
         ("Watermark", sampling.watermark),
         ("Do Sample", sampling.do_sample),
         ("Seed", config.seed),
-        ("Server version", info.get("version")),
+        ("Server version", NOT_REPORTED if info.get("version") is None else info["version"]),
     ]
     if result.server:
         quantize = result.server.get("quantize") or result.server.get("dtype")
-        rows.append(("Server quantization", quantize))
+        rows.append(("Server quantization", quantize or "none (the server's default)"))
     rows += [
         ("Simulated server", "yes" if result.simulated else "no"),
         ("Started", result.started_at),
@@ -195,7 +196,8 @@ def requests_table(steps: list[StepSummary], mode: str = "rounds") -> str:
         rows.append([
             str(step.step), str(step.requests), str(step.ok), str(step.errors),
             str(step.timeouts), str(step.cancelled), str(step.short_outputs),
-            MISSING if tokens is None else f"{tokens:.1f} of {step.decode_length}",
+            MISSING if tokens is None else f"{_tokens(tokens, step.decode_length)} of "
+                                           f"{step.decode_length}",
             MISSING if rps is None else f"{rps:.2f}",
         ])
     return _table(header, rows)
@@ -285,9 +287,23 @@ def _cell(value: Any) -> str:
     return text.replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
 
 
+def _tokens(average: float, asked: int) -> str:
+    """An average output length to one decimal, never rounded up to the length asked when it
+    is below it (127.98 of 128 is "127.9", not "128.0" beside a short output)."""
+    text = f"{average:.1f}"
+    if average < asked and float(text) >= asked:
+        text = f"{math.floor(average * 10) / 10:.1f}"
+    return text
+
+
+NOT_REPORTED = "not reported by the server"
+NOT_SET = "not set"
+
+
 def _plain(value: Any) -> str:
+    """A parameter's value as text; a setting left unset is "not set" (never "None")."""
     if value is None:
-        return "None"
+        return NOT_SET
     if isinstance(value, bool):
         return "true" if value else "false"
     return redact(str(value))

@@ -23,11 +23,12 @@ CALIBRATION = {
 }
 
 
-def result(batch_sizes=(1, 2), simulated=True, **extra) -> RunResult:
+def result(batch_sizes=(1, 2), simulated=True, server_info=None, **extra) -> RunResult:
     config = RunConfig(tokenizer_name="org/model", batch_sizes=batch_sizes)
     return RunResult(run_id="20261128-120000-model-abcd", config=config, simulated=simulated,
                      server_info={"model_id": "org/model", "version": "3.3.6",
-                                  "max_total_tokens": 4096, "router": "text-generation-router"},
+                                  "max_total_tokens": 4096, "router": "text-generation-router"}
+                     if server_info is None else server_info,
                      status="complete", **extra)
 
 
@@ -131,3 +132,11 @@ def test_progress_names_warm_up_errors_apart_from_measured_errors():
     assert "2 warm-up errors (not measured)" in page
     clean = progress_html(view())
     assert "error" not in clean
+
+
+def test_an_openai_server_that_reports_no_info_never_shows_none_on_the_page():
+    page = results_view([result(server_info={}, simulated=False)])
+    text = "\n".join([page.title, page.headline, page.tables, page.server_info,
+                      page.calibration])
+    assert "None" not in text
+    assert "not reported by the server" in page.tables
