@@ -548,6 +548,12 @@ class _Engine:
                       f"(finish reason: {short[0].finish_reason or 'not given'}). Throughput and "
                       f"token latency count only the tokens that really came.",
                       key=f"short-outputs:{step.size}")
+        retried = [r for r in records if r.retried]
+        if retried:
+            self.warn(f"{len(retried)} of {len(records)} requests at {where} went out on a "
+                      f"kept-alive connection the server had closed and got no answer: each was "
+                      f"sent again once on a fresh connection (requests.csv: retried).",
+                      key=f"retried:{step.size}")
         coalesced = sum(r.coalesced_events for r in ok)
         if coalesced:
             self.warn(f"{coalesced} token events at {where} arrived in the same read as the "

@@ -79,9 +79,9 @@ def probe_server(config: RunConfig, *, timeout_s: float = CONTROL_TIMEOUT_S,
                 elif info.get("model_id"):
                     model = str(info["model_id"])
                 else:
-                    raise ConfigError("model", f"{url} did not say which model it serves: "
-                                               f"{_models_answer(models, listed)}. Give the "
-                                               f"model's name with --model.")
+                    raise ConfigError("model", f"{url} did not say which model it serves "
+                                               f"({_models_answer(models, listed)}): give it "
+                                               f"with --model.")
     except httpx.TimeoutException:
         raise _unreachable(url, f"no answer within {timeout_s:g} s") from None
     except httpx.HTTPError as exc:

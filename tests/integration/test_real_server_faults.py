@@ -63,12 +63,29 @@ def test_a_request_lost_on_a_dead_pooled_connection_is_sent_again_once(tmp_path)
     assert len(record.token_ns) == 4 and record.sent_ns > record.scheduled_ns
 
 
+def test_a_measured_request_lost_on_a_closed_connection_is_retried_and_said(tiny_tokenizer,
+                                                                            tmp_path):
+    # the connection-opening GET is answered; the POST that follows on that socket is dropped
+    with StandIn(drop_reused=1) as server:
+        result = run(config_for(server.url, tiny_tokenizer, tmp_path / "run", batch_sizes=(1,),
+                                runs=2))
+    assert server.dropped == 1
+    assert [r.ok for r in result.records] == [True, True]
+    assert [r.retried for r in result.records] == [True, False]
+    assert result.steps()[0].retried == 1
+    assert any("sent again once on a fresh connection" in w for w in result.warnings)
+    rows = read_csv(tmp_path / "run" / "requests.csv")
+    assert [row["retried"] for row in rows] == ["true", "false"]
+
+
 def test_retried_requests_are_marked_in_requests_csv(tiny_tokenizer, tmp_path):
     with StandIn() as server:
         result = run(config_for(server.url, tiny_tokenizer, tmp_path / "run"))
     rows = read_csv(tmp_path / "run" / "requests.csv")
     assert [row["retried"] for row in rows] == ["false"] * 4
     assert all(r.retried is False for r in result.records)
+    assert result.steps()[0].retried == 0
+    assert not any("sent again" in w for w in result.warnings)
 
 
 # -- item 3: --model missing ------------------------------------------------------------------

@@ -11,6 +11,8 @@ Behaviours (keyword arguments):
 - ``drop_after_error``: after an answer >= 400, the connection is kept open without
   ``Connection: close``, and the next request on it is dropped unanswered (the socket closes):
   what a server does when it closes a kept-alive socket the client still thinks usable;
+- ``drop_reused``: this many POSTs that come on a connection which already served a request are
+  dropped unanswered (a server closing kept-alive sockets as the next request arrives);
 - ``tokens``: text events per POST (an int, or a list used in turn, one per request);
 - ``usage``: send the ``usage`` chunk (``completion_tokens`` = ``tokens``) before ``[DONE]``;
 - ``per_write``: token events written to the socket at once (2 = every two events arrive in
@@ -29,11 +31,12 @@ from typing import Any
 
 class StandIn:
     def __init__(self, *, models_status: int = 200, models: tuple[str, ...] = ("stand-in",),
-                 drop_after_error: bool = False, tokens: int | list[int] = 4,
+                 drop_after_error: bool = False, drop_reused: int = 0, tokens: int | list[int] = 4,
                  usage: bool = True, per_write: int = 1, gap_s: float = 0.002):
         self.models_status = models_status
         self.models = models
         self.drop_after_error = drop_after_error
+        self.drop_reused = drop_reused
         self._tokens = itertools.cycle(tokens if isinstance(tokens, list) else [tokens])
         self.usage = usage
         self.per_write = per_write
@@ -79,6 +82,7 @@ class StandIn:
     async def _connection(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         doomed = False
+        served = 0
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -88,10 +92,14 @@ class StandIn:
                            (line.partition(":") for line in lines[1:] if line)}
                 length = int(headers.get("content-length") or 0)
                 body = await reader.readexactly(length) if length else b""
+                if served and method == "POST" and self.drop_reused > 0:
+                    self.drop_reused -= 1
+                    doomed = True
                 if doomed:
                     self.dropped += 1
                     return  # the request is never answered: the socket closes
                 status = await self._answer(method, path, headers, body, writer)
+                served += 1
                 if status >= 400 and self.drop_after_error:
                     doomed = True
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
