@@ -73,6 +73,11 @@ PROMPT_CHUNK = 256
 MAX_ERROR_WARNINGS = 5
 
 
+def _short(exc: BaseException) -> str:
+    """An exception's message on one line, shortened (for a warning)."""
+    return " ".join(str(exc).split())[:200] or "no message"
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 
@@ -397,10 +402,10 @@ class _Engine:
                                        headers=self.headers) as response:
                     raw = await response.read()
                     if response.status >= 400:
-                        failures.append(f"HTTP {response.status} "
+                        failures.append(f"answered HTTP {response.status} "
                                         f"({error_message(raw, response.reason)})")
-            except (aiohttp.ClientError, OSError) as exc:
-                failures.append(f"a connection error ({type(exc).__name__})")
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                failures.append(f"failed ({type(exc).__name__}: {_short(exc)})")
 
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CONTROL_TIMEOUT_S):
@@ -408,7 +413,7 @@ class _Engine:
         if not failures:
             return session
         self.warn(f"Opening connections for {self._step_name(step)}: GET {path} "
-                  f"answered {failures[0]} ({len(failures)} of {count}). Those connections may "
+                  f"{failures[0]} ({len(failures)} of {count}). Those connections may "
                   f"have been closed by the server, so they were dropped: the measured requests "
                   f"open their own, and their time to first token includes connecting.",
                   key="open-connections")
@@ -533,7 +538,7 @@ class _Engine:
         if ok and all(r.input_tokens is None for r in ok):
             self.warn(f"The server did not report prompt token counts: prefill throughput assumes "
                       f"the {expected} tokens the prompts were built with.", key="input-unknown")
-        where = f"{self._step_name(step.size)}"
+        where = self._step_name(step.size)
         counted = [r for r in ok if r.tokens_from_events]
         if counted:
             self.warn(f"The server did not report output token counts for {len(counted)} of "
