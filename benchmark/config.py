@@ -116,6 +116,47 @@ def parse_batch_sizes(value: Any, field_name: str = "batch_sizes") -> tuple[int,
     return tuple(sorted(sizes))
 
 
+def parse_attainment(value: Any, field_name: str = "slo_attainment") -> float:
+    """The share of requests that must meet the targets, as a fraction in (0, 1].
+
+    Takes a fraction (``0.9``) or a percentage written with its sign (``"90%"``); a bare number
+    above 1 is refused rather than guessed at (was 90 meant, or 0.90?)."""
+    label = field_label(field_name)
+    text = value.strip() if isinstance(value, str) else value
+    percent = isinstance(text, str) and text.endswith("%")
+    number = parse_float(field_name, text[:-1] if percent else text)
+    fraction = number / 100.0 if percent else number
+    if not 0.0 < fraction <= 1.0:
+        shown = f"{number:g}%" if percent else f"{number:g}"
+        raise ConfigError(field_name, f"{label} must be above 0 and at most 100%: give a "
+                                      f"fraction such as 0.9 or a percentage such as 90%, got "
+                                      f"{shown}.")
+    return fraction
+
+
+def parse_slo_ms(field_name: str, value: Any) -> float:
+    """A latency target in milliseconds: a positive number, at most a day."""
+    label = field_label(field_name)
+    number = parse_float(field_name, value)
+    if number <= 0:
+        raise ConfigError(field_name, f"{label} must be a positive number of milliseconds, "
+                                      f"for example 1000, got {number:g}.")
+    if number > MAX_DURATION_S * 1000:
+        raise ConfigError(field_name, f"{label} must be at most {MAX_DURATION_S * 1000:g} ms "
+                                      f"(a day), got {number:g}.")
+    return number
+
+
+def check_slo(config: Any) -> None:
+    """Refuse a latency target that is not a positive number of ms, or an attainment outside
+    (0, 1]; ``config`` is any object with ``slo_*`` fields."""
+    for name in ("slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms"):
+        value = getattr(config, name, None)
+        if value is not None:
+            parse_slo_ms(name, value)
+    parse_attainment(getattr(config, "slo_attainment", 0.9))
+
+
 def field_label(field_name: str) -> str:
     """A field's plain-words name, as error messages and the UI's labels show it."""
     return FIELD_LABELS.get(field_name, field_name.replace("_", " ").capitalize())
@@ -133,6 +174,10 @@ FIELD_LABELS = {
     "warmups": "Warmups",
     "mode": "Load pattern",
     "duration_s": "Duration (s)",
+    "slo_ttft_ms": "TTFT target (ms)",
+    "slo_tpot_ms": "Time per token target (ms)",
+    "slo_e2e_ms": "End-to-end target (ms)",
+    "slo_attainment": "Requests within target (%)",
     "requests": "Requests",
     "timeout_s": "Timeout (s)",
     "temperature": "Temperature",
@@ -267,6 +312,12 @@ class RunConfig:
     output_dir: str | None = None
     # Set by the Space for endpoint runs: refuse configs that would send more requests.
     max_total_requests: int | None = None
+    # Latency targets (SLOs), in ms; None = no target. A request is good when it finished and
+    # met every target given; ``slo_attainment`` is the share of good requests wanted (0-1].
+    slo_ttft_ms: float | None = None
+    slo_tpot_ms: float | None = None
+    slo_e2e_ms: float | None = None
+    slo_attainment: float = 0.9
 
     def validate(self) -> "RunConfig":
         """Raise ``ConfigError`` for the first invalid field; return self when all is well."""
@@ -297,6 +348,7 @@ class RunConfig:
             if self.requests is not None:
                 parse_int("requests", self.requests, maximum=10_000_000)
         self.sampling.validate()
+        check_slo(self)
         if self.max_total_requests is not None:
             total = self.planned_requests()
             if total is None or total > self.max_total_requests:

@@ -50,6 +50,7 @@ __all__ = [
     "SUMMARY_FILE",
     "REQUESTS_FILE",
     "SUMMARY_COLUMNS",
+    "SLO_COLUMNS",
     "REQUEST_COLUMNS",
     "STATUSES",
     "RunResult",
@@ -72,7 +73,10 @@ SUMMARY_FILE = "summary.csv"
 REQUESTS_FILE = "requests.csv"
 STATUSES = ("running", "complete", "cancelled", "failed")
 
-SUMMARY_COLUMNS = ("step", "metric", "unit", *STAT_KEYS, "count", "mode", *COUNT_KEYS)
+# The last four: the step's result against the latency targets (empty when none was set).
+SLO_COLUMNS = ("good", "slo_attainment", "goodput_rps", "good_output_tokens_per_s")
+SUMMARY_COLUMNS = ("step", "metric", "unit", *STAT_KEYS, "count", "mode", *COUNT_KEYS,
+                   *SLO_COLUMNS)
 REQUEST_COLUMNS = (
     "batch_size", "run", "request", "ttft_ms", "e2e_ms", "decode_ms", "token_latency_ms",
     "input_tokens", "output_tokens", "finish_reason", "error",
@@ -346,8 +350,17 @@ def summary_csv(steps: list[StepSummary]) -> str:
             values = ["" if stats is None else _num(getattr(stats, s)) for s in STAT_KEYS]
             writer.writerow([step.step, key, METRICS[key].unit, *values,
                              0 if stats is None else stats.count, step.mode,
-                             *(counts[k] for k in COUNT_KEYS)])
+                             *(counts[k] for k in COUNT_KEYS), *_slo_cells(step)])
     return buffer.getvalue()
+
+
+def _slo_cells(step: StepSummary) -> list[Any]:
+    """The SLO_COLUMNS cells of a step: empty without targets or without a number."""
+    slo = step.slo
+    if slo is None:
+        return [""] * len(SLO_COLUMNS)
+    return [slo.good, *(_num(v) for v in
+                        (slo.attainment, slo.goodput_rps, slo.good_output_tokens_per_s))]
 
 
 def requests_csv(records: list[RequestRecord], mode: str) -> str:
