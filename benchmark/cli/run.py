@@ -29,8 +29,8 @@ from urllib.parse import unquote, urlsplit
 
 from .._version import __version__
 from ..config import (API_CHOICES, DEFAULT_BATCH_SIZES, DEFAULT_URL, MODE_CHOICES, RunConfig,
-                     SamplingParams, check_url, parse_batch_sizes, parse_float, parse_int,
-                     strip_credentials)
+                     SamplingParams, check_url, parse_attainment, parse_batch_sizes,
+                     parse_float, parse_int, parse_slo_ms, strip_credentials)
 from ..core.engine import run
 from ..core.progress import ConsoleProgress, JsonLinesProgress, fan_out
 from ..core.results import check_output_dir_free, results_root
@@ -52,7 +52,9 @@ FLAG_FOR_FIELD = {
     "top_n_tokens": "--top-n-tokens", "url": "--url", "api": "--api", "model": "--model",
     "timeout_s": "--timeout", "output_dir": "--output-dir", "seed": "--seed", "mode": "--mode",
     "duration_s": "--duration", "requests": "--requests", "progress_jsonl": "--progress-jsonl",
-    "api_key_env": "--api-key-env",
+    "api_key_env": "--api-key-env", "slo_ttft_ms": "--slo-ttft-ms",
+    "slo_tpot_ms": "--slo-tpot-ms", "slo_e2e_ms": "--slo-e2e-ms",
+    "slo_attainment": "--slo-attainment",
 }
 
 
@@ -114,6 +116,20 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     http.add_argument("--progress-jsonl", default=None, metavar="PATH",
                       help="write progress events as JSON lines to PATH ('-' = stdout)")
 
+    slo = parser.add_argument_group(
+        "Latency targets (SLOs): a request is good when it finished and met every target given; "
+        "each step then reports the share of good requests (attainment) and goodput")
+    slo.add_argument("--slo-ttft-ms", default=None, metavar="MS",
+                     help="target time to first token, in ms (for example 1000)")
+    slo.add_argument("--slo-tpot-ms", default=None, metavar="MS",
+                     help="target time per output token after the first, in ms (for example "
+                          "50, about reading speed)")
+    slo.add_argument("--slo-e2e-ms", default=None, metavar="MS",
+                     help="target time for the whole answer, in ms")
+    slo.add_argument("--slo-attainment", default="0.9", metavar="F",
+                     help="share of requests that must be good, a fraction in (0, 1] or a "
+                          "percentage such as 90%% (default 0.9)")
+
 
 def base_parser() -> argparse.ArgumentParser:
     """The parser of a run's flags (``benchmark.cli.build_parser`` adds the server's)."""
@@ -164,6 +180,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         seed=_optional(args.seed, parse_int, "seed", minimum=0),
         sampling=sampling,
         output_dir=args.output_dir,
+        slo_ttft_ms=_optional(args.slo_ttft_ms, parse_slo_ms, "slo_ttft_ms"),
+        slo_tpot_ms=_optional(args.slo_tpot_ms, parse_slo_ms, "slo_tpot_ms"),
+        slo_e2e_ms=_optional(args.slo_e2e_ms, parse_slo_ms, "slo_e2e_ms"),
+        slo_attainment=parse_attainment(args.slo_attainment),
     )
     if args.mode != "concurrency" and (args.duration is not None or args.requests is not None):
         raise ConfigError("mode", "--duration and --requests apply to --mode concurrency; add "

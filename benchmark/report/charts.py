@@ -51,6 +51,8 @@ __all__ = [
     "inter_token_latency_distribution",
     "output_length",
     "output_length_differs",
+    "slo_attainment_vs_batch",
+    "has_slo",
     "all_figures",
     "message_figure",
     "run_label",
@@ -462,6 +464,65 @@ def output_length(results: list[Any]) -> go.Figure:
 
 
 # ---------------------------------------------------------------------------------------------
+# Latency targets
+
+SLO_TITLE = "Requests within the latency targets, and goodput, by batch size"
+
+
+def has_slo(results: Any) -> bool:
+    """True when some run set latency targets (and so has an attainment per step)."""
+    return any(_slo_target(r) is not None for r in _as_list(results))
+
+
+def _slo_target(result: Any) -> float | None:
+    config = result.config
+    if all(getattr(config, k, None) is None for k in ("slo_ttft_ms", "slo_tpot_ms",
+                                                      "slo_e2e_ms")):
+        return None
+    return float(getattr(config, "slo_attainment", 0.9))
+
+
+@_safe(SLO_TITLE)
+def slo_attainment_vs_batch(results: list[Any],
+                            steps: list[list[StepSummary]] | None = None) -> go.Figure:
+    """Share of good requests (%) per step with the target as a dashed line, and goodput."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["Requests within targets (%)", "Goodput (good requests/s)"])
+    all_steps: set[int] = set()
+    drawn = 0
+    for index, (result, run_steps) in enumerate(zip(results, _run_steps(results, steps))):
+        target = _slo_target(result)
+        judged = [s for s in run_steps if s.slo is not None and s.slo.attainment is not None]
+        if target is None or not judged:
+            continue
+        label = run_label(result, results)
+        xs = [s.step for s in judged]
+        all_steps.update(xs)
+        fig.add_trace(go.Scatter(
+            x=xs, y=[100 * s.slo.attainment for s in judged],  # type: ignore[union-attr,operator]
+            name=label, mode="lines+markers", legendgroup=label,
+            line={"color": _color(index)},
+            hovertemplate=f"{_step_word(result)} %{{x}}<br>%{{y:.1f}}%<extra>{label}</extra>",
+        ), row=1, col=1)
+        fig.add_hline(y=100 * target, line={"color": _color(index), "dash": "dash"},
+                      annotation_text=f"target {target:.0%}", row=1, col=1)
+        fig.add_trace(go.Scatter(
+            x=xs, y=[s.slo.goodput_rps for s in judged],  # type: ignore[union-attr]
+            name=label, mode="lines+markers", legendgroup=label, showlegend=False,
+            line={"color": _color(index)},
+            hovertemplate=f"{_step_word(result)} %{{x}}<br>%{{y:.2f}} req/s<extra>{label}</extra>",
+        ), row=1, col=2)
+        drawn += 1
+    if not drawn:
+        raise _NoData("No latency target was set, or no request has been measured yet.")
+    for col in (1, 2):
+        fig.update_xaxes(title_text=_x_title(results), row=1, col=col, **_batch_axis(all_steps))
+    fig.update_yaxes(title_text="% of requests", range=[0, 105], row=1, col=1)
+    fig.update_yaxes(title_text="good requests/s", rangemode="tozero", row=1, col=2)
+    return _layout(fig, SLO_TITLE, results)
+
+
+# ---------------------------------------------------------------------------------------------
 # Everything at once
 
 CHART_FUNCTIONS: dict[str, Callable[[Any], go.Figure]] = {
@@ -473,11 +534,12 @@ CHART_FUNCTIONS: dict[str, Callable[[Any], go.Figure]] = {
     "token_latency_distribution": token_latency_distribution,
     "inter_token_latency_distribution": inter_token_latency_distribution,
     "output_length": output_length,
+    "slo_attainment_vs_batch": slo_attainment_vs_batch,
 }
 
 
 # The charts drawn from step summaries: they also take ``steps`` (one list per run).
-STEP_CHARTS = frozenset((*LINE_CHARTS, *SCATTER_CHARTS))
+STEP_CHARTS = frozenset((*LINE_CHARTS, *SCATTER_CHARTS, "slo_attainment_vs_batch"))
 
 
 def all_figures(results: Any) -> dict[str, go.Figure]:
@@ -490,11 +552,14 @@ def chart_figures(results: list[Any],
     """(title, plotly figure) for every chart of this module, in its declared order.
 
     ``steps``: each run's summaries when already computed. The output-length chart is left out
-    when every request got the tokens it asked for.
+    when every request got the tokens it asked for, the latency-target chart when no run set
+    a target.
     """
     out: list[tuple[str, Any]] = []
     for name, draw in CHART_FUNCTIONS.items():
         if name == "output_length" and not output_length_differs(results):
+            continue
+        if name == "slo_attainment_vs_batch" and not has_slo(results):
             continue
         # Never raises: a failed chart is a figure with a sentence.
         figure = draw(results, steps=steps) if name in STEP_CHARTS else draw(results)

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import strip_credentials
 from ..errors import redact
+from ..core.slo import slo_of
 from ..core.stats import STAT_KEYS, StepSummary
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "latency_table",
     "throughput_table",
     "requests_table",
+    "slo_table",
     "headline",
     "balance_step",
     "step_label",
@@ -83,6 +85,11 @@ def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
         parts.append("### Latency\n\n" + latency_table(steps, result.config.mode))
         parts.append("### Throughput\n\n" + throughput_table(steps, result.config.mode))
         parts.append("### Requests\n\n" + requests_table(steps, result.config.mode))
+        slo = slo_of(result.config)
+        if slo is not None and any(s.slo is not None for s in steps):
+            parts.append(f"### Latency targets\n\nGood request: finished and within "
+                         f"{_cell(slo.words())}; target: {slo.attainment:.0%} of requests.\n\n"
+                         + slo_table(steps, result.config.mode))
     else:
         parts.append("No request has been measured yet.")
     return "\n\n".join(parts) + "\n"
@@ -174,6 +181,29 @@ def requests_table(steps: list[StepSummary], mode: str = "rounds") -> str:
             str(step.timeouts), str(step.cancelled), str(step.short_outputs),
             MISSING if tokens is None else f"{tokens:.1f} of {step.decode_length}",
             MISSING if rps is None else f"{rps:.2f}",
+        ])
+    return _table(header, rows)
+
+
+def slo_table(steps: list[StepSummary], mode: str = "rounds") -> str:
+    """Per step: requests counted, good ones, attainment against the target, goodput, good
+    output tokens/s and how many missed each target (a request can miss several)."""
+    header = [step_label(mode, title=True), "Requests", "Good", "Attainment", "Target met",
+              "Goodput (req/s)", "Good output tokens/s", "Missed TTFT", "Missed TPOT",
+              "Missed E2E", "Errors"]
+    rows = []
+    for step in steps:
+        slo = step.slo
+        if slo is None:
+            continue
+        rows.append([
+            str(step.step), str(slo.sent), str(slo.good),
+            MISSING if slo.attainment is None else f"{slo.attainment:.1%}",
+            ("yes" if slo.passed else "no") + f" ({slo.target:.0%})",
+            MISSING if slo.goodput_rps is None else f"{slo.goodput_rps:.2f}",
+            MISSING if slo.good_output_tokens_per_s is None
+            else f"{slo.good_output_tokens_per_s:.1f}",
+            *(str(slo.missed.get(k, 0)) for k in ("ttft", "tpot", "e2e", "error")),
         ])
     return _table(header, rows)
 
@@ -294,6 +324,7 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
                 f"{_short_ms(base_ms)} {at(base.step)})."
             )
 
+    sentences += _slo_sentences(result, steps)
     total = sum(s.requests for s in steps)
     errors = sum(s.errors for s in steps)
     timeouts = sum(s.timeouts for s in steps)
@@ -310,6 +341,28 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
             f"model chose to stop); throughput counts only the tokens that came."
         )
     return sentences
+
+
+def _slo_sentences(result: Any, steps: list[StepSummary]) -> list[str]:
+    """Which steps kept the share of requests within the latency targets."""
+    slo = slo_of(result.config)
+    judged = [s for s in steps if s.slo is not None and s.slo.attainment is not None]
+    if slo is None or not judged:
+        return []
+    mode = result.config.mode
+    parts = [f"{s.slo.attainment:.0%} {_at(mode, s.step)}" for s in judged]  # type: ignore[union-attr]
+    sentence = (f"Requests within {slo.words()} (target {slo.attainment:.0%}): "
+                + _join(parts) + ".")
+    passed = [s for s in judged if s.slo.passed]  # type: ignore[union-attr]
+    if passed:
+        best = max(passed, key=lambda s: s.slo.goodput_rps or 0.0)  # type: ignore[union-attr]
+        goodput = best.slo.goodput_rps  # type: ignore[union-attr]
+        if goodput is not None:
+            sentence += (f" The highest goodput within the target: {goodput:.2f} good requests "
+                         f"per second {_at(mode, best.step)}.")
+    else:
+        sentence += " No step met the target."
+    return [sentence]
 
 
 def _status_sentence(result: Any, steps: list[StepSummary]) -> str:

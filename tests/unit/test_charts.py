@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 
 import plotly.graph_objects as go
 import pytest
@@ -139,6 +140,9 @@ def test_no_results_and_no_success_give_a_sentence():
         r.error, r.token_ns = "HTTP 500: boom", []
     for name, draw in charts.CHART_FUNCTIONS.items():
         fig = draw([failed])
+        if name == "slo_attainment_vs_batch":   # failed requests are data there (0% good)
+            assert "No latency target was set" in sentence(fig)
+            continue
         assert "No successful request has been measured yet." in sentence(fig), name
 
 
@@ -167,3 +171,18 @@ def test_charts_module_does_not_import_gradio():
     imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom)}
     assert "plotly" in imported and "gradio" not in imported
+
+
+def test_slo_chart_draws_attainment_with_its_target_line_only_when_targets_were_set():
+    plain = make_run()
+    assert not charts.has_slo([plain])
+    assert all("latency targets" not in title for title, _ in charts.chart_figures([plain]))
+    # token gap 5 + b ms: within a 7.5 ms per-token target at batch sizes 1 and 2, not at 4
+    config = dataclasses.replace(plain.config, slo_tpot_ms=7.5, slo_attainment=0.9)
+    run = dataclasses.replace(plain, config=config)
+    fig = charts.slo_attainment_vs_batch([run])
+    attainment = fig.data[0]
+    assert list(attainment.x) == [1, 2, 4]
+    assert list(attainment.y) == pytest.approx([100.0, 100.0, 0.0])
+    assert any(shape.y0 == pytest.approx(90.0) for shape in fig.layout.shapes)  # target line
+    assert any("latency targets" in title for title, _ in charts.chart_figures([run]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from benchmark.config import RunConfig, SamplingParams
@@ -178,3 +180,24 @@ def test_a_hostile_model_name_cannot_put_links_images_or_html_in_the_tables():
     for active in ("![x](", "[Re-run here](", "<img", "<b>"):
         assert active not in text
     assert "Re-run here" in text and "evil.example" in text  # still readable
+
+
+def test_latency_targets_table_and_headline_say_which_steps_kept_the_target():
+    # ttft = 10*b ms: batch sizes 1, 2 and 4 are within a 45 ms target, 8 is not.
+    run = result()
+    run = RunResult(run_id=run.run_id, config=dataclasses.replace(
+        run.config, slo_ttft_ms=45, slo_attainment=0.9), server_info=run.server_info,
+        status="complete", records=run.records)
+    text = markdown_tables(run)
+    assert "### Latency targets" in text and "45 ms to the first token" in text
+    rows = {r[0]: r for r in cells(text.split("### Latency targets")[1])}
+    assert rows["4"][1:5] == ["8", "8", "100.0%", "yes (90%)"]       # 2 rounds of 4
+    assert rows["8"][1:5] == ["16", "0", "0.0%", "no (90%)"]
+    assert rows["8"][7] == "16"                                        # all missed TTFT
+    words = " ".join(headline(run))
+    assert "Requests within 45 ms to the first token (target 90%)" in words
+    assert "0% at batch size 8" in words
+
+
+def test_no_latency_target_means_no_targets_table():
+    assert "### Latency targets" not in markdown_tables(result())
