@@ -41,6 +41,7 @@ from .._version import __version__
 from ..config import RunConfig, strip_credentials
 from ..errors import BenchmarkError, ConfigError, ResultFileError, redact
 from .records import RequestRecord
+from .capacity import Capacity, Probe
 from .stats import COUNT_KEYS, METRIC_KEYS, METRICS, STAT_KEYS, StepSummary, summarize
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "REQUESTS_FILE",
     "SUMMARY_COLUMNS",
     "SLO_COLUMNS",
+    "CAPACITY_COLUMNS",
     "REQUEST_COLUMNS",
     "STATUSES",
     "RunResult",
@@ -75,8 +77,10 @@ STATUSES = ("running", "complete", "cancelled", "failed")
 
 # The last four: the step's result against the latency targets (empty when none was set).
 SLO_COLUMNS = ("good", "slo_attainment", "goodput_rps", "good_output_tokens_per_s")
+# Capacity runs: each step is a probe; its kind, its rate, its verdict, and the answer.
+CAPACITY_COLUMNS = ("probe_kind", "probe_rate_rps", "probe_passed", "capacity_rps")
 SUMMARY_COLUMNS = ("step", "metric", "unit", *STAT_KEYS, "count", "mode", *COUNT_KEYS,
-                   *SLO_COLUMNS)
+                   *SLO_COLUMNS, *CAPACITY_COLUMNS)
 REQUEST_COLUMNS = (
     "batch_size", "run", "request", "ttft_ms", "e2e_ms", "decode_ms", "token_latency_ms",
     "input_tokens", "output_tokens", "finish_reason", "error",
@@ -192,6 +196,8 @@ class RunResult:
     tool_version: str = __version__
     schema_version: int = SCHEMA_VERSION
     environment: dict[str, Any] | None = None
+    # A capacity run's answer and probes (None in the other load patterns).
+    capacity: Capacity | None = None
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -232,6 +238,7 @@ class RunResult:
             "warnings": [redact(w) for w in self.warnings],
             "steps": [s.to_dict() for s in (self.steps() if steps is None else steps)],
             "calibration": self.calibration,
+            "capacity": None if self.capacity is None else self.capacity.to_dict(),
             "requests": [_record_out(r) for r in self.measured_records],
         }
 
@@ -244,7 +251,7 @@ class RunResult:
         steps = self.steps()
         document = self.to_dict(steps)
         atomic_write(path / RUN_FILE, run_json_text(document))
-        atomic_write(path / SUMMARY_FILE, summary_csv(steps))
+        atomic_write(path / SUMMARY_FILE, summary_csv(steps, self.capacity))
         atomic_write(path / REQUESTS_FILE, requests_csv(self.measured_records, self.config.mode))
         return path
 
@@ -284,6 +291,8 @@ class RunResult:
                 tool_version=str(tool.get("version") or "unknown"),
                 schema_version=SCHEMA_VERSION,
                 environment=data.get("environment"),
+                capacity=(None if not data.get("capacity")
+                          else Capacity.from_dict(data["capacity"])),
             )
         except ResultFileError:
             raise
@@ -338,8 +347,11 @@ def run_json_text(document: dict[str, Any]) -> str:
 
 
 
-def summary_csv(steps: list[StepSummary]) -> str:
-    """summary.csv: one row per step and metric; empty cells where a metric has no sample."""
+def summary_csv(steps: list[StepSummary], capacity: Capacity | None = None) -> str:
+    """summary.csv: one row per step and metric; empty cells where a metric has no sample.
+    ``capacity``: a capacity run's answer, whose probes are the steps."""
+    probes = {} if capacity is None else {p.step: p for p in capacity.probes}
+    answer = "" if capacity is None else _num(capacity.rate_rps)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(SUMMARY_COLUMNS)
@@ -350,8 +362,15 @@ def summary_csv(steps: list[StepSummary]) -> str:
             values = ["" if stats is None else _num(getattr(stats, s)) for s in STAT_KEYS]
             writer.writerow([step.step, key, METRICS[key].unit, *values,
                              0 if stats is None else stats.count, step.mode,
-                             *(counts[k] for k in COUNT_KEYS), *_slo_cells(step)])
+                             *(counts[k] for k in COUNT_KEYS), *_slo_cells(step),
+                             *_probe_cells(probes.get(step.step)), answer])
     return buffer.getvalue()
+
+
+def _probe_cells(probe: Probe | None) -> list[str]:
+    if probe is None:
+        return ["", "", ""]
+    return [probe.kind, _num(probe.rate_rps), "true" if probe.passed else "false"]
 
 
 def _slo_cells(step: StepSummary) -> list[Any]:

@@ -36,6 +36,8 @@ __all__ = [
     "throughput_table",
     "requests_table",
     "slo_table",
+    "capacity_headline",
+    "capacity_table",
     "headline",
     "balance_step",
     "step_label",
@@ -80,6 +82,10 @@ def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
                      f"try the tool, not to size a deployment.")
     if result.status != "complete":
         parts.append(f"> **Run {result.status}.** " + _status_sentence(result, steps))
+    capacity = getattr(result, "capacity", None)
+    if capacity is not None:
+        parts.append("### Capacity\n\n" + capacity_headline(capacity) + "\n\n"
+                     + capacity_table(capacity))
     parts.append("### Parameters\n\n" + parameters_table(result))
     if steps:
         parts.append("### Latency\n\n" + latency_table(steps, result.config.mode))
@@ -277,11 +283,16 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
     if result.simulated:
         sentences.append("These numbers come from a simulated server, not a GPU: use them to try "
                          "the tool, not to size a deployment.")
+    capacity = getattr(result, "capacity", None)
+    if capacity is not None:
+        sentences.insert(0, capacity_headline(capacity))
     if result.status != "complete":
         sentences.append(_status_sentence(result, steps))
     if not steps:
         sentences.append("No request has been measured yet.")
         return sentences
+    if capacity is not None:
+        return sentences + _failure_sentences(result, steps)
 
     with_tps = [s for s in steps if s.value("decode_throughput_tok_s") is not None]
     if with_tps:
@@ -325,6 +336,11 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
             )
 
     sentences += _slo_sentences(result, steps)
+    return sentences + _failure_sentences(result, steps)
+
+
+def _failure_sentences(result: Any, steps: list[StepSummary]) -> list[str]:
+    sentences: list[str] = []
     total = sum(s.requests for s in steps)
     errors = sum(s.errors for s in steps)
     timeouts = sum(s.timeouts for s in steps)
@@ -341,6 +357,63 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
             f"model chose to stop); throughput counts only the tokens that came."
         )
     return sentences
+
+
+def capacity_headline(capacity: Any) -> str:
+    """The answer of a capacity run in one sentence a non-engineer can act on (markdown)."""
+    slo = capacity.slo
+    share = f"{slo.attainment:.0%}"
+    if capacity.rate_rps is None:
+        return capacity.message or (f"No request rate kept {share} of requests within "
+                                    f"{slo.words()}.")
+    parts = []
+    if capacity.in_flight is not None:
+        parts.append(f"about {capacity.in_flight:,.0f} requests in flight")
+    if capacity.output_tokens_per_s is not None:
+        parts.append(f"{capacity.output_tokens_per_s:,.0f} tokens/s")
+    sentence = (f"This server keeps {share} of requests within {slo.words()} up to "
+                f"**{_rps(capacity.rate_rps)} requests per second**")
+    sentence += (": " + ", ".join(parts) + ".") if parts else "."
+    if capacity.bracket is not None:
+        low, high = capacity.bracket
+        if capacity.converged:
+            sentence += (f" (The limit lies between {_rps(low)} and {_rps(high)} requests per "
+                         f"second; found in {len(capacity.probes)} probes.)")
+        else:
+            why = "time ran out" if capacity.ended == "time" else "the probes ran out"
+            sentence += (f" The search stopped before it was within ±5% ({why}): the limit "
+                         f"lies between {_rps(low)} and {_rps(high)} requests per second.")
+    if capacity.message:
+        sentence += " " + capacity.message
+    return sentence
+
+
+def capacity_table(capacity: Any) -> str:
+    """Every probe of a capacity run: rate, attainment, verdict, goodput, TTFT and TPOT."""
+    header = ["Probe", "Kind", "Rate (req/s)", "Requests", "Within target", "Passed",
+              "Goodput (req/s)", "TTFT p50 / p90 / p99 (ms)", "TPOT p50 / p90 / p99 (ms)"]
+    rows = []
+    for probe in capacity.probes:
+        rows.append([
+            str(probe.step), probe.kind + (" (stopped early)" if probe.stopped_early else ""),
+            _rps(probe.rate_rps), str(probe.requests),
+            MISSING if probe.attainment is None else f"{probe.attainment:.1%}",
+            "yes" if probe.passed else "no",
+            MISSING if probe.goodput_rps is None else f"{probe.goodput_rps:.2f}",
+            _triple(probe.ttft_ms), _triple(probe.tpot_ms),
+        ])
+    return _table(header, rows)
+
+
+def _triple(values: dict[str, float] | None) -> str:
+    if not values:
+        return MISSING
+    return " / ".join(f"{values[k]:.0f}" if values[k] >= 100 else f"{values[k]:.1f}"
+                      for k in ("p50", "p90", "p99"))
+
+
+def _rps(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}" if value < 10 else f"{value:.1f}"
 
 
 def _slo_sentences(result: Any, steps: list[StepSummary]) -> list[str]:

@@ -161,3 +161,27 @@ def test_a_probe_is_read_from_its_step_summary():
     assert probe.ttft_ms["p50"] == pytest.approx(650.0)
     assert probe.tpot_ms["p50"] == pytest.approx(50.0)
     assert probe.output_tokens_per_s == pytest.approx(5 / 1.25)
+
+
+def test_the_headline_answers_in_plain_words_and_the_table_lists_every_probe():
+    from benchmark.report.tables import capacity_headline, capacity_table
+
+    probes = (Probe(kind="one at a time", step=1, rate_rps=1.2, attainment=1.0, passed=True),
+              Probe(kind="rate", step=3, rate_rps=12.4, attainment=0.93, passed=True,
+                    ttft_ms={"p50": 210.0, "p90": 640.0, "p99": 990.0},
+                    tpot_ms={"p50": 31.0, "p90": 42.5, "p99": 49.0}))
+    capacity = Capacity(slo=SLO, rate_rps=12.4, in_flight=37.2, output_tokens_per_s=1590.4,
+                        bracket=(12.4, 13.0), converged=True, ended="converged",
+                        max_throughput_rps=20.0, probes=probes)
+    text = capacity_headline(capacity)
+    assert text.startswith("This server keeps 90% of requests within 1 s to the first token "
+                           "and 50 ms per token up to **12.4 requests per second**: about 37 "
+                           "requests in flight, 1,590 tokens/s.")
+    assert "between 12.4 and 13.0 requests per second" in text
+    table = capacity_table(capacity)
+    assert "| 3 " in table and "93.0%" in table and "210 / 640 / 990" in table
+    assert "31.0 / 42.5 / 49.0" in table
+    stopped = Capacity(slo=SLO, rate_rps=None, in_flight=None, output_tokens_per_s=None,
+                       bracket=None, converged=False, ended="stopped", max_throughput_rps=None,
+                       probes=probes[:1], message="One request at a time already takes 2 s.")
+    assert capacity_headline(stopped) == "One request at a time already takes 2 s."
