@@ -53,6 +53,9 @@ __all__ = [
     "output_length_differs",
     "slo_attainment_vs_batch",
     "has_slo",
+    "capacity_attainment",
+    "capacity_latency",
+    "CAPACITY_CHARTS",
     "all_figures",
     "message_figure",
     "run_label",
@@ -523,9 +526,94 @@ def slo_attainment_vs_batch(results: list[Any],
 
 
 # ---------------------------------------------------------------------------------------------
+# Capacity search
+
+CAPACITY_ATTAINMENT_TITLE = "Capacity search: requests within the targets by request rate"
+CAPACITY_LATENCY_TITLE = "Capacity search: time to first token and time per token by request rate"
+
+
+def _capacity_runs(results: list[Any]) -> list[Any]:
+    runs = [r for r in results if getattr(r, "capacity", None) is not None
+            and r.capacity.probes]
+    if not runs:
+        raise _NoData("No capacity search in these results.")
+    return runs
+
+
+def _rate_probes(capacity: Any) -> list[Any]:
+    """The probes drawn against the rate axis, in rate order (one-at-a-time and saturation
+    probes included at the rate they completed)."""
+    return sorted((p for p in capacity.probes if p.rate_rps and p.rate_rps > 0),
+                  key=lambda p: p.rate_rps)
+
+
+@_safe(CAPACITY_ATTAINMENT_TITLE)
+def capacity_attainment(results: list[Any]) -> go.Figure:
+    """Share of requests within the targets at every probe's rate, the target as a dashed
+    line and the capacity found as a vertical line."""
+    fig = go.Figure()
+    for index, result in enumerate(_capacity_runs(results)):
+        capacity = result.capacity
+        label = run_label(result, results)
+        probes = [p for p in _rate_probes(capacity) if p.attainment is not None]
+        fig.add_trace(go.Scatter(
+            x=[p.rate_rps for p in probes], y=[100 * p.attainment for p in probes],
+            mode="lines+markers", name=label, line={"color": _color(index)},
+            marker={"symbol": ["circle" if p.passed else "x" for p in probes], "size": 10},
+            text=[f"probe {p.step} ({p.kind}){', stopped early' if p.stopped_early else ''}"
+                  for p in probes],
+            hovertemplate="%{x:.2f} req/s<br>%{y:.1f}% within target<br>%{text}"
+                          f"<extra>{label}</extra>"))
+        fig.add_hline(y=100 * capacity.slo.attainment, line={"dash": "dash", "color": "gray"},
+                      annotation_text=f"target {capacity.slo.attainment:.0%}")
+        if capacity.rate_rps is not None:
+            fig.add_vline(x=capacity.rate_rps, line={"color": _color(index), "dash": "dot"},
+                          annotation_text=f"capacity {capacity.rate_rps:.3g} req/s")
+    fig.update_xaxes(title_text="Request rate (requests/s)", rangemode="tozero")
+    fig.update_yaxes(title_text="% of requests within the targets", range=[0, 105])
+    return _layout(fig, CAPACITY_ATTAINMENT_TITLE, results)
+
+
+@_safe(CAPACITY_LATENCY_TITLE)
+def capacity_latency(results: list[Any]) -> go.Figure:
+    """TTFT and time per output token (p50, p90, p99) at every probe's rate, with each
+    target as a dashed line."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["Time to first token", "Time per output token"])
+    for index, result in enumerate(_capacity_runs(results)):
+        capacity = result.capacity
+        label = run_label(result, results)
+        probes = _rate_probes(capacity)
+        for col, (attr, target) in enumerate((("ttft_ms", capacity.slo.ttft_ms),
+                                              ("tpot_ms", capacity.slo.tpot_ms)), start=1):
+            points = [p for p in probes if getattr(p, attr)]
+            for stat in ("p50", "p90", "p99"):
+                name = f"{label} {stat}"
+                fig.add_trace(go.Scatter(
+                    x=[p.rate_rps for p in points], y=[getattr(p, attr)[stat] for p in points],
+                    mode="lines+markers", name=name, legendgroup=name, showlegend=col == 1,
+                    line={"color": _color(index), "dash": PERCENTILE_DASH[stat]},
+                    hovertemplate=f"%{{x:.2f}} req/s<br>{stat} %{{y:.1f}} ms<extra>{name}</extra>",
+                ), row=1, col=col)
+            if target is not None:
+                fig.add_hline(y=target, line={"dash": "dash", "color": "red"},
+                              annotation_text=f"target {target:g} ms", row=1, col=col)
+    for col in (1, 2):
+        fig.update_xaxes(title_text="Request rate (requests/s)", rangemode="tozero",
+                         row=1, col=col)
+        fig.update_yaxes(title_text="ms", type="log", row=1, col=col)
+    return _layout(fig, CAPACITY_LATENCY_TITLE, results)
+
+
+CAPACITY_CHARTS = ("capacity_attainment", "capacity_latency")
+
+
+# ---------------------------------------------------------------------------------------------
 # Everything at once
 
 CHART_FUNCTIONS: dict[str, Callable[[Any], go.Figure]] = {
+    "capacity_attainment": capacity_attainment,
+    "capacity_latency": capacity_latency,
     "throughput_vs_batch": throughput_vs_batch,
     "latency_vs_batch": latency_vs_batch,
     "prefill_throughput_over_latency": prefill_throughput_over_latency,
@@ -553,10 +641,18 @@ def chart_figures(results: list[Any],
 
     ``steps``: each run's summaries when already computed. The output-length chart is left out
     when every request got the tokens it asked for, the latency-target chart when no run set
-    a target.
+    a target. Capacity runs get the two capacity charts (and output length) instead of the
+    charts by batch size.
     """
     out: list[tuple[str, Any]] = []
+    flags = [getattr(r, "capacity", None) is not None for r in _as_list(results)]
+    all_capacity = bool(flags) and all(flags)
     for name, draw in CHART_FUNCTIONS.items():
+        # A capacity run's steps are probes, not batch sizes: it gets its own two charts.
+        if name in CAPACITY_CHARTS and not all_capacity:
+            continue
+        if all_capacity and name not in CAPACITY_CHARTS and name != "output_length":
+            continue
         if name == "output_length" and not output_length_differs(results):
             continue
         if name == "slo_attainment_vs_batch" and not has_slo(results):

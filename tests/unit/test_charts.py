@@ -143,6 +143,9 @@ def test_no_results_and_no_success_give_a_sentence():
         if name == "slo_attainment_vs_batch":   # failed requests are data there (0% good)
             assert "No latency target was set" in sentence(fig)
             continue
+        if name in charts.CAPACITY_CHARTS:
+            assert "No capacity search" in sentence(fig)
+            continue
         assert "No successful request has been measured yet." in sentence(fig), name
 
 
@@ -186,3 +189,31 @@ def test_slo_chart_draws_attainment_with_its_target_line_only_when_targets_were_
     assert list(attainment.y) == pytest.approx([100.0, 100.0, 0.0])
     assert any(shape.y0 == pytest.approx(90.0) for shape in fig.layout.shapes)  # target line
     assert any("latency targets" in title for title, _ in charts.chart_figures([run]))
+
+
+def test_capacity_charts_mark_the_target_and_the_capacity_and_replace_the_batch_charts():
+    from benchmark.core.capacity import Capacity, Probe
+    from benchmark.core.slo import Slo
+
+    def probe(step, kind, rate, attainment):
+        return Probe(kind=kind, step=step, rate_rps=rate, attainment=attainment,
+                     passed=attainment >= 0.9,
+                     ttft_ms={"p50": 100 * rate, "p90": 150 * rate, "p99": 200 * rate},
+                     tpot_ms={"p50": 2 * rate, "p90": 3 * rate, "p99": 4 * rate})
+
+    probes = (probe(1, "one at a time", 1.0, 1.0), probe(2, "saturation", 20.0, 0.1),
+              probe(3, "rate", 4.5, 0.97), probe(4, "rate", 9.5, 0.4), probe(5, "rate", 6.5, 0.92))
+    capacity = Capacity(slo=Slo(ttft_ms=1000, tpot_ms=50), rate_rps=6.5, in_flight=13.0,
+                        output_tokens_per_s=800.0, bracket=(6.5, 6.9), converged=True,
+                        ended="converged", max_throughput_rps=20.0, probes=probes)
+    run = dataclasses.replace(make_run(), capacity=capacity)
+    fig = charts.capacity_attainment([run])
+    assert list(fig.data[0].x) == [1.0, 4.5, 6.5, 9.5, 20.0]          # in rate order
+    assert list(fig.data[0].y) == pytest.approx([100, 97, 92, 40, 10])
+    lines = [(shape.x0, shape.y0) for shape in fig.layout.shapes]
+    assert any(y == pytest.approx(90) for _, y in lines)               # the target
+    assert any(x == pytest.approx(6.5) for x, _ in lines)              # the capacity
+    latency = charts.capacity_latency([run])
+    assert {shape.y0 for shape in latency.layout.shapes} == {1000, 50}  # both targets drawn
+    titles = [title for title, _ in charts.chart_figures([run])]
+    assert titles[0].startswith("Capacity search") and len(titles) == 2
