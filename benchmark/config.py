@@ -24,7 +24,8 @@ from urllib.parse import urlparse, urlsplit
 from .errors import ConfigError, ServerLimitError
 
 API_CHOICES = ("tgi", "openai-chat", "openai-completions")
-MODE_CHOICES = ("rounds", "concurrency")
+MODE_CHOICES = ("rounds", "concurrency", "rate")
+ARRIVAL_CHOICES = ("poisson", "constant", "gamma")
 QUANTIZE_CHOICES = (
     "awq", "compressed-tensors", "eetq", "exl2", "gptq", "marlin",
     "bitsandbytes", "bitsandbytes-nf4", "bitsandbytes-fp4", "fp8",
@@ -43,6 +44,13 @@ MAX_DECODE_LENGTH = 100_000
 MAX_RUNS = 10_000
 MAX_WARMUPS = 1_000
 MAX_DURATION_S = 24 * 3600.0
+MAX_REQUESTS = 10_000_000
+# Rate mode: the highest rate one may type (far above what one client process keeps), and the
+# most arrivals one step may plan (the schedule is computed up front and held in memory).
+MAX_RATE = 100_000.0
+MAX_STEP_ARRIVALS = MAX_REQUESTS
+MAX_BURSTINESS = 1_000.0
+MIN_BURSTINESS = 0.01
 # Upper bounds of ServerSettings' numbers (TGI flag names), checked in this order.
 SERVER_LIMITS: dict[str, int] = {
     "num_shard": 64, "max_input_tokens": MAX_SEQUENCE_LENGTH,
@@ -157,6 +165,30 @@ def check_slo(config: Any) -> None:
     parse_attainment(getattr(config, "slo_attainment", 0.9))
 
 
+def parse_rates(value: Any, field_name: str = "rates") -> tuple[float, ...]:
+    """Request rates (requests/s) from ``"10,20.5"``, ``"10 20"``, ``[10, "20,30"]`` or ``5``;
+    sorted, no repeats. A whole rate is kept as an ``int`` (200, not 200.0) so that it reads
+    the same in tables, files and the step column."""
+    label = field_label(field_name)
+    items: list[Any] = []
+    for part in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(part, str):
+            items += [p for p in re.split(r"[,\s]+", part.strip()) if p]
+        elif part is not None:
+            items.append(part)
+    if not items:
+        raise ConfigError(field_name, f"{label} is empty: give at least one rate in requests "
+                                      "per second, for example 10,20,40.")
+    rates: set[float] = set()
+    for item in items:
+        if isinstance(item, bool):
+            raise ConfigError(field_name, f"{label} must be numbers, not {item!r}.")
+        number = parse_float(field_name, item, minimum=0.0, maximum=MAX_RATE,
+                             exclusive_minimum=True)
+        rates.add(number)
+    return tuple(int(r) if float(r).is_integer() else float(r) for r in sorted(rates))
+
+
 def field_label(field_name: str) -> str:
     """A field's plain-words name, as error messages and the UI's labels show it."""
     return FIELD_LABELS.get(field_name, field_name.replace("_", " ").capitalize())
@@ -179,6 +211,12 @@ FIELD_LABELS = {
     "slo_e2e_ms": "End-to-end target (ms)",
     "slo_attainment": "Requests within target (%)",
     "requests": "Requests",
+    "rates": "Rates (requests/s)",
+    "arrivals": "Arrivals",
+    "burstiness": "Burstiness",
+    "ramp_up_s": "Ramp-up (s)",
+    "max_concurrency": "Max concurrency",
+    "schedule_seed": "Schedule seed",
     "timeout_s": "Timeout (s)",
     "temperature": "Temperature",
     "top_k": "Top-k",
@@ -291,6 +329,12 @@ class RunConfig:
     each round sending ``batch size`` requests at once and waiting for all of them.
     ``mode="concurrency"`` keeps ``batch size`` virtual users busy (each sends its next request
     as soon as the last finished) for ``duration_s`` seconds or ``requests`` requests.
+    ``mode="rate"`` is open-loop: for each of ``rates`` (requests/s) requests go out on a schedule
+    drawn up front (``arrivals``: poisson, constant or gamma with shape ``burstiness``; rising
+    linearly from 0 over ``ramp_up_s``) for ``duration_s`` seconds and/or ``requests`` requests,
+    whether or not earlier ones have ended; ``max_concurrency`` caps requests in flight (the
+    wait behind it is measured). ``schedule_seed`` makes the schedule replayable; the engine
+    draws one when it is None and saves it.
     """
 
     tokenizer_name: str
@@ -310,6 +354,12 @@ class RunConfig:
     seed: int | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     output_dir: str | None = None
+    rates: tuple[float, ...] = ()
+    arrivals: str = "poisson"
+    burstiness: float | None = None
+    ramp_up_s: float | None = None
+    max_concurrency: int | None = None
+    schedule_seed: int | None = None
     # Set by the Space for endpoint runs: refuse configs that would send more requests.
     max_total_requests: int | None = None
     # Latency targets (SLOs), in ms; None = no target. A request is good when it finished and
@@ -338,15 +388,16 @@ class RunConfig:
                     exclusive_minimum=True)
         if self.seed is not None:
             parse_int("seed", self.seed, minimum=0, maximum=2**64 - 1)
-        if self.mode == "concurrency":
+        if self.mode in ("concurrency", "rate"):
             if self.duration_s is None and self.requests is None:
-                raise ConfigError("duration_s", "The concurrency pattern needs a duration "
+                raise ConfigError("duration_s", f"The {self.mode} pattern needs a duration "
                                                 "(--duration) or a number of requests (--requests).")
             if self.duration_s is not None:
                 parse_float("duration_s", self.duration_s, minimum=0.0, maximum=MAX_DURATION_S,
                             exclusive_minimum=True)
             if self.requests is not None:
-                parse_int("requests", self.requests, maximum=10_000_000)
+                parse_int("requests", self.requests, maximum=MAX_REQUESTS)
+        self._validate_rate()
         self.sampling.validate()
         check_slo(self)
         if self.max_total_requests is not None:
@@ -360,12 +411,61 @@ class RunConfig:
                 )
         return self
 
+    def _validate_rate(self) -> None:
+        """The rate pattern's own fields; refused in the other patterns, where they mean
+        nothing (a user who typed them expects them to act)."""
+        rate_fields = ("rates", "burstiness", "ramp_up_s", "max_concurrency", "schedule_seed")
+        if self.mode != "rate":
+            typed = [n for n in rate_fields if getattr(self, n) not in (None, ())]
+            if self.arrivals != "poisson":
+                typed.insert(1, "arrivals")
+            if typed:
+                raise ConfigError(typed[0], f"{field_label(typed[0])} applies to the request "
+                                            f"rate pattern only: choose it (--mode rate) or "
+                                            f"leave the field empty.")
+            return
+        parse_rates(list(self.rates))
+        if self.arrivals not in ARRIVAL_CHOICES:
+            raise ConfigError("arrivals", f"Arrivals must be one of {', '.join(ARRIVAL_CHOICES)};"
+                                          f" got {self.arrivals!r}.")
+        if self.burstiness is not None:
+            if self.arrivals != "gamma":
+                raise ConfigError("burstiness", "Burstiness is the shape of gamma arrivals: "
+                                                "choose gamma arrivals (--arrivals gamma) or "
+                                                "leave burstiness empty.")
+            parse_float("burstiness", self.burstiness, minimum=MIN_BURSTINESS,
+                        maximum=MAX_BURSTINESS)
+        if self.ramp_up_s is not None:
+            ramp = parse_float("ramp_up_s", self.ramp_up_s, minimum=0.0, maximum=MAX_DURATION_S)
+            if self.duration_s is not None and ramp > float(self.duration_s):
+                raise ConfigError("ramp_up_s", f"Ramp-up ({ramp:g} s) is longer than the duration "
+                                               f"({float(self.duration_s):g} s): the rate would "
+                                               f"never reach its target. Type a ramp-up of at "
+                                               f"most {float(self.duration_s):g} s.")
+        if self.max_concurrency is not None:
+            parse_int("max_concurrency", self.max_concurrency, maximum=MAX_BATCH_SIZE * 100)
+        if self.schedule_seed is not None:
+            parse_int("schedule_seed", self.schedule_seed, minimum=0, maximum=2**63 - 1)
+        if self.duration_s is not None and self.requests is None:
+            most = max(self.rates) * float(self.duration_s)
+            if most > MAX_STEP_ARRIVALS:
+                raise ConfigError("duration_s", f"{max(self.rates):g} requests/s for "
+                                                f"{float(self.duration_s):g} s would plan "
+                                                f"{most:,.0f} requests in one step; the most is "
+                                                f"{MAX_STEP_ARRIVALS:,}. Shorten the duration or "
+                                                f"bound the step with --requests.")
+
+    @property
+    def steps(self) -> tuple[float, ...]:
+        """The run's steps: request rates in rate mode, else batch sizes (users)."""
+        return tuple(self.rates) if self.mode == "rate" else tuple(self.batch_sizes)
+
     def planned_requests(self) -> int | None:
         """How many requests the run sends in all, or None when only a duration bounds it."""
         if self.mode == "rounds":
             return sum(b * (self.runs + self.warmups) for b in self.batch_sizes)
         if self.requests is not None:
-            return self.requests * len(self.batch_sizes)
+            return self.requests * len(self.steps)
         return None
 
     def check_against_server(self, info: dict[str, Any]) -> None:
@@ -388,6 +488,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["batch_sizes"] = list(self.batch_sizes)
+        data["rates"] = list(self.rates)
         return data
 
     @classmethod
@@ -399,6 +500,7 @@ class RunConfig:
             if k in {f.name for f in dataclasses.fields(SamplingParams)}
         })
         values["batch_sizes"] = tuple(values.get("batch_sizes") or DEFAULT_BATCH_SIZES)
+        values["rates"] = tuple(values.get("rates") or ())
         return cls(**values)
 
 

@@ -28,9 +28,10 @@ from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
 from .._version import __version__
-from ..config import (API_CHOICES, DEFAULT_BATCH_SIZES, DEFAULT_URL, MODE_CHOICES, RunConfig,
-                     SamplingParams, check_url, parse_attainment, parse_batch_sizes,
-                     parse_float, parse_int, parse_slo_ms, strip_credentials)
+from ..config import (API_CHOICES, ARRIVAL_CHOICES, DEFAULT_BATCH_SIZES, DEFAULT_URL,
+                      MODE_CHOICES, RunConfig, SamplingParams, check_url, parse_attainment,
+                      parse_batch_sizes, parse_float, parse_int, parse_rates, parse_slo_ms,
+                      strip_credentials)
 from ..core.engine import run
 from ..core.progress import ConsoleProgress, JsonLinesProgress, fan_out
 from ..core.results import check_output_dir_free, results_root
@@ -55,6 +56,9 @@ FLAG_FOR_FIELD = {
     "api_key_env": "--api-key-env", "slo_ttft_ms": "--slo-ttft-ms",
     "slo_tpot_ms": "--slo-tpot-ms", "slo_e2e_ms": "--slo-e2e-ms",
     "slo_attainment": "--slo-attainment",
+    "api_key_env": "--api-key-env", "rates": "--rate", "arrivals": "--arrivals",
+    "burstiness": "--burstiness", "ramp_up_s": "--ramp-up",
+    "max_concurrency": "--max-concurrency", "schedule_seed": "--schedule-seed",
 }
 
 
@@ -97,11 +101,32 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     http.add_argument("--mode", default="rounds", choices=MODE_CHOICES,
                       help="rounds = TGI's pattern (each round sends a batch at once and waits "
                            "for all); concurrency = N virtual users, each sending its next "
-                           "request as soon as the last ended (default rounds)")
+                           "request as soon as the last ended; rate = open loop, requests sent "
+                           "on a schedule (--rate) whether or not earlier ones ended "
+                           "(default rounds)")
     http.add_argument("--duration", default=None, metavar="S",
-                      help="concurrency mode: seconds per batch size")
+                      help="concurrency and rate modes: seconds per step")
     http.add_argument("--requests", default=None, metavar="N",
-                      help="concurrency mode: requests per batch size")
+                      help="concurrency and rate modes: requests per step")
+
+    rate = parser.add_argument_group("Request rate (--mode rate)")
+    rate.add_argument("--rate", action="append", metavar="R[,R...]",
+                      help="requests per second; each rate is a step (repeat the flag or give "
+                           "a list, e.g. 10,20,40)")
+    rate.add_argument("--arrivals", default=None, choices=ARRIVAL_CHOICES,
+                      help="gaps between sends: poisson (random, as real users), constant "
+                           "(even) or gamma (shape --burstiness) (default poisson)")
+    rate.add_argument("--burstiness", default=None, metavar="B",
+                      help="gamma arrivals' shape: 1 = Poisson, below 1 burstier, above 1 "
+                           "more even")
+    rate.add_argument("--ramp-up", default=None, metavar="S",
+                      help="the rate grows linearly from 0 over S seconds at each step's start")
+    rate.add_argument("--max-concurrency", default=None, metavar="N",
+                      help="at most N requests in flight; arrivals past it wait in the client "
+                           "(that wait is measured: client_queue_ms)")
+    rate.add_argument("--schedule-seed", default=None, metavar="N",
+                      help="seed of the send schedule (random when not given; saved in "
+                           "run.json so that a run can be replayed exactly)")
     http.add_argument("--api-key-env", default=None, metavar="VAR",
                       help="send 'Authorization: Bearer <value of the environment variable "
                            "VAR>' with every request, for endpoints that need a token (for "
@@ -174,6 +199,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         runs=parse_int("runs", args.runs),
         warmups=parse_int("warmups", args.warmups, minimum=0),
         mode=args.mode,
+        rates=parse_rates(args.rate) if args.rate else (),
+        arrivals=args.arrivals or "poisson",
+        burstiness=_optional(args.burstiness, parse_float, "burstiness"),
+        ramp_up_s=_optional(args.ramp_up, parse_float, "ramp_up_s"),
+        max_concurrency=_optional(args.max_concurrency, parse_int, "max_concurrency"),
+        schedule_seed=_optional(args.schedule_seed, parse_int, "schedule_seed", minimum=0),
         duration_s=_optional(args.duration, parse_float, "duration_s"),
         requests=_optional(args.requests, parse_int, "requests"),
         timeout_s=parse_float("timeout_s", args.timeout),
@@ -185,9 +216,22 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         slo_e2e_ms=_optional(args.slo_e2e_ms, parse_slo_ms, "slo_e2e_ms"),
         slo_attainment=parse_attainment(args.slo_attainment),
     )
-    if args.mode != "concurrency" and (args.duration is not None or args.requests is not None):
-        raise ConfigError("mode", "--duration and --requests apply to --mode concurrency; add "
-                                  "--mode concurrency or drop them.")
+    if args.mode == "rounds" and (args.duration is not None or args.requests is not None):
+        raise ConfigError("mode", "--duration and --requests apply to --mode concurrency or "
+                                  "--mode rate; add one of them or drop the flags.")
+    rate_flags = [flag for flag, value in (
+        ("--rate", args.rate), ("--arrivals", args.arrivals), ("--burstiness", args.burstiness),
+        ("--ramp-up", args.ramp_up), ("--max-concurrency", args.max_concurrency),
+        ("--schedule-seed", args.schedule_seed)) if value is not None]
+    if args.mode != "rate" and rate_flags:
+        raise ConfigError("mode", f"{rate_flags[0]} applies to --mode rate; add --mode rate or "
+                                  f"drop it.")
+    if args.mode == "rate" and not args.rate:
+        raise ConfigError("rates", "--mode rate needs the request rates: add --rate R[,R...] "
+                                   "(requests per second, for example --rate 10,20,40).")
+    if args.mode == "rate" and args.batch_size:
+        raise ConfigError("batch_sizes", "--batch-size does not apply to --mode rate: give the "
+                                         "steps as --rate R[,R...] instead.")
     config = config.validate()
     if config.output_dir:  # before anything is launched; the engine checks again
         check_output_dir_free(config.output_dir)

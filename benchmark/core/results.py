@@ -85,7 +85,8 @@ REQUEST_COLUMNS = (
     "batch_size", "run", "request", "ttft_ms", "e2e_ms", "decode_ms", "token_latency_ms",
     "input_tokens", "output_tokens", "finish_reason", "error",
     "requested_output_tokens", "token_events", "dispatch_lag_ms", "status", "error_kind",
-    "request_id", "mode",
+    "request_id", "mode", "scheduled_ms", "sent_ms", "schedule_lag_ms", "client_queue_ms",
+    "queued_e2e_ms",
 )
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -400,6 +401,9 @@ def requests_csv(records: list[RequestRecord], mode: str) -> str:
             "token_events": len(r.token_ns), "dispatch_lag_ms": _num(r.dispatch_lag_ms),
             "status": _opt(r.status), "error_kind": _opt(r.error_kind),
             "request_id": _opt(r.request_id), "mode": mode,
+            "scheduled_ms": _num(r.scheduled_ms), "sent_ms": _num(r.sent_ms),
+            "schedule_lag_ms": _num(r.dispatch_lag_ms if mode == "rate" else None),
+            "client_queue_ms": _num(r.client_queue_ms), "queued_e2e_ms": _num(r.queued_e2e_ms),
         }
         writer.writerow([row[c] for c in REQUEST_COLUMNS])
     return buffer.getvalue()
@@ -427,9 +431,10 @@ def _record_out(record: RequestRecord) -> dict[str, Any]:
     return data
 
 
-_INT_FIELDS = ("step", "run", "request", "scheduled_ns")
+_INT_FIELDS = ("run", "request", "scheduled_ns")
 _OPTIONAL_INT_FIELDS = ("sent_ns", "end_ns", "input_tokens", "output_tokens",
-                        "requested_output_tokens", "status")
+                        "requested_output_tokens", "status", "step_start_ns", "queued_ns",
+                        "admitted_ns")
 _OPTIONAL_STR_FIELDS = ("finish_reason", "error", "error_kind", "request_id")
 
 
@@ -438,6 +443,9 @@ def _record_in(data: Any) -> RequestRecord:
     if not isinstance(data, dict):
         raise TypeError("a request is not a JSON object")
     record = RequestRecord.from_dict(data)
+    if isinstance(record.step, bool) or not isinstance(record.step, (int, float)) or not (
+            math.isfinite(record.step)):
+        raise TypeError("request field step is not a number")
     for name in _INT_FIELDS:
         if not isinstance(getattr(record, name), int):
             raise TypeError(f"request field {name} is not a whole number")
@@ -514,9 +522,9 @@ class RunSummaryRow:
     complete: bool
     simulated: bool
     mode: str
-    batch_sizes: tuple[int, ...]
+    batch_sizes: tuple[float, ...]  # the steps: batch sizes, users, or rates in rate mode
     best_decode_throughput_tok_s: float | None
-    best_batch_size: int | None
+    best_batch_size: float | None
     requests: int
     errors: int
     path: Path
@@ -577,7 +585,7 @@ def _summary_row(folder: Path) -> RunSummaryRow | None:
         for s in steps:
             stats = (s.get("metrics") or {}).get("decode_throughput_tok_s")
             if stats and stats.get("avg") is not None and (best is None or stats["avg"] > best):
-                best, best_step = float(stats["avg"]), int(s["step"])
+                best, best_step = float(stats["avg"]), _step_number(s["step"])
         status = str(data.get("status") or "running")
         return RunSummaryRow(
             run_id=folder.name,
@@ -589,8 +597,9 @@ def _summary_row(folder: Path) -> RunSummaryRow | None:
             complete=status == "complete",
             simulated=bool(data.get("simulated", False)),
             mode=str(config.get("mode") or "rounds"),
-            batch_sizes=tuple(int(s["step"]) for s in steps) or tuple(
-                int(b) for b in config.get("batch_sizes") or ()),
+            batch_sizes=tuple(_step_number(s["step"]) for s in steps) or tuple(
+                _step_number(b) for b in (config.get("rates") if config.get("mode") == "rate"
+                                          else config.get("batch_sizes")) or ()),
             best_decode_throughput_tok_s=best,
             best_batch_size=best_step,
             requests=sum(int(s.get("requests") or 0) for s in steps),
@@ -599,6 +608,14 @@ def _summary_row(folder: Path) -> RunSummaryRow | None:
         )
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
+
+
+def _step_number(value: Any) -> float:
+    """A step from a file: a whole number as an int (batch sizes, users, whole rates)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("step is not a finite number")
+    return int(number) if number.is_integer() else number
 
 
 def _sort_time(text: str) -> float:

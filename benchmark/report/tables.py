@@ -9,7 +9,9 @@ The layout follows ``text-generation-benchmark``: the latency table has one row 
 p99 in ms; the throughput table has Prefill and Decode rows with Average, Lowest, Highest in
 tokens/s. A fourth table, Requests, counts failures and short outputs per batch size, which TGI's
 tool never had to (it cannot fail a request or stop early). In concurrency mode the "Batch Size"
-column is "Users" (concurrent virtual users).
+column is "Users" (concurrent virtual users); in rate mode it is "Rate (req/s)", and a fifth
+table, Schedule, says how well each rate was kept (offered, scheduled, sent and completed rates,
+schedule lag, wait behind the concurrency cap, end-to-end latency from the intended send).
 
 Balance rule used by ``headline``: the baseline is the median (p50) decode token latency of the
 smallest batch size; among batch sizes whose median token latency stays within
@@ -35,6 +37,7 @@ __all__ = [
     "latency_table",
     "throughput_table",
     "requests_table",
+    "schedule_table",
     "slo_table",
     "capacity_headline",
     "capacity_table",
@@ -59,7 +62,10 @@ _THROUGHPUT_ROWS = (
 
 
 def step_label(mode: str, *, plural: bool = False, title: bool = False) -> str:
-    """What a step is called: "batch size" (rounds) or "concurrent users" (concurrency)."""
+    """What a step is called: "batch size" (rounds), "concurrent users" (concurrency) or
+    "request rates" (rate)."""
+    if mode == "rate":
+        return "Rate (req/s)" if title else ("request rates" if plural else "request rate")
     if mode == "concurrency":
         return "Users" if title else "concurrent users"
     if title:
@@ -91,6 +97,8 @@ def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
         parts.append("### Latency\n\n" + latency_table(steps, result.config.mode))
         parts.append("### Throughput\n\n" + throughput_table(steps, result.config.mode))
         parts.append("### Requests\n\n" + requests_table(steps, result.config.mode))
+        if result.config.mode == "rate":
+            parts.append("### Schedule\n\n" + schedule_table(steps))
         slo = slo_of(result.config)
         if slo is not None and any(s.slo is not None for s in steps):
             parts.append(f"### Latency targets\n\nGood request: finished and within "
@@ -111,15 +119,22 @@ def parameters_table(result: Any) -> str:
         ("Tokenizer", config.tokenizer_name),
         ("Endpoint URL", strip_credentials(config.url)),
         ("API", config.api),
-        ("Load pattern", "rounds (TGI's pattern)" if config.mode == "rounds"
-         else "concurrency (sustained users)"),
-        ("Users" if config.mode == "concurrency" else "Batch Sizes",
-         ", ".join(str(b) for b in config.batch_sizes)),
+        ("Load pattern", {"rounds": "rounds (TGI's pattern)",
+                          "concurrency": "concurrency (sustained users)",
+                          "rate": "request rate (open loop)"}.get(config.mode, config.mode)),
+        ({"concurrency": "Users", "rate": "Rates (req/s)"}.get(config.mode, "Batch Sizes"),
+         ", ".join(str(b) for b in config.steps)),
         ("Sequence Length", config.sequence_length),
         ("Decode Length", config.decode_length),
     ]
     if config.mode == "rounds":
         rows += [("N Runs", config.runs), ("Warmups", config.warmups)]
+    elif config.mode == "rate":
+        rows += [("Arrivals", config.arrivals), ("Burstiness", config.burstiness),
+                 ("Ramp-up (s)", config.ramp_up_s), ("Duration (s)", config.duration_s),
+                 ("Requests per step", config.requests),
+                 ("Max concurrency", config.max_concurrency),
+                 ("Schedule seed", config.schedule_seed)]
     else:
         rows += [("Duration (s)", config.duration_s), ("Requests per step", config.requests),
                  ("Warmups", config.warmups)]
@@ -188,6 +203,29 @@ def requests_table(steps: list[StepSummary], mode: str = "rounds") -> str:
             MISSING if tokens is None else f"{tokens:.1f} of {step.decode_length}",
             MISSING if rps is None else f"{rps:.2f}",
         ])
+    return _table(header, rows)
+
+
+def schedule_table(steps: list[StepSummary]) -> str:
+    """Rate mode, per rate: how well the schedule was kept and what a user arriving on it saw."""
+    header = ["Rate (req/s)", "Scheduled (req/s)", "Sent (req/s)", "Completed (req/s)",
+              "Schedule lag p50", "Schedule lag p99", "Client queue p99",
+              "E2E from schedule p50", "E2E from schedule p99", "Incomplete"]
+    rows = []
+    for step in steps:
+        def rate(key: str) -> str:
+            value = step.value(key)
+            return MISSING if value is None else f"{value:.2f}"
+
+        def ms(key: str, stat: str) -> str:
+            value = step.value(key, stat)
+            return MISSING if value is None else _ms(value)
+
+        rows.append([f"{step.step:g}", rate("scheduled_rate_per_s"), rate("sent_rate_per_s"),
+                     rate("completed_rate_per_s"), ms("schedule_lag_ms", "p50"),
+                     ms("schedule_lag_ms", "p99"), ms("client_queue_ms", "p99"),
+                     ms("queued_e2e_latency_ms", "p50"), ms("queued_e2e_latency_ms", "p99"),
+                     str(step.incomplete)])
     return _table(header, rows)
 
 
@@ -299,7 +337,8 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
         best = max(with_tps, key=lambda s: s.value("decode_throughput_tok_s"))
         samples = best.metric("decode_throughput_tok_s").count  # type: ignore[union-attr]
         over = (f"average of {samples} runs" if mode == "rounds" and samples > 1
-                else "measured over the whole step" if mode == "concurrency" else "one run")
+                else "measured over the whole step" if mode in ("concurrency", "rate")
+                else "one run")
         sentences.append(
             f"Highest generation speed: {_rate(best.value('decode_throughput_tok_s'))} tokens per "
             f"second in total {at(best.step)} ({over})."
@@ -320,8 +359,9 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
         base_ms = base.value("decode_token_latency_ms", "p50")
         if balance.step == base.step:
             sentences.append(
-                f"Best balance: {name(base.step)}. Every larger "
-                f"{'number of users' if mode == 'concurrency' else 'batch size'} made each user "
+                f"Best balance: {name(base.step)}. Every "
+                f"{'higher' if mode == 'rate' else 'larger'} "
+                f"{_STEP_NOUN.get(mode, 'batch size')} made each user "
                 f"wait more than {BALANCE_FACTOR:g}x longer per token than the "
                 f"{_short_ms(base_ms)} {at(base.step)}."
             )
@@ -359,6 +399,7 @@ def _failure_sentences(result: Any, steps: list[StepSummary]) -> list[str]:
     return sentences
 
 
+_STEP_NOUN = {"concurrency": "number of users", "rate": "request rate"}
 def capacity_headline(capacity: Any) -> str:
     """The answer of a capacity run in one sentence a non-engineer can act on (markdown)."""
     slo = capacity.slo
@@ -449,8 +490,10 @@ def _status_sentence(result: Any, steps: list[StepSummary]) -> str:
     return f"The run failed.{reason} Results cover {words}: {covered}."
 
 
-def _name(mode: str, step: int) -> str:
-    """Return "batch size 4" or "4 concurrent users"."""
+def _name(mode: str, step: float) -> str:
+    """Return "batch size 4", "4 concurrent users" or "10 requests/s"."""
+    if mode == "rate":
+        return f"{step:g} requests/s"
     if mode == "concurrency":
         return f"{step} concurrent user{'' if step == 1 else 's'}"
     return f"batch size {step}"
@@ -458,7 +501,7 @@ def _name(mode: str, step: int) -> str:
 
 def _at(mode: str, step: int) -> str:
     """Return "at batch size 4" or "with 4 concurrent users"."""
-    return ("with " if mode == "concurrency" else "at ") + _name(mode, step)
+    return ("with " if mode == "concurrency" else "at ") + _name(mode, step)  # "at 10 requests/s"
 
 
 def _join(parts: list[str]) -> str:

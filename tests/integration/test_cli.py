@@ -60,6 +60,16 @@ def test_every_flag_reaches_the_config():
         ("out", "concurrency", 60.0, 100)
 
 
+def test_rate_flags_reach_the_config():
+    config = parse("--mode", "rate", "--rate", "5,2.5", "--rate", "40", "--duration", "20",
+                   "--arrivals", "gamma", "--burstiness", "0.5", "--ramp-up", "4",
+                   "--max-concurrency", "16", "--schedule-seed", "99", "--requests", "300")
+    assert (config.mode, config.rates, config.arrivals, config.burstiness) == \
+        ("rate", (2.5, 5, 40), "gamma", 0.5)
+    assert (config.duration_s, config.requests, config.ramp_up_s, config.max_concurrency,
+            config.schedule_seed) == (20.0, 300, 4.0, 16, 99)
+
+
 @pytest.mark.parametrize("argv, words", [
     (["-b", "0"], "argument --batch-size: Batch sizes must be at least 1"),
     (["--sequence-length", "-5"], "argument --sequence-length"),
@@ -69,6 +79,22 @@ def test_every_flag_reaches_the_config():
     (["--top-p", "1.5"], "argument --top-p"),
     (["--mode", "concurrency"], "argument --duration"),
     (["--duration", "5"], "--mode concurrency"),
+    (["--mode", "rate", "--duration", "5"], "argument --rate: --mode rate needs the request rates"),
+    (["--mode", "rate", "--rate", "0", "--duration", "5"],
+     "argument --rate: Rates (requests/s) must be greater than 0"),
+    (["--mode", "rate", "--rate", "ten", "--duration", "5"], "argument --rate"),
+    (["--mode", "rate", "--rate", "10"], "argument --duration: The rate pattern needs a duration"),
+    (["--mode", "rate", "--rate", "10", "--duration", "5", "--burstiness", "0.5"],
+     "argument --burstiness: Burstiness is the shape of gamma arrivals: choose gamma arrivals "
+     "(--arrivals gamma)"),
+    (["--mode", "rate", "--rate", "10", "--duration", "5", "--ramp-up", "9"],
+     "argument --ramp-up: Ramp-up (9 s) is longer than the duration (5 s)"),
+    (["--mode", "rate", "--rate", "10", "--duration", "5", "--max-concurrency", "0"],
+     "argument --max-concurrency"),
+    (["--mode", "rate", "--rate", "10", "--duration", "5", "--arrivals", "bursty"],
+     "argument --arrivals: invalid choice"),
+    (["--rate", "10"], "argument --mode: --rate applies to --mode rate"),
+    (["--mode", "rate", "--rate", "10", "-b", "4", "--duration", "5"], "argument --batch-size"),
 ])
 def test_bad_flags_are_argparse_errors(capsys, argv, words):
     with pytest.raises(SystemExit) as info:

@@ -201,3 +201,33 @@ def test_latency_targets_table_and_headline_say_which_steps_kept_the_target():
 
 def test_no_latency_target_means_no_targets_table():
     assert "### Latency targets" not in markdown_tables(result())
+
+
+def test_a_rate_run_names_its_steps_as_rates_and_has_a_schedule_table():
+    from benchmark.config import RunConfig
+    from benchmark.core.records import RequestRecord
+    from benchmark.core.results import RunResult
+    from benchmark.report.tables import headline, markdown_tables
+
+    config = RunConfig(tokenizer_name="t", mode="rate", rates=(2.5,), duration_s=2,
+                       schedule_seed=11, decode_length=3)
+    records = []
+    for i in range(3):
+        start = 1_000_000_000
+        scheduled = start + (i + 1) * 400_000_000
+        record = RequestRecord(step=2.5, run=1, request=i + 1, scheduled_ns=scheduled,
+                               step_start_ns=start, queued_ns=scheduled,
+                               admitted_ns=scheduled + 1_000_000,
+                               sent_ns=scheduled + 2_000_000,
+                               token_ns=[scheduled + 10_000_000 * k for k in (2, 3, 4)],
+                               end_ns=scheduled + 40_000_000, output_tokens=3, input_tokens=10)
+        records.append(record)
+    result = RunResult(run_id="r", config=config, records=records, status="complete")
+    text = markdown_tables(result)
+    assert "| Rates (req/s)" in text and "| Schedule seed" in text and "11" in text
+    assert "### Schedule" in text
+    schedule = text.split("### Schedule")[1]
+    row = [c.strip() for c in schedule.strip().splitlines()[2].strip("|").split("|")]
+    assert row[0] == "2.5" and row[1] == "2.50" and row[2] == "2.50"
+    assert row[4] == "2.00 ms" and row[6] == "1.00 ms"  # lag p50, client queue p99
+    assert any("at 2.5 requests/s" in sentence for sentence in headline(result))
