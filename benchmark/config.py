@@ -24,7 +24,7 @@ from urllib.parse import urlparse, urlsplit
 from .errors import ConfigError, ServerLimitError
 
 API_CHOICES = ("tgi", "openai-chat", "openai-completions")
-MODE_CHOICES = ("rounds", "concurrency", "rate")
+MODE_CHOICES = ("rounds", "concurrency", "rate", "capacity")
 ARRIVAL_CHOICES = ("poisson", "constant", "gamma")
 QUANTIZE_CHOICES = (
     "awq", "compressed-tensors", "eetq", "exl2", "gptq", "marlin",
@@ -44,6 +44,9 @@ MAX_DECODE_LENGTH = 100_000
 MAX_RUNS = 10_000
 MAX_WARMUPS = 1_000
 MAX_DURATION_S = 24 * 3600.0
+# Capacity mode: the search's time bound by default, and the least that fits its first probes.
+DEFAULT_CAPACITY_DURATION_S = 300.0
+MIN_CAPACITY_DURATION_S = 30.0
 MAX_REQUESTS = 10_000_000
 # Rate mode: the highest rate one may type (far above what one client process keeps), and the
 # most arrivals one step may plan (the schedule is computed up front and held in memory).
@@ -210,6 +213,7 @@ FIELD_LABELS = {
     "slo_tpot_ms": "Time per token target (ms)",
     "slo_e2e_ms": "End-to-end target (ms)",
     "slo_attainment": "Requests within target (%)",
+    "max_duration_s": "Max duration (s)",
     "requests": "Requests",
     "rates": "Rates (requests/s)",
     "arrivals": "Arrivals",
@@ -368,6 +372,8 @@ class RunConfig:
     slo_tpot_ms: float | None = None
     slo_e2e_ms: float | None = None
     slo_attainment: float = 0.9
+    # Capacity mode: the whole search's time bound (None: DEFAULT_CAPACITY_DURATION_S).
+    max_duration_s: float | None = None
 
     def validate(self) -> "RunConfig":
         """Raise ``ConfigError`` for the first invalid field; return self when all is well."""
@@ -400,6 +406,7 @@ class RunConfig:
         self._validate_rate()
         self.sampling.validate()
         check_slo(self)
+        self._validate_capacity()
         if self.max_total_requests is not None:
             total = self.planned_requests()
             if total is None or total > self.max_total_requests:
@@ -455,9 +462,36 @@ class RunConfig:
                                                 f"{MAX_STEP_ARRIVALS:,}. Shorten the duration or "
                                                 f"bound the step with --requests.")
 
+    def _validate_capacity(self) -> None:
+        """Capacity mode needs a latency target to search against; its time bound applies to
+        it only."""
+        if self.mode != "capacity":
+            if self.max_duration_s is not None:
+                raise ConfigError("max_duration_s", "Max duration bounds the capacity search "
+                                                    "only: choose it (--mode capacity) or leave "
+                                                    "the field empty.")
+            return
+        if all(getattr(self, n) is None for n in ("slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms")):
+            raise ConfigError("slo_ttft_ms", "Finding the capacity needs at least one latency "
+                                             "target: type a TTFT target (ms), a time per token "
+                                             "target (ms) or an end-to-end target (ms) "
+                                             "(--slo-ttft-ms, --slo-tpot-ms, --slo-e2e-ms), for "
+                                             "example 1000 and 50.")
+        if self.max_duration_s is not None:
+            parse_float("max_duration_s", self.max_duration_s, minimum=MIN_CAPACITY_DURATION_S,
+                        maximum=MAX_DURATION_S)
+
+    @property
+    def capacity_duration_s(self) -> float:
+        """The capacity search's time bound, in seconds."""
+        return float(self.max_duration_s or DEFAULT_CAPACITY_DURATION_S)
+
     @property
     def steps(self) -> tuple[float, ...]:
-        """The run's steps: request rates in rate mode, else batch sizes (users)."""
+        """The run's steps: request rates in rate mode, else batch sizes (users); none known
+        ahead in capacity mode (its probes are numbered as they run)."""
+        if self.mode == "capacity":
+            return ()
         return tuple(self.rates) if self.mode == "rate" else tuple(self.batch_sizes)
 
     def planned_requests(self) -> int | None:

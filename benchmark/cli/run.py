@@ -55,7 +55,7 @@ FLAG_FOR_FIELD = {
     "duration_s": "--duration", "requests": "--requests", "progress_jsonl": "--progress-jsonl",
     "api_key_env": "--api-key-env", "slo_ttft_ms": "--slo-ttft-ms",
     "slo_tpot_ms": "--slo-tpot-ms", "slo_e2e_ms": "--slo-e2e-ms",
-    "slo_attainment": "--slo-attainment",
+    "slo_attainment": "--slo-attainment", "max_duration_s": "--max-duration",
     "api_key_env": "--api-key-env", "rates": "--rate", "arrivals": "--arrivals",
     "burstiness": "--burstiness", "ramp_up_s": "--ramp-up",
     "max_concurrency": "--max-concurrency", "schedule_seed": "--schedule-seed",
@@ -102,8 +102,9 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
                       help="rounds = TGI's pattern (each round sends a batch at once and waits "
                            "for all); concurrency = N virtual users, each sending its next "
                            "request as soon as the last ended; rate = open loop, requests sent "
-                           "on a schedule (--rate) whether or not earlier ones ended "
-                           "(default rounds)")
+                           "on a schedule (--rate) whether or not earlier ones ended; "
+                           "capacity = find the highest request rate kept within the latency "
+                           "targets (--slo-*) automatically (default rounds)")
     http.add_argument("--duration", default=None, metavar="S",
                       help="concurrency and rate modes: seconds per step")
     http.add_argument("--requests", default=None, metavar="N",
@@ -151,6 +152,8 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
                           "50, about reading speed)")
     slo.add_argument("--slo-e2e-ms", default=None, metavar="MS",
                      help="target time for the whole answer, in ms")
+    slo.add_argument("--max-duration", default=None, metavar="S",
+                     help="--mode capacity: seconds the whole search may take (default 300)")
     slo.add_argument("--slo-attainment", default="0.9", metavar="F",
                      help="share of requests that must be good, a fraction in (0, 1] or a "
                           "percentage such as 90%% (default 0.9)")
@@ -215,7 +218,16 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         slo_tpot_ms=_optional(args.slo_tpot_ms, parse_slo_ms, "slo_tpot_ms"),
         slo_e2e_ms=_optional(args.slo_e2e_ms, parse_slo_ms, "slo_e2e_ms"),
         slo_attainment=parse_attainment(args.slo_attainment),
+        max_duration_s=_optional(args.max_duration, parse_float, "max_duration_s"),
     )
+    if args.mode == "capacity":
+        extra = [flag for flag, value in (("--batch-size", args.batch_size),
+                                          ("--duration", args.duration),
+                                          ("--requests", args.requests)) if value]
+        if extra:
+            raise ConfigError("mode", f"{extra[0]} does not apply to --mode capacity: the "
+                                      f"search chooses its own load and probe lengths; bound "
+                                      f"the whole search with --max-duration S instead.")
     if args.mode == "rounds" and (args.duration is not None or args.requests is not None):
         raise ConfigError("mode", "--duration and --requests apply to --mode concurrency or "
                                   "--mode rate; add one of them or drop the flags.")

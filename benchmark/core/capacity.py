@@ -39,8 +39,9 @@ from .records import NS_PER_MS, RequestRecord
 from .slo import Slo, duration_words
 from .stats import StepSummary
 
-__all__ = ["Probe", "ProbePlan", "Search", "Capacity", "probe_plan", "probe_from_step",
-           "too_slow_alone", "search_capacity", "certainly_failed", "known_bad",
+__all__ = ["Probe", "ProbePlan", "Search", "SearchState", "Capacity", "probe_plan",
+           "probe_from_step", "too_slow_alone", "search_capacity", "next_rate", "record_probe",
+           "finish", "certainly_failed", "known_bad",
            "within_tolerance", "TOLERANCE", "MAX_PROBES"]
 
 TOLERANCE = 0.05       # the bracket's half width, relative to its middle
@@ -111,6 +112,7 @@ class Probe:
     ttft_ms: dict[str, float] | None = None
     tpot_ms: dict[str, float] | None = None
     mean_e2e_ms: float | None = None
+    mean_output_tokens: float | None = None
     goodput_rps: float | None = None
     output_tokens_per_s: float | None = None
     duration_s: float | None = None
@@ -140,6 +142,7 @@ def probe_from_step(summary: StepSummary, *, kind: str, rate_rps: float | None =
         ttft_ms=_percentiles(summary.metric("prefill_latency_ms")),
         tpot_ms=_percentiles(summary.metric("decode_token_latency_ms")),
         mean_e2e_ms=summary.value("e2e_latency_ms", "avg"),
+        mean_output_tokens=summary.value("output_tokens", "avg"),
         goodput_rps=outcome.goodput_rps,
         output_tokens_per_s=(summary.output_tokens / duration) if duration else None,
         duration_s=duration, stopped_early=stopped_early,
@@ -195,45 +198,72 @@ class Search:
         return self.ended == "converged"
 
 
+@dataclass(frozen=True)
+class SearchState:
+    """Where a search stands: ``lo`` taken (or seen) to pass, ``hi`` taken (or seen) to fail,
+    ``best`` the highest rate seen to pass (None so far), and the probes so far."""
+
+    lo: float
+    hi: float
+    best: float | None = None
+    probes: tuple[Probe, ...] = ()
+
+    @classmethod
+    def start(cls, low: float, high: float) -> "SearchState":
+        if not (low > 0 and math.isfinite(high)):
+            raise ValueError("the search needs 0 < low and a finite high")
+        return cls(lo=float(low), hi=float(max(high, low)))
+
+
+def next_rate(state: SearchState, *, tolerance: float = TOLERANCE,
+              max_probes: int = MAX_PROBES - 2,
+              out_of_time: bool = False) -> tuple[float | None, str | None]:
+    """``(rate, None)``: probe this rate next; ``(None, why)``: the search is over, because it
+    "converged", ran out of "probes" or of "time". When the bracket has closed on ``lo``
+    without any probe passing, ``lo`` itself is measured once, so that the answer is always a
+    rate seen to pass (or none)."""
+    if within_tolerance(state.lo, state.hi, tolerance):
+        if state.best is not None or any(p.rate_rps == state.lo for p in state.probes):
+            return None, "converged"
+        rate: float = state.lo
+    else:
+        rate = math.sqrt(state.lo * state.hi)
+    if len(state.probes) >= max_probes:
+        return None, "probes"
+    if out_of_time:
+        return None, "time"
+    return rate, None
+
+
+def record_probe(state: SearchState, rate: float, probe: Probe) -> SearchState:
+    """The state after ``probe`` measured at ``rate``: a pass raises ``lo``, a fail lowers
+    ``hi``."""
+    probes = state.probes + (probe,)
+    if probe.passed:
+        best = rate if state.best is None else max(state.best, rate)
+        return SearchState(lo=max(state.lo, rate), hi=max(state.hi, rate), best=best,
+                           probes=probes)
+    return SearchState(lo=min(state.lo, rate), hi=rate, best=state.best, probes=probes)
+
+
+def finish(state: SearchState, ended: str) -> Search:
+    return Search(rate_rps=state.best, low=state.lo, high=state.hi, probes=state.probes,
+                  ended=ended)
+
+
 def search_capacity(measure: Callable[[float], Probe], *, low: float, high: float,
                     tolerance: float = TOLERANCE, max_probes: int = MAX_PROBES - 2,
                     out_of_time: Callable[[], bool] = lambda: False) -> Search:
-    """Bisect the request rate between ``low`` (taken to pass) and ``high`` (taken to fail).
-
-    ``measure(rate)`` runs one probe and returns it; ``out_of_time()`` is asked before each
-    probe. When the bracket has closed on ``low`` without any probe passing, ``low`` itself is
-    measured once, so the answer is always a rate that was seen to pass (or None)."""
-    if not (low > 0 and math.isfinite(high)):
-        raise ValueError("the search needs 0 < low and a finite high")
-    lo, hi = float(low), float(max(high, low))
-    probes: list[Probe] = []
-    best: float | None = None
-    ended = "converged"
+    """Bisect the request rate between ``low`` (taken to pass) and ``high`` (taken to fail):
+    ``next_rate`` and ``record_probe`` in a loop. ``measure(rate)`` runs one probe and returns
+    it; ``out_of_time()`` is asked before each probe."""
+    state = SearchState.start(low, high)
     while True:
-        if within_tolerance(lo, hi, tolerance):
-            if best is None and not any(p.rate_rps == lo for p in probes):
-                if len(probes) >= max_probes or out_of_time():
-                    ended = "probes" if len(probes) >= max_probes else "time"
-                    break
-                probe = measure(lo)
-                probes.append(probe)
-                if probe.passed:
-                    best = lo
-            break
-        if len(probes) >= max_probes:
-            ended = "probes"
-            break
-        if out_of_time():
-            ended = "time"
-            break
-        rate = math.sqrt(lo * hi)
-        probe = measure(rate)
-        probes.append(probe)
-        if probe.passed:
-            lo, best = rate, rate
-        else:
-            hi = rate
-    return Search(rate_rps=best, low=lo, high=hi, probes=tuple(probes), ended=ended)
+        rate, ended = next_rate(state, tolerance=tolerance, max_probes=max_probes,
+                                out_of_time=out_of_time())
+        if rate is None:
+            return finish(state, ended or "converged")
+        state = record_probe(state, rate, measure(rate))
 
 
 def known_bad(records: Iterable[RequestRecord], slo: Slo, now_ns: int) -> int:
@@ -266,7 +296,8 @@ class Capacity:
 
     rate_rps: the highest request rate that kept the target (None: none did, see
     ``message``); in_flight: requests in flight there (rate x mean end-to-end latency, Little's
-    law); output_tokens_per_s: tokens/s measured there; bracket: [low, high] requests/s;
+    law); output_tokens_per_s: the tokens/s that rate delivers in a steady state (rate x mean
+    output tokens of its probe, whose requests nearly all finished in time); bracket: [low, high] requests/s;
     max_throughput_rps: the saturation probe's completed requests/s; best_latency: the
     one-at-a-time probe's TTFT/TPOT p50 (ms); probes: every probe in order.
     """
@@ -292,9 +323,13 @@ class Capacity:
             at = next(p for p in search.probes if p.rate_rps == search.rate_rps and p.passed)
         in_flight = (at.rate_rps * at.mean_e2e_ms / 1000.0
                      if at is not None and at.mean_e2e_ms is not None else None)
+        tokens = None
+        if at is not None:
+            tokens = (at.rate_rps * at.mean_output_tokens if at.mean_output_tokens is not None
+                      else at.output_tokens_per_s)
         return cls(
             slo=slo, rate_rps=None if at is None else at.rate_rps, in_flight=in_flight,
-            output_tokens_per_s=None if at is None else at.output_tokens_per_s,
+            output_tokens_per_s=tokens,
             bracket=None if search is None else (search.low, search.high),
             converged=search is not None and search.converged,
             ended="stopped" if search is None else search.ended,

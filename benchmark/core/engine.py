@@ -57,6 +57,7 @@ from .prompts import PromptSet, build_prompts, load_tokenizer
 from .records import RequestRecord
 from .stats import INCOMPLETE
 from .calibration_note import client_calibration
+from .capacity_run import SATURATION_USERS, run_capacity
 from .results import RunResult
 
 __all__ = ["run", "probe_server", "ServerProbe", "ProgressCallback"]
@@ -196,7 +197,7 @@ class _Engine:
                    "planned_requests": config.planned_requests(),
                    "simulated": probe.simulated})
         limit = probe.info.get("max_concurrent_requests")
-        if (config.mode != "rate" and isinstance(limit, int) and limit > 0
+        if (config.mode in ("rounds", "concurrency") and isinstance(limit, int) and limit > 0
                 and max(config.batch_sizes) > limit):
             self.warn(f"Batch size {max(config.batch_sizes)} is above the server's "
                       f"max_concurrent_requests ({limit}): it will refuse the requests beyond "
@@ -227,6 +228,8 @@ class _Engine:
         """The most requests in flight the run is planned for (for the calibration note)."""
         if self.config.mode == "rate":
             return int(self.config.max_concurrency or 1)
+        if self.config.mode == "capacity":
+            return SATURATION_USERS
         return max(self.config.batch_sizes)
 
     def _at(self, step: float) -> str:
@@ -284,6 +287,10 @@ class _Engine:
         watcher = asyncio.create_task(self._watch_cancel(main))
         try:
             async with open_session() as session:
+                if self.config.mode == "capacity":
+                    await run_capacity(self, session)
+                    self._save()
+                    return
                 sizes = self.config.steps
                 for index, size in enumerate(sizes, start=1):
                     if self.cancel.is_set():
@@ -315,6 +322,22 @@ class _Engine:
         while not self.cancel.is_set():
             await asyncio.sleep(CANCEL_POLL_S)
         main.cancel()
+
+    # -- capacity mode (capacity_run.py runs the probes through these) ----------------------
+    def new_step(self, size: float, index: int) -> _Step:
+        """A step to run one capacity probe in: ``size`` users or requests/s, ``index`` its
+        probe number (the step its records get)."""
+        self.emit({"event": "step_start", "step": index, "index": index, "of": None})
+        return _Step(size=size, index=index)
+
+    def probe_done(self, probe: Any) -> None:
+        """Save the files and report a finished capacity probe."""
+        self._save()
+        self.emit({"event": "probe_done", "step": probe.step, "kind": probe.kind,
+                   "rate_rps": probe.rate_rps, "attainment": probe.attainment,
+                   "passed": probe.passed, "stopped_early": probe.stopped_early,
+                   "requests": probe.requests})
+        self.emit({"event": "step_done", "step": probe.step})
 
     def _keep(self, step: _Step) -> None:
         """Move a step's measured records into the result (once, even when interrupted)."""

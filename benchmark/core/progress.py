@@ -10,6 +10,8 @@ Events (one JSON object a line, flushed after each):
     {"event":"round_done","step":4,"run":2,"runs":5,"warmup":false,"errors":0}      (rounds)
     {"event":"requests_done","step":4,"done":n,"total":N|null,"elapsed_s":x,"errors":e} (concurrency)
     {"event":"step_done","step":4}            (the files in output_dir already hold this step)
+    {"event":"probe_done","step":3,"kind":"rate","rate_rps":x,"attainment":a|null,
+     "passed":b,"stopped_early":b,"requests":n}      (capacity: step_start has "of": null)
     {"event":"warning","message":"..."}
     {"event":"done","status":"complete"|"cancelled"|"failed","message":str|null,"output_dir"}
 
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable
 
-__all__ = ["JsonLinesProgress", "ConsoleProgress", "fan_out", "ProgressCallback"]
+__all__ = ["JsonLinesProgress", "ConsoleProgress", "fan_out", "ProgressCallback", "probe_line"]
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -72,6 +74,17 @@ def fan_out(*callbacks: ProgressCallback | None) -> ProgressCallback:
     return call
 
 
+def probe_line(event: dict[str, Any]) -> str:
+    """A finished capacity probe in words: "probe 3 (rate): 12.4 req/s, 93% within target,
+    passed"."""
+    attainment = event.get("attainment")
+    share = "no request counted" if attainment is None else f"{attainment:.0%} within target"
+    verdict = "passed" if event.get("passed") else "missed"
+    early = " (stopped early: already over the limit)" if event.get("stopped_early") else ""
+    return (f"probe {event.get('step')} ({event.get('kind')}): "
+            f"{float(event.get('rate_rps') or 0):.3g} req/s, {share}, {verdict}{early}")
+
+
 class ConsoleProgress:
     """A text progress bar: ``[#######-------]  45%  batch size 4 (2/3)  run 3/5  0 errors``."""
 
@@ -99,7 +112,8 @@ class ConsoleProgress:
             self._line(f"Benchmark {event.get('run_id')}: batch sizes "
                        f"{', '.join(map(str, event.get('steps') or []))}{simulated}")
         elif kind == "step_start":
-            self.step_label = f"batch size {event['step']} ({event['index']}/{event['of']})"
+            self.step_label = (f"probe {event['index']}" if event.get("of") is None else
+                               f"batch size {event['step']} ({event['index']}/{event['of']})")
             self.detail = ""
             self._step_base = self.done
             self._errors_base = self.errors
@@ -119,6 +133,8 @@ class ConsoleProgress:
             self._draw()
         elif kind == "step_done":
             self._draw(final=True)
+        elif kind == "probe_done":
+            self._line(probe_line(event))
         elif kind == "warning":
             self._line(f"warning: {event.get('message')}")
         elif kind == "done":

@@ -390,7 +390,7 @@ def summarize_step(records: Iterable[RequestRecord], *, step: float, mode: str,
 
     if mode == "rate":
         samples.update(_rate_samples(measured, ok, step))
-    if mode in ("concurrency", "rate"):
+    if mode in ("concurrency", "rate", "capacity"):   # one window per step (capacity: probe)
         groups = [ok]
     else:
         # A round the user stopped midway is not a full batch: its latencies count, its

@@ -66,6 +66,8 @@ def step_label(mode: str, *, plural: bool = False, title: bool = False) -> str:
     "request rates" (rate)."""
     if mode == "rate":
         return "Rate (req/s)" if title else ("request rates" if plural else "request rate")
+    if mode == "capacity":
+        return "Probe" if title else ("probes" if plural else "probe")
     if mode == "concurrency":
         return "Users" if title else "concurrent users"
     if title:
@@ -121,13 +123,25 @@ def parameters_table(result: Any) -> str:
         ("API", config.api),
         ("Load pattern", {"rounds": "rounds (TGI's pattern)",
                           "concurrency": "concurrency (sustained users)",
-                          "rate": "request rate (open loop)"}.get(config.mode, config.mode)),
-        ({"concurrency": "Users", "rate": "Rates (req/s)"}.get(config.mode, "Batch Sizes"),
-         ", ".join(str(b) for b in config.steps)),
-        ("Sequence Length", config.sequence_length),
-        ("Decode Length", config.decode_length),
+                          "rate": "request rate (open loop)",
+                          "capacity": "find capacity (automatic search)"}.get(config.mode,
+                                                                               config.mode)),
     ]
-    if config.mode == "rounds":
+    if config.mode != "capacity":
+        rows.append(({"concurrency": "Users", "rate": "Rates (req/s)"}.get(config.mode,
+                                                                           "Batch Sizes"),
+                     ", ".join(str(b) for b in config.steps)))
+    rows += [("Sequence Length", config.sequence_length),
+             ("Decode Length", config.decode_length)]
+    slo = slo_of(config)
+    if slo is not None:
+        rows += [("TTFT target (ms)", slo.ttft_ms), ("Time per token target (ms)", slo.tpot_ms),
+                 ("End-to-end target (ms)", slo.e2e_ms),
+                 ("Requests within target", f"{slo.attainment:.0%}")]
+    if config.mode == "capacity":
+        rows += [("Max duration (s)", config.capacity_duration_s),
+                 ("Schedule seed", config.schedule_seed)]
+    elif config.mode == "rounds":
         rows += [("N Runs", config.runs), ("Warmups", config.warmups)]
     elif config.mode == "rate":
         rows += [("Arrivals", config.arrivals), ("Burstiness", config.burstiness),

@@ -49,7 +49,7 @@ class FakeServer:
         got = self.attainment(rate)
         return Probe(kind="rate", step=len(self.rates) + 2, rate_rps=rate, attainment=got,
                      passed=got >= SLO.attainment, requests=100, good=round(100 * got),
-                     mean_e2e_ms=2000.0, output_tokens_per_s=rate * 128)
+                     mean_e2e_ms=2000.0, mean_output_tokens=128.0)
 
 
 @pytest.mark.parametrize("capacity", [1.0, 3.0, 7.5, 12.4, 18.0, 19.5])

@@ -1,0 +1,82 @@
+"""``--mode capacity`` against the simulator: probes, the answer in run.json, plain refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmark.cli import main
+from benchmark.simulator import SimulatorConfig, run_in_thread
+
+# A small server: 4 sequences at a time, 8 ms per decode step, so its capacity is a few
+# requests per second and a short search can find it.
+SMALL = dict(max_batch_size=4, prefill_base_ms=5.0, prefill_per_token_ms=0.0,
+             decode_base_ms=8.0, decode_per_seq_ms=0.0, decode_per_context_token_us=0.0)
+
+
+def capacity_args(tokenizer: str, url: str, out, *extra: str) -> list[str]:
+    return ["--tokenizer-name", tokenizer, "--url", url, "--mode", "capacity",
+            "--sequence-length", "8", "--decode-length", "8", "--output-dir", str(out), *extra]
+
+
+def test_capacity_search_writes_its_answer_and_every_probe(capsys, tiny_tokenizer, tmp_path):
+    out = tmp_path / "run"
+    progress = tmp_path / "progress.jsonl"
+    with run_in_thread(SimulatorConfig(tokenizer=tiny_tokenizer, **SMALL)) as sim:
+        code = main(capacity_args(tiny_tokenizer, sim.url, out, "--slo-ttft-ms", "250",
+                                  "--slo-tpot-ms", "50", "--max-duration", "40",
+                                  "--progress-jsonl", str(progress)))
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "### Capacity" in printed.out and "This server keeps 90% of requests within 250 ms" \
+        in printed.out
+    assert "probe 1 (one at a time)" in printed.err
+    capacity = json.loads((out / "run.json").read_text())["capacity"]
+    assert capacity["slo"] == {"ttft_ms": 250.0, "tpot_ms": 50.0, "e2e_ms": None}
+    assert capacity["attainment_target"] == 0.9
+    kinds = [p["kind"] for p in capacity["probes"]]
+    assert kinds[:2] == ["one at a time", "saturation"] and set(kinds[2:]) == {"rate"}
+    assert [p["step"] for p in capacity["probes"]] == list(range(1, len(kinds) + 1))
+    for probe in capacity["probes"]:
+        assert {"rate_rps", "attainment", "passed", "ttft_ms", "tpot_ms"} <= set(probe)
+    # 4 sequences of ~8 steps x 8 ms: at most ~60 requests/s; the answer is below the
+    # saturation throughput, was seen to pass, and carries Little's law's in-flight count
+    assert capacity["rate_rps"] is not None
+    assert 0 < capacity["rate_rps"] <= capacity["max_throughput_rps"]
+    answer = next(p for p in capacity["probes"] if p["rate_rps"] == capacity["rate_rps"])
+    assert answer["passed"] and capacity["in_flight"] > 0
+    events = [json.loads(line) for line in progress.read_text().splitlines()]
+    assert sum(e["event"] == "probe_done" for e in events) == len(kinds)
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert "probe_kind" in rows[0] and any(",saturation," in row for row in rows)
+
+
+def test_a_target_missed_one_request_at_a_time_stops_at_once_and_says_so(capsys,
+                                                                         tiny_tokenizer,
+                                                                         tmp_path):
+    out = tmp_path / "run"
+    with run_in_thread(SimulatorConfig(tokenizer=tiny_tokenizer, **SMALL)) as sim:
+        code = main(capacity_args(tiny_tokenizer, sim.url, out, "--slo-ttft-ms", "1"))
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "One request at a time already takes" in text and "your target is 1 ms" in text
+    capacity = json.loads((out / "run.json").read_text())["capacity"]
+    assert capacity["rate_rps"] is None and len(capacity["probes"]) == 1
+
+
+@pytest.mark.parametrize("argv, words", [
+    ([], "argument --slo-ttft-ms: Finding the capacity needs at least one latency target"),
+    (["--slo-ttft-ms", "500", "--max-duration", "5"], "argument --max-duration: Max duration "
+                                                       "(s) must be at least 30"),
+    (["--slo-ttft-ms", "500", "--duration", "10"], "--duration does not apply to --mode "
+                                                   "capacity"),
+    (["--slo-ttft-ms", "500", "--slo-attainment", "0"], "argument --slo-attainment"),
+    (["--max-duration", "60"], "argument --max-duration: Max duration bounds the capacity"),
+])
+def test_bad_capacity_input_is_refused_before_anything_starts(capsys, argv, words):
+    mode = [] if argv == ["--max-duration", "60"] else ["--mode", "capacity"]
+    with pytest.raises(SystemExit) as info:
+        main(["--tokenizer-name", "tok", "--url", "http://127.0.0.1:9", *mode, *argv])
+    assert info.value.code == 2
+    assert words in capsys.readouterr().err
