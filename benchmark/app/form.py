@@ -31,8 +31,10 @@ from ..config import (
     check_model_id,
     check_url,
     parse_batch_sizes,
+    parse_attainment,
     parse_float,
     parse_int,
+    parse_slo_ms,
 )
 from ..errors import ConfigError
 
@@ -45,6 +47,7 @@ NONE_CHOICE = "none"
 MODE_LABELS = {
     "Rounds (like TGI's benchmark)": "rounds",
     "Sustained concurrency": "concurrency",
+    "Find capacity": "capacity",
 }
 
 # TGI's default for --max-concurrent-requests: past it the router answers 429.
@@ -69,6 +72,10 @@ DEFAULTS: dict[str, Any] = {
     "mode": "Rounds (like TGI's benchmark)",
     "duration_s": "",
     "requests": "",
+    "slo_ttft_ms": "1000",
+    "slo_tpot_ms": "50",
+    "slo_attainment": "90",
+    "max_duration_s": "",
     "timeout_s": "120",
     "temperature": "",
     "top_k": "",
@@ -174,6 +181,7 @@ def build_plan(
         requests=_opt_int(values, "requests", 10_000_000) if mode == "concurrency" else None,
         timeout_s=parse_float("timeout_s", _text(values.get("timeout_s")) or DEFAULTS["timeout_s"]),
         sampling=sampling,
+        **_targets(values, mode),
     )
 
     if launching:
@@ -195,6 +203,13 @@ def build_plan(
         raise ConfigError("tokenizer_name",
                           "Tokenizer is empty: give the Hub id (or folder) of the model the "
                           "endpoint serves, so prompts have an exact number of tokens.")
+    if endpoint_request_cap is not None and mode == "capacity":
+        raise ConfigError(
+            "mode",
+            f"Find capacity sends as many requests as its search needs, and here a run against "
+            f"an endpoint URL may send at most {endpoint_request_cap}. Launch the model here "
+            f"instead, or choose another load pattern for this endpoint.",
+        )
     if (endpoint_request_cap is not None and mode == "concurrency"
             and run_fields["requests"] is None):
         raise ConfigError(
@@ -206,6 +221,20 @@ def build_plan(
     run = RunConfig(tokenizer_name=tokenizer, url=url, max_total_requests=endpoint_request_cap,
                     **run_fields).validate()
     return Plan(run=run, server=None)
+
+
+def _targets(values: Mapping[str, Any], mode: str) -> dict[str, Any]:
+    """The latency targets (any load pattern; empty: no target on that measure) and, for Find
+    capacity, the search's time bound. The share is typed in percent."""
+    targets: dict[str, Any] = {}
+    for name in ("slo_ttft_ms", "slo_tpot_ms"):
+        text = _text(values.get(name))
+        targets[name] = None if text == "" else parse_slo_ms(name, text)
+    share = _text(values.get("slo_attainment")).rstrip("%").strip() or DEFAULTS["slo_attainment"]
+    targets["slo_attainment"] = parse_attainment(share + "%")
+    if mode == "capacity":
+        targets["max_duration_s"] = _opt_float(values, "max_duration_s")
+    return targets
 
 
 def _public_url(url: str) -> str:

@@ -52,6 +52,8 @@ class StepProgress:
     requests_total: int | None = None
     errors: int = 0
     done: bool = False
+    # Find capacity: the finished probe ("kind", "rate_rps", "attainment", "passed", ...).
+    probe: dict[str, Any] | None = None
 
 
 @dataclass
@@ -116,8 +118,9 @@ def engine_argv(python: str, plan: Plan, output_dir: Path, progress_path: Path) 
             "--api", run.api]
     if run.model:
         argv += ["--model", run.model]
-    for size in run.batch_sizes:
-        argv += ["--batch-size", str(size)]
+    if run.mode != "capacity":   # the search chooses its own load
+        for size in run.batch_sizes:
+            argv += ["--batch-size", str(size)]
     argv += ["--sequence-length", str(run.sequence_length),
              "--decode-length", str(run.decode_length),
              "--runs", str(run.runs),
@@ -130,6 +133,13 @@ def engine_argv(python: str, plan: Plan, output_dir: Path, progress_path: Path) 
         argv += ["--requests", str(run.requests)]
     if run.seed is not None:
         argv += ["--seed", str(run.seed)]
+    for name in ("slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms"):
+        value = getattr(run, name)
+        if value is not None:
+            argv += ["--" + name.replace("_", "-"), f"{value:g}"]
+    argv += ["--slo-attainment", f"{run.slo_attainment:g}"]
+    if run.mode == "capacity" and run.max_duration_s is not None:
+        argv += ["--max-duration", f"{run.max_duration_s:g}"]
     sampling = run.sampling
     for name in ("temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
                  "frequency_penalty", "top_n_tokens"):
@@ -444,6 +454,11 @@ class Runner:
                 p = job.progress.setdefault(step, StepProgress(step=step))
                 p.requests_done = int(event.get("done") or 0)
                 p.requests_total = event.get("total")
+            elif kind == "probe_done":
+                step = int(event["step"])
+                job.progress.setdefault(step, StepProgress(step=step)).probe = {
+                    k: event.get(k) for k in ("kind", "rate_rps", "attainment", "passed",
+                                              "stopped_early", "requests")}
             elif kind == "step_done":
                 step = int(event["step"])
                 job.progress.setdefault(step, StepProgress(step=step)).done = True

@@ -192,6 +192,17 @@ class App:
             self._text("decode_length", "Tokens to generate per request.")
             self._text("runs", "Measured rounds per batch size.")
             self._text("warmups", "Unmeasured rounds first.")
+        gr.Markdown("#### Latency targets: what counts as a good answer\n\nEvery run reports "
+                    "the share of requests that met them; the **Find capacity** load pattern "
+                    "(Advanced settings) searches the highest request rate that keeps it.")
+        with gr.Row():
+            self._text("slo_ttft_ms", "Wait before the first word appears. 1,000 ms still "
+                                      "feels responsive in a chat. Empty: no target.")
+            self._text("slo_tpot_ms", "Time between words once the answer streams. 50 ms is "
+                                      "20 tokens a second, a bit faster than people read, so "
+                                      "the text never seems to stall. Empty: no target.")
+            self._text("slo_attainment", "Share of requests that must meet both targets. 90% "
+                                         "allows a few slow answers, as users do.")
         with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
             gr.Markdown("**API and load pattern**")
             with gr.Row():
@@ -203,6 +214,8 @@ class App:
                 self._text("duration_s", "Concurrency pattern: seconds per batch size.")
                 self._text("requests", "Concurrency pattern: requests per batch size.")
                 self._text("timeout_s", "Give up on one request after this many seconds.")
+                self._text("max_duration_s", "Find capacity: seconds the whole search may "
+                                             "take. Empty: 300.")
             gr.Markdown("**Sampling** (TGI's benchmark flags)")
             with gr.Row():
                 for name in ("temperature", "top_k", "top_p", "typical_p", "repetition_penalty",

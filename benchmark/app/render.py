@@ -238,7 +238,12 @@ def progress_html(view: JobView | None) -> str:
         parts.append(f"<p><b>Stopped.</b> {esc(view.message or '')}</p>")
     elif view.state == FAILED:
         parts.append(f"<p><b>The benchmark failed:</b> {esc(view.message or '')}</p>")
-    if view.steps:
+    if view.steps and view.mode == "capacity":
+        parts.append("<p><b>Finding the capacity:</b> one request at a time, then many users at "
+                     "once, then request rates closing in on the limit.</p>")
+        for p in view.progress:
+            parts.append(_probe_line(p, view.current_step))
+    elif view.steps:
         def name(step: int) -> str:
             if view.mode == "concurrency":
                 return f"{step} user" + ("" if step == 1 else "s")
@@ -268,6 +273,22 @@ def progress_html(view: JobView | None) -> str:
     for note in view.notes:
         parts.append(f"<p class='bench-note'>{esc(note)}</p>")
     return "<div class='bench-progress'>" + "".join(parts) + "</div>"
+
+
+def _probe_line(p: Any, current: int | None) -> str:
+    """One capacity probe: what it was and its verdict, or that it is running."""
+    probe = p.probe
+    if not probe:
+        state = "running" if current == p.step and not p.done else "done"
+        done = f", {p.requests_done} requests so far" if p.requests_done and state == "running" else ""
+        return f"<p>Probe {p.step}: {state}{done}</p>"
+    attainment = probe.get("attainment")
+    share = "no request counted" if attainment is None else f"{attainment:.0%} within target"
+    verdict = "passed" if probe.get("passed") else "missed"
+    early = " (stopped early: already over the limit)" if probe.get("stopped_early") else ""
+    return (f"<p>Probe {p.step} ({html.escape(str(probe.get('kind')))}): "
+            f"{float(probe.get('rate_rps') or 0):.3g} requests/s, {share}: "
+            f"<b>{verdict}</b>{early}</p>")
 
 
 def _bar(label: str, value: int, maximum: int, text: str) -> str:

@@ -100,6 +100,8 @@ class _Step:
     bodies: list[bytes] = field(default_factory=list)  # pre-serialised, not yet sent
     built: int = 0  # prompts built so far for this step
     records: list[RequestRecord] = field(default_factory=list)
+    # What progress events call this step (capacity mode: the probe number), else ``size``.
+    label: float | None = None
 
 
 def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
@@ -328,7 +330,7 @@ class _Engine:
         """A step to run one capacity probe in: ``size`` users or requests/s, ``index`` its
         probe number (the step its records get)."""
         self.emit({"event": "step_start", "step": index, "index": index, "of": None})
-        return _Step(size=size, index=index)
+        return _Step(size=size, index=index, label=index)
 
     def probe_done(self, probe: Any) -> None:
         """Save the files and report a finished capacity probe."""
@@ -561,7 +563,9 @@ class _Engine:
         if not force and now - self._last_progress < PROGRESS_EVERY_S:
             return
         self._last_progress = now
-        self.emit({"event": "requests_done", "step": step.size, "done": done, "total": total,
+        self.emit({"event": "requests_done",
+                   "step": step.size if step.label is None else step.label,
+                   "done": done, "total": total,
                    "elapsed_s": round((time.perf_counter_ns() - started) / 1e9, 3),
                    "errors": errors})
 

@@ -418,6 +418,13 @@ def capacity_headline(capacity: Any) -> str:
     """The answer of a capacity run in one sentence a non-engineer can act on (markdown)."""
     slo = capacity.slo
     share = f"{slo.attainment:.0%}"
+    if capacity.ended == "running":
+        passed = [p.rate_rps for p in capacity.probes if p.passed and p.kind == "rate"]
+        so_far = (f"; the highest request rate kept so far is {_rps(max(passed))} per second"
+                  if passed else "")
+        return (f"Searching for the highest request rate that keeps {share} of requests within "
+                f"{slo.words()}: {len(capacity.probes)} probe"
+                f"{'' if len(capacity.probes) == 1 else 's'} done{so_far}.")
     if capacity.rate_rps is None:
         return capacity.message or (f"No request rate kept {share} of requests within "
                                     f"{slo.words()}.")

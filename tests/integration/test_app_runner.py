@@ -239,6 +239,7 @@ def test_engine_argv_carries_every_setting():
     argv = engine_argv("python", plan, Path("/out"), Path("/p.jsonl"))
     text = " ".join(argv)
     for piece in ("--batch-size 1 --batch-size 8", "--mode concurrency", "--duration 30",
+                  "--slo-ttft-ms 1000 --slo-tpot-ms 50 --slo-attainment 0.9",
                   "--requests 50", "--temperature 0.5", "--top-k 5", "--do-sample",
                   "--output-dir /out", "--progress-jsonl /p.jsonl", "--tokenizer-name org/model"):
         assert piece in text
@@ -256,3 +257,14 @@ def test_stop_after_the_engine_exited_says_nothing_to_stop(tmp_path, fake_engine
     runner._jobs["run-late"] = job          # the engine is done; the results are being saved
     assert runner.cancel("run-late") is False
     assert not job.cancel_event.is_set()
+
+
+def test_engine_argv_of_find_capacity_passes_the_targets_and_no_batch_sizes():
+    plan = build_plan(dict(DEFAULTS, model_id="org/model", mode="Find capacity",
+                           slo_attainment="95", max_duration_s="120"))
+    argv = engine_argv("python", plan, Path("/out"), Path("/p.jsonl"))
+    assert "--batch-size" not in argv
+    from benchmark.cli import build_parser, config_from_args
+    config = config_from_args(build_parser().parse_args(argv[3:]))   # the real CLI accepts it
+    assert (config.mode, config.slo_ttft_ms, config.slo_tpot_ms) == ("capacity", 1000.0, 50.0)
+    assert config.slo_attainment == 0.95 and config.max_duration_s == 120.0
