@@ -422,6 +422,8 @@ class RunConfig:
         """The rate pattern's own fields; refused in the other patterns, where they mean
         nothing (a user who typed them expects them to act)."""
         rate_fields = ("rates", "burstiness", "ramp_up_s", "max_concurrency", "schedule_seed")
+        if self.mode == "capacity":   # its rate probes draw their schedules from the seed
+            rate_fields = rate_fields[:-1]
         if self.mode != "rate":
             typed = [n for n in rate_fields if getattr(self, n) not in (None, ())]
             if self.arrivals != "poisson":

@@ -157,7 +157,7 @@ class _Search:
         config = dataclasses.replace(self.config, mode="rate", rates=(rate,),
                                      arrivals="poisson", burstiness=None, ramp_up_s=None,
                                      duration_s=plan.duration_s, requests=None,
-                                     schedule_seed=self.seed)
+                                     schedule_seed=self.seed)   # per probe: step_seed
         stopped = False
         with self._as(config):
             task = asyncio.create_task(self.engine._rate(self.session, step))

@@ -117,7 +117,7 @@ def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
     config = dataclasses.replace(config.validate(), url=check_url(config.url))
     if config.mode == "rate":  # a whole rate is an int: step 200, not 200.0, in every file
         config = dataclasses.replace(config, rates=parse_rates(list(config.rates)))
-    if config.mode == "rate" and config.schedule_seed is None:
+    if config.mode in ("rate", "capacity") and config.schedule_seed is None:
         # Drawn here and saved in run.json's config, so that the run can be replayed exactly.
         config = dataclasses.replace(config, schedule_seed=secrets.randbits(62))
     cancel = cancel if cancel is not None else threading.Event()

@@ -109,8 +109,10 @@ class ConsoleProgress:
         if kind == "start":
             self.planned = event.get("planned_requests")
             simulated = "  (SIMULATED server)" if event.get("simulated") else ""
-            self._line(f"Benchmark {event.get('run_id')}: batch sizes "
-                       f"{', '.join(map(str, event.get('steps') or []))}{simulated}")
+            steps = event.get("steps") or []
+            what = (f"batch sizes {', '.join(map(str, steps))}" if steps
+                    else "capacity search")
+            self._line(f"Benchmark {event.get('run_id')}: {what}{simulated}")
         elif kind == "step_start":
             self.step_label = (f"probe {event['index']}" if event.get("of") is None else
                                f"batch size {event['step']} ({event['index']}/{event['of']})")
