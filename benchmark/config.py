@@ -15,6 +15,8 @@ Names and defaults follow TGI's ``text-generation-benchmark`` (run) and
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -54,6 +56,16 @@ MAX_RATE = 100_000.0
 MAX_STEP_ARRIVALS = MAX_REQUESTS
 MAX_BURSTINESS = 1_000.0
 MIN_BURSTINESS = 0.01
+# Cost and deployment plan: bounds far above any real price or traffic, to catch typos.
+MAX_GPU_PRICE_PER_HOUR = 10_000.0
+MAX_API_PRICE_PER_MILLION = 10_000.0
+MAX_PEAK_RPS = 10_000_000.0
+MAX_DAILY_USERS = 10_000_000_000
+MAX_REQUESTS_PER_USER = 100_000.0
+MAX_PEAK_FACTOR = 1_000.0
+DEFAULT_PEAK_FACTOR = 2.0       # busiest hour / average hour, when the user does not say
+DEFAULT_HEADROOM = 0.2          # spare capacity kept above the peak, as a fraction
+PRICE_TABLE_FILE = os.path.join(os.path.dirname(__file__), "data", "hf_hardware_prices.json")
 # Upper bounds of ServerSettings' numbers (TGI flag names), checked in this order.
 SERVER_LIMITS: dict[str, int] = {
     "num_shard": 64, "max_input_tokens": MAX_SEQUENCE_LENGTH,
@@ -192,6 +204,105 @@ def parse_rates(value: Any, field_name: str = "rates") -> tuple[float, ...]:
     return tuple(int(r) if float(r).is_integer() else float(r) for r in sorted(rates))
 
 
+def parse_headroom(value: Any, field_name: str = "plan_headroom") -> float:
+    """Spare capacity typed as a percentage (``20`` or ``"20%"``), returned as a fraction in
+    [0, 1] (0.2)."""
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and text.endswith("%"):
+        text = text[:-1]
+    return check_headroom(parse_float(field_name, text) / 100.0, field_name)
+
+
+def check_headroom(fraction: Any, field_name: str = "plan_headroom") -> float:
+    """Spare capacity as a fraction: refused outside [0, 1] (0-100%)."""
+    number = parse_float(field_name, fraction)
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(field_name, f"{field_label(field_name)} must be between 0 and 100%: "
+                                      f"type a percentage such as 20, got {number * 100:g}%.")
+    return number
+
+
+def parse_positive(field_name: str, value: Any, maximum: float, example: str) -> float:
+    """A number above 0 and at most ``maximum``; the message gives ``example``."""
+    label = field_label(field_name)
+    number = parse_float(field_name, value)
+    if number <= 0:
+        raise ConfigError(field_name, f"{label} must be more than 0, for example {example}, "
+                                      f"got {number:g}.")
+    if number > maximum:
+        raise ConfigError(field_name, f"{label} must be at most {maximum:,g}, got {number:g}.")
+    return number
+
+
+@functools.lru_cache(maxsize=1)
+def price_table() -> dict[str, Any]:
+    """Hugging Face's Space hardware prices (``data/hf_hardware_prices.json``): ``read_on``,
+    ``sources`` and ``hardware`` (name -> label, gpu, gpus, usd_per_hour)."""
+    with open(PRICE_TABLE_FILE, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def check_hardware(value: Any, field_name: str = "hardware") -> str:
+    """A hardware name of the price table (``l4x1``, ``a100-large``...)."""
+    names = price_table()["hardware"]
+    text = (value or "").strip().lower() if isinstance(value, str) else value
+    if text not in names:
+        raise ConfigError(field_name, f"{field_label(field_name)} {value!r} is not in the price "
+                                      f"table; choose one of {', '.join(names)}, or type the "
+                                      f"price per hour instead.")
+    return text
+
+
+def check_cost(config: Any) -> None:
+    """Refuse a price, hardware name or deployment plan input that cannot be used; ``config``
+    is any object with the RunConfig's cost and ``plan_*`` fields."""
+    if getattr(config, "gpu_price_per_hour", None) is not None:
+        parse_positive("gpu_price_per_hour", config.gpu_price_per_hour, MAX_GPU_PRICE_PER_HOUR,
+                       "0.80")
+    if getattr(config, "hardware", None) is not None:
+        check_hardware(config.hardware)
+    if getattr(config, "api_price_per_million", None) is not None:
+        parse_positive("api_price_per_million", config.api_price_per_million,
+                       MAX_API_PRICE_PER_MILLION, "0.60")
+    check_traffic(getattr(config, "plan_peak_rps", None),
+                  getattr(config, "plan_daily_users", None),
+                  getattr(config, "plan_requests_per_user", None),
+                  getattr(config, "plan_peak_factor", DEFAULT_PEAK_FACTOR),
+                  getattr(config, "plan_headroom", DEFAULT_HEADROOM))
+    typed = [n for n in ("plan_peak_rps", "plan_daily_users", "plan_requests_per_user")
+             if getattr(config, n, None) is not None]
+    mode = getattr(config, "mode", "capacity")
+    if typed and mode != "capacity":
+        raise ConfigError(typed[0], f"{field_label(typed[0])} is for the deployment plan, which "
+                                    f"needs the capacity per server: choose Find capacity "
+                                    f"(--mode capacity) or leave the field empty.")
+
+
+def check_traffic(peak_rps: Any, daily_users: Any, requests_per_user: Any, peak_factor: Any,
+                  headroom: Any) -> tuple[float | None, int | None, float | None, float, float]:
+    """The deployment plan's inputs, checked and typed: either a peak rate, or daily users and
+    requests per user together (not both ways); the peak factor at least 1; headroom a fraction
+    in [0, 1]. Returns them typed (None where not given)."""
+    factor = parse_float("plan_peak_factor", peak_factor, minimum=1.0, maximum=MAX_PEAK_FACTOR)
+    spare = check_headroom(headroom)
+    empty = ("", None)
+    peak = None if peak_rps in empty else parse_positive("plan_peak_rps", peak_rps,
+                                                         MAX_PEAK_RPS, "40")
+    users = None if daily_users in empty else parse_int("plan_daily_users", daily_users,
+                                                        minimum=1, maximum=MAX_DAILY_USERS)
+    each = None if requests_per_user in empty else parse_positive(
+        "plan_requests_per_user", requests_per_user, MAX_REQUESTS_PER_USER, "20")
+    if peak is not None and (users is not None or each is not None):
+        raise ConfigError("plan_peak_rps", "Give the traffic one way: either Peak traffic "
+                                           "(requests/s), or Daily users with Requests per user "
+                                           "per day, not both.")
+    if (users is None) != (each is None):
+        missing = "plan_requests_per_user" if each is None else "plan_daily_users"
+        raise ConfigError(missing, f"{field_label(missing)} is needed too: the traffic is daily "
+                                   f"users x requests per user per day.")
+    return peak, users, each, factor, spare
+
+
 def field_label(field_name: str) -> str:
     """A field's plain-words name, as error messages and the UI's labels show it."""
     return FIELD_LABELS.get(field_name, field_name.replace("_", " ").capitalize())
@@ -221,6 +332,14 @@ FIELD_LABELS = {
     "ramp_up_s": "Ramp-up (s)",
     "max_concurrency": "Max concurrency",
     "schedule_seed": "Schedule seed",
+    "gpu_price_per_hour": "GPU price ($/hour)",
+    "hardware": "Hardware",
+    "plan_peak_rps": "Peak traffic (requests/s)",
+    "plan_daily_users": "Daily users",
+    "plan_requests_per_user": "Requests per user per day",
+    "plan_peak_factor": "Peak factor",
+    "plan_headroom": "Headroom (%)",
+    "api_price_per_million": "Hosted API price ($ per million tokens)",
     "timeout_s": "Timeout (s)",
     "temperature": "Temperature",
     "top_k": "Top-k",
@@ -374,6 +493,19 @@ class RunConfig:
     slo_attainment: float = 0.9
     # Capacity mode: the whole search's time bound (None: DEFAULT_CAPACITY_DURATION_S).
     max_duration_s: float | None = None
+    # What the server's machine costs (core/cost.py): its hourly price in USD and/or its
+    # Hugging Face hardware name (a key of the price table; gives the price when none is typed).
+    gpu_price_per_hour: float | None = None
+    hardware: str | None = None
+    # Deployment plan (capacity mode): the user's traffic, as requests/s at peak or as daily
+    # users x requests per user per day (x the peak factor); spare capacity kept (a fraction);
+    # a hosted API's price per million tokens to compare with.
+    plan_peak_rps: float | None = None
+    plan_daily_users: int | None = None
+    plan_requests_per_user: float | None = None
+    plan_peak_factor: float = DEFAULT_PEAK_FACTOR
+    plan_headroom: float = DEFAULT_HEADROOM
+    api_price_per_million: float | None = None
 
     def validate(self) -> "RunConfig":
         """Raise ``ConfigError`` for the first invalid field; return self when all is well."""
@@ -407,6 +539,7 @@ class RunConfig:
         self.sampling.validate()
         check_slo(self)
         self._validate_capacity()
+        check_cost(self)
         if self.max_total_requests is not None:
             total = self.planned_requests()
             if total is None or total > self.max_total_requests:
