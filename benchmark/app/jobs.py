@@ -109,6 +109,25 @@ class JobView:
         return self.done
 
 
+def cost_argv(run: Any) -> list[str]:
+    """The price and deployment plan flags of ``run`` (only those set; ``repr`` keeps every
+    digit of a float)."""
+    argv: list[str] = []
+    for name, flag in (("gpu_price_per_hour", "--gpu-price-per-hour"),
+                       ("hardware", "--hardware"), ("plan_peak_rps", "--peak-rps"),
+                       ("plan_daily_users", "--daily-users"),
+                       ("plan_requests_per_user", "--requests-per-user"),
+                       ("api_price_per_million", "--api-price-per-million")):
+        value = getattr(run, name, None)
+        if value is not None:
+            argv += [flag, repr(value) if isinstance(value, float) else str(value)]
+    if getattr(run, "plan_peak_rps", None) is not None or getattr(
+            run, "plan_daily_users", None) is not None:
+        argv += ["--peak-factor", repr(float(run.plan_peak_factor)),
+                 "--headroom", repr(float(run.plan_headroom) * 100.0)]
+    return argv
+
+
 def engine_argv(python: str, plan: Plan, output_dir: Path, progress_path: Path) -> list[str]:
     """The CLI command for one run: TGI's benchmark flags plus where to write files/progress."""
     run = plan.run
@@ -140,6 +159,7 @@ def engine_argv(python: str, plan: Plan, output_dir: Path, progress_path: Path) 
     argv += ["--slo-attainment", f"{run.slo_attainment:g}"]
     if run.mode == "capacity" and run.max_duration_s is not None:
         argv += ["--max-duration", f"{run.max_duration_s:g}"]
+    argv += cost_argv(run)
     sampling = run.sampling
     for name in ("temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
                  "frequency_penalty", "top_n_tokens"):

@@ -28,10 +28,11 @@ from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
 from .._version import __version__
-from ..config import (API_CHOICES, ARRIVAL_CHOICES, DEFAULT_BATCH_SIZES, DEFAULT_URL,
-                      MODE_CHOICES, RunConfig, SamplingParams, check_url, parse_attainment,
-                      parse_batch_sizes, parse_float, parse_int, parse_rates, parse_slo_ms,
-                      strip_credentials)
+from ..config import (API_CHOICES, ARRIVAL_CHOICES, DEFAULT_BATCH_SIZES, DEFAULT_HEADROOM,
+                      DEFAULT_PEAK_FACTOR, DEFAULT_URL, MODE_CHOICES, RunConfig, SamplingParams,
+                      check_hardware, check_url, parse_attainment, parse_batch_sizes,
+                      parse_float, parse_headroom, parse_int, parse_rates, parse_slo_ms,
+                      price_table, strip_credentials)
 from ..core.engine import run
 from ..core.progress import ConsoleProgress, JsonLinesProgress, fan_out
 from ..core.results import check_output_dir_free, results_root
@@ -59,6 +60,10 @@ FLAG_FOR_FIELD = {
     "api_key_env": "--api-key-env", "rates": "--rate", "arrivals": "--arrivals",
     "burstiness": "--burstiness", "ramp_up_s": "--ramp-up",
     "max_concurrency": "--max-concurrency", "schedule_seed": "--schedule-seed",
+    "gpu_price_per_hour": "--gpu-price-per-hour", "hardware": "--hardware",
+    "plan_peak_rps": "--peak-rps", "plan_daily_users": "--daily-users",
+    "plan_requests_per_user": "--requests-per-user", "plan_peak_factor": "--peak-factor",
+    "plan_headroom": "--headroom", "api_price_per_million": "--api-price-per-million",
 }
 
 
@@ -158,6 +163,38 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
                      help="share of requests that must be good, a fraction in (0, 1] or a "
                           "percentage such as 90%% (default 0.9)")
 
+    add_cost_arguments(parser)
+
+
+def add_cost_arguments(parser: argparse.ArgumentParser) -> None:
+    """The price of the server's machine and the deployment plan's traffic (core/cost.py)."""
+    table = price_table()
+    cost = parser.add_argument_group(
+        "Cost and deployment plan: $ per million tokens per step (any mode) and, with "
+        "--mode capacity, how many servers a traffic needs")
+    cost.add_argument("--gpu-price-per-hour", default=None, metavar="USD",
+                      help="what the server's machine costs per hour, all its GPUs together "
+                           "(for example 0.80); overrides --hardware's price")
+    cost.add_argument("--hardware", default=None, metavar="NAME",
+                      help="the machine as Hugging Face names it, to take its price from the "
+                           f"table read {table['read_on']} (" + ", ".join(table["hardware"])
+                           + ")")
+    cost.add_argument("--peak-rps", default=None, metavar="R",
+                      help="your traffic at its busiest, in requests per second")
+    cost.add_argument("--daily-users", default=None, metavar="N",
+                      help="or your traffic as users per day (with --requests-per-user)")
+    cost.add_argument("--requests-per-user", default=None, metavar="N",
+                      help="requests each user sends per day")
+    cost.add_argument("--peak-factor", default=None, metavar="F",
+                      help="busiest hour / average hour (default "
+                           f"{DEFAULT_PEAK_FACTOR:g})")
+    cost.add_argument("--headroom", default=None, metavar="PCT",
+                      help="spare capacity kept above the peak, in percent (default "
+                           f"{DEFAULT_HEADROOM * 100:g})")
+    cost.add_argument("--api-price-per-million", default=None, metavar="USD",
+                      help="a hosted API's price per million tokens (prompt + output), to "
+                           "compare with and find the monthly volume where both cost the same")
+
 
 def base_parser() -> argparse.ArgumentParser:
     """The parser of a run's flags (``benchmark.cli.build_parser`` adds the server's)."""
@@ -219,6 +256,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         slo_e2e_ms=_optional(args.slo_e2e_ms, parse_slo_ms, "slo_e2e_ms"),
         slo_attainment=parse_attainment(args.slo_attainment),
         max_duration_s=_optional(args.max_duration, parse_float, "max_duration_s"),
+        **cost_fields(args),
     )
     if args.mode == "capacity":
         extra = [flag for flag, value in (("--batch-size", args.batch_size),
@@ -248,6 +286,25 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if config.output_dir:  # before anything is launched; the engine checks again
         check_output_dir_free(config.output_dir)
     return config
+
+
+def cost_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """RunConfig's price, hardware and plan fields from the flags (checked by validate)."""
+    return {
+        "gpu_price_per_hour": _optional(args.gpu_price_per_hour, parse_float,
+                                        "gpu_price_per_hour"),
+        "hardware": None if args.hardware is None else check_hardware(args.hardware),
+        "plan_peak_rps": _optional(args.peak_rps, parse_float, "plan_peak_rps"),
+        "plan_daily_users": _optional(args.daily_users, parse_int, "plan_daily_users"),
+        "plan_requests_per_user": _optional(args.requests_per_user, parse_float,
+                                            "plan_requests_per_user"),
+        "plan_peak_factor": (DEFAULT_PEAK_FACTOR if args.peak_factor is None
+                             else parse_float("plan_peak_factor", args.peak_factor)),
+        "plan_headroom": (DEFAULT_HEADROOM if args.headroom is None
+                          else parse_headroom(args.headroom)),
+        "api_price_per_million": _optional(args.api_price_per_million, parse_float,
+                                           "api_price_per_million"),
+    }
 
 
 def usage_error(parser: argparse.ArgumentParser, err: ConfigError,

@@ -42,6 +42,7 @@ from ..config import RunConfig, strip_credentials
 from ..errors import BenchmarkError, ConfigError, ResultFileError, redact
 from .records import RequestRecord
 from .capacity import Capacity, Probe
+from .cost import COST_COLUMNS, cost_document
 from .stats import COUNT_KEYS, METRIC_KEYS, METRICS, STAT_KEYS, StepSummary, summarize
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "SLO_COLUMNS",
     "CAPACITY_COLUMNS",
+    "COST_COLUMNS",
     "REQUEST_COLUMNS",
     "STATUSES",
     "RunResult",
@@ -79,8 +81,10 @@ STATUSES = ("running", "complete", "cancelled", "failed")
 SLO_COLUMNS = ("good", "slo_attainment", "goodput_rps", "good_output_tokens_per_s")
 # Capacity runs: each step is a probe; its kind, its rate, its verdict, and the answer.
 CAPACITY_COLUMNS = ("probe_kind", "probe_rate_rps", "probe_passed", "capacity_rps")
+# Cost columns (core/cost.COST_COLUMNS): $ per million tokens and per thousand requests when a
+# price was given, kWh per million output tokens when telemetry measured energy.
 SUMMARY_COLUMNS = ("step", "metric", "unit", *STAT_KEYS, "count", "mode", *COUNT_KEYS,
-                   *SLO_COLUMNS, *CAPACITY_COLUMNS)
+                   *SLO_COLUMNS, *CAPACITY_COLUMNS, *COST_COLUMNS)
 REQUEST_COLUMNS = (
     "batch_size", "run", "request", "ttft_ms", "e2e_ms", "decode_ms", "token_latency_ms",
     "input_tokens", "output_tokens", "finish_reason", "error",
@@ -222,7 +226,8 @@ class RunResult:
     # -- files -----------------------------------------------------------------------------
     def to_dict(self, steps: list[StepSummary] | None = None) -> dict[str, Any]:
         """The content of run.json (``steps``: already computed summaries, to save work)."""
-        return {
+        steps = self.steps() if steps is None else steps
+        document = {
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": TOOL_NAME, "version": self.tool_version},
             "run_id": self.run_id,
@@ -237,11 +242,28 @@ class RunResult:
             "server": self.server,
             "environment": self.environment or environment_info(),
             "warnings": [redact(w) for w in self.warnings],
-            "steps": [s.to_dict() for s in (self.steps() if steps is None else steps)],
+            "steps": [s.to_dict() for s in steps],
             "calibration": self.calibration,
             "capacity": None if self.capacity is None else self.capacity.to_dict(),
             "requests": [_record_out(r) for r in self.measured_records],
         }
+        document["cost"] = cost_document(self.config, steps, self.capacity,
+                                         document.get("telemetry"))
+        return document
+
+    def cost(self, steps: list[StepSummary] | None = None) -> dict[str, Any] | None:
+        """run.json's ``cost`` block (core/cost.cost_document): the price, each step's $ per
+        million tokens (and kWh where telemetry measured energy), the capacity point's cost and
+        the deployment plan; None without a price or an energy measurement."""
+        telemetry = getattr(self, "telemetry", None)
+        block = None
+        if telemetry is not None and hasattr(telemetry, "to_dict"):
+            try:
+                block = telemetry.to_dict(self.measured_records, self.calibration)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                block = None
+        return cost_document(self.config, self.steps() if steps is None else steps,
+                             self.capacity, block)
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write run.json, summary.csv and requests.csv into ``folder`` (created); return it."""
@@ -252,7 +274,8 @@ class RunResult:
         steps = self.steps()
         document = self.to_dict(steps)
         atomic_write(path / RUN_FILE, run_json_text(document))
-        atomic_write(path / SUMMARY_FILE, summary_csv(steps, self.capacity))
+        atomic_write(path / SUMMARY_FILE, summary_csv(steps, self.capacity,
+                                                      document.get("cost")))
         atomic_write(path / REQUESTS_FILE, requests_csv(self.measured_records, self.config.mode))
         return path
 
@@ -348,10 +371,14 @@ def run_json_text(document: dict[str, Any]) -> str:
 
 
 
-def summary_csv(steps: list[StepSummary], capacity: Capacity | None = None) -> str:
+def summary_csv(steps: list[StepSummary], capacity: Capacity | None = None,
+                cost: dict[str, Any] | None = None) -> str:
     """summary.csv: one row per step and metric; empty cells where a metric has no sample.
-    ``capacity``: a capacity run's answer, whose probes are the steps."""
+    ``capacity``: a capacity run's answer, whose probes are the steps; ``cost``: run.json's
+    cost block (its per-step costs fill the cost columns, repeated on each metric's row)."""
     probes = {} if capacity is None else {p.step: p for p in capacity.probes}
+    costs = {float(c["step"]): [_num(c.get(k)) for k in COST_COLUMNS]
+             for c in (cost or {}).get("steps") or []}
     answer = "" if capacity is None else _num(capacity.rate_rps)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -364,7 +391,8 @@ def summary_csv(steps: list[StepSummary], capacity: Capacity | None = None) -> s
             writer.writerow([step.step, key, METRICS[key].unit, *values,
                              0 if stats is None else stats.count, step.mode,
                              *(counts[k] for k in COUNT_KEYS), *_slo_cells(step),
-                             *_probe_cells(probes.get(step.step)), answer])
+                             *_probe_cells(probes.get(step.step)), answer,
+                             *costs.get(float(step.step), [""] * len(COST_COLUMNS))])
     return buffer.getvalue()
 
 

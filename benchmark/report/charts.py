@@ -56,6 +56,8 @@ __all__ = [
     "capacity_attainment",
     "capacity_latency",
     "CAPACITY_CHARTS",
+    "cost_per_million_tokens",
+    "has_cost",
     "all_figures",
     "message_figure",
     "run_label",
@@ -609,6 +611,74 @@ CAPACITY_CHARTS = ("capacity_attainment", "capacity_latency")
 
 
 # ---------------------------------------------------------------------------------------------
+# Cost
+
+COST_TITLE = "Cost per million tokens by batch size"
+
+
+def _priced(result: Any, steps: list[StepSummary] | None = None) -> dict[str, Any] | None:
+    """``result``'s cost block when it has a price (None otherwise)."""
+    cost = result.cost(steps) if callable(getattr(result, "cost", None)) else None
+    return cost if cost and cost.get("price") else None
+
+
+def has_cost(results: Any) -> bool:
+    """True when some run was given a price (so its steps have a cost per token)."""
+    return any(getattr(r.config, "gpu_price_per_hour", None) is not None
+               or getattr(r.config, "hardware", None) is not None for r in _as_list(results))
+
+
+@_safe(COST_TITLE)
+def cost_per_million_tokens(results: list[Any],
+                            steps: list[list[StepSummary]] | None = None) -> go.Figure:
+    """Dollars per million output tokens (solid) and per million tokens in all (prompt +
+    output, dashed) at each step; a capacity run's steps are drawn at their probe's rate, with
+    the capacity point marked."""
+    fig = go.Figure()
+    drawn = 0
+    x_titles: set[str] = set()
+    for index, (result, run_steps) in enumerate(zip(results, _run_steps(results, steps))):
+        cost = _priced(result, run_steps)
+        if cost is None:
+            continue
+        label = run_label(result, results)
+        capacity = getattr(result, "capacity", None)
+        rates = {} if capacity is None else {p.step: p.rate_rps for p in capacity.probes}
+        points = []
+        for c in cost["steps"]:
+            x = rates.get(int(c["step"])) if capacity is not None else c["step"]
+            if x and c.get("usd_per_million_output_tokens") is not None:
+                points.append((x, c))
+        points.sort(key=lambda item: item[0])
+        if not points:
+            continue
+        x_titles.add("Request rate (requests/s)" if capacity is not None or
+                     result.config.mode == "rate" else _x_title([result]))
+        for key, dash, what in (("usd_per_million_output_tokens", "solid", "output tokens"),
+                                ("usd_per_million_tokens", "dash", "all tokens")):
+            fig.add_trace(go.Scatter(
+                x=[x for x, _ in points], y=[c.get(key) for _, c in points],
+                mode="lines+markers", name=f"{label}: $ per million {what}",
+                line={"color": _color(index), "dash": dash},
+                hovertemplate=f"%{{x:g}}<br>$%{{y:.3f}} per million {what}<extra>{label}</extra>"))
+        at = cost.get("capacity")
+        if at and at.get("usd_per_million_output_tokens") is not None:
+            fig.add_vline(x=at["rate_rps"], line={"color": _color(index), "dash": "dot"},
+                          annotation_text=(f"capacity: ${at['usd_per_million_output_tokens']:.3g}"
+                                           f" per million output tokens"))
+        drawn += 1
+    if not drawn:
+        raise _NoData("No price was given (--gpu-price-per-hour or --hardware), or no request "
+                      "has been measured yet.")
+    title = COST_TITLE
+    if x_titles == {"Request rate (requests/s)"}:
+        title = title.replace("by batch size", "by request rate")
+    fig.update_xaxes(title_text=" / ".join(sorted(x_titles)), type="log")
+    fig.update_yaxes(title_text="US dollars", type="log")
+    return _layout(fig, title, results)
+
+
+# ---------------------------------------------------------------------------------------------
 # Everything at once
 
 CHART_FUNCTIONS: dict[str, Callable[[Any], go.Figure]] = {
@@ -623,11 +693,13 @@ CHART_FUNCTIONS: dict[str, Callable[[Any], go.Figure]] = {
     "inter_token_latency_distribution": inter_token_latency_distribution,
     "output_length": output_length,
     "slo_attainment_vs_batch": slo_attainment_vs_batch,
+    "cost_per_million_tokens": cost_per_million_tokens,
 }
 
 
 # The charts drawn from step summaries: they also take ``steps`` (one list per run).
-STEP_CHARTS = frozenset((*LINE_CHARTS, *SCATTER_CHARTS, "slo_attainment_vs_batch"))
+STEP_CHARTS = frozenset((*LINE_CHARTS, *SCATTER_CHARTS, "slo_attainment_vs_batch",
+                         "cost_per_million_tokens"))
 
 
 def all_figures(results: Any) -> dict[str, go.Figure]:
@@ -651,7 +723,10 @@ def chart_figures(results: list[Any],
         # A capacity run's steps are probes, not batch sizes: it gets its own two charts.
         if name in CAPACITY_CHARTS and not all_capacity:
             continue
-        if all_capacity and name not in CAPACITY_CHARTS and name != "output_length":
+        if all_capacity and name not in (*CAPACITY_CHARTS, "output_length",
+                                         "cost_per_million_tokens"):
+            continue
+        if name == "cost_per_million_tokens" and not has_cost(results):
             continue
         if name == "output_length" and not output_length_differs(results):
             continue

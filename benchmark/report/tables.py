@@ -26,6 +26,7 @@ from typing import Any
 
 from ..config import strip_credentials
 from ..errors import redact
+from ..core.cost import dollars
 from ..core.slo import slo_of
 from ..core.stats import STAT_KEYS, StepSummary
 
@@ -41,6 +42,8 @@ __all__ = [
     "slo_table",
     "capacity_headline",
     "capacity_table",
+    "cost_sentences",
+    "cost_table",
     "headline",
     "balance_step",
     "step_label",
@@ -106,6 +109,10 @@ def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
             parts.append(f"### Latency targets\n\nGood request: finished and within "
                          f"{_cell(slo.words())}; target: {slo.attainment:.0%} of requests.\n\n"
                          + slo_table(steps, result.config.mode))
+        cost = result.cost(steps) if callable(getattr(result, "cost", None)) else None
+        if cost:
+            parts.append("### Cost\n\n" + " ".join(_cell(x) for x in cost_sentences(cost))
+                         + "\n\n" + cost_table(cost, result.config.mode))
     else:
         parts.append("No request has been measured yet.")
     return "\n\n".join(parts) + "\n"
@@ -263,6 +270,53 @@ def slo_table(steps: list[StepSummary], mode: str = "rounds") -> str:
             else f"{slo.good_output_tokens_per_s:.1f}",
             *(str(slo.missed.get(k, 0)) for k in ("ttft", "tpot", "e2e", "error")),
         ])
+    return _table(header, rows)
+
+
+def cost_sentences(cost: dict[str, Any]) -> list[str]:
+    """Plain words of run.json's cost block: the price and where it came from, the cost at the
+    capacity point, and the deployment plan."""
+    out: list[str] = []
+    price = cost.get("price")
+    if price:
+        out.append(f"Price: {dollars(price['usd_per_hour'])} per hour, {price['source']}.")
+    else:
+        out.append("No price was given (--gpu-price-per-hour or --hardware): energy only.")
+    at = cost.get("capacity")
+    if at and at.get("usd_per_million_output_tokens") is not None:
+        out.append(f"At the capacity point ({_rate(at['rate_rps'])} requests/s within the "
+                   f"targets) a million output tokens cost "
+                   f"{dollars(at['usd_per_million_output_tokens'])}, a million tokens in all "
+                   f"(prompt + output) {dollars(at['usd_per_million_tokens'])}, and a thousand "
+                   f"requests {dollars(at['usd_per_thousand_requests'])}.")
+    plan = cost.get("plan")
+    if plan:
+        out.append(str(plan["sentence"]))
+    return out
+
+
+def cost_table(cost: dict[str, Any], mode: str = "rounds") -> str:
+    """Per step: delivered tokens/s and requests/s over the step, $ per million output tokens,
+    per million tokens (prompt + output), per thousand requests; kWh per million output tokens
+    where telemetry measured energy."""
+    rows_in = cost.get("steps") or []
+    energy = any(c.get("kwh_per_million_output_tokens") is not None for c in rows_in)
+    header = [step_label(mode, title=True), "Output tokens/s", "Requests/s",
+              "$ / M output tokens", "$ / M tokens", "$ / 1k requests"]
+    header += ["kWh / M output tokens"] if energy else []
+
+    def money(value: Any) -> str:
+        return MISSING if value is None else dollars(value)
+
+    rows = []
+    for c in rows_in:
+        row = [f"{c['step']:g}", _rate(c.get("output_tokens_per_s")),
+               _rate(c.get("requests_per_s")), money(c.get("usd_per_million_output_tokens")),
+               money(c.get("usd_per_million_tokens")), money(c.get("usd_per_thousand_requests"))]
+        if energy:
+            kwh = c.get("kwh_per_million_output_tokens")
+            row.append(MISSING if kwh is None else f"{kwh:.3g}")
+        rows.append(row)
     return _table(header, rows)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -80,3 +81,33 @@ def test_bad_capacity_input_is_refused_before_anything_starts(capsys, argv, word
         main(["--tokenizer-name", "tok", "--url", "http://127.0.0.1:9", *mode, *argv])
     assert info.value.code == 2
     assert words in capsys.readouterr().err
+
+
+def test_priced_capacity_run_writes_cost_and_a_deployment_plan(capsys, tiny_tokenizer,
+                                                                tmp_path):
+    out = tmp_path / "run"
+    with run_in_thread(SimulatorConfig(tokenizer=tiny_tokenizer, **SMALL)) as sim:
+        code = main(capacity_args(tiny_tokenizer, sim.url, out, "--slo-ttft-ms", "250",
+                                  "--slo-tpot-ms", "50", "--max-duration", "40",
+                                  "--hardware", "l4x1", "--peak-rps", "40",
+                                  "--headroom", "25", "--api-price-per-million", "0.6"))
+    assert code == 0
+    printed = capsys.readouterr().out
+    document = json.loads((out / "run.json").read_text())
+    cost, capacity = document["cost"], document["capacity"]
+    assert cost["price"]["usd_per_hour"] == 0.80 and cost["price"]["hardware"] == "l4x1"
+    assert "Hugging Face's price for 1x Nvidia L4" in cost["price"]["source"]
+    rate = capacity["rate_rps"]
+    at = cost["capacity"]
+    assert at["rate_rps"] == rate
+    assert at["usd_per_thousand_requests"] == pytest.approx(0.80 / 3600 / rate * 1000)
+    plan = cost["plan"]
+    replicas = math.ceil(40 * 1.25 / rate - 1e-9)
+    assert plan["replicas"] == replicas
+    assert plan["usd_per_month"] == pytest.approx(replicas * 0.80 * 730)
+    assert plan["sentence"].startswith(f"At 40 requests/s at peak you need {replicas} × L4")
+    assert "### Cost" in printed and f"you need {replicas} × L4" in printed
+    header, *rows = (out / "summary.csv").read_text().splitlines()
+    assert header.endswith("usd_per_million_output_tokens,usd_per_million_tokens,"
+                           "usd_per_thousand_requests,kwh_per_million_output_tokens")
+    assert all(row.split(",")[-4] for row in rows)     # every probe got a price per token

@@ -146,6 +146,9 @@ def test_no_results_and_no_success_give_a_sentence():
         if name in charts.CAPACITY_CHARTS:
             assert "No capacity search" in sentence(fig)
             continue
+        if name == "cost_per_million_tokens":
+            assert "No price was given" in sentence(fig)
+            continue
         assert "No successful request has been measured yet." in sentence(fig), name
 
 
@@ -217,3 +220,21 @@ def test_capacity_charts_mark_the_target_and_the_capacity_and_replace_the_batch_
     assert {shape.y0 for shape in latency.layout.shapes} == {1000, 50}  # both targets drawn
     titles = [title for title, _ in charts.chart_figures([run])]
     assert titles[0].startswith("Capacity search") and len(titles) == 2
+
+
+def test_cost_chart_draws_dollars_per_million_tokens_by_batch_size_only_with_a_price():
+    import dataclasses
+
+    run = make_run()
+    assert "Cost per million tokens" not in [t for t, _ in charts.chart_figures([run])]
+    priced = dataclasses.replace(run, config=dataclasses.replace(run.config,
+                                                                 hardware="l4x1"))
+    titles = [t for t, _ in charts.chart_figures([priced])]
+    assert any(t.startswith("Cost per million tokens by batch size") for t in titles)
+    fig = charts.cost_per_million_tokens([priced])
+    output, total = fig.data[0], fig.data[1]
+    assert list(output.x) == [1, 2, 4]
+    cost = priced.cost()
+    assert list(output.y) == [c["usd_per_million_output_tokens"] for c in cost["steps"]]
+    # prompt tokens make the all-tokens cost lower than the output-only one at every step
+    assert all(t < o for t, o in zip(total.y, output.y))

@@ -8,6 +8,7 @@ import pytest
 
 from benchmark.config import RunConfig, SamplingParams
 from benchmark.core.records import RequestRecord
+from benchmark.core.cost import dollars
 from benchmark.core.results import RunResult
 from benchmark.report.tables import (
     SIMULATED_LINE,
@@ -231,3 +232,21 @@ def test_a_rate_run_names_its_steps_as_rates_and_has_a_schedule_table():
     assert row[0] == "2.5" and row[1] == "2.50" and row[2] == "2.50"
     assert row[4] == "2.00 ms" and row[6] == "1.00 ms"  # lag p50, client queue p99
     assert any("at 2.5 requests/s" in sentence for sentence in headline(result))
+
+
+def test_cost_section_names_the_price_its_source_and_each_steps_dollars():
+    run = result()
+    assert "### Cost" not in markdown_tables(run)
+    priced = dataclasses.replace(run, config=dataclasses.replace(run.config,
+                                                                 gpu_price_per_hour=3.6))
+    text = markdown_tables(priced)
+    assert "### Cost" in text
+    assert "Price: $3.60 per hour, typed by the user." in text
+    first = priced.cost()["steps"][0]
+    # $3.60/h = $0.001/s: $ per million output tokens = 1000 / output tokens per second
+    assert first["usd_per_million_output_tokens"] == pytest.approx(
+        1000.0 / first["output_tokens_per_s"])
+    row = next(r for r in cells(text) if r[0] == "1" and r[-1].startswith("$")
+               and len(r) == 6)
+    assert row[3] == dollars(first["usd_per_million_output_tokens"])
+    assert dollars(104.6) == "$105" and dollars(0.372) == "$0.37" and dollars(0.0042) == "$0.0042"
