@@ -28,6 +28,7 @@ from ..config import (
     RunConfig,
     SamplingParams,
     ServerSettings,
+    check_hardware,
     check_model_id,
     check_url,
     parse_batch_sizes,
@@ -90,6 +91,8 @@ DEFAULTS: dict[str, Any] = {
     "num_shard": "",
     "max_batch_prefill_tokens": "",
     "max_concurrent_requests": "",
+    "hardware": "none",
+    "gpu_price_per_hour": "",
 }
 FIELDS: tuple[str, ...] = tuple(DEFAULTS)
 
@@ -182,6 +185,7 @@ def build_plan(
         timeout_s=parse_float("timeout_s", _text(values.get("timeout_s")) or DEFAULTS["timeout_s"]),
         sampling=sampling,
         **_targets(values, mode),
+        **_price(values),
     )
 
     if launching:
@@ -235,6 +239,14 @@ def _targets(values: Mapping[str, Any], mode: str) -> dict[str, Any]:
     if mode == "capacity":
         targets["max_duration_s"] = _opt_float(values, "max_duration_s")
     return targets
+
+
+def _price(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The machine's price per hour (empty: none) and its Hugging Face hardware name
+    (``none``: not given); a typed price wins over the hardware's."""
+    hardware = _choice(values, "hardware")
+    return {"gpu_price_per_hour": _opt_float(values, "gpu_price_per_hour"),
+            "hardware": None if hardware is None else check_hardware(hardware)}
 
 
 def _public_url(url: str) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .costs import plan_defaults, plan_markdown
 from ..core.calibration_note import verdict_for
 from ..errors import redact
 from ..report import tables
@@ -52,6 +53,10 @@ class ResultsView:
     downloads: list[str] = field(default_factory=list)
     share_url: str = ""
     run_ids: list[str] = field(default_factory=list)
+    # The deployment plan's fields (None: not a capacity run with an answer; section hidden)
+    # and the plan for the run's own traffic when it had one.
+    plan_values: dict[str, str] | None = None
+    plan: str = ""
 
 
 def results_view(results: list[RunResult], share_url: str = "",
@@ -73,6 +78,10 @@ def results_view(results: list[RunResult], share_url: str = "",
         view.server_info = server_info_markdown(result)
         view.calibration = calibration_markdown(result, calibration)
         view.downloads = download_paths(folder) if folder is not None else []
+        view.plan_values = plan_defaults(result)
+        if view.plan_values and (view.plan_values["plan_peak_rps"]
+                                 or view.plan_values["plan_daily_users"]):
+            view.plan = _safe(lambda: plan_markdown(result, view.plan_values or {}))
         return view
     view.title = f"### Comparing {len(results)} runs\n" + "\n".join(
         f"- `{r.run_id}`: {md_text(r.model)}" + (" (simulated server)" if r.simulated else "")

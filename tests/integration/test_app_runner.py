@@ -268,3 +268,14 @@ def test_engine_argv_of_find_capacity_passes_the_targets_and_no_batch_sizes():
     config = config_from_args(build_parser().parse_args(argv[3:]))   # the real CLI accepts it
     assert (config.mode, config.slo_ttft_ms, config.slo_tpot_ms) == ("capacity", 1000.0, 50.0)
     assert config.slo_attainment == 0.95 and config.max_duration_s == 120.0
+
+
+def test_engine_argv_carries_the_price_and_hardware_to_the_cli():
+    plan = build_plan(dict(DEFAULTS, model_id="org/model", hardware="l4x1",
+                           gpu_price_per_hour="0.65"))
+    argv = engine_argv("python", plan, Path("/out"), Path("/p.jsonl"))
+    from benchmark.cli import build_parser, config_from_args
+    config = config_from_args(build_parser().parse_args(argv[3:]))
+    assert (config.hardware, config.gpu_price_per_hour) == ("l4x1", 0.65)
+    plain = build_plan(dict(DEFAULTS, model_id="org/model"))
+    assert "--gpu-price-per-hour" not in engine_argv("python", plain, Path("/o"), Path("/p"))
