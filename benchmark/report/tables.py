@@ -109,12 +109,13 @@ def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
             parts.append(f"### Latency targets\n\nGood request: finished and within "
                          f"{_cell(slo.words())}; target: {slo.attainment:.0%} of requests.\n\n"
                          + slo_table(steps, result.config.mode))
-        cost = result.cost(steps) if callable(getattr(result, "cost", None)) else None
-        if cost:
-            parts.append("### Cost\n\n" + " ".join(_cell(x) for x in cost_sentences(cost))
-                         + "\n\n" + cost_table(cost, result.config.mode))
     else:
         parts.append("No request has been measured yet.")
+    cost = result.cost(steps) if callable(getattr(result, "cost", None)) else None
+    if cost:
+        parts.append("### Cost\n\n" + " ".join(_cell(x) for x in cost_sentences(cost))
+                     + ("\n\n" + cost_table(cost, result.config.mode) if cost["steps"]
+                        else ""))
     return "\n\n".join(parts) + "\n"
 
 
