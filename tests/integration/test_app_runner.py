@@ -256,3 +256,18 @@ def test_stop_after_the_engine_exited_says_nothing_to_stop(tmp_path, fake_engine
     runner._jobs["run-late"] = job          # the engine is done; the results are being saved
     assert runner.cancel("run-late") is False
     assert not job.cancel_event.is_set()
+
+
+def test_engine_argv_of_a_rate_run_is_accepted_by_the_cli(tmp_path):
+    plan = build_plan(dict(DEFAULTS, model_id="org/model", mode="Request rate",
+                           rates="2.5, 10", arrivals="constant", duration_s="30",
+                           max_concurrency="16"))
+    argv = engine_argv("python", plan, tmp_path / "out", Path("/p.jsonl"))
+    text = " ".join(argv)
+    assert "--batch-size" not in text
+    for piece in ("--mode rate", "--rate 2.5,10", "--arrivals constant", "--duration 30",
+                  "--max-concurrency 16"):
+        assert piece in text
+    from benchmark.cli import build_parser, config_from_args
+    config = config_from_args(build_parser().parse_args(argv[3:]))
+    assert (config.rates, config.arrivals, config.max_concurrency) == ((2.5, 10), "constant", 16)
