@@ -268,3 +268,18 @@ def test_engine_argv_of_find_capacity_passes_the_targets_and_no_batch_sizes():
     config = config_from_args(build_parser().parse_args(argv[3:]))   # the real CLI accepts it
     assert (config.mode, config.slo_ttft_ms, config.slo_tpot_ms) == ("capacity", 1000.0, 50.0)
     assert config.slo_attainment == 0.95 and config.max_duration_s == 120.0
+
+
+def test_engine_argv_of_a_rate_run_is_accepted_by_the_cli(tmp_path):
+    plan = build_plan(dict(DEFAULTS, model_id="org/model", mode="Request rate",
+                           rates="2.5, 10", arrivals="constant", duration_s="30",
+                           max_concurrency="16"))
+    argv = engine_argv("python", plan, tmp_path / "out", Path("/p.jsonl"))
+    text = " ".join(argv)
+    assert "--batch-size" not in text
+    for piece in ("--mode rate", "--rate 2.5,10", "--arrivals constant", "--duration 30",
+                  "--max-concurrency 16"):
+        assert piece in text
+    from benchmark.cli import build_parser, config_from_args
+    config = config_from_args(build_parser().parse_args(argv[3:]))
+    assert (config.rates, config.arrivals, config.max_concurrency) == ((2.5, 10), "constant", 16)
