@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from ..config import (
     API_CHOICES,
+    ARRIVAL_CHOICES,
+    MAX_REQUESTS,
     DEFAULT_SERVER_PORT,
     DTYPE_CHOICES,
     MAX_DECODE_LENGTH,
@@ -36,6 +38,7 @@ from ..config import (
     parse_float,
     parse_int,
     parse_slo_ms,
+    parse_rates,
 )
 from ..errors import ConfigError
 
@@ -48,8 +51,10 @@ NONE_CHOICE = "none"
 MODE_LABELS = {
     "Rounds (like TGI's benchmark)": "rounds",
     "Sustained concurrency": "concurrency",
+    "Request rate": "rate",
     "Find capacity": "capacity",
 }
+ARRIVAL_OPTIONS = ARRIVAL_CHOICES
 
 # TGI's default for --max-concurrent-requests: past it the router answers 429.
 TGI_DEFAULT_MAX_CONCURRENT = 128
@@ -71,8 +76,11 @@ DEFAULTS: dict[str, Any] = {
     "warmups": "1",
     "api": "tgi",
     "mode": "Rounds (like TGI's benchmark)",
+    "rates": "",
+    "arrivals": "poisson",
     "duration_s": "",
     "requests": "",
+    "max_concurrency": "",
     "slo_ttft_ms": "1000",
     "slo_tpot_ms": "50",
     "slo_attainment": "90",
@@ -161,6 +169,14 @@ def build_plan(
     runs = _int(values, "runs", minimum=1, maximum=MAX_RUNS)
     warmups = _int(values, "warmups", minimum=0, maximum=MAX_WARMUPS)
     mode = MODE_LABELS.get(_text(values.get("mode")), _text(values.get("mode")) or "rounds")
+    sustained = mode in ("concurrency", "rate")
+    rate_fields: dict[str, Any] = {}
+    if mode == "rate":
+        rate_fields = dict(
+            rates=parse_rates(_text(values.get("rates"))),
+            arrivals=_text(values.get("arrivals")) or DEFAULTS["arrivals"],
+            max_concurrency=_opt_int(values, "max_concurrency", 1_000_000),
+        )
     sampling = SamplingParams(
         temperature=_opt_float(values, "temperature"),
         top_k=_opt_int(values, "top_k", 1_000_000),
@@ -180,10 +196,11 @@ def build_plan(
         runs=runs,
         warmups=warmups,
         mode=mode,
-        duration_s=_opt_float(values, "duration_s") if mode == "concurrency" else None,
-        requests=_opt_int(values, "requests", 10_000_000) if mode == "concurrency" else None,
+        duration_s=_opt_float(values, "duration_s") if sustained else None,
+        requests=_opt_int(values, "requests", MAX_REQUESTS) if sustained else None,
         timeout_s=parse_float("timeout_s", _text(values.get("timeout_s")) or DEFAULTS["timeout_s"]),
         sampling=sampling,
+        **rate_fields,
         **_targets(values, mode),
         **_price(values),
     )
@@ -214,13 +231,12 @@ def build_plan(
             f"an endpoint URL may send at most {endpoint_request_cap}. Launch the model here "
             f"instead, or choose another load pattern for this endpoint.",
         )
-    if (endpoint_request_cap is not None and mode == "concurrency"
-            and run_fields["requests"] is None):
+    if endpoint_request_cap is not None and sustained and run_fields["requests"] is None:
         raise ConfigError(
             "requests",
             f"Requests is empty: here a run against an endpoint URL may send at most "
-            f"{endpoint_request_cap} requests in all, so the concurrency pattern needs a number "
-            f"of requests per batch size (Advanced settings), not only a duration.",
+            f"{endpoint_request_cap} requests in all, so the {mode} pattern needs a number "
+            f"of requests per step (Advanced settings), not only a duration.",
         )
     run = RunConfig(tokenizer_name=tokenizer, url=url, max_total_requests=endpoint_request_cap,
                     **run_fields).validate()
@@ -267,6 +283,14 @@ def _check_fits_server(run: RunConfig, server: ServerSettings) -> None:
     run.check_against_server({"max_input_tokens": server.max_input_tokens,
                               "max_total_tokens": server.max_total_tokens})
     cap = server.max_concurrent_requests or TGI_DEFAULT_MAX_CONCURRENT
+    if run.mode == "rate":
+        if run.max_concurrency is not None and run.max_concurrency > cap:
+            raise ConfigError(
+                "max_concurrency",
+                f"Max concurrency {run.max_concurrency} is more than the server's max concurrent "
+                f"requests ({cap}): the extra requests would be refused with HTTP 429. Lower it "
+                f"or raise Max concurrent requests in the advanced server settings.")
+        return
     largest = max(run.batch_sizes)
     if largest > cap:
         raise ConfigError(
@@ -284,4 +308,4 @@ def example_values() -> dict[str, Any]:
 
 __all__ = ["Plan", "build_plan", "example_values", "DEFAULTS", "FIELDS", "EXAMPLE_MODEL_ID",
            "EXAMPLE_QUANTIZE", "TARGET_LAUNCH", "TARGET_ENDPOINT", "MODE_LABELS",
-           "QUANTIZE_OPTIONS", "DTYPE_OPTIONS", "API_OPTIONS"]
+           "QUANTIZE_OPTIONS", "DTYPE_OPTIONS", "API_OPTIONS", "ARRIVAL_OPTIONS"]

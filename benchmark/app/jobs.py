@@ -137,7 +137,15 @@ def engine_argv(python: str, plan: Plan, output_dir: Path, progress_path: Path) 
             "--api", run.api]
     if run.model:
         argv += ["--model", run.model]
-    if run.mode != "capacity":   # the search chooses its own load
+    if run.mode == "rate":
+        argv += ["--rate", ",".join(f"{rate:g}" for rate in run.rates),
+                 "--arrivals", run.arrivals]
+        for flag, value in (("--burstiness", run.burstiness), ("--ramp-up", run.ramp_up_s),
+                            ("--max-concurrency", run.max_concurrency),
+                            ("--schedule-seed", run.schedule_seed)):
+            if value is not None:
+                argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    elif run.mode != "capacity":   # the search chooses its own load
         for size in run.batch_sizes:
             argv += ["--batch-size", str(size)]
     argv += ["--sequence-length", str(run.sequence_length),
@@ -146,9 +154,9 @@ def engine_argv(python: str, plan: Plan, output_dir: Path, progress_path: Path) 
              "--warmups", str(run.warmups),
              "--mode", run.mode,
              "--timeout", f"{run.timeout_s:g}"]
-    if run.mode == "concurrency" and run.duration_s is not None:
+    if run.mode in ("concurrency", "rate") and run.duration_s is not None:
         argv += ["--duration", f"{run.duration_s:g}"]
-    if run.mode == "concurrency" and run.requests is not None:
+    if run.mode in ("concurrency", "rate") and run.requests is not None:
         argv += ["--requests", str(run.requests)]
     if run.seed is not None:
         argv += ["--seed", str(run.seed)]

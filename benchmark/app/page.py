@@ -41,6 +41,7 @@ from ..core.results import RUN_FILE, RunResult, list_runs, new_run_id, run_dir
 from .jobs import FINISHED, STARTING, Job, Runner
 from .form import (
     API_OPTIONS,
+    ARRIVAL_OPTIONS,
     DEFAULTS,
     DTYPE_OPTIONS,
     EXAMPLE_MODEL_ID,
@@ -225,9 +226,19 @@ class App:
                                        info="tgi: /generate_stream; openai-*: /v1 routes.")
                 f["mode"] = gr.Radio(list(MODE_LABELS), value=DEFAULTS["mode"],
                                      label=field_label("mode"), elem_id="field-mode")
-                self._text("duration_s", "Concurrency pattern: seconds per batch size.")
-                self._text("requests", "Concurrency pattern: requests per batch size.")
+                self._text("duration_s", "Concurrency and request rate: seconds per step.")
+                self._text("requests", "Concurrency and request rate: requests per step.")
                 self._text("timeout_s", "Give up on one request after this many seconds.")
+            with gr.Row():
+                self._text("rates", "Request rate pattern: requests per second, each a step, "
+                                    "e.g. 5,10,20.")
+                f["arrivals"] = gr.Dropdown(list(ARRIVAL_OPTIONS), value=DEFAULTS["arrivals"],
+                                            label=field_label("arrivals"),
+                                            elem_id="field-arrivals",
+                                            info="Request rate: poisson = random gaps, as real "
+                                                 "users; constant = even gaps.")
+                self._text("max_concurrency", "Request rate: at most this many requests in "
+                                              "flight (the wait is measured). Empty: no cap.")
                 self._text("max_duration_s", "Find capacity: seconds the whole search may "
                                              "take. Empty: 300.")
             gr.Markdown("**Sampling** (TGI's benchmark flags)")

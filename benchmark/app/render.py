@@ -172,6 +172,11 @@ def calibration_markdown(result: RunResult, latest: dict[str, Any] | None = None
     if not calibration:
         return ("**Measurement check:** the client's own timing error has not been measured on "
                 "this machine; `python -m benchmark calibrate` measures it.")
+    if result.config.mode == "rate":
+        # The calibration measures concurrency levels, not a schedule: the run's own schedule
+        # lag (Schedule table) says how well the client kept up.
+        return ("**Measurement check:** at a request rate the client reports its own accuracy: "
+                "see the schedule lag and the achieved send rate in the Schedule table.")
     concurrency = max(result.config.batch_sizes or (1,))
     warning = verdict_for(concurrency, calibration)
     if warning:
@@ -253,14 +258,16 @@ def progress_html(view: JobView | None) -> str:
         for p in view.progress:
             parts.append(_probe_line(p, view.current_step))
     elif view.steps:
-        def name(step: int) -> str:
+        def name(step: float) -> str:
+            if view.mode == "rate":
+                return f"{step:g} requests/s"
             if view.mode == "concurrency":
                 return f"{step} user" + ("" if step == 1 else "s")
             return f"Batch size {step}"
 
         total = len(view.steps)
         done = sum(1 for p in view.progress if p.done)
-        unit = "steps" if view.mode == "concurrency" else "batch sizes"
+        unit = "batch sizes" if view.mode == "rounds" else "steps"
         parts.append(_bar("All " + unit, done, total, f"{done} of {total} {unit}"))
         for p in view.progress:
             if p.done:

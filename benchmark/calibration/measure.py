@@ -22,11 +22,12 @@ from ..core.records import RequestRecord
 from ..core.results import TOOL_NAME, atomic_write, environment_info, now_iso
 from ..errors import BenchmarkError, ServerStartError
 from ..simulator.process import SimulatorProcess
-from .analysis import (CalibrationSettings, Row, Verdict, decide,
-                       stop_reason, summarize_level)
+from .analysis import (CalibrationSettings, Row, ScheduleRow, Verdict, decide,
+                       schedule_verdict, stop_reason, summarize_level, summarize_schedule)
 
 __all__ = ["SimulatedServer", "cpu_seconds", "measure_level", "Calibration", "calibrate",
-           "write_json", "CALIBRATION_FILE", "latest_path"]
+           "write_json", "CALIBRATION_FILE", "latest_path", "ZeroCostServer", "measure_schedule",
+           "measure_schedules"]
 
 SCHEMA_VERSION = 1
 SERVER_START_TIMEOUT_S = 60.0
@@ -96,6 +97,17 @@ class SimulatedServer:
 
     def stop(self) -> None:
         self.process.stop()
+
+
+class ZeroCostServer(SimulatedServer):
+    """The simulator with no simulated GPU time (``--zero-cost``) and a trace: only the HTTP
+    path costs anything, so the rate mode's schedule is measured, not the server's batching."""
+
+    def __init__(self, trace: Path):
+        self.trace = trace
+        self.process = SimulatorProcess(["--zero-cost", "--trace", str(trace),
+                                         "--max-concurrent-requests", "100000"], keep_lines=50)
+        self.url = ""
 
 
 def cpu_seconds(pid: int | None = None) -> float | None:
@@ -185,6 +197,54 @@ def measure_level(level: int, settings: CalibrationSettings, server: SimulatedSe
     return Level(row, list(result.records), trace)
 
 
+def measure_schedule(rate: float, arrivals: str, server: SimulatedServer, tokenizer: str,
+                     work: Path, *, duration_s: float, decode_length: int = 16) -> ScheduleRow:
+    """One rate-mode run of ``duration_s`` at ``rate`` against ``server``; its ScheduleRow."""
+    config = RunConfig(tokenizer_name=tokenizer, url=server.url, mode="rate", rates=(rate,),
+                       arrivals=arrivals, duration_s=duration_s, sequence_length=10,
+                       decode_length=decode_length, timeout_s=30.0,
+                       output_dir=str(work / f"rate-{arrivals}-{rate:g}"))
+    cpu_before, wall_before = cpu_seconds(), time.perf_counter()
+    result = run(config)
+    cpu_after, wall_after = cpu_seconds(), time.perf_counter()
+    if result.status == "cancelled":
+        raise KeyboardInterrupt
+    if result.status != "complete":
+        raise BenchmarkError(f"The schedule measurement at {rate:g} requests/s did not "
+                             f"complete: {result.message or result.status}.")
+    trace = server.rows(wait_for=[r.request_id for r in result.records if r.ok])
+    cpu = (None if cpu_before is None or cpu_after is None
+           else 100 * (cpu_after - cpu_before) / max(wall_after - wall_before, 1e-9))
+    return summarize_schedule(rate, arrivals, result.records, trace, client_cpu_pct=cpu)
+
+
+def measure_schedules(rates: Iterable[float], arrivals: Iterable[str], *, duration_s: float,
+                      tokenizer: str | None = None, decode_length: int = 16,
+                      on_row: Any = None, work_dir: str | os.PathLike[str] | None = None
+                      ) -> list[ScheduleRow]:
+    """The rate mode at each rate (lowest first) and arrival kind against a zero-cost simulator;
+    stops after the first rate that is not kept (higher ones would not be either)."""
+    rows: list[ScheduleRow] = []
+    kinds = list(arrivals)
+    with _workspace(work_dir) as work:
+        name = tokenizer or str(build_tiny_tokenizer(work / "tokenizer"))
+        server = ZeroCostServer(work / "schedule-trace.jsonl")
+        server.start()
+        try:
+            for rate in sorted(set(rates)):
+                at = [measure_schedule(rate, kind, server, name, work, duration_s=duration_s,
+                                       decode_length=decode_length) for kind in kinds]
+                rows += at
+                if on_row is not None:
+                    for row in at:
+                        on_row(row)
+                if not all(row.kept for row in at):
+                    break
+        finally:
+            server.stop()
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole calibration
 
@@ -197,6 +257,7 @@ class Calibration:
     ended_at: str | None = None
     stopped_because: str | None = None
     server_argv: list[str] = field(default_factory=list)
+    schedule: list[ScheduleRow] = field(default_factory=list)
 
     @property
     def verdict(self) -> Verdict:
@@ -244,7 +305,20 @@ class Calibration:
             },
             "rows": [r.to_dict() for r in self.rows],
             "verdict": self.verdict.to_dict(),
+            "schedule": self.schedule_dict(),
         }
+
+    def schedule_dict(self) -> dict[str, Any] | None:
+        """The rate mode's schedule measurement (None when it was not measured)."""
+        if not self.schedule:
+            return None
+        best, sentence = schedule_verdict(self.schedule)
+        return {"rows": [r.to_dict() for r in self.schedule],
+                "definitions": "lag = real send - intended send (ms); server CV = coefficient "
+                               "of variation of the gaps between the simulator's kernel "
+                               "arrival stamps; sent / scheduled = achieved send rate over the "
+                               "drawn schedule's own rate",
+                "accurate_rate": best, "sentence": sentence}
 
 
 def calibrate(settings: CalibrationSettings, *, tokenizer: str | None = None,

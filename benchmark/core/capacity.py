@@ -16,6 +16,10 @@ probe lowers it). It ends when the bracket is within ``tolerance`` of its middle
 ``hi - lo <= 0.05 * (hi + lo)``), after ``max_probes`` probes, or when time is up; the answer
 is the highest rate that passed (conservative: the true capacity lies in the bracket).
 
+The top is an estimate (a short saturation probe may undercount), so it is never trusted
+blindly: when the bracket closes on it without any probe failing, it is probed itself, and if
+it passes the top doubles and the search goes on.
+
 It splits the bracket at its geometric middle ``sqrt(lo * hi)``: the end condition is relative,
 so halving ``log(hi / lo)`` is what halves the work left wherever the capacity lies, and a
 bracket of ratio ``hi / lo`` closes in ``ceil(log2(ln(hi / lo) / ln(1.105)))`` probes: 6 for a
@@ -207,6 +211,7 @@ class SearchState:
     hi: float
     best: float | None = None
     probes: tuple[Probe, ...] = ()
+    hi_seen: bool = False   # True once a probe at ``hi`` failed (not only taken to)
 
     @classmethod
     def start(cls, low: float, high: float) -> "SearchState":
@@ -223,9 +228,13 @@ def next_rate(state: SearchState, *, tolerance: float = TOLERANCE,
     without any probe passing, ``lo`` itself is measured once, so that the answer is always a
     rate seen to pass (or none)."""
     if within_tolerance(state.lo, state.hi, tolerance):
-        if state.best is not None or any(p.rate_rps == state.lo for p in state.probes):
+        if state.best is None and not any(p.rate_rps == state.lo for p in state.probes):
+            rate: float = state.lo
+        elif state.best is not None and not state.hi_seen:
+            # Closed on the saturation estimate, which no probe has failed yet: check it.
+            rate = state.hi
+        else:
             return None, "converged"
-        rate: float = state.lo
     else:
         rate = math.sqrt(state.lo * state.hi)
     if len(state.probes) >= max_probes:
@@ -237,13 +246,16 @@ def next_rate(state: SearchState, *, tolerance: float = TOLERANCE,
 
 def record_probe(state: SearchState, rate: float, probe: Probe) -> SearchState:
     """The state after ``probe`` measured at ``rate``: a pass raises ``lo``, a fail lowers
-    ``hi``."""
+    ``hi``. A pass at ``hi`` itself (the saturation estimate was low) doubles ``hi``."""
     probes = state.probes + (probe,)
     if probe.passed:
         best = rate if state.best is None else max(state.best, rate)
-        return SearchState(lo=max(state.lo, rate), hi=max(state.hi, rate), best=best,
-                           probes=probes)
-    return SearchState(lo=min(state.lo, rate), hi=rate, best=state.best, probes=probes)
+        if rate >= state.hi:
+            return SearchState(lo=rate, hi=2 * rate, best=best, probes=probes)
+        return SearchState(lo=max(state.lo, rate), hi=state.hi, best=best, probes=probes,
+                           hi_seen=state.hi_seen)
+    return SearchState(lo=min(state.lo, rate), hi=rate, best=state.best, probes=probes,
+                       hi_seen=True)
 
 
 def finish(state: SearchState, ended: str) -> Search:

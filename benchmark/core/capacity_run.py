@@ -8,8 +8,9 @@ Each probe is one step of the run, numbered from 1 (the ``step`` column of the f
    opens the connection): the server's best latency. If it already misses a target, the run
    stops there and says so plainly (``capacity.too_slow_alone``).
 2. saturation: ``SATURATION_USERS`` users (at most the server's ``max_concurrent_requests``)
-   for ``SATURATION_S`` seconds, the first ``WARMUP_S`` not counted: the completed requests/s
-   is the highest rate the server can keep at all, the top of the search's bracket.
+   for ``SATURATION_S`` seconds: the requests completed between ``SATURATION_WARMUP_S`` and
+   the end, per second, estimate the highest rate the server can keep at all, the top of the
+   search's bracket (an estimate: the search checks it before trusting it).
 3. Poisson request-rate probes (the rate mode's open-loop dispatcher), chosen by
    ``capacity.search_capacity``; each lasts ``capacity.probe_plan`` (warm-up not counted) and
    is cut short once its verdict is certain (``capacity.certainly_failed``).
@@ -50,7 +51,8 @@ __all__ = ["run_capacity", "SINGLE_REQUESTS", "SATURATION_USERS", "SATURATION_S"
 
 SINGLE_REQUESTS = 8
 SATURATION_USERS = 128
-SATURATION_S = 15.0
+SATURATION_S = 20.0
+SATURATION_WARMUP_S = 5.0  # the first wave of prompts all arrive at once: let it pass
 MIN_MEASURE_S = 4.0      # a rate probe shorter than this (time nearly up) is not started
 CHECK_EVERY_S = 0.25     # how often a running probe's verdict is looked at
 NS_PER_S = 1_000_000_000
@@ -139,11 +141,21 @@ class _Search:
         if warmup_first and records:
             first = min(records, key=lambda r: r.scheduled_ns)
             first.warmup = True
-        elif not warmup_first and records:
+        rate = None
+        if not warmup_first and records and duration_s:
+            # Saturation: the steady completion rate, requests that ended between the
+            # warm-up and the moment the users stopped starting new ones (not per sent
+            # request: those sent late end long after the window and would dilute it).
             start = min(r.scheduled_ns for r in records)
+            warm = min(SATURATION_WARMUP_S, duration_s / 2)
+            first, last = start + int(warm * NS_PER_S), start + int(duration_s * NS_PER_S)
             for record in records:
-                record.warmup = record.scheduled_ns < start + int(WARMUP_S * NS_PER_S)
-        probe = self._probe(kind, step.index, None, records, stopped_early=False)
+                record.warmup = record.scheduled_ns < first
+            ended = sum(1 for r in records if r.ok and r.end_ns is not None
+                        and first <= r.end_ns <= last)
+            if ended and last > first:
+                rate = ended * NS_PER_S / (last - first)
+        probe = self._probe(kind, step.index, rate, records, stopped_early=False)
         counted = [r for r in records if not r.warmup and r.ok]
         values = {"ttft": [r.ttft_ms for r in counted if r.ttft_ms is not None],
                   "tpot": [r.token_latency_ms for r in counted if r.token_latency_ms is not None],

@@ -44,6 +44,8 @@ __all__ = [
     "STEP_CHARTS",
     "throughput_vs_batch",
     "latency_vs_batch",
+    "throughput_vs_rate",
+    "rate_charts_apply",
     "prefill_throughput_over_latency",
     "decode_throughput_over_latency",
     "ttft_distribution",
@@ -216,6 +218,8 @@ def run_label(result: Any, results: list[Any]) -> str:
 def _title(title: str, results: list[Any]) -> str:
     if results and all(r.config.mode == "concurrency" for r in results):
         title = title.replace("by batch size", "by number of concurrent users")
+    if results and all(r.config.mode == "rate" for r in results):
+        title = title.replace("by batch size", "by request rate")
     simulated = [bool(r.simulated) for r in results]
     if simulated and all(simulated):
         return title + " (simulated)"
@@ -230,11 +234,13 @@ def _x_title(results: list[Any]) -> str:
         return "Concurrent users"
     if modes == {"rounds"}:
         return "Batch size (requests sent together)"
-    return "Batch size or concurrent users"
+    if modes == {"rate"}:
+        return "Request rate offered (requests/s)"
+    return "Step (batch size, users or requests/s)"
 
 
 def _step_word(result: Any) -> str:
-    return "users" if result.config.mode == "concurrency" else "batch"
+    return {"concurrency": "users", "rate": "req/s"}.get(result.config.mode, "batch")
 
 
 def _layout(fig: go.Figure, title: str, results: list[Any]) -> go.Figure:
@@ -679,6 +685,55 @@ def cost_per_million_tokens(results: list[Any],
 
 
 # ---------------------------------------------------------------------------------------------
+# Rate mode: what came out against what was offered
+
+THROUGHPUT_VS_RATE_TITLE = "Achieved throughput against offered rate"
+
+
+def rate_charts_apply(results: Any) -> bool:
+    """True when at least one run is in rate mode (the rate charts have something to show)."""
+    return any(r.config.mode == "rate" for r in _as_list(results))
+
+
+@_safe(THROUGHPUT_VS_RATE_TITLE)
+def throughput_vs_rate(results: list[Any],
+                       steps: list[list[StepSummary]] | None = None) -> go.Figure:
+    """Completed and sent requests/s against the offered rate, with the diagonal (y = x) where
+    a server that keeps up would sit: the completed line bending away from it is saturation."""
+    fig = go.Figure()
+    highest = 0.0
+    drawn = 0
+    for index, (result, run_steps) in enumerate(zip(results, _run_steps(results, steps))):
+        if result.config.mode != "rate":
+            continue
+        label = run_label(result, results)
+        for key, word, dash in (("completed_rate_per_s", "completed", "solid"),
+                                ("sent_rate_per_s", "sent", "dot")):
+            points = [(s.step, s.value(key)) for s in run_steps]
+            points = [(x, y) for x, y in points if y is not None]
+            if not points:
+                continue
+            highest = max(highest, *(x for x, _ in points), *(y for _, y in points))
+            name = f"{label}: {word}"
+            fig.add_trace(go.Scatter(
+                x=[x for x, _ in points], y=[y for _, y in points], name=name,
+                mode="lines+markers", line={"color": _color(index), "dash": dash},
+                hovertemplate=(f"offered %{{x:g}} req/s<br>{word} %{{y:.2f}} req/s"
+                               f"<extra>{name}</extra>")))
+            drawn += 1
+    if not drawn:
+        extra = "" if rate_charts_apply(results) else (
+            " This chart shows request-rate runs (--mode rate) only.")
+        raise _NoData("No successful request has been measured yet." + extra)
+    fig.add_trace(go.Scatter(x=[0, highest * 1.05], y=[0, highest * 1.05], mode="lines",
+                             name="offered = achieved", hoverinfo="skip",
+                             line={"color": "#888888", "dash": "dash", "width": 1}))
+    fig.update_xaxes(title_text="Request rate offered (requests/s)", rangemode="tozero")
+    fig.update_yaxes(title_text="Requests per second achieved", rangemode="tozero")
+    return _layout(fig, THROUGHPUT_VS_RATE_TITLE, results)
+
+
+# ---------------------------------------------------------------------------------------------
 # Everything at once
 
 CHART_FUNCTIONS: dict[str, Callable[[Any], go.Figure]] = {
@@ -686,6 +741,7 @@ CHART_FUNCTIONS: dict[str, Callable[[Any], go.Figure]] = {
     "capacity_latency": capacity_latency,
     "throughput_vs_batch": throughput_vs_batch,
     "latency_vs_batch": latency_vs_batch,
+    "throughput_vs_rate": throughput_vs_rate,
     "prefill_throughput_over_latency": prefill_throughput_over_latency,
     "decode_throughput_over_latency": decode_throughput_over_latency,
     "ttft_distribution": ttft_distribution,
@@ -699,7 +755,7 @@ CHART_FUNCTIONS: dict[str, Callable[[Any], go.Figure]] = {
 
 # The charts drawn from step summaries: they also take ``steps`` (one list per run).
 STEP_CHARTS = frozenset((*LINE_CHARTS, *SCATTER_CHARTS, "slo_attainment_vs_batch",
-                         "cost_per_million_tokens"))
+                         "throughput_vs_rate", "cost_per_million_tokens"))
 
 
 def all_figures(results: Any) -> dict[str, go.Figure]:
@@ -731,6 +787,8 @@ def chart_figures(results: list[Any],
         if name == "output_length" and not output_length_differs(results):
             continue
         if name == "slo_attainment_vs_batch" and not has_slo(results):
+            continue
+        if name == "throughput_vs_rate" and not rate_charts_apply(results):
             continue
         # Never raises: a failed chart is a figure with a sentence.
         figure = draw(results, steps=steps) if name in STEP_CHARTS else draw(results)

@@ -279,3 +279,18 @@ def test_engine_argv_carries_the_price_and_hardware_to_the_cli():
     assert (config.hardware, config.gpu_price_per_hour) == ("l4x1", 0.65)
     plain = build_plan(dict(DEFAULTS, model_id="org/model"))
     assert "--gpu-price-per-hour" not in engine_argv("python", plain, Path("/o"), Path("/p"))
+
+
+def test_engine_argv_of_a_rate_run_is_accepted_by_the_cli(tmp_path):
+    plan = build_plan(dict(DEFAULTS, model_id="org/model", mode="Request rate",
+                           rates="2.5, 10", arrivals="constant", duration_s="30",
+                           max_concurrency="16"))
+    argv = engine_argv("python", plan, tmp_path / "out", Path("/p.jsonl"))
+    text = " ".join(argv)
+    assert "--batch-size" not in text
+    for piece in ("--mode rate", "--rate 2.5,10", "--arrivals constant", "--duration 30",
+                  "--max-concurrency 16"):
+        assert piece in text
+    from benchmark.cli import build_parser, config_from_args
+    config = config_from_args(build_parser().parse_args(argv[3:]))
+    assert (config.rates, config.arrivals, config.max_concurrency) == ((2.5, 10), "constant", 16)

@@ -175,3 +175,40 @@ def test_find_capacity_against_a_capped_endpoint_is_refused_plainly():
                         tokenizer_name="org/model", mode="Find capacity"),
                    endpoint_request_cap=500)
     assert field_of(excinfo) == "mode" and "Launch the model here" in str(excinfo.value)
+
+
+def test_request_rate_pattern_reads_its_own_fields():
+    plan = build_plan(form(model_id="org/model", mode="Request rate", rates="20, 5",
+                           arrivals="constant", duration_s="60", max_concurrency="32"))
+    run = plan.run
+    assert (run.mode, run.rates, run.arrivals, run.duration_s, run.max_concurrency) == \
+        ("rate", (5, 20), "constant", 60.0, 32)
+    rounds = build_plan(form(model_id="org/model", rates="20", max_concurrency="4"))
+    assert rounds.run.rates == () and rounds.run.max_concurrency is None
+
+
+@pytest.mark.parametrize("overrides, field, words", [
+    ({"rates": ""}, "rates", "Rates (requests/s) is empty"),
+    ({"rates": "0"}, "rates", "Rates (requests/s) must be greater than 0"),
+    ({"rates": "fast"}, "rates", "Rates (requests/s) must be a number"),
+    ({"duration_s": ""}, "duration_s", "needs a duration"),
+    ({"max_concurrency": "0"}, "max_concurrency", "Max concurrency must be at least 1"),
+    ({"max_concurrency": "500"}, "max_concurrency", "max concurrent requests (128)"),
+    ({"arrivals": "bursty"}, "arrivals", "Arrivals must be one of"),
+])
+def test_request_rate_mistakes_name_their_field(overrides, field, words):
+    values = form(model_id="org/model", mode="Request rate", rates="10", duration_s="30")
+    values.update(overrides)
+    with pytest.raises(ConfigError) as excinfo:
+        build_plan(values)
+    assert field_of(excinfo) == field
+    assert words in str(excinfo.value)
+
+
+def test_capped_endpoint_run_at_a_rate_asks_for_a_request_count():
+    values = form(target=TARGET_ENDPOINT, url="http://10.0.0.5:8080", tokenizer_name="org/m",
+                  mode="Request rate", rates="5", duration_s="30")
+    with pytest.raises(ConfigError) as excinfo:
+        build_plan(values, endpoint_request_cap=100)
+    assert field_of(excinfo) == "requests"
+    assert build_plan({**values, "requests": "50"}, endpoint_request_cap=100).run.requests == 50

@@ -238,3 +238,38 @@ def test_cost_chart_draws_dollars_per_million_tokens_by_batch_size_only_with_a_p
     assert list(output.y) == [c["usd_per_million_output_tokens"] for c in cost["steps"]]
     # prompt tokens make the all-tokens cost lower than the output-only one at every step
     assert all(t < o for t, o in zip(total.y, output.y))
+
+
+def test_a_rate_run_gets_rate_axes_and_throughput_against_the_diagonal():
+    from benchmark.config import RunConfig
+    from benchmark.core.records import RequestRecord
+    from benchmark.core.results import RunResult
+
+    config = RunConfig(tokenizer_name="t", mode="rate", rates=(10, 40), duration_s=1,
+                       decode_length=3)
+    records = []
+    for rate, n in ((10, 5), (40, 20)):
+        gap = int(1e9 / rate)
+        for i in range(n):
+            t = i * gap
+            records.append(RequestRecord(step=rate, run=1, request=i + 1, scheduled_ns=t,
+                                         step_start_ns=0, queued_ns=t, admitted_ns=t,
+                                         sent_ns=t + 1000,
+                                         token_ns=[t + 5_000_000, t + 6_000_000, t + 7_000_000],
+                                         end_ns=t + 8_000_000, output_tokens=3))
+    result = RunResult(run_id="r", config=config, records=records, status="complete")
+    titles = [title for title, _ in charts.chart_figures([result])]
+    assert "Latency by request rate (p50, p90, p99)" in titles
+    assert "Achieved throughput against offered rate" in titles
+    figure = charts.throughput_vs_rate([result])
+    names = [trace.name for trace in figure.data]
+    assert "offered = achieved" in names
+    diagonal = next(t for t in figure.data if t.name == "offered = achieved")
+    assert list(diagonal.x) == list(diagonal.y)  # the line y = x
+    completed = next(t for t in figure.data if t.name.endswith(": completed"))
+    assert list(completed.x) == [10, 40]
+    assert completed.y[1] == pytest.approx(20 / (19 * 0.025 + 0.008), rel=1e-3)
+    latency = charts.latency_vs_batch([result])
+    assert latency.layout.xaxis.title.text == "Request rate offered (requests/s)"
+    rounds = charts.chart_figures([make_run()])
+    assert not any("offered rate" in title for title, _ in rounds)
