@@ -399,7 +399,9 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
         sentences.append("No request has been measured yet.")
         return sentences
     if capacity is not None:
-        return sentences + _failure_sentences(result, steps)
+        return sentences[:1] + _cost_headline(result, steps) + sentences[1:] \
+            + _failure_sentences(result, steps)
+    sentences += _cost_headline(result, steps)
 
     with_tps = [s for s in steps if s.value("decode_throughput_tok_s") is not None]
     if with_tps:
@@ -446,6 +448,27 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
 
     sentences += _slo_sentences(result, steps)
     return sentences + _failure_sentences(result, steps)
+
+
+def _cost_headline(result: Any, steps: list[StepSummary]) -> list[str]:
+    """With a price: the cost at the capacity point and the plan, or the cheapest step."""
+    cost = result.cost(steps) if callable(getattr(result, "cost", None)) else None
+    if not cost or not cost.get("price"):
+        return []
+    hourly = dollars(cost["price"]["usd_per_hour"])
+    at = cost.get("capacity")
+    if at and at.get("usd_per_million_output_tokens") is not None:
+        out = [f"Within the targets, a million output tokens cost "
+               f"{dollars(at['usd_per_million_output_tokens'])} at {hourly}/hour."]
+        if cost.get("plan"):
+            out.append(str(cost["plan"]["sentence"]))
+        return out
+    priced = [c for c in cost["steps"] if c.get("usd_per_million_output_tokens") is not None]
+    if not priced or result.config.mode == "capacity":
+        return []
+    best = min(priced, key=lambda c: c["usd_per_million_output_tokens"])
+    return [f"Cheapest: {dollars(best['usd_per_million_output_tokens'])} per million output "
+            f"tokens {_at(result.config.mode, best['step'])}, at {hourly}/hour."]
 
 
 def _failure_sentences(result: Any, steps: list[StepSummary]) -> list[str]:

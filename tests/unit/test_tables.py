@@ -250,3 +250,14 @@ def test_cost_section_names_the_price_its_source_and_each_steps_dollars():
                and len(r) == 6)
     assert row[3] == dollars(first["usd_per_million_output_tokens"])
     assert dollars(104.6) == "$105" and dollars(0.372) == "$0.37" and dollars(0.0042) == "$0.0042"
+
+
+def test_headline_names_the_cheapest_step_when_priced():
+    run = result()
+    assert not any("per million" in s for s in headline(run))
+    priced = dataclasses.replace(run, config=dataclasses.replace(run.config,
+                                                                 gpu_price_per_hour=3.6))
+    costs = priced.cost()["steps"]
+    best = min(costs, key=lambda c: c["usd_per_million_output_tokens"])
+    assert (f"Cheapest: {dollars(best['usd_per_million_output_tokens'])} per million output "
+            f"tokens at batch size {best['step']:g}, at $3.60/hour.") in headline(priced)
