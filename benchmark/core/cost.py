@@ -407,12 +407,18 @@ def number(value: float) -> str:
 
 
 def dollars(value: float) -> str:
-    """``$0.80``, ``$12.40``, ``$2,336``; small amounts keep 3 significant figures ($0.0042)."""
+    """``$2,336``, ``$12.40``, ``$0.80``; below a dollar 3 significant figures ($0.538,
+    $0.0345), so that small unit costs keep their digits."""
     if value >= 100:
         return f"${value:,.0f}"
-    if value >= 0.01 or value == 0:
+    if value >= 1 or value == 0:
         return f"${value:,.2f}"
-    return f"${value:.2g}"
+    text = f"{value:.3g}"
+    if "e" in text:
+        return f"${value:.2e}"
+    if len(text.split(".")[-1]) < 2:
+        text = f"{value:.2f}"
+    return f"${text}"
 
 
 def about_dollars(value: float) -> str:

@@ -114,8 +114,8 @@ def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
     cost = result.cost(steps) if callable(getattr(result, "cost", None)) else None
     if cost:
         parts.append("### Cost\n\n" + " ".join(_cell(x) for x in cost_sentences(cost))
-                     + ("\n\n" + cost_table(cost, result.config.mode) if cost["steps"]
-                        else ""))
+                     + ("\n\n" + cost_table(cost, result.config.mode, steps)
+                        if cost["steps"] else ""))
     return "\n\n".join(parts) + "\n"
 
 
@@ -296,15 +296,19 @@ def cost_sentences(cost: dict[str, Any]) -> list[str]:
     return out
 
 
-def cost_table(cost: dict[str, Any], mode: str = "rounds") -> str:
+def cost_table(cost: dict[str, Any], mode: str = "rounds",
+               steps: list[StepSummary] | None = None) -> str:
     """Per step: delivered tokens/s and requests/s over the step, $ per million output tokens,
     per million tokens (prompt + output), per thousand requests; kWh per million output tokens
-    where telemetry measured energy."""
+    where telemetry measured energy; with latency targets, whether the step met them (a cheap
+    step that misses them is no offer)."""
     rows_in = cost.get("steps") or []
     energy = any(c.get("kwh_per_million_output_tokens") is not None for c in rows_in)
+    judged = {float(s.step): s.slo for s in steps or () if s.slo is not None}
     header = [step_label(mode, title=True), "Output tokens/s", "Requests/s",
               "$ / M output tokens", "$ / M tokens", "$ / 1k requests"]
     header += ["kWh / M output tokens"] if energy else []
+    header += ["Targets met"] if judged else []
 
     def money(value: Any) -> str:
         return MISSING if value is None else dollars(value)
@@ -317,6 +321,10 @@ def cost_table(cost: dict[str, Any], mode: str = "rounds") -> str:
         if energy:
             kwh = c.get("kwh_per_million_output_tokens")
             row.append(MISSING if kwh is None else f"{kwh:.3g}")
+        if judged:
+            slo = judged.get(float(c["step"]))
+            row.append(MISSING if slo is None or slo.attainment is None
+                       else ("yes" if slo.passed else "no") + f" ({slo.attainment:.0%})")
         rows.append(row)
     return _table(header, rows)
 
@@ -466,9 +474,17 @@ def _cost_headline(result: Any, steps: list[StepSummary]) -> list[str]:
     priced = [c for c in cost["steps"] if c.get("usd_per_million_output_tokens") is not None]
     if not priced or result.config.mode == "capacity":
         return []
+    judged = {float(s.step): s.slo for s in steps if s.slo is not None}
+    within = ""
+    if judged:   # with latency targets, only a step that met them is an offer
+        priced = [c for c in priced if judged.get(float(c["step"])) is not None
+                  and judged[float(c["step"])].passed]
+        within = " within the latency targets"
+        if not priced:
+            return []
     best = min(priced, key=lambda c: c["usd_per_million_output_tokens"])
-    return [f"Cheapest: {dollars(best['usd_per_million_output_tokens'])} per million output "
-            f"tokens {_at(result.config.mode, best['step'])}, at {hourly}/hour."]
+    return [f"Cheapest{within}: {dollars(best['usd_per_million_output_tokens'])} per million "
+            f"output tokens {_at(result.config.mode, best['step'])}, at {hourly}/hour."]
 
 
 def _failure_sentences(result: Any, steps: list[StepSummary]) -> list[str]:

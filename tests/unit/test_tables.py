@@ -249,7 +249,8 @@ def test_cost_section_names_the_price_its_source_and_each_steps_dollars():
     row = next(r for r in cells(text) if r[0] == "1" and r[-1].startswith("$")
                and len(r) == 6)
     assert row[3] == dollars(first["usd_per_million_output_tokens"])
-    assert dollars(104.6) == "$105" and dollars(0.372) == "$0.37" and dollars(0.0042) == "$0.0042"
+    assert dollars(104.6) == "$105" and dollars(0.372) == "$0.372" and dollars(0.0042) == "$0.0042"
+    assert dollars(0.8) == "$0.80" and dollars(12.4) == "$12.40" and dollars(2336) == "$2,336"
 
 
 def test_headline_names_the_cheapest_step_when_priced():
