@@ -226,3 +226,25 @@ def test_energy_is_read_defensively_from_the_telemetry_block():
     assert energy_by_step({"steps": [{"step": 1, "j_per_output_token": None},
                                      {"step": 2, "j_per_output_token": 0.5}, 7]}) == {2.0: 0.5}
     assert check_cost(RunConfig(tokenizer_name="gpt2")) is None
+
+
+def test_a_runs_telemetry_gives_kwh_beside_the_dollars():
+    """The telemetry branch's RunResult.telemetry.to_dict(records, calibration) block (steps
+    with j_per_output_token) feeds the energy column; a run without it has none."""
+    from benchmark.core.records import RequestRecord
+    from benchmark.core.results import RunResult
+
+    records = [RequestRecord(step=1, run=1, request=i, scheduled_ns=0, sent_ns=0,
+                             token_ns=[10**8, 2 * 10**8], end_ns=2 * 10**8, input_tokens=5,
+                             output_tokens=2) for i in range(4)]
+    run = RunResult(run_id="r", config=RunConfig(tokenizer_name="t", batch_sizes=(1,),
+                                                 gpu_price_per_hour=1.0),
+                    records=records, status="complete")
+    assert run.cost()["steps"][0]["kwh_per_million_output_tokens"] is None
+
+    class FakeTelemetry:
+        def to_dict(self, records, calibration=None):
+            return {"steps": [{"step": 1, "j_per_output_token": 1.8}]}
+
+    run.telemetry = FakeTelemetry()
+    assert run.cost()["steps"][0]["kwh_per_million_output_tokens"] == pytest.approx(0.5)
