@@ -64,7 +64,7 @@ MAX_DAILY_USERS = 10_000_000_000
 MAX_REQUESTS_PER_USER = 100_000.0
 MAX_PEAK_FACTOR = 1_000.0
 DEFAULT_PEAK_FACTOR = 2.0       # busiest hour / average hour, when the user does not say
-DEFAULT_HEADROOM = 0.2          # spare capacity kept above the peak, as a fraction
+DEFAULT_HEADROOM_PCT = 20.0     # spare capacity kept above the peak, in percent
 PRICE_TABLE_FILE = os.path.join(os.path.dirname(__file__), "data", "hf_hardware_prices.json")
 # Upper bounds of ServerSettings' numbers (TGI flag names), checked in this order.
 SERVER_LIMITS: dict[str, int] = {
@@ -205,20 +205,19 @@ def parse_rates(value: Any, field_name: str = "rates") -> tuple[float, ...]:
 
 
 def parse_headroom(value: Any, field_name: str = "plan_headroom") -> float:
-    """Spare capacity typed as a percentage (``20`` or ``"20%"``), returned as a fraction in
-    [0, 1] (0.2)."""
+    """Spare capacity typed as a percentage (``20`` or ``"20%"``), in [0, 100]."""
     text = value.strip() if isinstance(value, str) else value
     if isinstance(text, str) and text.endswith("%"):
         text = text[:-1]
-    return check_headroom(parse_float(field_name, text) / 100.0, field_name)
+    return check_headroom(text, field_name)
 
 
-def check_headroom(fraction: Any, field_name: str = "plan_headroom") -> float:
-    """Spare capacity as a fraction: refused outside [0, 1] (0-100%)."""
-    number = parse_float(field_name, fraction)
-    if not 0.0 <= number <= 1.0:
+def check_headroom(percent: Any, field_name: str = "plan_headroom") -> float:
+    """Spare capacity in percent: refused outside [0, 100]."""
+    number = parse_float(field_name, percent)
+    if not 0.0 <= number <= 100.0:
         raise ConfigError(field_name, f"{field_label(field_name)} must be between 0 and 100%: "
-                                      f"type a percentage such as 20, got {number * 100:g}%.")
+                                      f"type a percentage such as 20, got {number:g}%.")
     return number
 
 
@@ -268,7 +267,7 @@ def check_cost(config: Any) -> None:
                   getattr(config, "plan_daily_users", None),
                   getattr(config, "plan_requests_per_user", None),
                   getattr(config, "plan_peak_factor", DEFAULT_PEAK_FACTOR),
-                  getattr(config, "plan_headroom", DEFAULT_HEADROOM))
+                  getattr(config, "plan_headroom", DEFAULT_HEADROOM_PCT))
     typed = [n for n in ("plan_peak_rps", "plan_daily_users", "plan_requests_per_user")
              if getattr(config, n, None) is not None]
     mode = getattr(config, "mode", "capacity")
@@ -281,8 +280,8 @@ def check_cost(config: Any) -> None:
 def check_traffic(peak_rps: Any, daily_users: Any, requests_per_user: Any, peak_factor: Any,
                   headroom: Any) -> tuple[float | None, int | None, float | None, float, float]:
     """The deployment plan's inputs, checked and typed: either a peak rate, or daily users and
-    requests per user together (not both ways); the peak factor at least 1; headroom a fraction
-    in [0, 1]. Returns them typed (None where not given)."""
+    requests per user together (not both ways); the peak factor at least 1; headroom in percent
+    in [0, 100]. Returns them typed (None where not given)."""
     factor = parse_float("plan_peak_factor", peak_factor, minimum=1.0, maximum=MAX_PEAK_FACTOR)
     spare = check_headroom(headroom)
     empty = ("", None)
@@ -498,13 +497,13 @@ class RunConfig:
     gpu_price_per_hour: float | None = None
     hardware: str | None = None
     # Deployment plan (capacity mode): the user's traffic, as requests/s at peak or as daily
-    # users x requests per user per day (x the peak factor); spare capacity kept (a fraction);
+    # users x requests per user per day (x the peak factor); spare capacity kept (percent);
     # a hosted API's price per million tokens to compare with.
     plan_peak_rps: float | None = None
     plan_daily_users: int | None = None
     plan_requests_per_user: float | None = None
     plan_peak_factor: float = DEFAULT_PEAK_FACTOR
-    plan_headroom: float = DEFAULT_HEADROOM
+    plan_headroom: float = DEFAULT_HEADROOM_PCT
     api_price_per_million: float | None = None
 
     def validate(self) -> "RunConfig":

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import (DEFAULT_HEADROOM, DEFAULT_PEAK_FACTOR, MAX_API_PRICE_PER_MILLION,
+from ..config import (DEFAULT_HEADROOM_PCT, DEFAULT_PEAK_FACTOR, MAX_API_PRICE_PER_MILLION,
                       MAX_GPU_PRICE_PER_HOUR, check_traffic, field_label, parse_headroom,
                       parse_positive, price_table)
 from ..core.cost import (capacity_cost, deployment_plan, dollars, plan_sentence, resolve_price,
@@ -38,7 +38,7 @@ PLAN_DEFAULTS: dict[str, str] = {
     "plan_daily_users": "",
     "plan_requests_per_user": "",
     "plan_peak_factor": f"{DEFAULT_PEAK_FACTOR:g}",
-    "plan_headroom": f"{DEFAULT_HEADROOM * 100:g}",
+    "plan_headroom": f"{DEFAULT_HEADROOM_PCT:g}",
     "gpu_price_per_hour": "",
     "api_price_per_million": "",
 }
@@ -133,7 +133,7 @@ def plan_defaults(result: Any) -> dict[str, str] | None:
         if value is not None:
             values[name] = f"{value:g}"
     values["plan_peak_factor"] = f"{config.plan_peak_factor:g}"
-    values["plan_headroom"] = f"{config.plan_headroom * 100:g}"
+    values["plan_headroom"] = f"{config.plan_headroom:g}"
     return values
 
 
@@ -188,13 +188,13 @@ def plan_markdown(result: Any, values: Mapping[str, Any]) -> str:
     at = capacity_cost(capacity, None if price is None else price.usd_per_hour,
                        config.sequence_length)
     need = traffic(peak, users, each, factor)
-    plan = deployment_plan(need, float(capacity.rate_rps), headroom=spare, price=price,
+    plan = deployment_plan(need, float(capacity.rate_rps), headroom=spare / 100.0, price=price,
                            tokens_per_request=None if at is None else at.tokens_per_request,
                            api_usd_per_million=api)
     rows = [("Servers needed", f"{plan.replicas}"),
             ("Peak traffic", f"{need.peak_rps:.3g} requests/s"),
             ("Capacity of one server within the targets", f"{plan.capacity_rps:.3g} requests/s"),
-            ("Headroom", f"{spare * 100:g}%"),
+            ("Headroom", f"{spare:g}%"),
             ("Busiest-hour use of the servers", f"{plan.utilisation:.0%}")]
     if plan.usd_per_hour is not None:
         rows += [("Cost per hour", dollars(plan.usd_per_hour)),

@@ -124,7 +124,7 @@ def cost_argv(run: Any) -> list[str]:
     if getattr(run, "plan_peak_rps", None) is not None or getattr(
             run, "plan_daily_users", None) is not None:
         argv += ["--peak-factor", repr(float(run.plan_peak_factor)),
-                 "--headroom", repr(float(run.plan_headroom) * 100.0)]
+                 "--headroom", repr(float(run.plan_headroom))]
     return argv
 
 

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
 from .._version import __version__
-from ..config import (API_CHOICES, ARRIVAL_CHOICES, DEFAULT_BATCH_SIZES, DEFAULT_HEADROOM,
+from ..config import (API_CHOICES, ARRIVAL_CHOICES, DEFAULT_BATCH_SIZES, DEFAULT_HEADROOM_PCT,
                       DEFAULT_PEAK_FACTOR, DEFAULT_URL, MODE_CHOICES, RunConfig, SamplingParams,
                       check_hardware, check_url, parse_attainment, parse_batch_sizes,
                       parse_float, parse_headroom, parse_int, parse_rates, parse_slo_ms,
@@ -190,7 +190,7 @@ def add_cost_arguments(parser: argparse.ArgumentParser) -> None:
                            f"{DEFAULT_PEAK_FACTOR:g})")
     cost.add_argument("--headroom", default=None, metavar="PCT",
                       help="spare capacity kept above the peak, in percent (default "
-                           f"{DEFAULT_HEADROOM * 100:g})")
+                           f"{DEFAULT_HEADROOM_PCT:g})")
     cost.add_argument("--api-price-per-million", default=None, metavar="USD",
                       help="a hosted API's price per million tokens (prompt + output), to "
                            "compare with and find the monthly volume where both cost the same")
@@ -300,7 +300,7 @@ def cost_fields(args: argparse.Namespace) -> dict[str, Any]:
                                             "plan_requests_per_user"),
         "plan_peak_factor": (DEFAULT_PEAK_FACTOR if args.peak_factor is None
                              else parse_float("plan_peak_factor", args.peak_factor)),
-        "plan_headroom": (DEFAULT_HEADROOM if args.headroom is None
+        "plan_headroom": (DEFAULT_HEADROOM_PCT if args.headroom is None
                           else parse_headroom(args.headroom)),
         "api_price_per_million": _optional(args.api_price_per_million, parse_float,
                                            "api_price_per_million"),

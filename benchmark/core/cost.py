@@ -37,7 +37,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-from ..config import DEFAULT_HEADROOM, DEFAULT_PEAK_FACTOR, price_table
+from ..config import DEFAULT_HEADROOM_PCT, DEFAULT_PEAK_FACTOR, price_table
 from .capacity import Capacity
 from .stats import StepSummary
 
@@ -284,10 +284,12 @@ class Plan:
         return data
 
 
-def deployment_plan(need: Traffic, capacity_rps: float, *, headroom: float = DEFAULT_HEADROOM,
+def deployment_plan(need: Traffic, capacity_rps: float, *,
+                    headroom: float = DEFAULT_HEADROOM_PCT / 100.0,
                     price: Price | None = None, tokens_per_request: float | None = None,
                     api_usd_per_million: float | None = None) -> Plan:
-    """Servers for ``need`` when one keeps ``capacity_rps`` within the targets."""
+    """Servers for ``need`` when one keeps ``capacity_rps`` within the targets; ``headroom``
+    is a fraction (0.2 = 20% spare)."""
     if capacity_rps <= 0:
         raise ValueError("capacity_rps must be positive")
     wanted = need.peak_rps * (1.0 + headroom) / capacity_rps
@@ -317,7 +319,8 @@ def plan_sentence(plan: Plan) -> str:
     unit = plan.unit or "server"
     units = unit if plan.unit or plan.replicas == 1 else "servers"
     need = f"{plan.replicas} × {unit}" if plan.unit else f"{plan.replicas} {units} like this one"
-    cost = "" if plan.usd_per_month is None else f" (about {about_dollars(plan.usd_per_month)} a month)"
+    cost = ("" if plan.usd_per_month is None
+            else f" (about {about_dollars(plan.usd_per_month)} a month)")
     spare = (f", with {plan.headroom * 100:g}% headroom" if plan.headroom > 0 else "")
     each = f"each {unit}" if plan.unit else "each one"
     text = (f"At {plan.traffic.words()} you need {need}{cost}{spare}; {each} handles "
@@ -378,7 +381,8 @@ def cost_document(config: Any, steps: list[StepSummary], capacity: Capacity | No
     if at is not None and _has_traffic(config):
         need = traffic(config.plan_peak_rps, config.plan_daily_users,
                        config.plan_requests_per_user, config.plan_peak_factor)
-        plan = deployment_plan(need, at.rate_rps, headroom=config.plan_headroom, price=price,
+        plan = deployment_plan(need, at.rate_rps, headroom=config.plan_headroom / 100.0,
+                               price=price,
                                tokens_per_request=at.tokens_per_request,
                                api_usd_per_million=config.api_price_per_million)
     return {

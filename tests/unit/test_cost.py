@@ -178,8 +178,8 @@ def test_plan_without_a_price_counts_servers_only():
      "plan_daily_users", "Daily users must be at least 1"),
     ({"plan_daily_users": 100, "mode": "capacity", "slo_ttft_ms": 1000}, "plan_requests_per_user",
      "Requests per user per day is needed too"),
-    ({"plan_headroom": 1.5}, "plan_headroom", "Headroom (%) must be between 0 and 100%"),
-    ({"plan_headroom": -0.1}, "plan_headroom", "Headroom (%) must be between 0 and 100%"),
+    ({"plan_headroom": 150}, "plan_headroom", "Headroom (%) must be between 0 and 100%"),
+    ({"plan_headroom": -10}, "plan_headroom", "Headroom (%) must be between 0 and 100%"),
     ({"plan_peak_factor": 0.5}, "plan_peak_factor", "Peak factor must be at least 1"),
     ({"api_price_per_million": -0.6}, "api_price_per_million",
      "Hosted API price ($ per million tokens) must be more than 0"),
@@ -193,14 +193,14 @@ def test_bad_cost_and_plan_input_is_refused_with_the_fields_label(fields, field,
 
 
 def test_headroom_is_typed_as_a_percentage():
-    assert parse_headroom("20") == pytest.approx(0.2)
-    assert parse_headroom("20%") == pytest.approx(0.2)
+    assert parse_headroom("20") == 20.0
+    assert parse_headroom("20%") == 20.0
     assert parse_headroom("0") == 0.0
-    assert parse_headroom("100") == 1.0
+    assert parse_headroom("100") == 100.0
     with pytest.raises(ConfigError, match=r"Headroom \(%\) must be between 0 and 100%.*150%"):
         parse_headroom("150")
     with pytest.raises(ConfigError, match="Peak traffic"):
-        check_traffic(40, 100, 5, 2, 0.2)             # two ways at once
+        check_traffic(40, 100, 5, 2, 20)             # two ways at once
 
 
 # -- run.json's cost block ---------------------------------------------------------------------
