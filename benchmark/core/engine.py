@@ -53,7 +53,8 @@ from ..errors import BenchmarkError, ConfigError, redact
 from .interrupts import cancel_on_signals
 from .patterns import Concurrency, RateSchedule, Rounds, Slot, arrival_offsets, step_seed
 from .probe import CONTROL_TIMEOUT_S, ServerProbe, probe_server, server_answers
-from .progress import ProgressCallback
+from .progress import (Done, ProgressCallback, ProgressEvent, RequestsDone, RoundDone, RunWarning,
+                       Start, StepDone, StepStart)
 from .prompts import PromptSet, build_prompts, load_tokenizer
 from .records import RequestRecord
 from .stats import INCOMPLETE
@@ -163,7 +164,7 @@ class _Engine:
         self.prompt_seed = config.seed if config.seed is not None else secrets.randbits(31)
 
     # -- progress ----------------------------------------------------------------------------
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: ProgressEvent) -> None:
         if self.on_progress is None:
             return
         try:
@@ -179,7 +180,7 @@ class _Engine:
         message = redact(message, self.secrets)
         if self.result is not None:
             self.result.warnings.append(message)
-        self.emit({"event": "warning", "message": message})
+        self.emit(RunWarning(message=message))
 
     # -- the whole run -------------------------------------------------------------------------
     def execute(self) -> RunResult:
@@ -208,10 +209,8 @@ class _Engine:
             raise ConfigError("output_dir", f"Cannot write the results to {folder} "
                                             f"({exc.strerror or exc}). Choose another output "
                                             f"folder.") from exc
-        self.emit({"event": "start", "run_id": run_id, "output_dir": str(folder),
-                   "steps": list(config.steps),
-                   "planned_requests": config.planned_requests(),
-                   "simulated": probe.simulated})
+        self.emit(Start(run_id=run_id, output_dir=str(folder), steps=tuple(config.steps),
+                        planned_requests=config.planned_requests(), simulated=probe.simulated))
         limit = probe.info.get("max_concurrent_requests")
         if (config.mode != "rate" and isinstance(limit, int) and limit > 0
                 and max(config.batch_sizes) > limit):
@@ -281,8 +280,7 @@ class _Engine:
         self.result.message = redact(message, self.secrets) if message else None
         self.result.ended_at = results.now_iso()
         self._save()
-        self.emit({"event": "done", "status": status, "message": self.result.message,
-                   "output_dir": str(self.folder)})
+        self.emit(Done(status=status, message=self.result.message, output_dir=str(self.folder)))
 
     def _run_loop(self) -> None:
         try:
@@ -305,8 +303,7 @@ class _Engine:
                 for index, size in enumerate(sizes, start=1):
                     if self.cancel.is_set():
                         raise _Cancelled
-                    self.emit({"event": "step_start", "step": size, "index": index,
-                               "of": len(sizes)})
+                    self.emit(StepStart(step=size, index=index, of=len(sizes)))
                     step = _Step(size=size, index=index)
                     _quiet_collector()
                     try:
@@ -320,7 +317,7 @@ class _Engine:
                         self._keep(step)
                     self._step_warnings(step)
                     self._save()
-                    self.emit({"event": "step_done", "step": size})
+                    self.emit(StepDone(step=size))
                     self._stop_if_all_refused(step)
         except asyncio.CancelledError:
             if self.cancel.is_set():
@@ -418,9 +415,9 @@ class _Engine:
                 record.scheduled_ns = now
             await asyncio.gather(*(self._send(session, b, r) for b, r in zip(bodies, records)))
             errors = sum(1 for r in records if not r.ok)
-            self.emit({"event": "round_done", "step": step.size, "run": round_.run,
-                       "runs": config.warmups if round_.warmup else config.runs,
-                       "warmup": round_.warmup, "errors": errors})
+            self.emit(RoundDone(step=step.size, run=round_.run,
+                                runs=config.warmups if round_.warmup else config.runs,
+                                warmup=round_.warmup, errors=errors))
             if round_.warmup and errors:
                 self._error_warning(records, warmup=True)
             await self._check_alive(records, step)
@@ -561,9 +558,9 @@ class _Engine:
         if not force and now - self._last_progress < PROGRESS_EVERY_S:
             return
         self._last_progress = now
-        self.emit({"event": "requests_done", "step": step.size, "done": done, "total": total,
-                   "elapsed_s": round((time.perf_counter_ns() - started) / 1e9, 3),
-                   "errors": errors})
+        self.emit(RequestsDone(step=step.size, done=done, total=total,
+                               elapsed_s=round((time.perf_counter_ns() - started) / 1e9, 3),
+                               errors=errors))
 
     async def _check_alive(self, records: list[RequestRecord], step: _Step) -> None:
         """After broken connections, stop the run if the server no longer answers."""
