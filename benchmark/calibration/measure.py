@@ -17,6 +17,7 @@ from .._version import __version__
 from ..config import RunConfig
 from ..core.calibration_note import CALIBRATION_FILE, KIND, latest_path
 from ..core.engine import run
+from ..core.progress import ProgressEvent, RoundDone
 from ..core.prompts import build_tiny_tokenizer
 from ..core.records import RequestRecord
 from ..core.results import TOOL_NAME, atomic_write, environment_info, now_iso
@@ -148,10 +149,10 @@ class _Sampler:
         self.server = server
         self.marks: list[tuple[int, float | None, float | None]] = []
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        if event.get("event") != "round_done":
+    def __call__(self, event: ProgressEvent) -> None:
+        if not isinstance(event, RoundDone):
             return
-        if event.get("run") == event.get("runs"):  # the last warm-up or the last measured round
+        if event.run == event.runs:  # the last warm-up or the last measured round
             self.marks.append((time.perf_counter_ns(), cpu_seconds(),
                                self.server.cpu_s()))
 

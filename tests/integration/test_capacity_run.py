@@ -69,10 +69,10 @@ def test_a_target_missed_one_request_at_a_time_stops_at_once_and_says_so(capsys,
     ([], "argument --slo-ttft-ms: Finding the capacity needs at least one latency target"),
     (["--slo-ttft-ms", "500", "--max-duration", "5"], "argument --max-duration: Max duration "
                                                        "(s) must be at least 30"),
-    (["--slo-ttft-ms", "500", "--duration", "10"], "--duration does not apply to --mode "
-                                                   "capacity"),
+    (["--slo-ttft-ms", "500", "--duration", "10"], "--duration applies to --mode concurrency "
+                                                   "or --mode rate"),
     (["--slo-ttft-ms", "500", "--slo-attainment", "0"], "argument --slo-attainment"),
-    (["--max-duration", "60"], "argument --max-duration: Max duration bounds the capacity"),
+    (["--max-duration", "60"], "--max-duration applies to --mode capacity"),
 ])
 def test_bad_capacity_input_is_refused_before_anything_starts(capsys, argv, words):
     mode = [] if argv == ["--max-duration", "60"] else ["--mode", "capacity"]
