@@ -423,7 +423,7 @@ class Runner:
                 p.requests_done = int(event.done or 0)
                 p.requests_total = event.total
             elif isinstance(event, ProbeDone):
-                step = int(event.step)
+                step = _step_number(event.step)
                 job.progress.setdefault(step, StepProgress(step=step)).probe = {
                     "kind": event.probe_kind, "rate_rps": event.rate_rps,
                     "attainment": event.attainment, "passed": event.passed,
