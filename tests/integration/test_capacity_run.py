@@ -80,3 +80,33 @@ def test_bad_capacity_input_is_refused_before_anything_starts(capsys, argv, word
         main(["--tokenizer-name", "tok", "--url", "http://127.0.0.1:9", *mode, *argv])
     assert info.value.code == 2
     assert words in capsys.readouterr().err
+
+
+def test_a_search_stopped_midway_keeps_its_probes_and_says_it_was_stopped(tiny_tokenizer,
+                                                                         tmp_path):
+    import threading
+
+    from benchmark.config import RunConfig
+    from benchmark.core.engine import run
+
+    out = tmp_path / "run"
+    cancel = threading.Event()
+    seen: list[str] = []
+
+    def on_progress(event):
+        seen.append(event["event"])
+        if seen.count("probe_done") == 2:      # stop during the first rate probe
+            threading.Timer(1.0, cancel.set).start()
+
+    with run_in_thread(SimulatorConfig(tokenizer=tiny_tokenizer, **SMALL)) as sim:
+        config = RunConfig(tokenizer_name=tiny_tokenizer, url=sim.url, mode="capacity",
+                           sequence_length=8, decode_length=8, slo_ttft_ms=250,
+                           max_duration_s=60, output_dir=str(out))
+        result = run(config, on_progress=on_progress, cancel=cancel)
+    assert result.status == "cancelled"
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["status"] == "cancelled"
+    capacity = saved["capacity"]
+    assert capacity["ended"] == "stopped" and capacity["rate_rps"] is None
+    assert capacity["message"].startswith("The search was stopped before")
+    assert [p["kind"] for p in capacity["probes"]] == ["one at a time", "saturation"]
