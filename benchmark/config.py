@@ -1,8 +1,17 @@
-"""Every setting of a benchmark run and of the TGI server, with its default and its checks.
+"""Every setting of a benchmark run and of the TGI server: one table, its checks, its dataclasses.
 
-This is the one home of validation. The CLI and the UI both build a ``RunConfig`` (and, when they
-launch TGI, a ``ServerSettings``), call ``.validate()`` and show the ``ConfigError`` it raises:
-the error names the field (``err.field``) and says how to fix the value.
+``SETTINGS`` is the one place a setting is written: its field name, plain-words label, CLI flag
+(and short flags), default, bounds, help text and kind. Everything else is built from it:
+argparse (``cli/run.add_benchmark_arguments``, ``cli/launch.add_server_arguments``), the flag maps
+(``FLAG_FOR_FIELD``, ``SERVER_FLAG_FOR_FIELD``), ``config_from_args``, the app's argv for the
+engine child (``run_argv``), the form's defaults and labels (``app/form.DEFAULTS``,
+``field_label``) and the generic checks of ``validate()``.
+
+This is also the one home of validation. The CLI and the UI both build a ``RunConfig`` (and,
+when they launch TGI, a ``ServerSettings``), call ``.validate()`` and show the ``ConfigError`` it
+raises: the error names the field (``err.field``) and says how to fix the value. Checks that
+need two values at once live here too (``check_fits_server``, ``endpoint_url``) so that both
+faces apply them.
 
     config = RunConfig(tokenizer_name="gpt2", url="http://localhost:3000", batch_sizes=(1, 4))
     config.validate()                       # raises ConfigError on bad input
@@ -10,6 +19,21 @@ the error names the field (``err.field``) and says how to fix the value.
 
 Names and defaults follow TGI's ``text-generation-benchmark`` (run) and
 ``text-generation-launcher`` (server).
+
+HOW TO ADD A SETTING (for example a run's ``--gpu-price``):
+
+1. Add one ``Setting(...)`` to ``SETTINGS`` below, where its flag should appear in ``--help``:
+   ``owner`` ("run", "sampling" or "server"), ``kind`` ("int", "float", "text", "choice",
+   "switch", "sizes", "rates", "url"), ``default``, bounds, ``flag``, ``help``, ``label``;
+   ``mode`` when it only means something in some load patterns (``mode="concurrency"`` or
+   ``mode=("concurrency", "rate")``).
+2. Add the field to its dataclass with ``= default_of("name")`` as its default.
+
+That is all: the CLI flag, its parsing and bounds, the error's flag name, the app's argv for the
+engine child, the form's default and label follow. ``tests/unit/test_settings.py`` fails when the
+table and the dataclasses disagree, and its round trip (``config -> argv -> config``) covers the
+new setting on its own. To show it in the app, add its name to ``app/form.FORM_ORDER`` and a
+widget in ``app/page.py`` (layout stays a page decision).
 """
 
 from __future__ import annotations
@@ -21,7 +45,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-from urllib.parse import urlparse, urlsplit
+from urllib.parse import unquote, urlparse, urlsplit
 
 from .errors import ConfigError, ServerLimitError
 
@@ -37,6 +61,7 @@ DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 DEFAULT_URL = "http://localhost:3000"
 DEFAULT_SERVER_PORT = 1337
 DEFAULT_SERVER_HOST = "127.0.0.1"
+DEFAULT_SERVER_TIMEOUT_S = 1800.0   # seconds to wait until a launched server is ready
 
 # Upper bounds on what a user may type: far above any sensible run, low enough that a typo
 # (an extra zero or two) cannot tie up a GPU for a day.
@@ -54,8 +79,11 @@ MAX_REQUESTS = 10_000_000
 # most arrivals one step may plan (the schedule is computed up front and held in memory).
 MAX_RATE = 100_000.0
 MAX_STEP_ARRIVALS = MAX_REQUESTS
-MAX_BURSTINESS = 1_000.0
 MIN_BURSTINESS = 0.01
+MAX_BURSTINESS = 1_000.0
+TGI_DEFAULT_MAX_CONCURRENT = 128     # TGI's --max-concurrent-requests: past it, HTTP 429
+KINDS = ("int", "float", "text", "choice", "switch", "sizes", "rates", "url", "ms", "share")
+OWNERS = ("run", "sampling", "server", "cli", "launch")
 # Cost and deployment plan: bounds far above any real price or traffic, to catch typos.
 MAX_GPU_PRICE_PER_HOUR = 10_000.0
 MAX_API_PRICE_PER_MILLION = 10_000.0
@@ -66,13 +94,295 @@ MAX_PEAK_FACTOR = 1_000.0
 DEFAULT_PEAK_FACTOR = 2.0       # busiest hour / average hour, when the user does not say
 DEFAULT_HEADROOM_PCT = 20.0     # spare capacity kept above the peak, in percent
 PRICE_TABLE_FILE = os.path.join(os.path.dirname(__file__), "data", "hf_hardware_prices.json")
+
+
+@functools.lru_cache(maxsize=1)
+def price_table() -> dict[str, Any]:
+    """Hugging Face's Space hardware prices (``data/hf_hardware_prices.json``): ``read_on``,
+    ``sources`` and ``hardware`` (name -> label, gpu, gpus, usd_per_hour)."""
+    with open(PRICE_TABLE_FILE, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+_PRICE_TABLE = price_table()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: how it is named, typed on the command line, shown in the form and checked.
+
+    ``owner``: the dataclass holding it (``run`` = RunConfig, ``sampling`` = SamplingParams,
+    ``server`` = ServerSettings), or ``cli`` / ``launch`` for options of the command line itself
+    (where to write progress, ``--launch`` and its own flags) that no config records.
+    ``group``: the ``--help`` section (``tgi``, ``http``, ``rate``, ``server``). ``mode``: the load
+    pattern(s) the setting belongs to (None: all; see ``applies_to``). ``default`` is the typed default (None: not sent / TGI
+    decides). Bounds are inclusive unless ``exclusive_minimum``.
+    """
+
+    name: str
+    owner: str
+    kind: str
+    label: str
+    flag: str | None = None
+    short: tuple[str, ...] = ()
+    default: Any = None
+    help: str | None = None
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    group: str = "http"
+    mode: str | tuple[str, ...] | None = None
+    required: bool = False
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The load patterns the setting belongs to (empty: all)."""
+        if self.mode is None:
+            return ()
+        return (self.mode,) if isinstance(self.mode, str) else tuple(self.mode)
+
+    def applies_to(self, mode: str | None) -> bool:
+        """Whether the setting means something in load pattern ``mode``."""
+        return not self.modes or mode in self.modes
+
+    @property
+    def dest(self) -> str:
+        """The argparse attribute of the flag (``--batch-size`` -> ``batch_size``)."""
+        return self.flag[2:].replace("-", "_") if self.flag else self.name
+
+
+def _bounds(minimum: float | None = None, maximum: float | None = None,
+            exclusive: bool = False) -> dict[str, Any]:
+    return {"minimum": minimum, "maximum": maximum, "exclusive_minimum": exclusive}
+
+
+_S = Setting
+SETTINGS: tuple[Setting, ...] = (
+    # -- TGI's text-generation-benchmark flags (same names, same defaults) --------------------
+    _S("tokenizer_name", "run", "text", "Tokenizer", "--tokenizer-name", metavar="NAME",
+       required=True, group="tgi",
+       help="Hub id or local folder of the model's tokenizer (builds prompts of exactly "
+            "--sequence-length tokens)"),
+    _S("revision", "run", "text", "Revision", "--revision", group="tgi",
+       help="tokenizer revision on the Hub"),
+    _S("batch_sizes", "run", "sizes", "Batch sizes", "--batch-size", short=("-b",),
+       default=DEFAULT_BATCH_SIZES, metavar="N[,N...]", group="tgi",
+       mode=("rounds", "concurrency"),
+       help="batch size; repeat the flag or give a list (default "
+            f"{','.join(map(str, DEFAULT_BATCH_SIZES))})", **_bounds(1, MAX_BATCH_SIZE)),
+    _S("sequence_length", "run", "int", "Sequence length", "--sequence-length", default=10,
+       metavar="TOKENS", group="tgi", help="prompt length in tokens (default 10)",
+       **_bounds(1, MAX_SEQUENCE_LENGTH)),
+    _S("decode_length", "run", "int", "Decode length", "--decode-length", default=8,
+       metavar="TOKENS", group="tgi", help="tokens to generate per request (default 8)",
+       **_bounds(1, MAX_DECODE_LENGTH)),
+    _S("runs", "run", "int", "Runs", "--runs", default=10, group="tgi",
+       help="measured rounds per batch size (default 10)", **_bounds(1, MAX_RUNS)),
+    _S("warmups", "run", "int", "Warmups", "--warmups", default=1, group="tgi",
+       help="warm-up rounds per batch size, not measured (default 1)", **_bounds(0, MAX_WARMUPS)),
+    _S("temperature", "sampling", "float", "Temperature", "--temperature", group="tgi",
+       **_bounds(0.0, None, True)),
+    _S("top_k", "sampling", "int", "Top-k", "--top-k", group="tgi", **_bounds(1, 1_000_000)),
+    _S("top_p", "sampling", "float", "Top-p", "--top-p", group="tgi", **_bounds(0.0, 1.0, True)),
+    _S("typical_p", "sampling", "float", "Typical-p", "--typical-p", group="tgi",
+       **_bounds(0.0, 1.0, True)),
+    _S("repetition_penalty", "sampling", "float", "Repetition penalty", "--repetition-penalty",
+       group="tgi", **_bounds(0.0, None, True)),
+    _S("frequency_penalty", "sampling", "float", "Frequency penalty", "--frequency-penalty",
+       group="tgi", **_bounds(-2.0, 2.0)),
+    _S("watermark", "sampling", "switch", "Watermark", "--watermark", default=False, group="tgi"),
+    _S("do_sample", "sampling", "switch", "Sample (do_sample)", "--do-sample", default=False,
+       group="tgi"),
+    _S("top_n_tokens", "sampling", "int", "Top-n tokens", "--top-n-tokens", group="tgi",
+       **_bounds(1, 10)),
+    # -- ours: HTTP, load pattern and files -----------------------------------------------------
+    _S("url", "run", "url", "Endpoint URL", "--url", default=DEFAULT_URL,
+       help=f"server to benchmark (default {DEFAULT_URL})"),
+    _S("api", "run", "choice", "API", "--api", default="tgi", choices=API_CHOICES,
+       help="tgi = /generate_stream; openai-chat = /v1/chat/completions; "
+            "openai-completions = /v1/completions (default tgi)"),
+    _S("model", "run", "text", "Model", "--model",
+       help="model name sent on OpenAI APIs (default: what the server lists)"),
+    _S("mode", "run", "choice", "Load pattern", "--mode", default="rounds", choices=MODE_CHOICES,
+       help="rounds = TGI's pattern (each round sends a batch at once and waits for all); "
+            "concurrency = N virtual users, each sending its next request as soon as the last "
+            "ended; rate = open loop, requests sent on a schedule (--rate) whether or not "
+            "earlier ones ended; capacity = find the highest request rate kept within the "
+            "latency targets (--slo-*) automatically (default rounds)"),
+    _S("duration_s", "run", "float", "Duration (s)", "--duration", metavar="S",
+       mode=("concurrency", "rate"), help="concurrency and rate modes: seconds per step",
+       **_bounds(0.0, MAX_DURATION_S, True)),
+    _S("requests", "run", "int", "Requests", "--requests", metavar="N",
+       mode=("concurrency", "rate"), help="concurrency and rate modes: requests per step",
+       **_bounds(1, MAX_REQUESTS)),
+    _S("api_key_env", "cli", "text", "API key variable", "--api-key-env", metavar="VAR",
+       help="send 'Authorization: Bearer <value of the environment variable VAR>' with every "
+            "request, for endpoints that need a token (for example --api-key-env HF_TOKEN); the "
+            "value is never saved or shown"),
+    _S("timeout_s", "run", "float", "Timeout (s)", "--timeout", default=120.0, metavar="S",
+       help="seconds before a request counts as timed out (default 120)",
+       **_bounds(0.0, MAX_DURATION_S, True)),
+    _S("seed", "run", "int", "Seed", "--seed",
+       help="sampling seed sent with every request; also varies the prompts",
+       **_bounds(0, 2**64 - 1)),
+    # -- ours: the request-rate pattern (open loop) ---------------------------------------------
+    _S("rates", "run", "rates", "Rates (requests/s)", "--rate", default=(), metavar="R[,R...]",
+       group="rate", mode="rate",
+       help="requests per second; each rate is a step (repeat the flag or give a list, e.g. "
+            "10,20,40)", **_bounds(0.0, MAX_RATE, True)),
+    _S("arrivals", "run", "choice", "Arrivals", "--arrivals", default="poisson",
+       choices=ARRIVAL_CHOICES, group="rate", mode="rate",
+       help="gaps between sends: poisson (random, as independent users), constant (even) or "
+            "gamma (shape --burstiness) (default poisson)"),
+    _S("burstiness", "run", "float", "Burstiness", "--burstiness", metavar="B", group="rate",
+       mode="rate", help="gamma arrivals' shape: 1 = Poisson, below 1 burstier, above 1 more "
+                         "even", **_bounds(MIN_BURSTINESS, MAX_BURSTINESS)),
+    _S("ramp_up_s", "run", "float", "Ramp-up (s)", "--ramp-up", metavar="S", group="rate",
+       mode="rate", help="the rate grows linearly from 0 over S seconds at each step's start",
+       **_bounds(0.0, MAX_DURATION_S)),
+    _S("max_concurrency", "run", "int", "Max concurrency", "--max-concurrency", metavar="N",
+       group="rate", mode="rate",
+       help="at most N requests in flight; arrivals past it wait in the client (that wait is "
+            "measured: client_queue_ms)", **_bounds(1, 100_000)),
+    _S("schedule_seed", "run", "int", "Schedule seed", "--schedule-seed", metavar="N",
+       group="rate", mode="rate",
+       help="seed of the send schedule (random when not given; saved in run.json so that a run "
+            "can be replayed exactly)", **_bounds(0, 2**63 - 1)),
+    _S("output_dir", "run", "text", "Output dir", "--output-dir", metavar="DIR",
+       help="folder for run.json, summary.csv, requests.csv (default results/<date>-<model>-<id>, "
+            "under $RESULTS_DIR if set)"),
+    # -- ours: latency targets (any pattern) and the capacity search ----------------------------
+    _S("slo_ttft_ms", "run", "ms", "TTFT target (ms)", "--slo-ttft-ms", metavar="MS",
+       group="slo", help="target time to first token, in ms (for example 1000)",
+       **_bounds(0.0, MAX_DURATION_S * 1000, True)),
+    _S("slo_tpot_ms", "run", "ms", "Time per token target (ms)", "--slo-tpot-ms", metavar="MS",
+       group="slo", help="target time per output token after the first, in ms (for example "
+                         "50, about reading speed)", **_bounds(0.0, MAX_DURATION_S * 1000, True)),
+    _S("slo_e2e_ms", "run", "ms", "End-to-end target (ms)", "--slo-e2e-ms", metavar="MS",
+       group="slo", help="target time for the whole answer, in ms",
+       **_bounds(0.0, MAX_DURATION_S * 1000, True)),
+    _S("slo_attainment", "run", "share", "Requests within target (%)", "--slo-attainment",
+       default=0.9, metavar="F", group="slo", **_bounds(0.0, 1.0, True),
+       help="share of requests that must be good, a fraction in (0, 1] or a percentage such "
+            "as 90%% (default 0.9)"),
+    _S("max_duration_s", "run", "float", "Max duration (s)", "--max-duration", metavar="S",
+       group="slo", mode="capacity",
+       help="--mode capacity: seconds the whole search may take (default "
+            f"{DEFAULT_CAPACITY_DURATION_S:g})",
+       **_bounds(MIN_CAPACITY_DURATION_S, MAX_DURATION_S)),
+    # -- ours: what it costs (any pattern) and the deployment plan (capacity) -----------------
+    _S("gpu_price_per_hour", "run", "float", "GPU price ($/hour)", "--gpu-price-per-hour",
+       metavar="USD", group="cost",
+       help="what the server's machine costs per hour, all its GPUs together (for example "
+            "0.80); overrides --hardware's price", **_bounds(0.0, MAX_GPU_PRICE_PER_HOUR, True)),
+    _S("hardware", "run", "choice", "Hardware", "--hardware", metavar="NAME", group="cost",
+       choices=tuple(_PRICE_TABLE["hardware"]),
+       help="the machine as Hugging Face names it, to take its price from the table read "
+            f"{_PRICE_TABLE['read_on']} ({', '.join(_PRICE_TABLE['hardware'])})"),
+    _S("plan_peak_rps", "run", "float", "Peak traffic (requests/s)", "--peak-rps", metavar="R",
+       group="cost", mode="capacity",
+       help="your traffic at its busiest, in requests per second (for the deployment plan)",
+       **_bounds(0.0, MAX_PEAK_RPS, True)),
+    _S("plan_daily_users", "run", "int", "Daily users", "--daily-users", metavar="N",
+       group="cost", mode="capacity",
+       help="or your traffic as users per day (with --requests-per-user)",
+       **_bounds(1, MAX_DAILY_USERS)),
+    _S("plan_requests_per_user", "run", "float", "Requests per user per day",
+       "--requests-per-user", metavar="N", group="cost", mode="capacity",
+       help="requests each user sends per day", **_bounds(0.0, MAX_REQUESTS_PER_USER, True)),
+    _S("plan_peak_factor", "run", "float", "Peak factor", "--peak-factor",
+       default=DEFAULT_PEAK_FACTOR, metavar="F", group="cost", mode="capacity",
+       help=f"busiest hour / average hour (default {DEFAULT_PEAK_FACTOR:g})",
+       **_bounds(1.0, MAX_PEAK_FACTOR)),
+    _S("plan_headroom", "run", "float", "Headroom (%)", "--headroom",
+       default=DEFAULT_HEADROOM_PCT, metavar="PCT", group="cost", mode="capacity",
+       help=f"spare capacity kept above the peak, in percent (default "
+            f"{DEFAULT_HEADROOM_PCT:g})", **_bounds(0.0, 100.0)),
+    _S("api_price_per_million", "run", "float", "Hosted API price ($ per million tokens)",
+       "--api-price-per-million", metavar="USD", group="cost", mode="capacity",
+       help="a hosted API's price per million tokens (prompt + output), to compare with and "
+            "find the monthly volume where both cost the same",
+       **_bounds(0.0, MAX_API_PRICE_PER_MILLION, True)),
+    _S("progress_jsonl", "cli", "text", "Progress file", "--progress-jsonl", metavar="PATH",
+       help="write progress events as JSON lines to PATH ('-' = stdout)"),
+    # -- the TGI server to launch (text-generation-launcher's names) ---------------------------
+    _S("launch", "launch", "switch", "Launch", "--launch", default=False, group="server",
+       help="start a TGI server with the flags below and benchmark it"),
+    _S("model_id", "server", "text", "Model ID", "--model-id", metavar="ID", group="server",
+       help="Hub id (org/name) or local folder of the model"),
+    _S("revision", "server", "text", "Revision", "--revision", group="server",
+       help="model revision (branch, tag or commit)"),
+    _S("quantize", "server", "choice", "Quantization", "--quantize", choices=QUANTIZE_CHOICES,
+       group="server", help="quantization method"),
+    _S("dtype", "server", "choice", "Data type", "--dtype", choices=DTYPE_CHOICES, group="server",
+       help="weights' data type (not with --quantize)"),
+    _S("num_shard", "server", "int", "Number of GPUs (shards)", "--num-shard", metavar="N",
+       group="server", help="number of GPUs to shard the model over", **_bounds(1, 64)),
+    _S("max_input_tokens", "server", "int", "Max input tokens", "--max-input-tokens",
+       metavar="N", group="server", help="longest prompt the server accepts",
+       **_bounds(1, MAX_SEQUENCE_LENGTH)),
+    _S("max_total_tokens", "server", "int", "Max total tokens", "--max-total-tokens",
+       metavar="N", group="server", help="longest prompt + generated tokens of one request",
+       **_bounds(1, MAX_SEQUENCE_LENGTH + MAX_DECODE_LENGTH)),
+    _S("max_batch_size", "server", "int", "Max batch size", "--max-batch-size", metavar="N",
+       group="server", help="most requests in one batch", **_bounds(1, 100_000)),
+    _S("max_batch_prefill_tokens", "server", "int", "Max batch prefill tokens",
+       "--max-batch-prefill-tokens", metavar="N", group="server",
+       help="most prompt tokens processed in one prefill", **_bounds(1, 10_000_000)),
+    _S("max_concurrent_requests", "server", "int", "Max concurrent requests",
+       "--max-concurrent-requests", metavar="N", group="server",
+       help="requests the router accepts at once (more get HTTP 429)", **_bounds(1, 100_000)),
+    _S("trust_remote_code", "server", "switch", "Trust remote code", "--trust-remote-code",
+       default=False, group="server",
+       help="run code from the model repository (only for models you trust)"),
+    _S("port", "server", "int", "Port", "--port", default=DEFAULT_SERVER_PORT, metavar="PORT",
+       group="server", help=f"server port (default {DEFAULT_SERVER_PORT})", **_bounds(1, 65535)),
+    _S("hostname", "server", "text", "Hostname", "--hostname", default=DEFAULT_SERVER_HOST,
+       metavar="HOST", group="server",
+       help=f"address the server listens on (default {DEFAULT_SERVER_HOST})"),
+    _S("server_timeout", "launch", "float", "Server start-up timeout (s)", "--server-timeout",
+       metavar="S", group="server",
+       help=f"seconds to wait until the server is ready (default {DEFAULT_SERVER_TIMEOUT_S:g}: "
+            "downloads are slow)", **_bounds(0.0, None, True)),
+    _S("server_log_dir", "launch", "text", "Server log folder", "--server-log-dir",
+       metavar="DIR", group="server",
+       help="folder for the launcher's (masked) log (default: a temporary folder)"),
+    _S("keep_server", "launch", "switch", "Keep the server", "--keep-server", default=False,
+       group="server", help="leave the server running after the benchmark"),
+)
+del _S
+
+
+def settings_of(*owners: str) -> tuple[Setting, ...]:
+    """The table's settings held by ``owners`` (``"run"``, ``"sampling"``, ``"server"``, ...)."""
+    return tuple(s for s in SETTINGS if s.owner in owners)
+
+
+def setting(name: str, owner: str | None = None) -> Setting:
+    """The table's entry for ``name`` (the first one, or ``owner``'s when given)."""
+    for entry in SETTINGS:
+        if entry.name == name and (owner is None or entry.owner == owner):
+            return entry
+    raise KeyError(name)
+
+
+def default_of(name: str, owner: str | None = None) -> Any:
+    """A setting's default, as its dataclass field uses it."""
+    return setting(name, owner).default
+
+
+def flag_map(*owners: str) -> dict[str, str]:
+    """Field name -> long flag, for wording a ConfigError like argparse does."""
+    return {s.name: s.flag for s in settings_of(*owners) if s.flag}
+
+
 # Upper bounds of ServerSettings' numbers (TGI flag names), checked in this order.
 SERVER_LIMITS: dict[str, int] = {
-    "num_shard": 64, "max_input_tokens": MAX_SEQUENCE_LENGTH,
-    "max_total_tokens": MAX_SEQUENCE_LENGTH + MAX_DECODE_LENGTH,
-    "max_batch_size": 100_000, "max_batch_prefill_tokens": 10_000_000,
-    "max_concurrent_requests": 100_000,
-}
+    s.name: int(s.maximum) for s in settings_of("server")
+    if s.kind == "int" and s.maximum is not None and s.name != "port"}
+
 
 # A git branch, tag or commit as the Hub takes it (refs/pr/1 too); never read as a flag.
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
@@ -198,9 +508,8 @@ def parse_rates(value: Any, field_name: str = "rates") -> tuple[float, ...]:
     for item in items:
         if isinstance(item, bool):
             raise ConfigError(field_name, f"{label} must be numbers, not {item!r}.")
-        number = parse_float(field_name, item, minimum=0.0, maximum=MAX_RATE,
-                             exclusive_minimum=True)
-        rates.add(number)
+        rates.add(parse_float(field_name, item, minimum=0.0, maximum=MAX_RATE,
+                              exclusive_minimum=True))
     return tuple(int(r) if float(r).is_integer() else float(r) for r in sorted(rates))
 
 
@@ -226,43 +535,16 @@ def parse_positive(field_name: str, value: Any, maximum: float, example: str) ->
     label = field_label(field_name)
     number = parse_float(field_name, value)
     if number <= 0:
-        raise ConfigError(field_name, f"{label} must be more than 0, for example {example}, "
+        raise ConfigError(field_name, f"{label} must be greater than 0, for example {example}, "
                                       f"got {number:g}.")
     if number > maximum:
         raise ConfigError(field_name, f"{label} must be at most {maximum:,g}, got {number:g}.")
     return number
 
 
-@functools.lru_cache(maxsize=1)
-def price_table() -> dict[str, Any]:
-    """Hugging Face's Space hardware prices (``data/hf_hardware_prices.json``): ``read_on``,
-    ``sources`` and ``hardware`` (name -> label, gpu, gpus, usd_per_hour)."""
-    with open(PRICE_TABLE_FILE, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def check_hardware(value: Any, field_name: str = "hardware") -> str:
-    """A hardware name of the price table (``l4x1``, ``a100-large``...)."""
-    names = price_table()["hardware"]
-    text = (value or "").strip().lower() if isinstance(value, str) else value
-    if text not in names:
-        raise ConfigError(field_name, f"{field_label(field_name)} {value!r} is not in the price "
-                                      f"table; choose one of {', '.join(names)}, or type the "
-                                      f"price per hour instead.")
-    return text
-
-
 def check_cost(config: Any) -> None:
-    """Refuse a price, hardware name or deployment plan input that cannot be used; ``config``
-    is any object with the RunConfig's cost and ``plan_*`` fields."""
-    if getattr(config, "gpu_price_per_hour", None) is not None:
-        parse_positive("gpu_price_per_hour", config.gpu_price_per_hour, MAX_GPU_PRICE_PER_HOUR,
-                       "0.80")
-    if getattr(config, "hardware", None) is not None:
-        check_hardware(config.hardware)
-    if getattr(config, "api_price_per_million", None) is not None:
-        parse_positive("api_price_per_million", config.api_price_per_million,
-                       MAX_API_PRICE_PER_MILLION, "0.60")
+    """The deployment plan's checks that need several fields (each field's own bounds are the
+    settings table's): the traffic given one way, and only where a capacity is measured."""
     check_traffic(getattr(config, "plan_peak_rps", None),
                   getattr(config, "plan_daily_users", None),
                   getattr(config, "plan_requests_per_user", None),
@@ -307,59 +589,11 @@ def field_label(field_name: str) -> str:
     return FIELD_LABELS.get(field_name, field_name.replace("_", " ").capitalize())
 
 
-# Plain-words names of fields, shared by error messages and the UI's labels.
-FIELD_LABELS = {
-    "tokenizer_name": "Tokenizer",
-    "url": "Endpoint URL",
-    "api": "API",
-    "batch_sizes": "Batch sizes",
-    "sequence_length": "Sequence length",
-    "decode_length": "Decode length",
-    "runs": "Runs",
-    "warmups": "Warmups",
-    "mode": "Load pattern",
-    "duration_s": "Duration (s)",
-    "slo_ttft_ms": "TTFT target (ms)",
-    "slo_tpot_ms": "Time per token target (ms)",
-    "slo_e2e_ms": "End-to-end target (ms)",
-    "slo_attainment": "Requests within target (%)",
-    "max_duration_s": "Max duration (s)",
-    "requests": "Requests",
-    "rates": "Rates (requests/s)",
-    "arrivals": "Arrivals",
-    "burstiness": "Burstiness",
-    "ramp_up_s": "Ramp-up (s)",
-    "max_concurrency": "Max concurrency",
-    "schedule_seed": "Schedule seed",
-    "gpu_price_per_hour": "GPU price ($/hour)",
-    "hardware": "Hardware",
-    "plan_peak_rps": "Peak traffic (requests/s)",
-    "plan_daily_users": "Daily users",
-    "plan_requests_per_user": "Requests per user per day",
-    "plan_peak_factor": "Peak factor",
-    "plan_headroom": "Headroom (%)",
-    "api_price_per_million": "Hosted API price ($ per million tokens)",
-    "timeout_s": "Timeout (s)",
-    "temperature": "Temperature",
-    "top_k": "Top-k",
-    "top_p": "Top-p",
-    "typical_p": "Typical-p",
-    "repetition_penalty": "Repetition penalty",
-    "frequency_penalty": "Frequency penalty",
-    "top_n_tokens": "Top-n tokens",
-    "model_id": "Model ID",
-    "revision": "Revision",
-    "quantize": "Quantization",
-    "dtype": "Data type",
-    "num_shard": "Number of GPUs (shards)",
-    "max_input_tokens": "Max input tokens",
-    "max_total_tokens": "Max total tokens",
-    "max_batch_size": "Max batch size",
-    "max_batch_prefill_tokens": "Max batch prefill tokens",
-    "max_concurrent_requests": "Max concurrent requests",
-    "port": "Port",
-    "hostname": "Hostname",
-}
+# Plain-words names of fields, shared by error messages and the UI's labels (from the table).
+FIELD_LABELS: dict[str, str] = {}
+for _entry in SETTINGS:
+    FIELD_LABELS.setdefault(_entry.name, _entry.label)
+del _entry
 
 
 def check_url(url: str, field_name: str = "url") -> str:
@@ -403,6 +637,142 @@ def check_model_id(model_id: str, field_name: str = "model_id") -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# One setting's value: typed from text, checked, written back as flags (all from the table)
+
+
+def parse_setting(entry: Setting, value: Any) -> Any:
+    """``value`` (typed text or a number) as the setting's type within its bounds; ConfigError
+    names the field. ``None`` stays ``None`` (not given)."""
+    if value is None:
+        return None
+    name = entry.name
+    if entry.kind == "int":
+        return parse_int(name, value, minimum=int(entry.minimum if entry.minimum is not None
+                                                  else -(2**63)),
+                         maximum=None if entry.maximum is None else int(entry.maximum))
+    if entry.kind == "float":
+        return parse_float(name, value, minimum=entry.minimum, maximum=entry.maximum,
+                           exclusive_minimum=entry.exclusive_minimum)
+    if entry.kind == "sizes":
+        return parse_batch_sizes(list(value) if isinstance(value, tuple) else value, name)
+    if entry.kind == "rates":
+        return parse_rates(list(value) if isinstance(value, tuple) else value, name)
+    if entry.kind == "choice":
+        if value not in entry.choices:
+            none = " (or none)" if entry.default is None else ""
+            raise ConfigError(name, f"{entry.label} must be one of {', '.join(entry.choices)}"
+                                    f"{none}; got {value!r}.")
+        return value
+    if entry.kind == "url":
+        return check_url(value, name)
+    if entry.kind == "ms":
+        return parse_slo_ms(name, value)
+    if entry.kind == "share":
+        return parse_attainment(value, name)
+    if entry.kind == "switch":
+        return bool(value)
+    return value
+
+
+def check_settings(config: Any, owner: str, *, mode: str | None = None) -> None:
+    """Check every field of ``config`` that the table holds for ``owner`` (in table order);
+    settings of another load pattern than ``mode`` are skipped."""
+    for entry in settings_of(owner):
+        if not entry.applies_to(mode):
+            continue
+        parse_setting(entry, getattr(config, entry.name))
+
+
+def _number_text(value: float) -> str:
+    """A float as short text that reads back to the same float (120.0 -> "120")."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
+def setting_argv(entry: Setting, value: Any) -> list[str]:
+    """The flags that give ``entry`` the value ``value`` (nothing for None / off)."""
+    if value is None or value is False or entry.flag is None:
+        return []
+    if entry.kind == "switch":
+        return [entry.flag]
+    if entry.kind == "sizes":
+        return [token for size in value for token in (entry.flag, str(size))]
+    if entry.kind == "rates":
+        return [entry.flag, ",".join(_number_text(float(r)) if isinstance(r, float) else str(r)
+                                     for r in value)] if value else []
+    if isinstance(value, float):
+        return [entry.flag, _number_text(value)]
+    return [entry.flag, str(value)]
+
+
+def run_argv(config: "RunConfig") -> list[str]:
+    """``python -m benchmark`` flags that rebuild ``config`` (``config_from_args`` reads them
+    back to an equal config; ``max_total_requests`` has no flag: it is the app's policy)."""
+    argv: list[str] = []
+    for entry in settings_of("run", "sampling"):
+        if not entry.applies_to(config.mode):
+            continue
+        holder = config.sampling if entry.owner == "sampling" else config
+        argv += setting_argv(entry, getattr(holder, entry.name))
+    return argv
+
+
+def endpoint_url(url: str, field_name: str = "url", *,
+                 credentials: bool) -> tuple[str, tuple[str, str] | None]:
+    """The endpoint URL as it may be saved and shown, and the ``(user, password)`` it carried.
+
+    One rule for both faces: what is saved with the results never holds a secret. A ?query or
+    #fragment is refused (the request paths go after the URL). ``user:password@`` is taken out
+    and returned where the caller can send it as a header without saving it (``credentials``:
+    the CLI); elsewhere (the app, whose URL is shown on share links) it is refused.
+    """
+    text = check_url(url, field_name)
+    parts = urlsplit(text)
+    if parts.query or parts.fragment:
+        raise ConfigError(field_name, "The endpoint URL has a ?query or #fragment part: drop it "
+                                      "(the request paths are added after the URL, and the URL "
+                                      "is saved with the results and shown to everyone who "
+                                      "opens a share link). Pass a token with --api-key-env "
+                                      "instead.")
+    if parts.username is None and parts.password is None:
+        return text, None
+    if not credentials:
+        raise ConfigError(field_name, "Endpoint URL carries a user name or password: it would "
+                                      "be saved with the results and shown to everyone who "
+                                      "opens the share link. Type only the server's address, "
+                                      "e.g. http://10.0.0.5:8080.")
+    pair = (unquote(parts.username or ""), unquote(parts.password or ""))
+    return strip_credentials(text), pair
+
+
+def check_fits_server(run: "RunConfig", server: "ServerSettings") -> None:
+    """Refuse, before launching, a run the chosen server limits would reject request by request:
+    lengths past max_input/max_total tokens (ServerLimitError), batches past max concurrent
+    requests (ConfigError on batch_sizes: the extra requests would get HTTP 429)."""
+    run.check_against_server({"max_input_tokens": server.max_input_tokens,
+                              "max_total_tokens": server.max_total_tokens})
+    cap = server.max_concurrent_requests or TGI_DEFAULT_MAX_CONCURRENT
+    if run.mode == "rate":
+        if run.max_concurrency is not None and run.max_concurrency > cap:
+            raise ConfigError(
+                "max_concurrency",
+                f"Max concurrency {run.max_concurrency} is more than the server's max concurrent "
+                f"requests ({cap}): the extra requests would be refused with HTTP 429. Lower it "
+                f"or raise Max concurrent requests (--max-concurrent-requests; in the app: "
+                f"advanced server settings).")
+        return
+    largest = max(run.batch_sizes)
+    if largest > cap:
+        raise ConfigError(
+            "batch_sizes",
+            f"Batch size {largest} is more than the server's max concurrent requests ({cap}): "
+            f"the extra requests would be refused with HTTP 429. Lower the batch sizes or raise "
+            f"Max concurrent requests (--max-concurrent-requests; in the app: advanced server "
+            f"settings).",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
 # A benchmark run
 
 
@@ -410,36 +780,23 @@ def check_model_id(model_id: str, field_name: str = "model_id") -> str:
 class SamplingParams:
     """TGI's sampling flags. ``None`` means: do not send the parameter."""
 
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    typical_p: float | None = None
-    repetition_penalty: float | None = None
-    frequency_penalty: float | None = None
-    watermark: bool = False
-    do_sample: bool = False
-    top_n_tokens: int | None = None
+    temperature: float | None = default_of("temperature")
+    top_k: int | None = default_of("top_k")
+    top_p: float | None = default_of("top_p")
+    typical_p: float | None = default_of("typical_p")
+    repetition_penalty: float | None = default_of("repetition_penalty")
+    frequency_penalty: float | None = default_of("frequency_penalty")
+    watermark: bool = default_of("watermark")
+    do_sample: bool = default_of("do_sample")
+    top_n_tokens: int | None = default_of("top_n_tokens")
 
     def validate(self) -> "SamplingParams":
-        if self.temperature is not None:
-            parse_float("temperature", self.temperature, minimum=0.0, exclusive_minimum=True)
-        if self.top_k is not None:
-            parse_int("top_k", self.top_k, minimum=1)
+        check_settings(self, "sampling")
         for name in ("top_p", "typical_p"):
             value = getattr(self, name)
-            if value is not None:
-                number = parse_float(name, value, minimum=0.0, maximum=1.0,
-                                     exclusive_minimum=True)
-                if number >= 1.0:
-                    raise ConfigError(name, f"{field_label(name)} must be below 1, "
-                                            f"got {number:g}.")
-        if self.repetition_penalty is not None:
-            parse_float("repetition_penalty", self.repetition_penalty, minimum=0.0,
-                        exclusive_minimum=True)
-        if self.frequency_penalty is not None:
-            parse_float("frequency_penalty", self.frequency_penalty, minimum=-2.0, maximum=2.0)
-        if self.top_n_tokens is not None:
-            parse_int("top_n_tokens", self.top_n_tokens, minimum=1, maximum=10)
+            if value is not None and float(value) >= 1.0:
+                raise ConfigError(name, f"{field_label(name)} must be below 1, "
+                                        f"got {float(value):g}.")
         return self
 
 
@@ -460,81 +817,67 @@ class RunConfig:
     """
 
     tokenizer_name: str
-    url: str = DEFAULT_URL
-    api: str = "tgi"
-    model: str | None = None
-    revision: str | None = None
-    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
-    sequence_length: int = 10
-    decode_length: int = 8
-    runs: int = 10
-    warmups: int = 1
-    mode: str = "rounds"
-    duration_s: float | None = None
-    requests: int | None = None
-    timeout_s: float = 120.0
-    seed: int | None = None
+    url: str = default_of("url")
+    api: str = default_of("api")
+    model: str | None = default_of("model")
+    revision: str | None = default_of("revision", "run")
+    batch_sizes: tuple[int, ...] = default_of("batch_sizes")
+    sequence_length: int = default_of("sequence_length")
+    decode_length: int = default_of("decode_length")
+    runs: int = default_of("runs")
+    warmups: int = default_of("warmups")
+    mode: str = default_of("mode")
+    duration_s: float | None = default_of("duration_s")
+    requests: int | None = default_of("requests")
+    timeout_s: float = default_of("timeout_s")
+    seed: int | None = default_of("seed")
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    output_dir: str | None = None
-    rates: tuple[float, ...] = ()
-    arrivals: str = "poisson"
-    burstiness: float | None = None
-    ramp_up_s: float | None = None
-    max_concurrency: int | None = None
-    schedule_seed: int | None = None
+    rates: tuple[float, ...] = default_of("rates")
+    arrivals: str = default_of("arrivals")
+    burstiness: float | None = default_of("burstiness")
+    ramp_up_s: float | None = default_of("ramp_up_s")
+    max_concurrency: int | None = default_of("max_concurrency")
+    schedule_seed: int | None = default_of("schedule_seed")
+    output_dir: str | None = default_of("output_dir")
     # Set by the Space for endpoint runs: refuse configs that would send more requests.
     max_total_requests: int | None = None
     # Latency targets (SLOs), in ms; None = no target. A request is good when it finished and
     # met every target given; ``slo_attainment`` is the share of good requests wanted (0-1].
-    slo_ttft_ms: float | None = None
-    slo_tpot_ms: float | None = None
-    slo_e2e_ms: float | None = None
-    slo_attainment: float = 0.9
+    slo_ttft_ms: float | None = default_of("slo_ttft_ms")
+    slo_tpot_ms: float | None = default_of("slo_tpot_ms")
+    slo_e2e_ms: float | None = default_of("slo_e2e_ms")
+    slo_attainment: float = default_of("slo_attainment")
     # Capacity mode: the whole search's time bound (None: DEFAULT_CAPACITY_DURATION_S).
-    max_duration_s: float | None = None
+    max_duration_s: float | None = default_of("max_duration_s")
     # What the server's machine costs (core/cost.py): its hourly price in USD and/or its
     # Hugging Face hardware name (a key of the price table; gives the price when none is typed).
-    gpu_price_per_hour: float | None = None
-    hardware: str | None = None
+    gpu_price_per_hour: float | None = default_of("gpu_price_per_hour")
+    hardware: str | None = default_of("hardware")
     # Deployment plan (capacity mode): the user's traffic, as requests/s at peak or as daily
     # users x requests per user per day (x the peak factor); spare capacity kept (percent);
     # a hosted API's price per million tokens to compare with.
-    plan_peak_rps: float | None = None
-    plan_daily_users: int | None = None
-    plan_requests_per_user: float | None = None
-    plan_peak_factor: float = DEFAULT_PEAK_FACTOR
-    plan_headroom: float = DEFAULT_HEADROOM_PCT
-    api_price_per_million: float | None = None
+    plan_peak_rps: float | None = default_of("plan_peak_rps")
+    plan_daily_users: int | None = default_of("plan_daily_users")
+    plan_requests_per_user: float | None = default_of("plan_requests_per_user")
+    plan_peak_factor: float = default_of("plan_peak_factor")
+    plan_headroom: float = default_of("plan_headroom")
+    api_price_per_million: float | None = default_of("api_price_per_million")
 
     def validate(self) -> "RunConfig":
         """Raise ``ConfigError`` for the first invalid field; return self when all is well."""
         if not (self.tokenizer_name or "").strip():
             raise ConfigError("tokenizer_name", "Tokenizer is empty: give a Hub id or a folder.")
         check_url(self.url)
-        if self.api not in API_CHOICES:
-            raise ConfigError("api", f"API must be one of {', '.join(API_CHOICES)}; got {self.api!r}.")
         if self.mode not in MODE_CHOICES:
             raise ConfigError("mode", f"Load pattern must be one of {', '.join(MODE_CHOICES)}; "
                                       f"got {self.mode!r}.")
-        parse_batch_sizes(list(self.batch_sizes))
-        parse_int("sequence_length", self.sequence_length, maximum=MAX_SEQUENCE_LENGTH)
-        parse_int("decode_length", self.decode_length, maximum=MAX_DECODE_LENGTH)
-        parse_int("runs", self.runs, maximum=MAX_RUNS)
-        parse_int("warmups", self.warmups, minimum=0, maximum=MAX_WARMUPS)
-        parse_float("timeout_s", self.timeout_s, minimum=0.0, maximum=24 * 3600,
-                    exclusive_minimum=True)
-        if self.seed is not None:
-            parse_int("seed", self.seed, minimum=0, maximum=2**64 - 1)
-        if self.mode in ("concurrency", "rate"):
-            if self.duration_s is None and self.requests is None:
-                raise ConfigError("duration_s", f"The {self.mode} pattern needs a duration "
-                                                "(--duration) or a number of requests (--requests).")
-            if self.duration_s is not None:
-                parse_float("duration_s", self.duration_s, minimum=0.0, maximum=MAX_DURATION_S,
-                            exclusive_minimum=True)
-            if self.requests is not None:
-                parse_int("requests", self.requests, maximum=MAX_REQUESTS)
-        self._validate_rate()
+        check_settings(self, "run", mode=self.mode)
+        if (self.mode in ("concurrency", "rate") and self.duration_s is None
+                and self.requests is None):
+            raise ConfigError("duration_s", f"The {self.mode} pattern needs a duration "
+                                            "(--duration) or a number of requests (--requests).")
+        if self.mode == "rate":
+            self._check_rate()
         self.sampling.validate()
         check_slo(self)
         self._validate_capacity()
@@ -550,43 +893,18 @@ class RunConfig:
                 )
         return self
 
-    def _validate_rate(self) -> None:
-        """The rate pattern's own fields; refused in the other patterns, where they mean
-        nothing (a user who typed them expects them to act)."""
-        rate_fields = ("rates", "burstiness", "ramp_up_s", "max_concurrency", "schedule_seed")
-        if self.mode == "capacity":   # its rate probes draw their schedules from the seed
-            rate_fields = rate_fields[:-1]
-        if self.mode != "rate":
-            typed = [n for n in rate_fields if getattr(self, n) not in (None, ())]
-            if self.arrivals != "poisson":
-                typed.insert(1, "arrivals")
-            if typed:
-                raise ConfigError(typed[0], f"{field_label(typed[0])} applies to the request "
-                                            f"rate pattern only: choose it (--mode rate) or "
-                                            f"leave the field empty.")
-            return
-        parse_rates(list(self.rates))
-        if self.arrivals not in ARRIVAL_CHOICES:
-            raise ConfigError("arrivals", f"Arrivals must be one of {', '.join(ARRIVAL_CHOICES)};"
-                                          f" got {self.arrivals!r}.")
-        if self.burstiness is not None:
-            if self.arrivals != "gamma":
-                raise ConfigError("burstiness", "Burstiness is the shape of gamma arrivals: "
-                                                "choose gamma arrivals (--arrivals gamma) or "
-                                                "leave burstiness empty.")
-            parse_float("burstiness", self.burstiness, minimum=MIN_BURSTINESS,
-                        maximum=MAX_BURSTINESS)
-        if self.ramp_up_s is not None:
-            ramp = parse_float("ramp_up_s", self.ramp_up_s, minimum=0.0, maximum=MAX_DURATION_S)
-            if self.duration_s is not None and ramp > float(self.duration_s):
-                raise ConfigError("ramp_up_s", f"Ramp-up ({ramp:g} s) is longer than the duration "
-                                               f"({float(self.duration_s):g} s): the rate would "
-                                               f"never reach its target. Type a ramp-up of at "
-                                               f"most {float(self.duration_s):g} s.")
-        if self.max_concurrency is not None:
-            parse_int("max_concurrency", self.max_concurrency, maximum=MAX_BATCH_SIZE * 100)
-        if self.schedule_seed is not None:
-            parse_int("schedule_seed", self.schedule_seed, minimum=0, maximum=2**63 - 1)
+    def _check_rate(self) -> None:
+        """The rate pattern's checks that need two values at once."""
+        if self.burstiness is not None and self.arrivals != "gamma":
+            raise ConfigError("burstiness", "Burstiness is the shape of gamma arrivals: choose "
+                                            "gamma arrivals (--arrivals gamma) or leave "
+                                            "burstiness empty.")
+        if (self.ramp_up_s is not None and self.duration_s is not None
+                and float(self.ramp_up_s) > float(self.duration_s)):
+            raise ConfigError("ramp_up_s", f"Ramp-up ({float(self.ramp_up_s):g} s) is longer "
+                                           f"than the duration ({float(self.duration_s):g} s): "
+                                           f"the rate would never reach its target. Type a "
+                                           f"ramp-up of at most {float(self.duration_s):g} s.")
         if self.duration_s is not None and self.requests is None:
             most = max(self.rates) * float(self.duration_s)
             if most > MAX_STEP_ARRIVALS:
@@ -681,18 +999,18 @@ class ServerSettings:
     """What ``text-generation-launcher`` is started with; field names are TGI's flag names."""
 
     model_id: str
-    revision: str | None = None
-    quantize: str | None = None
-    dtype: str | None = None
-    num_shard: int | None = None
-    max_input_tokens: int | None = None
-    max_total_tokens: int | None = None
-    max_batch_size: int | None = None
-    max_batch_prefill_tokens: int | None = None
-    max_concurrent_requests: int | None = None
-    trust_remote_code: bool = False
-    port: int = DEFAULT_SERVER_PORT
-    hostname: str = DEFAULT_SERVER_HOST
+    revision: str | None = default_of("revision", "server")
+    quantize: str | None = default_of("quantize")
+    dtype: str | None = default_of("dtype")
+    num_shard: int | None = default_of("num_shard")
+    max_input_tokens: int | None = default_of("max_input_tokens")
+    max_total_tokens: int | None = default_of("max_total_tokens")
+    max_batch_size: int | None = default_of("max_batch_size")
+    max_batch_prefill_tokens: int | None = default_of("max_batch_prefill_tokens")
+    max_concurrent_requests: int | None = default_of("max_concurrent_requests")
+    trust_remote_code: bool = default_of("trust_remote_code")
+    port: int = default_of("port")
+    hostname: str = default_of("hostname")
 
     def validate(self, *, allow_trust_remote_code: bool = False) -> "ServerSettings":
         check_model_id(self.model_id)
@@ -701,19 +1019,10 @@ class ServerSettings:
             raise ConfigError("revision", f"Revision {self.revision!r} is not a branch, tag or "
                                           "commit name (letters, digits, '.', '_', '-', '/'; "
                                           "not starting with '-').")
-        if self.quantize is not None and self.quantize not in QUANTIZE_CHOICES:
-            raise ConfigError("quantize", f"Quantization must be one of {', '.join(QUANTIZE_CHOICES)}"
-                                          f" (or none); got {self.quantize!r}.")
-        if self.dtype is not None and self.dtype not in DTYPE_CHOICES:
-            raise ConfigError("dtype", f"Data type must be one of {', '.join(DTYPE_CHOICES)}; "
-                                       f"got {self.dtype!r}.")
+        check_settings(self, "server")
         if self.quantize and self.dtype:
             raise ConfigError("dtype", "Choose either a quantization or a data type, not both: "
                                        "TGI refuses --dtype together with --quantize.")
-        for name, maximum in SERVER_LIMITS.items():
-            value = getattr(self, name)
-            if value is not None:
-                parse_int(name, value, minimum=1, maximum=maximum)
         if (self.max_input_tokens is not None and self.max_total_tokens is not None
                 and self.max_input_tokens >= self.max_total_tokens):
             raise ConfigError("max_input_tokens",
@@ -729,7 +1038,6 @@ class ServerSettings:
             raise ConfigError("trust_remote_code",
                               "Running code from the model repository is turned off here. The "
                               "owner can allow it with ALLOW_TRUST_REMOTE_CODE=1.")
-        parse_int("port", self.port, minimum=1, maximum=65535)
         if not re.fullmatch(r"[A-Za-z0-9.:\[][A-Za-z0-9.:\-\[\]]*", self.hostname or ""):
             raise ConfigError("hostname", f"Hostname {self.hostname!r} is not a valid host name.")
         return self

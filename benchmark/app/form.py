@@ -5,40 +5,33 @@
     plan.server   # ServerSettings to launch, or None when benchmarking an existing endpoint
 
 Every number field arrives as text (the app uses text boxes so that a typed word gets a message
-naming the field instead of being silently dropped by the browser). Checks live in config.py;
-this module only turns text into typed values and names the first wrong field.
+naming the field instead of being silently dropped by the browser). Defaults, labels, bounds and
+checks come from ``config.SETTINGS`` (the same the CLI uses); this module only says which
+settings the form shows, in which order, and turns their text into typed values.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
 from ..config import (
     API_CHOICES,
     ARRIVAL_CHOICES,
-    MAX_REQUESTS,
     DEFAULT_SERVER_PORT,
     DTYPE_CHOICES,
-    MAX_DECODE_LENGTH,
-    MAX_RUNS,
-    MAX_SEQUENCE_LENGTH,
-    MAX_WARMUPS,
     QUANTIZE_CHOICES,
-    SERVER_LIMITS,
+    TGI_DEFAULT_MAX_CONCURRENT,
     RunConfig,
     SamplingParams,
     ServerSettings,
-    check_hardware,
+    Setting,
+    check_fits_server,
     check_model_id,
-    check_url,
-    parse_batch_sizes,
-    parse_attainment,
-    parse_float,
-    parse_int,
-    parse_slo_ms,
-    parse_rates,
+    endpoint_url,
+    parse_setting,
+    setting_argv,
+    settings_of,
 )
 from ..errors import ConfigError
 
@@ -54,59 +47,57 @@ MODE_LABELS = {
     "Request rate": "rate",
     "Find capacity": "capacity",
 }
-ARRIVAL_OPTIONS = ARRIVAL_CHOICES
 
-# TGI's default for --max-concurrent-requests: past it the router answers 429.
-TGI_DEFAULT_MAX_CONCURRENT = 128
+# The form's fields in display order: "target" (launch or endpoint) then settings of the table.
+FORM_ORDER: tuple[str, ...] = (
+    "target", "model_id", "quantize", "max_input_tokens", "max_total_tokens", "max_batch_size",
+    "url", "tokenizer_name", "batch_sizes", "sequence_length", "decode_length", "runs",
+    "warmups", "slo_ttft_ms", "slo_tpot_ms", "slo_attainment", "api", "mode", "duration_s",
+    "requests", "rates", "arrivals", "max_concurrency", "max_duration_s", "timeout_s",
+    "temperature", "top_k",
+    "top_p", "typical_p", "repetition_penalty", "frequency_penalty", "top_n_tokens",
+    "do_sample", "watermark", "dtype", "num_shard", "max_batch_prefill_tokens",
+    "max_concurrent_requests", "hardware", "gpu_price_per_hour",
+)
+# Fields that start empty whatever the table's default: the endpoint is the visitor's to type.
+_START_EMPTY = ("url",)
+# Fields the form fills differently from the command line: chat-sized latency targets (the
+# CLI sets none unless asked), and the share of requests typed in percent.
+_FORM_PREFILLED = {"slo_ttft_ms": "1000", "slo_tpot_ms": "50", "slo_attainment": "90"}
+_PERCENT = ("slo_attainment",)
+_FORM_OWNERS = ("server", "run", "sampling")
+
+
+def _entries(name: str) -> list[Setting]:
+    return [e for e in settings_of(*_FORM_OWNERS) if e.name == name]
+
+
+def form_default(entry: Setting) -> Any:
+    """A setting's default as its form widget shows it (numbers as text, "none" for no choice)."""
+    if entry.name == "mode":
+        return next(label for label, mode in MODE_LABELS.items() if mode == entry.default)
+    if entry.name in _FORM_PREFILLED:
+        return _FORM_PREFILLED[entry.name]
+    if entry.kind == "switch":
+        return bool(entry.default)
+    if entry.default is None or entry.name in _START_EMPTY:
+        return NONE_CHOICE if entry.kind == "choice" else ""
+    if entry.kind in ("sizes", "rates"):
+        return ",".join(map(str, entry.default))
+    return setting_argv(entry, entry.default)[-1]
+
 
 # The form's fields with their defaults, in display order. Number fields are text.
 DEFAULTS: dict[str, Any] = {
-    "target": TARGET_LAUNCH,
-    "model_id": "",
-    "quantize": NONE_CHOICE,
-    "max_input_tokens": "",
-    "max_total_tokens": "",
-    "max_batch_size": "",
-    "url": "",
-    "tokenizer_name": "",
-    "batch_sizes": "1,2,4,8",
-    "sequence_length": "10",
-    "decode_length": "8",
-    "runs": "10",
-    "warmups": "1",
-    "api": "tgi",
-    "mode": "Rounds (like TGI's benchmark)",
-    "rates": "",
-    "arrivals": "poisson",
-    "duration_s": "",
-    "requests": "",
-    "max_concurrency": "",
-    "slo_ttft_ms": "1000",
-    "slo_tpot_ms": "50",
-    "slo_attainment": "90",
-    "max_duration_s": "",
-    "timeout_s": "120",
-    "temperature": "",
-    "top_k": "",
-    "top_p": "",
-    "typical_p": "",
-    "repetition_penalty": "",
-    "frequency_penalty": "",
-    "top_n_tokens": "",
-    "do_sample": False,
-    "watermark": False,
-    "dtype": NONE_CHOICE,
-    "num_shard": "",
-    "max_batch_prefill_tokens": "",
-    "max_concurrent_requests": "",
-    "hardware": "none",
-    "gpu_price_per_hour": "",
+    name: TARGET_LAUNCH if name == "target" else form_default(_entries(name)[0])
+    for name in FORM_ORDER
 }
 FIELDS: tuple[str, ...] = tuple(DEFAULTS)
 
 QUANTIZE_OPTIONS = (NONE_CHOICE, *QUANTIZE_CHOICES)
 DTYPE_OPTIONS = (NONE_CHOICE, *DTYPE_CHOICES)
 API_OPTIONS = API_CHOICES
+ARRIVAL_OPTIONS = ARRIVAL_CHOICES
 
 
 @dataclass(frozen=True)
@@ -125,26 +116,22 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _opt_int(values: Mapping[str, Any], name: str, maximum: int, minimum: int = 1) -> int | None:
-    text = _text(values.get(name))
-    return None if text == "" else parse_int(name, text, minimum=minimum, maximum=maximum)
+def _value(entry: Setting, raw: Any) -> Any:
+    """The typed value of one field: empty (or "none") means the table's default."""
+    if entry.kind == "switch":
+        return bool(raw)
+    text = _text(raw)
+    if entry.name == "mode":
+        text = MODE_LABELS.get(text, text)
+    if text == "" or (entry.kind == "choice" and text == NONE_CHOICE):
+        return entry.default
+    if entry.name in _PERCENT:          # typed in percent here, "90" or "90 %"
+        text = text.rstrip("%").strip() + "%"
+    return parse_setting(entry, text)
 
 
-def _opt_float(values: Mapping[str, Any], name: str) -> float | None:
-    text = _text(values.get(name))
-    return None if text == "" else parse_float(name, text)
-
-
-def _int(values: Mapping[str, Any], name: str, *, minimum: int, maximum: int) -> int:
-    text = _text(values.get(name))
-    if text == "":
-        text = _text(DEFAULTS[name])
-    return parse_int(name, text, minimum=minimum, maximum=maximum)
-
-
-def _choice(values: Mapping[str, Any], name: str) -> str | None:
-    text = _text(values.get(name))
-    return None if text in ("", NONE_CHOICE) else text
+# Fields read on their own: what to benchmark, and who names the tokenizer.
+_SPECIAL = ("target", "model_id", "url", "tokenizer_name")
 
 
 def build_plan(
@@ -160,65 +147,30 @@ def build_plan(
     (set on a public Space so that it cannot be used to flood someone else's server).
     """
     launching = _text(values.get("target")) != TARGET_ENDPOINT
-    # Typed numbers first, in the order the form shows them.
-    server_numbers = {name: _opt_int(values, name, SERVER_LIMITS[name])
-                      for name in FIELDS if name in SERVER_LIMITS} if launching else {}
-    batch_sizes = parse_batch_sizes(_text(values.get("batch_sizes")) or DEFAULTS["batch_sizes"])
-    sequence_length = _int(values, "sequence_length", minimum=1, maximum=MAX_SEQUENCE_LENGTH)
-    decode_length = _int(values, "decode_length", minimum=1, maximum=MAX_DECODE_LENGTH)
-    runs = _int(values, "runs", minimum=1, maximum=MAX_RUNS)
-    warmups = _int(values, "warmups", minimum=0, maximum=MAX_WARMUPS)
-    mode = MODE_LABELS.get(_text(values.get("mode")), _text(values.get("mode")) or "rounds")
-    sustained = mode in ("concurrency", "rate")
-    rate_fields: dict[str, Any] = {}
-    if mode == "rate":
-        rate_fields = dict(
-            rates=parse_rates(_text(values.get("rates"))),
-            arrivals=_text(values.get("arrivals")) or DEFAULTS["arrivals"],
-            max_concurrency=_opt_int(values, "max_concurrency", 1_000_000),
-        )
-    sampling = SamplingParams(
-        temperature=_opt_float(values, "temperature"),
-        top_k=_opt_int(values, "top_k", 1_000_000),
-        top_p=_opt_float(values, "top_p"),
-        typical_p=_opt_float(values, "typical_p"),
-        repetition_penalty=_opt_float(values, "repetition_penalty"),
-        frequency_penalty=_opt_float(values, "frequency_penalty"),
-        top_n_tokens=_opt_int(values, "top_n_tokens", 10),
-        do_sample=bool(values.get("do_sample")),
-        watermark=bool(values.get("watermark")),
-    )
-    run_fields: dict[str, Any] = dict(
-        api=_text(values.get("api")) or DEFAULTS["api"],
-        batch_sizes=batch_sizes,
-        sequence_length=sequence_length,
-        decode_length=decode_length,
-        runs=runs,
-        warmups=warmups,
-        mode=mode,
-        duration_s=_opt_float(values, "duration_s") if sustained else None,
-        requests=_opt_int(values, "requests", MAX_REQUESTS) if sustained else None,
-        timeout_s=parse_float("timeout_s", _text(values.get("timeout_s")) or DEFAULTS["timeout_s"]),
-        sampling=sampling,
-        **rate_fields,
-        **_targets(values, mode),
-        **_price(values),
-    )
+    mode = _value(_entries("mode")[0], values.get("mode")) or "rounds"
+    typed: dict[str, dict[str, Any]] = {owner: {} for owner in _FORM_OWNERS}
+    # Typed values in the order the form shows them; a field of another load pattern, or of
+    # the server when none is launched, is not read.
+    for name in FIELDS:
+        if name in _SPECIAL:
+            continue
+        for entry in _entries(name):
+            if entry.owner == "server" and not launching:
+                continue
+            use = entry.applies_to(mode)
+            typed[entry.owner][name] = (_value(entry, values.get(name)) if use
+                                        else entry.default)
+    run_fields = dict(typed["run"], sampling=SamplingParams(**typed["sampling"]))
 
     if launching:
         model_id = check_model_id(_text(values.get("model_id")))
-        server = ServerSettings(
-            model_id=model_id,
-            quantize=_choice(values, "quantize"),
-            dtype=_choice(values, "dtype"),
-            port=server_port,
-            **server_numbers,
-        ).validate(allow_trust_remote_code=allow_trust_remote_code)
+        server = ServerSettings(model_id=model_id, port=server_port, **typed["server"]
+                                ).validate(allow_trust_remote_code=allow_trust_remote_code)
         run = RunConfig(tokenizer_name=model_id, url=server.url, **run_fields).validate()
-        _check_fits_server(run, server)
+        check_fits_server(run, server)
         return Plan(run=run, server=server)
 
-    url = _public_url(check_url(_text(values.get("url"))))
+    url, _ = endpoint_url(_text(values.get("url")), credentials=False)
     tokenizer = _text(values.get("tokenizer_name")) or _text(values.get("model_id"))
     if not tokenizer:
         raise ConfigError("tokenizer_name",
@@ -231,7 +183,8 @@ def build_plan(
             f"an endpoint URL may send at most {endpoint_request_cap}. Launch the model here "
             f"instead, or choose another load pattern for this endpoint.",
         )
-    if endpoint_request_cap is not None and sustained and run_fields["requests"] is None:
+    if (endpoint_request_cap is not None and mode in ("concurrency", "rate")
+            and run_fields["requests"] is None):
         raise ConfigError(
             "requests",
             f"Requests is empty: here a run against an endpoint URL may send at most "
@@ -243,69 +196,12 @@ def build_plan(
     return Plan(run=run, server=None)
 
 
-def _targets(values: Mapping[str, Any], mode: str) -> dict[str, Any]:
-    """The latency targets (any load pattern; empty: no target on that measure) and, for Find
-    capacity, the search's time bound. The share is typed in percent."""
-    targets: dict[str, Any] = {}
-    for name in ("slo_ttft_ms", "slo_tpot_ms"):
-        text = _text(values.get(name))
-        targets[name] = None if text == "" else parse_slo_ms(name, text)
-    share = _text(values.get("slo_attainment")).rstrip("%").strip() or DEFAULTS["slo_attainment"]
-    targets["slo_attainment"] = parse_attainment(share + "%")
-    if mode == "capacity":
-        targets["max_duration_s"] = _opt_float(values, "max_duration_s")
-    return targets
-
-
-def _price(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The machine's price per hour (empty: none) and its Hugging Face hardware name
-    (``none``: not given); a typed price wins over the hardware's."""
-    hardware = _choice(values, "hardware")
-    return {"gpu_price_per_hour": _opt_float(values, "gpu_price_per_hour"),
-            "hardware": None if hardware is None else check_hardware(hardware)}
-
-
-def _public_url(url: str) -> str:
-    """Refuse a URL carrying a secret: the URL is saved in run.json and shown on share links."""
-    parts = urlsplit(url)
-    if parts.username or parts.password or parts.query:
-        raise ConfigError(
-            "url",
-            "Endpoint URL carries a user name, password or query (?key=...): it would be saved "
-            "with the results and shown to everyone who opens the share link. Type only the "
-            "server's address, e.g. http://10.0.0.5:8080.",
-        )
-    return url
-
-
-def _check_fits_server(run: RunConfig, server: ServerSettings) -> None:
-    """Refuse, before launching, a run the chosen server limits would reject request by request."""
-    run.check_against_server({"max_input_tokens": server.max_input_tokens,
-                              "max_total_tokens": server.max_total_tokens})
-    cap = server.max_concurrent_requests or TGI_DEFAULT_MAX_CONCURRENT
-    if run.mode == "rate":
-        if run.max_concurrency is not None and run.max_concurrency > cap:
-            raise ConfigError(
-                "max_concurrency",
-                f"Max concurrency {run.max_concurrency} is more than the server's max concurrent "
-                f"requests ({cap}): the extra requests would be refused with HTTP 429. Lower it "
-                f"or raise Max concurrent requests in the advanced server settings.")
-        return
-    largest = max(run.batch_sizes)
-    if largest > cap:
-        raise ConfigError(
-            "batch_sizes",
-            f"Batch size {largest} is more than the server's max concurrent requests ({cap}): "
-            f"the extra requests would be refused with HTTP 429. Lower the batch sizes or raise "
-            f"Max concurrent requests in the advanced server settings.",
-        )
-
-
 def example_values() -> dict[str, Any]:
     """The guide's example model, one click away."""
     return {"model_id": EXAMPLE_MODEL_ID, "quantize": EXAMPLE_QUANTIZE}
 
 
-__all__ = ["Plan", "build_plan", "example_values", "DEFAULTS", "FIELDS", "EXAMPLE_MODEL_ID",
+__all__ = ["Plan", "build_plan", "example_values", "DEFAULTS", "FIELDS", "FORM_ORDER",
+           "TGI_DEFAULT_MAX_CONCURRENT", "form_default", "EXAMPLE_MODEL_ID",
            "EXAMPLE_QUANTIZE", "TARGET_LAUNCH", "TARGET_ENDPOINT", "MODE_LABELS",
            "QUANTIZE_OPTIONS", "DTYPE_OPTIONS", "API_OPTIONS", "ARRIVAL_OPTIONS"]

@@ -128,6 +128,7 @@ class ResultsRepo:
         # Runs the dataset did not have, remembered for a while, so that a stream of links to
         # missing runs cannot make the Space call the Hub (with the owner's token) for each one.
         self._missing: dict[str, tuple[int, str]] = {}
+        self._failed: set[Path] = set()   # folders whose last upload failed: tried again later
 
     def __repr__(self) -> str:  # never shows the token
         return f"ResultsRepo({self.repo_id!r}, endpoint={self.endpoint!r})"
@@ -149,13 +150,31 @@ class ResultsRepo:
 
     # -- upload ------------------------------------------------------------------------------
 
+    def upload_with_retries(self, folder: str | os.PathLike[str]) -> list[UploadStatus]:
+        """Upload ``folder``, and again every run whose upload failed before (so a Hub outage
+        during one run is mended after the next). Returns each upload's status."""
+        with self._lock:
+            folders = [*sorted(self._failed - {Path(folder)}), Path(folder)]
+        return [self.upload_run(path) for path in folders]
+
     def upload_run(self, folder: str | os.PathLike[str]) -> UploadStatus:
         """Upload a finished run's folder to ``runs/<run_id>/``; never raises for Hub trouble.
+        A failed upload is remembered and tried again by ``upload_with_retries``."""
+        path = Path(folder)
+        status = self._upload(path)
+        with self._lock:
+            if status.ok:
+                self._failed.discard(path)
+            else:
+                self._failed.add(path)
+        return status
+
+    def _upload(self, path: Path) -> UploadStatus:
+        """One upload of ``path`` (with its own retries on transient Hub errors).
 
         Returns an ``UploadStatus`` whose ``message`` says where the run went or why it did
         not (and that the local copy is kept). Files are only read, never moved or deleted.
         """
-        path = Path(folder)
         try:
             result = RunResult.load(path)
         except ResultFileError as err:

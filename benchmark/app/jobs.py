@@ -16,7 +16,6 @@ the engine saves what it measured with status "cancelled". Each run writes only 
 from __future__ import annotations
 
 import collections
-import json
 import os
 import signal
 import subprocess
@@ -28,8 +27,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..config import run_argv
 from ..errors import BenchmarkError, ServerStartError, redact
 from ..children import with_package_path
+from ..core.progress import (Done, ProbeDone, ProgressEvent, RequestsDone, RoundDone,
+                             RunWarning, Start, StepDone, StepStart)
 from ..core.results import add_failure_reason
 from ..server.manager import ServerManager
 from .form import Plan
@@ -44,7 +46,7 @@ FINISHED = (COMPLETE, CANCELLED, FAILED)
 
 @dataclass
 class StepProgress:
-    step: int
+    step: float  # batch size, users, or requests/s (an int when whole)
     rounds_done: int = 0
     rounds: int | None = None
     warmup: bool = False
@@ -67,9 +69,9 @@ class Job:
     warnings: list[str] = field(default_factory=list)
     server_log: collections.deque = field(
         default_factory=lambda: collections.deque(maxlen=LOG_LINES))
-    steps: list[int] = field(default_factory=list)
+    steps: list[float] = field(default_factory=list)
     progress: dict[int, StepProgress] = field(default_factory=dict)
-    current_step: int | None = None
+    current_step: float | None = None
     result_version: int = 0
     simulated: bool | None = None
     started_ns: int | None = None
@@ -92,7 +94,7 @@ class JobView:
     server_log: tuple[str, ...]
     steps: tuple[int, ...]
     progress: tuple[StepProgress, ...]
-    current_step: int | None
+    current_step: float | None
     result_version: int
     queue_position: int          # 0 while it runs or after it ended, 1.. while it waits
     notes: tuple[str, ...]
@@ -109,78 +111,18 @@ class JobView:
         return self.done
 
 
-def cost_argv(run: Any) -> list[str]:
-    """The price and deployment plan flags of ``run`` (only those set; ``repr`` keeps every
-    digit of a float)."""
-    argv: list[str] = []
-    for name, flag in (("gpu_price_per_hour", "--gpu-price-per-hour"),
-                       ("hardware", "--hardware"), ("plan_peak_rps", "--peak-rps"),
-                       ("plan_daily_users", "--daily-users"),
-                       ("plan_requests_per_user", "--requests-per-user"),
-                       ("api_price_per_million", "--api-price-per-million")):
-        value = getattr(run, name, None)
-        if value is not None:
-            argv += [flag, repr(value) if isinstance(value, float) else str(value)]
-    if getattr(run, "plan_peak_rps", None) is not None or getattr(
-            run, "plan_daily_users", None) is not None:
-        argv += ["--peak-factor", repr(float(run.plan_peak_factor)),
-                 "--headroom", repr(float(run.plan_headroom))]
-    return argv
-
-
 def engine_argv(python: str, plan: Plan, output_dir: Path, progress_path: Path) -> list[str]:
-    """The CLI command for one run: TGI's benchmark flags plus where to write files/progress."""
-    run = plan.run
-    argv = [python, "-m", "benchmark",
-            "--tokenizer-name", run.tokenizer_name,
-            "--url", run.url,
-            "--api", run.api]
-    if run.model:
-        argv += ["--model", run.model]
-    if run.mode == "rate":
-        argv += ["--rate", ",".join(f"{rate:g}" for rate in run.rates),
-                 "--arrivals", run.arrivals]
-        for flag, value in (("--burstiness", run.burstiness), ("--ramp-up", run.ramp_up_s),
-                            ("--max-concurrency", run.max_concurrency),
-                            ("--schedule-seed", run.schedule_seed)):
-            if value is not None:
-                argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-    elif run.mode != "capacity":   # the search chooses its own load
-        for size in run.batch_sizes:
-            argv += ["--batch-size", str(size)]
-    argv += ["--sequence-length", str(run.sequence_length),
-             "--decode-length", str(run.decode_length),
-             "--runs", str(run.runs),
-             "--warmups", str(run.warmups),
-             "--mode", run.mode,
-             "--timeout", f"{run.timeout_s:g}"]
-    if run.mode in ("concurrency", "rate") and run.duration_s is not None:
-        argv += ["--duration", f"{run.duration_s:g}"]
-    if run.mode in ("concurrency", "rate") and run.requests is not None:
-        argv += ["--requests", str(run.requests)]
-    if run.seed is not None:
-        argv += ["--seed", str(run.seed)]
-    for name in ("slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms"):
-        value = getattr(run, name)
-        if value is not None:
-            argv += ["--" + name.replace("_", "-"), f"{value:g}"]
-    argv += ["--slo-attainment", f"{run.slo_attainment:g}"]
-    if run.mode == "capacity" and run.max_duration_s is not None:
-        argv += ["--max-duration", f"{run.max_duration_s:g}"]
-    argv += cost_argv(run)
-    sampling = run.sampling
-    for name in ("temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
-                 "frequency_penalty", "top_n_tokens"):
-        value = getattr(sampling, name)
-        if value is not None:
-            argv += ["--" + name.replace("_", "-"), f"{value:g}" if isinstance(value, float)
-                     else str(value)]
-    if sampling.do_sample:
-        argv.append("--do-sample")
-    if sampling.watermark:
-        argv.append("--watermark")
-    argv += ["--output-dir", str(output_dir), "--progress-jsonl", str(progress_path)]
-    return argv
+    """The CLI command for one run: every setting of the run as its flag (``config.run_argv``),
+    plus where to write files and progress."""
+    run = replace(plan.run, output_dir=str(output_dir))
+    return [python, "-m", "benchmark", *run_argv(run), "--progress-jsonl", str(progress_path)]
+
+
+def _step_number(value: object) -> float:
+    """A step from the engine's progress: a whole number as an int (batch sizes, users, whole
+    rates), a fractional rate as it is (int() would show 2.5 requests/s as 2)."""
+    number = float(value)  # type: ignore[arg-type]
+    return int(number) if number.is_integer() else number
 
 
 class Runner:
@@ -412,7 +354,7 @@ class Runner:
                 cancelled_early = job.cancel_event.is_set()
             if cancelled_early:
                 proc.send_signal(signal.SIGTERM)
-            done: dict[str, Any] | None = None
+            done: Done | None = None
             with open(progress_path, "r", encoding="utf-8") as stream:
                 pending = ""
                 term_sent_ns: int | None = None
@@ -422,7 +364,7 @@ class Runner:
                     pending += chunk
                     *lines, pending = pending.split("\n")
                     for line in lines:
-                        event = _parse(line)
+                        event = ProgressEvent.from_json(line)
                         if event is not None:
                             done = self._on_event(job, event) or done
                     if exited:
@@ -435,15 +377,15 @@ class Runner:
                             proc.kill()
                     time.sleep(POLL_S)
                 if pending.strip():
-                    event = _parse(pending)
+                    event = ProgressEvent.from_json(pending)
                     if event is not None:
                         done = self._on_event(job, event) or done
         code = proc.returncode
         with self._lock:
             job.result_version += 1   # the final save (run.json status) is on disk now
         if done is not None:
-            status = done.get("status")
-            message = done.get("message")
+            status = done.status
+            message = done.message
             state = {"complete": COMPLETE, "cancelled": CANCELLED}.get(status, FAILED)
             if state == CANCELLED and not message:
                 message = "Stopped: the results measured until then are kept below."
@@ -456,61 +398,49 @@ class Runner:
         reason = tail[0] if tail else f"the benchmark process exited with code {code}"
         self._finish(job, FAILED if code != 0 else COMPLETE, redact(reason) if code else None)
 
-    def _on_event(self, job: Job, event: dict[str, Any]) -> dict[str, Any] | None:
-        kind = event.get("event")
+    def _on_event(self, job: Job, event: ProgressEvent) -> Done | None:
         with self._lock:
-            if kind == "start":
-                job.steps = [int(s) for s in event.get("steps") or []]
+            if isinstance(event, Start):
+                job.steps = [_step_number(s) for s in event.steps]
                 job.progress = {s: StepProgress(step=s) for s in job.steps}
-                if "simulated" in event:
-                    job.simulated = bool(event["simulated"])
-            elif kind == "step_start":
-                step = int(event["step"])
+                job.simulated = bool(event.simulated)
+            elif isinstance(event, StepStart):
+                step = _step_number(event.step)
                 job.current_step = step
                 job.progress.setdefault(step, StepProgress(step=step))
                 if step not in job.steps:
                     job.steps.append(step)
-            elif kind == "round_done":
-                step = int(event["step"])
+            elif isinstance(event, RoundDone):
+                step = _step_number(event.step)
                 p = job.progress.setdefault(step, StepProgress(step=step))
-                p.warmup = bool(event.get("warmup"))
-                p.rounds_done = int(event.get("run") or 0)
-                p.rounds = event.get("runs")
-                p.errors += int(event.get("errors") or 0)
-            elif kind == "requests_done":
-                step = int(event["step"])
+                p.warmup = bool(event.warmup)
+                p.rounds_done = int(event.run or 0)
+                p.rounds = event.runs
+                p.errors += int(event.errors or 0)
+            elif isinstance(event, RequestsDone):
+                step = _step_number(event.step)
                 p = job.progress.setdefault(step, StepProgress(step=step))
-                p.requests_done = int(event.get("done") or 0)
-                p.requests_total = event.get("total")
-            elif kind == "probe_done":
-                step = int(event["step"])
+                p.requests_done = int(event.done or 0)
+                p.requests_total = event.total
+            elif isinstance(event, ProbeDone):
+                step = _step_number(event.step)
                 job.progress.setdefault(step, StepProgress(step=step)).probe = {
-                    k: event.get(k) for k in ("kind", "rate_rps", "attainment", "passed",
-                                              "stopped_early", "requests")}
-            elif kind == "step_done":
-                step = int(event["step"])
+                    "kind": event.probe_kind, "rate_rps": event.rate_rps,
+                    "attainment": event.attainment, "passed": event.passed,
+                    "stopped_early": event.stopped_early, "requests": event.requests}
+            elif isinstance(event, StepDone):
+                step = _step_number(event.step)
                 job.progress.setdefault(step, StepProgress(step=step)).done = True
                 job.result_version += 1
-            elif kind == "warning":
-                job.warnings.append(redact(str(event.get("message") or "")))
-            elif kind == "done":
+            elif isinstance(event, RunWarning):
+                job.warnings.append(redact(str(event.message or "")))
+            elif isinstance(event, Done):
                 return event
         return None
 
 
 class _Cancelled(BenchmarkError):
     """Stop was pressed before the engine started."""
-
-
-def _parse(line: str) -> dict[str, Any] | None:
-    line = line.strip()
-    if not line:
-        return None
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) else None
 
 
 def _last_lines(path: Path, n: int) -> list[str]:

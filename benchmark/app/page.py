@@ -37,7 +37,8 @@ from ..errors import (BenchmarkError, ConfigError, ResultFileError, ServerUnreac
                      redact)
 from ..core.calibration_note import load_latest
 from ..core.probe import probe_server
-from ..core.results import RUN_FILE, RunResult, list_runs, new_run_id, run_dir
+from ..core.results import (RUN_FILE, RunResult, list_runs, new_run_id, record_server_settings,
+                            run_dir)
 from .jobs import FINISHED, STARTING, Job, Runner
 from .form import (
     API_OPTIONS,
@@ -123,8 +124,6 @@ class App:
         self.runner = runner
         self.blocks: gr.Blocks | None = None
         self.fields: dict[str, gr.components.Component] = {}
-        self._failed_uploads: set[Path] = set()
-        self._uploads_lock = threading.Lock()
         self.repo, self.hub_problem = _results_repo(self.env)
         self._session_runs: dict[str, str] = {}   # browser session -> its latest run id
         self.plots: list[gr.Plot] = []
@@ -247,10 +246,9 @@ class App:
                              "frequency_penalty", "top_n_tokens"):
                     self._text(name, "Empty: not sent.")
             with gr.Row():
-                f["do_sample"] = gr.Checkbox(value=False, label="Sample (do_sample)",
-                                             elem_id="field-do_sample")
-                f["watermark"] = gr.Checkbox(value=False, label="Watermark",
-                                             elem_id="field-watermark")
+                for name in ("do_sample", "watermark"):
+                    f[name] = gr.Checkbox(value=DEFAULTS[name], label=field_label(name),
+                                          elem_id=f"field-{name}")
             gr.Markdown("**Server** (when the app launches TGI)")
             with gr.Row():
                 f["dtype"] = gr.Dropdown(list(DTYPE_OPTIONS), value=DEFAULTS["dtype"],
@@ -652,25 +650,10 @@ class App:
         Runs in the queue's worker once the engine has exited (nothing else writes the folder
         then). Returns the sentence to show (upload result), or None.
         """
-        try:
-            result = RunResult.load(job.output_dir)
-        except ResultFileError:
-            return None
-        if job.plan.server is not None and not result.server:
-            result.server = job.plan.server.to_dict()
-            result.save(job.output_dir)
-        if self.repo is None:
-            return None
-        # Runs whose upload failed earlier are tried again after each new run.
-        with self._uploads_lock:
-            folders = [*sorted(self._failed_uploads), job.output_dir]
-        for folder in folders:
-            status = self.repo.upload_run(folder)
-            with self._uploads_lock:
-                if status.ok:
-                    self._failed_uploads.discard(folder)
-                else:
-                    self._failed_uploads.add(folder)
+        if job.plan.server is not None:
+            record_server_settings(job.output_dir, job.plan.server.to_dict())
+        if self.repo is not None:
+            self.repo.upload_with_retries(job.output_dir)
         return None   # the outcome is shown beside the results (upload_updates)
 
     def upload_again(self, run_id: str | None, request: gr.Request,
@@ -686,9 +669,6 @@ class App:
         except BenchmarkError as exc:
             return gr.update(value=redact(str(exc)), visible=True)
         status = self.repo.upload_run(folder)
-        if status.ok:
-            with self._uploads_lock:
-                self._failed_uploads.discard(folder)
         return gr.update(value=status.message, visible=True)
 
     def stop(self, run_id: str | None, request: gr.Request) -> Any:

@@ -164,15 +164,17 @@ def match_errors(records: Iterable[RequestRecord],
     return out
 
 
-def _streaming_s(records: Sequence[RequestRecord]) -> float:
+def _streaming_s(records: Sequence[RequestRecord], pattern: str = "rounds") -> float:
     """Seconds the rounds were streaming: per round, first scheduled to last end, summed (the
-    engine's work between rounds, such as building the next prompts, is left out)."""
+    engine's work between rounds, such as building the next prompts, is left out). In the
+    concurrency pattern the whole step is one span (``run`` numbers users there, not rounds)."""
     spans: dict[int, tuple[int, int]] = {}
     for r in records:
         if r.end_ns is None:
             continue
-        start, end = spans.get(r.run, (r.scheduled_ns, r.end_ns))
-        spans[r.run] = (min(start, r.scheduled_ns), max(end, r.end_ns))
+        key = r.run if pattern == "rounds" else 0
+        start, end = spans.get(key, (r.scheduled_ns, r.end_ns))
+        spans[key] = (min(start, r.scheduled_ns), max(end, r.end_ns))
     return sum(end - start for start, end in spans.values()) / 1e9
 
 
@@ -183,11 +185,13 @@ def _p(values: list[float], q: float) -> float | None:
 def summarize_level(concurrency: int, records: Sequence[RequestRecord],
                     trace: dict[str, dict[str, Any]], *, window_s: float | None,
                     client_cpu_s: float | None, server_cpu_s: float | None,
-                    tolerance_ms: float = 1.0, arrival_clock: str | None = None) -> Row:
-    """One table row from the measured records, the server's trace and the CPU samples."""
+                    tolerance_ms: float = 1.0, arrival_clock: str | None = None,
+                    pattern: str = "rounds") -> Row:
+    """One table row from the measured records, the server's trace and the CPU samples
+    (``pattern``: the engine's load pattern that made the records, rounds or concurrency)."""
     s = match_errors(records, trace)
     events = sum(len(r.token_ns) for r in records)
-    streaming_s = _streaming_s(records)
+    streaming_s = _streaming_s(records, pattern)
     rate = events / streaming_s if streaming_s else (events / window_s if window_s else None)
     cpu = (lambda v: round(100.0 * v / window_s, 1) if v is not None and window_s else None)
     row = Row(

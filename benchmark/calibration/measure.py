@@ -17,6 +17,7 @@ from .._version import __version__
 from ..config import RunConfig
 from ..core.calibration_note import CALIBRATION_FILE, KIND, latest_path
 from ..core.engine import run
+from ..core.progress import ProgressEvent, RoundDone
 from ..core.prompts import build_tiny_tokenizer
 from ..core.records import RequestRecord
 from ..core.results import TOOL_NAME, atomic_write, environment_info, now_iso
@@ -27,7 +28,7 @@ from .analysis import (CalibrationSettings, Row, ScheduleRow, Verdict, decide,
 
 __all__ = ["SimulatedServer", "cpu_seconds", "measure_level", "Calibration", "calibrate",
            "write_json", "CALIBRATION_FILE", "latest_path", "ZeroCostServer", "measure_schedule",
-           "measure_schedules"]
+           "measure_schedules", "measure_concurrency"]
 
 SCHEMA_VERSION = 1
 SERVER_START_TIMEOUT_S = 60.0
@@ -148,10 +149,10 @@ class _Sampler:
         self.server = server
         self.marks: list[tuple[int, float | None, float | None]] = []
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        if event.get("event") != "round_done":
+    def __call__(self, event: ProgressEvent) -> None:
+        if not isinstance(event, RoundDone):
             return
-        if event.get("run") == event.get("runs"):  # the last warm-up or the last measured round
+        if event.run == event.runs:  # the last warm-up or the last measured round
             self.marks.append((time.perf_counter_ns(), cpu_seconds(),
                                self.server.cpu_s()))
 
@@ -195,6 +196,37 @@ def measure_level(level: int, settings: CalibrationSettings, server: SimulatedSe
                           tolerance_ms=settings.tolerance_ms,
                           arrival_clock=clock if isinstance(clock, str) else None)
     return Level(row, list(result.records), trace)
+
+
+def measure_concurrency(users: int, settings: CalibrationSettings, server: SimulatedServer,
+                        tokenizer: str, work: Path) -> Row:
+    """The concurrency pattern at ``users`` virtual users (``runs`` requests each, in all)
+    against ``server``: the same row as a rounds level, client minus server per request. Here
+    requests end and restart at any moment, often many in the same decode step, which rounds
+    never do."""
+    config = RunConfig(tokenizer_name=tokenizer, url=server.url, mode="concurrency",
+                       batch_sizes=(users,), requests=users * settings.runs,
+                       sequence_length=settings.sequence_length,
+                       decode_length=settings.decode_length, timeout_s=120.0,
+                       output_dir=str(work / f"users{users}"))
+    wall0, cpu0, server0 = time.perf_counter(), cpu_seconds(), server.cpu_s()
+    result = run(config)
+    wall = time.perf_counter() - wall0
+    if result.status == "cancelled":
+        raise KeyboardInterrupt
+    if result.status != "complete":
+        raise BenchmarkError(f"The calibration run with {users} concurrent users did not "
+                             f"complete: {result.message or result.status}.")
+    cpu1, server1 = cpu_seconds(), server.cpu_s()
+    trace = server.rows(wait_for=[r.request_id for r in result.records if r.ok])
+    diff = (lambda a, b: b - a if a is not None and b is not None else None)
+    simulator = result.server_info.get("simulator")
+    clock = simulator.get("arrival_clock") if isinstance(simulator, dict) else None
+    return summarize_level(users, result.records, trace, window_s=wall,
+                           client_cpu_s=diff(cpu0, cpu1), server_cpu_s=diff(server0, server1),
+                           tolerance_ms=settings.tolerance_ms,
+                           arrival_clock=clock if isinstance(clock, str) else None,
+                           pattern="concurrency")
 
 
 def measure_schedule(rate: float, arrivals: str, server: SimulatedServer, tokenizer: str,
@@ -257,6 +289,7 @@ class Calibration:
     ended_at: str | None = None
     stopped_because: str | None = None
     server_argv: list[str] = field(default_factory=list)
+    concurrency_rows: list[Row] = field(default_factory=list)
     schedule: list[ScheduleRow] = field(default_factory=list)
 
     @property
@@ -305,6 +338,7 @@ class Calibration:
             },
             "rows": [r.to_dict() for r in self.rows],
             "verdict": self.verdict.to_dict(),
+            "concurrency_rows": [r.to_dict() for r in self.concurrency_rows],
             "schedule": self.schedule_dict(),
         }
 
@@ -322,9 +356,11 @@ class Calibration:
 
 
 def calibrate(settings: CalibrationSettings, *, tokenizer: str | None = None,
-              on_row: Any = None, work_dir: str | os.PathLike[str] | None = None
-              ) -> Calibration:
-    """Run the calibration; ``on_row(row)`` is called after each level."""
+              on_row: Any = None, work_dir: str | os.PathLike[str] | None = None,
+              on_concurrency_row: Any = None) -> Calibration:
+    """Run the calibration; ``on_row(row)`` is called after each level. Then the concurrency
+    pattern is measured at the same levels, up to the highest one the rounds measured
+    (``on_concurrency_row(row)`` after each); the verdict stays the rounds'."""
     result = Calibration(settings=settings, started_at=now_iso())
     with _workspace(work_dir) as work:
         name = tokenizer or str(build_tiny_tokenizer(work / "tokenizer"))
@@ -340,6 +376,13 @@ def calibrate(settings: CalibrationSettings, *, tokenizer: str | None = None,
                 reason = stop_reason(row, settings)
                 if reason is not None:
                     result.stopped_because = reason
+                    break
+            for row in list(result.rows):
+                users_row = measure_concurrency(row.concurrency, settings, server, name, work)
+                result.concurrency_rows.append(users_row)
+                if on_concurrency_row is not None:
+                    on_concurrency_row(users_row)
+                if stop_reason(users_row, settings) is not None:
                     break
         finally:
             server.stop()

@@ -27,6 +27,10 @@ the simulated server itself falls behind its 10 ms step. It ends with one senten
 concurrency (and token rate) measured within ``--tolerance-ms`` (1 ms), and a warning to use more
 client processes or a bigger machine above it.
 
+Then it runs the concurrency pattern (N virtual users, ``--runs`` requests each) at the same
+levels, up to the highest the rounds reached, and prints the same columns for it: there,
+requests end and restart together, which rounds never do (the verdict stays the rounds').
+
 Then it measures the rate mode's schedule (``--rates``, default 100, 500, 1000 requests/s,
 Poisson and constant arrivals, ``--rate-duration`` seconds each, 16-token requests against a
 ``--zero-cost`` simulator): achieved send rate against the drawn schedule, schedule lag p50 and
@@ -146,8 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"machine, concurrency {', '.join(map(str, settings.levels))} ...", file=sys.stderr,
           flush=True)
 
-    def on_row(row: Row) -> None:
-        print(f"  {row.concurrency:>5} streams: TTFT error p50 {_fmt(row.ttft_error_p50_ms)} ms "
+    def on_row(row: Row, unit: str = "streams") -> None:
+        print(f"  {row.concurrency:>5} {unit}: TTFT error p50 {_fmt(row.ttft_error_p50_ms)} ms "
               f"(send→server {_fmt(row.send_to_server_p50_ms)}, first token delivery "
               f"{_fmt(row.first_delivery_p50_ms)}), "
               f"token latency error p99 {_fmt(row.token_error_p99_ms)} ms, "
@@ -163,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rates = args.rates if args.rates is not None else (
         QUICK_RATES if settings.quick else DEFAULT_RATES)
     try:
-        result = calibrate(settings, tokenizer=args.tokenizer_name, on_row=on_row)
+        result = calibrate(settings, tokenizer=args.tokenizer_name, on_row=on_row,
+                           on_concurrency_row=lambda row: on_row(row, "users (concurrency)"))
         if rates:
             print(f"Measuring the request-rate schedule at {', '.join(f'{r:g}' for r in rates)}"
                   f" requests/s ...", file=sys.stderr, flush=True)
@@ -194,6 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result.stopped_because:
         print(f"Stopped climbing: {result.stopped_because}.")
     print(result.verdict.sentence)
+    if result.concurrency_rows:
+        print()
+        print("Concurrency pattern (N virtual users, each sending its next request as soon as "
+              "its last one ended; requests end and restart together):")
+        print()
+        print(markdown_table(result.concurrency_rows, settings.tolerance_ms))
     if result.schedule:
         print()
         print(schedule_table(result.schedule))

@@ -13,12 +13,12 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import (DEFAULT_SERVER_HOST, DEFAULT_SERVER_PORT, DEFAULT_URL, DTYPE_CHOICES,
-                     QUANTIZE_CHOICES, ServerSettings, parse_float, parse_int)
+from ..config import (DEFAULT_URL, SETTINGS, ServerSettings, check_fits_server, flag_map,
+                     parse_setting, setting, settings_of)
 from ..core import results
 from ..core.interrupts import cancel_on_signals
 from ..core.results import add_failure_reason
-from ..errors import ConfigError, ServerStartError
+from ..errors import ConfigError, ServerLimitError, ServerStartError
 from ..server.manager import DEFAULT_TIMEOUT_S, ServerHandle, ServerManager, ServerStatus
 from . import run as cli
 
@@ -27,27 +27,11 @@ __all__ = ["add_server_arguments", "settings_from_args", "launch_from_cli", "lau
 
 
 # The flag each ServerSettings field is typed with (to word ConfigErrors like argparse does).
-SERVER_FLAG_FOR_FIELD = {
-    "model_id": "--model-id", "revision": "--revision", "quantize": "--quantize",
-    "dtype": "--dtype", "num_shard": "--num-shard", "max_input_tokens": "--max-input-tokens",
-    "max_total_tokens": "--max-total-tokens", "max_batch_size": "--max-batch-size",
-    "max_batch_prefill_tokens": "--max-batch-prefill-tokens",
-    "max_concurrent_requests": "--max-concurrent-requests",
-    "trust_remote_code": "--trust-remote-code", "port": "--port", "hostname": "--hostname",
-    "timeout_s": "--server-timeout",
-}
+SERVER_FLAG_FOR_FIELD = {**flag_map("server", "launch"), "timeout_s": "--server-timeout"}
 # Flags that mean nothing without --launch: (dest, flag). Unset, each is None (or False for
-# the switches).
-_LAUNCH_ONLY = (
-    ("model_id", "--model-id"), ("quantize", "--quantize"), ("dtype", "--dtype"),
-    ("num_shard", "--num-shard"), ("max_input_tokens", "--max-input-tokens"),
-    ("max_total_tokens", "--max-total-tokens"), ("max_batch_size", "--max-batch-size"),
-    ("max_batch_prefill_tokens", "--max-batch-prefill-tokens"),
-    ("max_concurrent_requests", "--max-concurrent-requests"),
-    ("trust_remote_code", "--trust-remote-code"), ("port", "--port"), ("hostname", "--hostname"),
-    ("server_timeout", "--server-timeout"), ("server_log_dir", "--server-log-dir"),
-    ("keep_server", "--keep-server"),
-)
+# the switches). --revision is also the tokenizer's, so it is not one of them.
+_LAUNCH_ONLY = tuple((e.dest, e.flag) for e in settings_of("server", "launch")
+                     if e.flag and e.flag not in ("--launch", "--revision"))
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,38 +50,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "Start text-generation-launcher (or the simulated server when it is not installed), "
         "wait until it is ready, benchmark it, then stop it. HF_TOKEN is passed to it through "
         "the environment.")
-    group.add_argument("--launch", action="store_true",
-                       help="start a TGI server with the flags below and benchmark it")
-    group.add_argument("--model-id", metavar="ID",
-                       help="Hub id (org/name) or local folder of the model")
-    if not any("--revision" in a.option_strings for a in parser._actions):
-        group.add_argument("--revision", help="model revision (branch, tag or commit)")
-    group.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="quantization method")
-    group.add_argument("--dtype", choices=DTYPE_CHOICES,
-                       help="weights' data type (not with --quantize)")
-    group.add_argument("--num-shard", metavar="N", help="number of GPUs to shard the model over")
-    group.add_argument("--max-input-tokens", metavar="N",
-                       help="longest prompt the server accepts")
-    group.add_argument("--max-total-tokens", metavar="N",
-                       help="longest prompt + generated tokens of one request")
-    group.add_argument("--max-batch-size", metavar="N", help="most requests in one batch")
-    group.add_argument("--max-batch-prefill-tokens", metavar="N",
-                       help="most prompt tokens processed in one prefill")
-    group.add_argument("--max-concurrent-requests", metavar="N",
-                       help="requests the router accepts at once (more get HTTP 429)")
-    group.add_argument("--trust-remote-code", action="store_true",
-                       help="run code from the model repository (only for models you trust)")
-    group.add_argument("--port", metavar="PORT",
-                       help=f"server port (default {DEFAULT_SERVER_PORT})")
-    group.add_argument("--hostname", metavar="HOST",
-                       help=f"address the server listens on (default {DEFAULT_SERVER_HOST})")
-    group.add_argument("--server-timeout", metavar="S",
-                       help=f"seconds to wait until the server is ready (default "
-                            f"{DEFAULT_TIMEOUT_S:g}: downloads are slow)")
-    group.add_argument("--server-log-dir", metavar="DIR",
-                       help="folder for the launcher's (masked) log (default: a temporary folder)")
-    group.add_argument("--keep-server", action="store_true",
-                       help="leave the server running after the benchmark")
+    present = {option for action in parser._actions for option in action.option_strings}
+    for entry in SETTINGS:
+        if entry.group == "server" and entry.flag and entry.flag not in present:
+            cli.add_setting_argument(group, entry)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
@@ -105,23 +61,12 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     if not getattr(args, "model_id", None):
         raise ConfigError("model_id", "--launch needs --model-id: a Hub id such as "
                                       "org/model-name, or a local folder.")
-
-    def number(name: str, minimum: int = 1) -> int | None:
-        value = getattr(args, name, None)
-        return None if value is None else parse_int(name, value, minimum=minimum)
-
-    settings = ServerSettings(
-        model_id=args.model_id, revision=getattr(args, "revision", None),
-        quantize=args.quantize, dtype=args.dtype, num_shard=number("num_shard"),
-        max_input_tokens=number("max_input_tokens"), max_total_tokens=number("max_total_tokens"),
-        max_batch_size=number("max_batch_size"),
-        max_batch_prefill_tokens=number("max_batch_prefill_tokens"),
-        max_concurrent_requests=number("max_concurrent_requests"),
-        trust_remote_code=bool(args.trust_remote_code),
-        port=DEFAULT_SERVER_PORT if args.port is None else parse_int("port", args.port),
-        hostname=args.hostname or DEFAULT_SERVER_HOST,
-    )
-    return settings.validate(allow_trust_remote_code=True)
+    values = {}
+    for entry in settings_of("server"):
+        raw = getattr(args, entry.dest, None)
+        values[entry.name] = (entry.default if raw is None or raw == ""
+                              else parse_setting(entry, raw))
+    return ServerSettings(**values).validate(allow_trust_remote_code=True)
 
 
 def launch_from_cli(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int | None:
@@ -141,8 +86,8 @@ def launch_from_cli(args: argparse.Namespace, parser: argparse.ArgumentParser) -
                      "(or drop --launch to benchmark a server that is already running).")
     try:
         settings = settings_from_args(args)
-        timeout_s = DEFAULT_TIMEOUT_S if args.server_timeout is None else parse_float(
-            "timeout_s", args.server_timeout, minimum=0.0, exclusive_minimum=True)
+        timeout_s = DEFAULT_TIMEOUT_S if args.server_timeout is None else parse_setting(
+            setting("server_timeout"), args.server_timeout)
     except ConfigError as err:
         cli.usage_error(parser, err, flags=SERVER_FLAG_FOR_FIELD)
     args.url = settings.url
@@ -151,8 +96,12 @@ def launch_from_cli(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         args.output_dir = str(results.default_output_dir(settings.model_id))
     try:
         config = cli.config_from_args(args)
+        check_fits_server(config, settings)   # what the app's form checks too
     except ConfigError as err:
         cli.usage_error(parser, err)
+    except ServerLimitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return cli.EXIT_ERROR
 
     def run(handle: ServerHandle, manager: ServerManager) -> int:
         return cli.run_cli(config, args, parser, server=settings.to_dict())

@@ -61,8 +61,13 @@ NS_PER_S = 1_000_000_000
 async def run_capacity(engine: Any, session: Any) -> Capacity:
     """Run the probes with ``engine`` (the engine's ``_Engine``) and return the answer; the
     engine's ``result.capacity`` is updated after every probe so that saved files show the
-    search as it goes."""
-    return await _Search(engine, session).run()
+    search as it goes, and says so when the run is stopped (or fails) before the answer."""
+    search = _Search(engine, session)
+    try:
+        return await search.run()
+    except BaseException:
+        search.interrupted()
+        raise
 
 
 class _Search:
@@ -118,6 +123,18 @@ class _Search:
         capacity = Capacity.from_search(self.slo, single, saturation, search, message=message)
         self.engine.result.capacity = capacity
         return capacity
+
+    def interrupted(self) -> None:
+        """The run stopped mid-search: the files say what was found until then."""
+        if not self.probes:
+            return
+        passed = [p.rate_rps for p in self.probes if p.passed and p.kind == "rate"]
+        message = ("The search was stopped before it ended: the highest request rate kept so far "
+                   f"was {max(passed):.3g} per second." if passed else
+                   "The search was stopped before it found the limit.")
+        self.engine.result.capacity = dataclasses.replace(
+            Capacity.from_search(self.slo, self.probes[0], None, None),
+            probes=tuple(self.probes), ended="stopped", message=message)
 
     # -- probes --------------------------------------------------------------------------------
     def _next_step(self, size: float) -> Any:

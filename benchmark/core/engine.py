@@ -53,7 +53,8 @@ from ..errors import BenchmarkError, ConfigError, redact
 from .interrupts import cancel_on_signals
 from .patterns import Concurrency, RateSchedule, Rounds, Slot, arrival_offsets, step_seed
 from .probe import CONTROL_TIMEOUT_S, ServerProbe, probe_server, server_answers
-from .progress import ProgressCallback
+from .progress import (Done, ProbeDone, ProgressCallback, ProgressEvent, RequestsDone, RoundDone,
+                       RunWarning, Start, StepDone, StepStart)
 from .prompts import PromptSet, build_prompts, load_tokenizer
 from .records import RequestRecord
 from .stats import INCOMPLETE
@@ -166,7 +167,7 @@ class _Engine:
         self.prompt_seed = config.seed if config.seed is not None else secrets.randbits(31)
 
     # -- progress ----------------------------------------------------------------------------
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: ProgressEvent) -> None:
         if self.on_progress is None:
             return
         try:
@@ -182,7 +183,7 @@ class _Engine:
         message = redact(message, self.secrets)
         if self.result is not None:
             self.result.warnings.append(message)
-        self.emit({"event": "warning", "message": message})
+        self.emit(RunWarning(message=message))
 
     # -- the whole run -------------------------------------------------------------------------
     def execute(self) -> RunResult:
@@ -211,10 +212,8 @@ class _Engine:
             raise ConfigError("output_dir", f"Cannot write the results to {folder} "
                                             f"({exc.strerror or exc}). Choose another output "
                                             f"folder.") from exc
-        self.emit({"event": "start", "run_id": run_id, "output_dir": str(folder),
-                   "steps": list(config.steps),
-                   "planned_requests": config.planned_requests(),
-                   "simulated": probe.simulated})
+        self.emit(Start(run_id=run_id, output_dir=str(folder), steps=tuple(config.steps),
+                        planned_requests=config.planned_requests(), simulated=probe.simulated))
         limit = probe.info.get("max_concurrent_requests")
         if (config.mode in ("rounds", "concurrency") and isinstance(limit, int) and limit > 0
                 and max(config.batch_sizes) > limit):
@@ -286,8 +285,7 @@ class _Engine:
         self.result.message = redact(message, self.secrets) if message else None
         self.result.ended_at = results.now_iso()
         self._save()
-        self.emit({"event": "done", "status": status, "message": self.result.message,
-                   "output_dir": str(self.folder)})
+        self.emit(Done(status=status, message=self.result.message, output_dir=str(self.folder)))
 
     def _run_loop(self) -> None:
         try:
@@ -314,8 +312,7 @@ class _Engine:
                 for index, size in enumerate(sizes, start=1):
                     if self.cancel.is_set():
                         raise _Cancelled
-                    self.emit({"event": "step_start", "step": size, "index": index,
-                               "of": len(sizes)})
+                    self.emit(StepStart(step=size, index=index, of=len(sizes)))
                     step = _Step(size=size, index=index)
                     _quiet_collector()
                     try:
@@ -329,7 +326,7 @@ class _Engine:
                         self._keep(step)
                     self._step_warnings(step)
                     self._save()
-                    self.emit({"event": "step_done", "step": size})
+                    self.emit(StepDone(step=size))
                     self._stop_if_all_refused(step)
         except asyncio.CancelledError:
             if self.cancel.is_set():
@@ -348,17 +345,16 @@ class _Engine:
     def new_step(self, size: float, index: int) -> _Step:
         """A step to run one capacity probe in: ``size`` users or requests/s, ``index`` its
         probe number (the step its records get)."""
-        self.emit({"event": "step_start", "step": index, "index": index, "of": None})
+        self.emit(StepStart(step=index, index=index, of=None))
         return _Step(size=size, index=index, label=index)
 
     def probe_done(self, probe: Any) -> None:
         """Save the files and report a finished capacity probe."""
         self._save()
-        self.emit({"event": "probe_done", "step": probe.step, "kind": probe.kind,
-                   "rate_rps": probe.rate_rps, "attainment": probe.attainment,
-                   "passed": probe.passed, "stopped_early": probe.stopped_early,
-                   "requests": probe.requests})
-        self.emit({"event": "step_done", "step": probe.step})
+        self.emit(ProbeDone(step=probe.step, probe_kind=probe.kind, rate_rps=probe.rate_rps,
+                            attainment=probe.attainment, passed=probe.passed,
+                            stopped_early=probe.stopped_early, requests=probe.requests))
+        self.emit(StepDone(step=probe.step))
 
     def _keep(self, step: _Step) -> None:
         """Move a step's measured records into the result (once, even when interrupted)."""
@@ -443,9 +439,9 @@ class _Engine:
                 record.scheduled_ns = now
             await asyncio.gather(*(self._send(session, b, r) for b, r in zip(bodies, records)))
             errors = sum(1 for r in records if not r.ok)
-            self.emit({"event": "round_done", "step": step.size, "run": round_.run,
-                       "runs": config.warmups if round_.warmup else config.runs,
-                       "warmup": round_.warmup, "errors": errors})
+            self.emit(RoundDone(step=step.size, run=round_.run,
+                                runs=config.warmups if round_.warmup else config.runs,
+                                warmup=round_.warmup, errors=errors))
             if round_.warmup and errors:
                 self._error_warning(records, warmup=True)
             await self._check_alive(records, step)
@@ -586,11 +582,10 @@ class _Engine:
         if not force and now - self._last_progress < PROGRESS_EVERY_S:
             return
         self._last_progress = now
-        self.emit({"event": "requests_done",
-                   "step": step.size if step.label is None else step.label,
-                   "done": done, "total": total,
-                   "elapsed_s": round((time.perf_counter_ns() - started) / 1e9, 3),
-                   "errors": errors})
+        self.emit(RequestsDone(step=step.size if step.label is None else step.label,
+                               done=done, total=total,
+                               elapsed_s=round((time.perf_counter_ns() - started) / 1e9, 3),
+                               errors=errors))
 
     async def _check_alive(self, records: list[RequestRecord], step: _Step) -> None:
         """After broken connections, stop the run if the server no longer answers."""

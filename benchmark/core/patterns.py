@@ -24,7 +24,7 @@ import math
 import random
 from array import array
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 __all__ = ["Slot", "Round", "Rounds", "Concurrency", "pattern_for", "RateSchedule",
            "arrival_offsets", "step_seed"]
@@ -149,6 +149,21 @@ def step_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index) % (2 ** 63)
 
 
+def _gap_drawer(kind: str, rate: float, burstiness: float | None,
+                rng: random.Random) -> Callable[[], float] | None:
+    """The function drawing one gap in seconds, or None for constant arrivals (the k-th at
+    k / rate exactly, no float sum drifting)."""
+    if kind == "constant":
+        return None
+    if kind == "poisson":
+        return lambda: -math.log(1.0 - rng.random()) / rate  # exponential, inverse transform
+    if kind == "gamma":
+        shape = float(burstiness if burstiness is not None else 1.0)
+        scale = 1.0 / (rate * shape)
+        return lambda: rng.gammavariate(shape, scale)
+    raise ValueError(f"unknown arrivals {kind!r}")
+
+
 def arrival_offsets(schedule: RateSchedule) -> array:
     """Intended send times of one step, in ns from the step's start, non-decreasing.
 
@@ -159,27 +174,18 @@ def arrival_offsets(schedule: RateSchedule) -> array:
     ``rate * u`` (``t = sqrt(2 * S * u)`` while ``u < S / 2``, else ``t = u + S / 2``). For
     Poisson arrivals this gives exactly an inhomogeneous Poisson process with a linear ramp;
     constant arrivals stay evenly spaced in expected count.
+
+    Replay across Python versions: Poisson and constant arrivals use only ``Random.random()``,
+    whose sequence Python keeps stable; gamma arrivals use ``Random.gammavariate``, which Python
+    does not promise to keep (same Python, same schedule).
     """
     rate = float(schedule.rate)
     if not rate > 0:
         raise ValueError(f"rate must be positive, got {schedule.rate!r}")
     if schedule.duration_s is None and schedule.requests is None:
         raise ValueError("a rate schedule needs a duration or a number of requests")
-    rng = random.Random(schedule.seed)
-    kind = schedule.arrivals
-    if kind == "gamma":
-        shape = float(schedule.burstiness if schedule.burstiness is not None else 1.0)
-        scale = 1.0 / (rate * shape)
-
-        def gap() -> float:
-            return rng.gammavariate(shape, scale)
-    elif kind == "poisson":
-        def gap() -> float:
-            return rng.expovariate(rate)
-    elif kind == "constant":
-        gap = None  # the k-th arrival at k / rate exactly (no float sum drifting)
-    else:
-        raise ValueError(f"unknown arrivals {kind!r}")
+    gap = _gap_drawer(schedule.arrivals, rate, schedule.burstiness,
+                      random.Random(schedule.seed))
     ramp = float(schedule.ramp_up_s or 0.0)
     limit_s = math.inf if schedule.duration_s is None else float(schedule.duration_s)
     limit_n = schedule.requests if schedule.requests is not None else math.inf

@@ -505,6 +505,18 @@ def add_failure_reason(folder: str | os.PathLike[str], reason: str) -> None:
     result.save(folder)
 
 
+def record_server_settings(folder: str | os.PathLike[str], server: dict[str, Any]) -> None:
+    """Write the launched server's settings into the run saved in ``folder`` when it has none
+    (the engine child does not know them when the app launched the server)."""
+    try:
+        result = RunResult.load(folder)
+    except ResultFileError:
+        return
+    if not result.server:
+        result.server = server
+        result.save(folder)
+
+
 def finite(value: Any) -> Any:
     """Replace NaN/inf (not valid JSON) by None, recursively."""
     if isinstance(value, float) and not math.isfinite(value):

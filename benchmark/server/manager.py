@@ -39,7 +39,7 @@ from typing import Any, Callable
 import httpx
 
 from . import logs
-from ..config import ServerSettings, parse_float
+from ..config import DEFAULT_SERVER_TIMEOUT_S, ServerSettings, parse_float
 from ..config import allow_trust_remote_code as allowed_by_env
 from ..errors import ServerStartError, redact
 from ..children import with_package_path
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 LAUNCHER = "text-generation-launcher"
-DEFAULT_TIMEOUT_S = 1800.0
+DEFAULT_TIMEOUT_S = DEFAULT_SERVER_TIMEOUT_S
 POLL_INTERVAL_S = 0.5
 
 # The launcher reads an environment variable for each flag (clap's `env`). Variables for the

@@ -387,12 +387,12 @@ def test_a_capacity_runs_page_plans_servers_for_typed_traffic(app):
 
 def test_a_request_rate_run_shows_its_schedule_and_rate_charts(app, tiny_tokenizer):
     client = Client(app.url, verbose=False)
-    final, steps = run(client, model_id=tiny_tokenizer, mode="Request rate", rates="5, 10",
+    final, steps = run(client, model_id=tiny_tokenizer, mode="Request rate", rates="2.5, 10",
                        arrivals="constant", duration_s="1", sequence_length="8",
                        decode_length="4")
     assert "Benchmark complete" in text(final["Run status"]), app.log()
     statuses = " ".join(text(s.get("Run status")) for s in steps)
-    assert "5 requests/s" in statuses and "10 requests/s" in statuses
+    assert "2.5 requests/s" in statuses and "10 requests/s" in statuses
     tables = text(final["Tables"])
     assert "### Schedule" in tables and "| Rates (req/s)" in tables
     charts = [final[f"Chart {i}"] for i in range(10)]
@@ -400,8 +400,8 @@ def test_a_request_rate_run_shows_its_schedule_and_rate_charts(app, tiny_tokeniz
     assert "Latency by request rate" in titles
     assert "Achieved throughput against offered rate" in titles
     saved = json.loads((app.results_dir / run_id_of(final) / "run.json").read_text())
-    assert saved["config"]["rates"] == [5, 10] and saved["config"]["arrivals"] == "constant"
-    assert len(saved["requests"]) == 4 + 9  # 1 s at 5/s and at 10/s, constant gaps
+    assert saved["config"]["rates"] == [2.5, 10] and saved["config"]["arrivals"] == "constant"
+    assert len(saved["requests"]) == 2 + 9  # 1 s at 2.5/s and at 10/s, constant gaps
 
 
 def test_a_request_rate_form_mistake_names_the_field(app, tiny_tokenizer):

@@ -28,39 +28,38 @@ from support.helpers import wait_until
 FAKE_ENGINE = textwrap.dedent("""\
     #!{python}
     import json, os, signal, sys, time
+    from benchmark.core.progress import (Done, JsonLinesProgress, RoundDone, RunWarning, Start,
+                                         StepDone, StepStart)
     argv = sys.argv[1:]
     progress = argv[argv.index("--progress-jsonl") + 1]
     out = argv[argv.index("--output-dir") + 1]
     mode = os.environ.get("FAKE_ENGINE", "complete")
     with open(os.environ["FAKE_ENGINE_ARGV"], "w") as f:
         json.dump(argv, f)
-    stream = open(progress, "a")
-    def emit(**event):
-        stream.write(json.dumps(event) + "\\n"); stream.flush()
+    emit = JsonLinesProgress(open(progress, "a"))
     stopped = []
     signal.signal(signal.SIGTERM, lambda *_: stopped.append(1))
     if mode == "crash":
         print("error: the tokenizer hf_abcdefghijklmnop could not be loaded", flush=True)
         sys.exit(1)
-    emit(event="start", run_id="x", output_dir=out, steps=[1, 2], planned_requests=6,
-         simulated=True)
+    emit(Start(run_id="x", output_dir=out, steps=(1, 2), planned_requests=6, simulated=True))
     for index, step in enumerate([1, 2], 1):
-        emit(event="step_start", step=step, index=index, of=2)
+        emit(StepStart(step=step, index=index, of=2))
         for run in (1, 2):
             time.sleep(0.05 if mode == "complete" else 0.4)
             if stopped:
-                emit(event="done", status="cancelled", message=None, output_dir=out)
+                emit(Done(status="cancelled", message=None, output_dir=out))
                 sys.exit(130)
-            emit(event="round_done", step=step, run=run, runs=2, warmup=False, errors=0)
-        emit(event="step_done", step=step)
+            emit(RoundDone(step=step, run=run, runs=2, warmup=False, errors=0))
+        emit(StepDone(step=step))
         if mode == "slow":
             for _ in range(100):
                 time.sleep(0.05)
                 if stopped:
-                    emit(event="done", status="cancelled", message=None, output_dir=out)
+                    emit(Done(status="cancelled", message=None, output_dir=out))
                     sys.exit(130)
-    emit(event="warning", message="server counted 5 prompt tokens")
-    emit(event="done", status="complete", message=None, output_dir=out)
+    emit(RunWarning(message="server counted 5 prompt tokens"))
+    emit(Done(status="complete", message=None, output_dir=out))
     """)
 
 

@@ -87,6 +87,13 @@ def test_quick_calibration_json_is_complete_and_finite(quick):
     verdict = data["verdict"]
     assert verdict["sentence"] in proc.stdout
     assert verdict["highest_measured"] == data["rows"][-1]["concurrency"]
+    users = data["concurrency_rows"]          # the concurrency pattern, at the same levels
+    assert users and [r["concurrency"] for r in users] == [
+        r["concurrency"] for r in data["rows"]][:len(users)]
+    for row in users:
+        assert row["matched"] == row["requests"] - row["failed"] and row["requests"] > 0
+        assert row["ttft_error_p50_ms"] is not None and row["token_events_per_s"] > 0
+    assert "Concurrency pattern" in proc.stdout
     # The app's copy is the same document.
     assert load_latest(results) == data
 

@@ -70,10 +70,10 @@ def test_a_target_missed_one_request_at_a_time_stops_at_once_and_says_so(capsys,
     ([], "argument --slo-ttft-ms: Finding the capacity needs at least one latency target"),
     (["--slo-ttft-ms", "500", "--max-duration", "5"], "argument --max-duration: Max duration "
                                                        "(s) must be at least 30"),
-    (["--slo-ttft-ms", "500", "--duration", "10"], "--duration does not apply to --mode "
-                                                   "capacity"),
+    (["--slo-ttft-ms", "500", "--duration", "10"], "--duration applies to --mode concurrency "
+                                                   "or --mode rate"),
     (["--slo-ttft-ms", "500", "--slo-attainment", "0"], "argument --slo-attainment"),
-    (["--max-duration", "60"], "argument --max-duration: Max duration bounds the capacity"),
+    (["--max-duration", "60"], "--max-duration applies to --mode capacity"),
 ])
 def test_bad_capacity_input_is_refused_before_anything_starts(capsys, argv, words):
     mode = [] if argv == ["--max-duration", "60"] else ["--mode", "capacity"]
@@ -111,3 +111,33 @@ def test_priced_capacity_run_writes_cost_and_a_deployment_plan(capsys, tiny_toke
     assert header.endswith("usd_per_million_output_tokens,usd_per_million_tokens,"
                            "usd_per_thousand_requests,kwh_per_million_output_tokens")
     assert all(row.split(",")[-4] for row in rows)     # every probe got a price per token
+
+
+def test_a_search_stopped_midway_keeps_its_probes_and_says_it_was_stopped(tiny_tokenizer,
+                                                                         tmp_path):
+    import threading
+
+    from benchmark.config import RunConfig
+    from benchmark.core.engine import run
+
+    out = tmp_path / "run"
+    cancel = threading.Event()
+    seen: list[str] = []
+
+    def on_progress(event):
+        seen.append(event["event"])
+        if seen.count("probe_done") == 2:      # stop during the first rate probe
+            threading.Timer(1.0, cancel.set).start()
+
+    with run_in_thread(SimulatorConfig(tokenizer=tiny_tokenizer, **SMALL)) as sim:
+        config = RunConfig(tokenizer_name=tiny_tokenizer, url=sim.url, mode="capacity",
+                           sequence_length=8, decode_length=8, slo_ttft_ms=250,
+                           max_duration_s=60, output_dir=str(out))
+        result = run(config, on_progress=on_progress, cancel=cancel)
+    assert result.status == "cancelled"
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["status"] == "cancelled"
+    capacity = saved["capacity"]
+    assert capacity["ended"] == "stopped" and capacity["rate_rps"] is None
+    assert capacity["message"].startswith("The search was stopped before")
+    assert [p["kind"] for p in capacity["probes"]] == ["one at a time", "saturation"]

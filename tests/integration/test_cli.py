@@ -79,7 +79,7 @@ def test_rate_flags_reach_the_config():
     (["--top-p", "1.5"], "argument --top-p"),
     (["--mode", "concurrency"], "argument --duration"),
     (["--duration", "5"], "--mode concurrency"),
-    (["--mode", "rate", "--duration", "5"], "argument --rate: --mode rate needs the request rates"),
+    (["--mode", "rate", "--duration", "5"], "argument --rate: Rates (requests/s) is empty: give at least one rate"),
     (["--mode", "rate", "--rate", "0", "--duration", "5"],
      "argument --rate: Rates (requests/s) must be greater than 0"),
     (["--mode", "rate", "--rate", "ten", "--duration", "5"], "argument --rate"),
@@ -94,7 +94,8 @@ def test_rate_flags_reach_the_config():
     (["--mode", "rate", "--rate", "10", "--duration", "5", "--arrivals", "bursty"],
      "argument --arrivals: invalid choice"),
     (["--rate", "10"], "argument --mode: --rate applies to --mode rate"),
-    (["--mode", "rate", "--rate", "10", "-b", "4", "--duration", "5"], "argument --batch-size"),
+    (["--mode", "rate", "--rate", "10", "-b", "4", "--duration", "5"],
+     "argument --mode: --batch-size applies to --mode rounds or --mode concurrency"),
 ])
 def test_bad_flags_are_argparse_errors(capsys, argv, words):
     with pytest.raises(SystemExit) as info:

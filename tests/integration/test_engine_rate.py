@@ -112,3 +112,20 @@ def test_requests_outliving_their_step_are_counted_incomplete(tiny_tokenizer, tm
     assert [r["error_kind"] for r in rows] == ["timeout", "timeout", "incomplete"]
     step = result.steps()[0]
     assert (step.requests, step.ok, step.errors, step.timeouts, step.incomplete) == (3, 0, 3, 3, 1)
+
+
+def test_stopping_a_rate_step_keeps_what_was_sent_and_marks_requests_in_flight(
+        tiny_tokenizer, tmp_path):
+    import threading
+
+    slow = dict(FAST, decode_base_ms=600.0)  # about 2.4 s a request
+    with run_in_thread(SimulatorConfig(tokenizer=tiny_tokenizer, **slow)) as server:
+        cancel = threading.Event()
+        timer = threading.Timer(1.0, cancel.set)
+        timer.start()
+        result = run(rate_config(server.url, tiny_tokenizer, tmp_path / "run", rates=(20,),
+                                 arrivals="constant", duration_s=30.0), cancel=cancel)
+    assert result.status == "cancelled"
+    rows = read_rows(tmp_path / "run")
+    assert 5 <= len(rows) < 600  # sent until the stop, none after
+    assert {r["error_kind"] for r in rows} == {"cancelled"}  # none could end within 1 s

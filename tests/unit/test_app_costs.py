@@ -68,12 +68,12 @@ def test_plan_recomputed_from_typed_fields():
 
 
 @pytest.mark.parametrize("typed, words", [
-    ({"plan_peak_rps": "0"}, "**Peak traffic (requests/s):** must be more than 0"),
+    ({"plan_peak_rps": "0"}, "**Peak traffic (requests/s):** must be greater than 0"),
     ({"plan_peak_rps": ""}, "**Peak traffic (requests/s):** is empty"),
     ({"plan_peak_rps": "40", "plan_headroom": "150"},
      "**Headroom (%):** must be between 0 and 100%"),
     ({"plan_peak_rps": "40", "gpu_price_per_hour": "-2"},
-     "**GPU price ($/hour):** must be more than 0"),
+     "**GPU price ($/hour):** must be greater than 0"),
     ({"plan_peak_rps": "<b>x</b>"}, "**Peak traffic (requests/s):** must be a number"),
 ])
 def test_bad_plan_fields_are_named_and_nothing_is_computed(typed, words):

@@ -217,14 +217,6 @@ def test_bad_rate_settings_are_refused_with_the_field_and_a_fix(changes, field, 
     assert words in err.message
 
 
-def test_rate_settings_outside_the_rate_pattern_are_refused():
-    err = field_error(lambda: RunConfig(tokenizer_name="t", rates=(5,)).validate())
-    assert err.field == "rates" and "--mode rate" in err.message
-    err = field_error(lambda: RunConfig(tokenizer_name="t", mode="concurrency", duration_s=5,
-                                        max_concurrency=4).validate())
-    assert err.field == "max_concurrency"
-
-
 def test_a_rate_run_validates_and_its_steps_are_its_rates():
     config = rate_config(rates=(5, 20.5), arrivals="gamma", burstiness=0.5, ramp_up_s=10,
                          max_concurrency=8, requests=100, schedule_seed=3).validate()

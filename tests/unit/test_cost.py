@@ -169,11 +169,11 @@ def test_plan_without_a_price_counts_servers_only():
 # -- bad input, refused with the field's label before anything is computed ----------------------
 
 @pytest.mark.parametrize("fields, field, words", [
-    ({"gpu_price_per_hour": -1}, "gpu_price_per_hour", "GPU price ($/hour) must be more than 0"),
-    ({"gpu_price_per_hour": 0}, "gpu_price_per_hour", "GPU price ($/hour) must be more than 0"),
-    ({"hardware": "h100x9"}, "hardware", "Hardware 'h100x9' is not in the price table"),
+    ({"gpu_price_per_hour": -1}, "gpu_price_per_hour", "GPU price ($/hour) must be greater than 0"),
+    ({"gpu_price_per_hour": 0}, "gpu_price_per_hour", "GPU price ($/hour) must be greater than 0"),
+    ({"hardware": "h100x9"}, "hardware", "Hardware must be one of t4-small, t4-medium, l4x1"),
     ({"plan_peak_rps": 0, "mode": "capacity", "slo_ttft_ms": 1000}, "plan_peak_rps",
-     "Peak traffic (requests/s) must be more than 0"),
+     "Peak traffic (requests/s) must be greater than 0"),
     ({"plan_daily_users": 0, "plan_requests_per_user": 5, "mode": "capacity", "slo_ttft_ms": 1000},
      "plan_daily_users", "Daily users must be at least 1"),
     ({"plan_daily_users": 100, "mode": "capacity", "slo_ttft_ms": 1000}, "plan_requests_per_user",
@@ -181,8 +181,9 @@ def test_plan_without_a_price_counts_servers_only():
     ({"plan_headroom": 150}, "plan_headroom", "Headroom (%) must be between 0 and 100%"),
     ({"plan_headroom": -10}, "plan_headroom", "Headroom (%) must be between 0 and 100%"),
     ({"plan_peak_factor": 0.5}, "plan_peak_factor", "Peak factor must be at least 1"),
-    ({"api_price_per_million": -0.6}, "api_price_per_million",
-     "Hosted API price ($ per million tokens) must be more than 0"),
+    ({"api_price_per_million": -0.6, "mode": "capacity", "slo_ttft_ms": 1000},
+     "api_price_per_million",
+     "Hosted API price ($ per million tokens) must be greater than 0"),
     ({"plan_peak_rps": 40}, "plan_peak_rps", "choose Find capacity"),
 ])
 def test_bad_cost_and_plan_input_is_refused_with_the_fields_label(fields, field, words):

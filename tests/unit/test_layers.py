@@ -10,7 +10,8 @@ too) is read with ``ast`` and checked against the rules the README states.
     app           anything but cli; the only floor that imports gradio
     simulator     leaves only
     everywhere    no import cycles; an import inside a function only for a heavy third-party
-                  package (``LAZY_OK``), never one of ours
+                  package (``LAZY_OK``), never one of ours; no private name (``_x``) imported
+                  from another module of ours
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def imports_of(path: Path, root: Path) -> list[tuple[str, int, bool]]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     skip = _type_checking_lines(tree)
     found: list[tuple[str, int, bool]] = []
+    private: list[tuple[str, int]] = []
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
@@ -79,6 +81,9 @@ def imports_of(path: Path, root: Path) -> list[tuple[str, int, bool]]:
             if isinstance(child, ast.Import) and child.lineno not in skip:
                 found.extend((alias.name, child.lineno, in_function) for alias in child.names)
             elif isinstance(child, ast.ImportFrom) and child.lineno not in skip:
+                private.extend((alias.name, child.lineno) for alias in child.names
+                               if alias.name.startswith("_") and not alias.name.startswith("__")
+                               and (child.level or (child.module or "").split(".")[0] == root.name))
                 if child.level:
                     base = package.split(".")
                     base = base[: len(base) - (child.level - 1)]
@@ -93,7 +98,11 @@ def imports_of(path: Path, root: Path) -> list[tuple[str, int, bool]]:
             visit(child, inner)
 
     visit(tree, False)
+    found.extend((f"{PRIVATE}{name}", line, False) for name, line in private)
     return found
+
+
+PRIVATE = "private name "
 
 
 def floor_of(module: str) -> str | None:
@@ -114,6 +123,9 @@ def violations(root: Path) -> list[str]:
         graph.setdefault(name, set())
         for target, line, in_function in imports_of(path, root):
             where = f"{path.relative_to(root.parent)}:{line}"
+            if target.startswith(PRIVATE):
+                problems.append(f"{where}: imports the {target} of another module")
+                continue
             ours = target == top or target.startswith(top + ".")
             if in_function and (ours or target.split(".")[0] not in LAZY_OK):
                 problems.append(f"{where}: imports {target} inside a function")
@@ -204,6 +216,7 @@ def test_a_clean_tree_passes_the_checker(tmp_path):
     ({"config.py": "from .core import engine\n"}, "leaf benchmark.config imports"),
     ({"core/engine.py": "def f():\n    from ..config import A\n"}, "inside a function"),
     ({"core/engine.py": "def f():\n    import json\n"}, "imports json inside a function"),
+    ({"core/engine.py": "from ..config import _secret\n"}, "imports the private name _secret"),
     ({"core/a.py": "from . import b\n", "core/b.py": "from . import a\n"},
      "import cycle: benchmark.core.a -> benchmark.core.b -> benchmark.core.a"),
 ])
@@ -218,3 +231,12 @@ def test_type_only_imports_and_lazy_heavy_packages_are_allowed(tmp_path):
         "core/b.py": "from . import a\n\ndef load():\n    import transformers\n",
     })
     assert violations(root) == []
+
+
+def test_the_public_surface_is_what_the_readme_teaches():
+    import benchmark
+
+    assert sorted(benchmark.__all__) == sorted([
+        "__version__", "RunConfig", "SamplingParams", "ServerSettings", "BenchmarkError",
+        "ConfigError", "RequestRecord", "RunResult", "list_runs", "run"])
+    assert all(hasattr(benchmark, name) for name in benchmark.__all__)
