@@ -114,7 +114,7 @@ def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
     cost = result.cost(steps) if callable(getattr(result, "cost", None)) else None
     if cost:
         parts.append("### Cost\n\n" + " ".join(_cell(x) for x in cost_sentences(cost))
-                     + ("\n\n" + cost_table(cost, result.config.mode, steps)
+                     + ("\n\n" + cost_table(cost, result.config.mode, steps, capacity)
                         if cost["steps"] else ""))
     return "\n\n".join(parts) + "\n"
 
@@ -297,14 +297,16 @@ def cost_sentences(cost: dict[str, Any]) -> list[str]:
 
 
 def cost_table(cost: dict[str, Any], mode: str = "rounds",
-               steps: list[StepSummary] | None = None) -> str:
+               steps: list[StepSummary] | None = None, capacity: Any = None) -> str:
     """Per step: delivered tokens/s and requests/s over the step, $ per million output tokens,
     per million tokens (prompt + output), per thousand requests; kWh per million output tokens
     where telemetry measured energy; with latency targets, whether the step met them (a cheap
-    step that misses them is no offer)."""
+    step that misses them is no offer; a capacity run's probes give their own verdict, as the
+    Capacity table does)."""
     rows_in = cost.get("steps") or []
     energy = any(c.get("kwh_per_million_output_tokens") is not None for c in rows_in)
     judged = {float(s.step): s.slo for s in steps or () if s.slo is not None}
+    verdicts = {float(p.step): p.passed for p in getattr(capacity, "probes", None) or ()}
     header = [step_label(mode, title=True), "Output tokens/s", "Requests/s",
               "$ / M output tokens", "$ / M tokens", "$ / 1k requests"]
     header += ["kWh / M output tokens"] if energy else []
@@ -323,8 +325,9 @@ def cost_table(cost: dict[str, Any], mode: str = "rounds",
             row.append(MISSING if kwh is None else f"{kwh:.3g}")
         if judged:
             slo = judged.get(float(c["step"]))
+            passed = verdicts.get(float(c["step"]), None if slo is None else slo.passed)
             row.append(MISSING if slo is None or slo.attainment is None
-                       else ("yes" if slo.passed else "no") + f" ({slo.attainment:.0%})")
+                       else ("yes" if passed else "no") + f" ({slo.attainment:.0%})")
         rows.append(row)
     return _table(header, rows)
 

@@ -107,6 +107,11 @@ def test_priced_capacity_run_writes_cost_and_a_deployment_plan(capsys, tiny_toke
     assert plan["usd_per_month"] == pytest.approx(replicas * 0.80 * 730)
     assert plan["sentence"].startswith(f"At 40 requests/s at peak you need {replicas} × L4")
     assert "### Cost" in printed and f"you need {replicas} × L4" in printed
+    cost_rows = [[c.strip() for c in line.strip("|").split("|")]
+                 for line in printed.split("### Cost", 1)[1].splitlines()
+                 if line.startswith("| ") and line[2].isdigit()]
+    verdicts = {str(p["step"]): p["passed"] for p in capacity["probes"]}
+    assert {row[0]: row[-1].startswith("yes") for row in cost_rows} == verdicts
     header, *rows = (out / "summary.csv").read_text().splitlines()
     assert header.endswith("usd_per_million_output_tokens,usd_per_million_tokens,"
                            "usd_per_thousand_requests,kwh_per_million_output_tokens")
