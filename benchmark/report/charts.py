@@ -240,7 +240,8 @@ def _x_title(results: list[Any]) -> str:
 
 
 def _step_word(result: Any) -> str:
-    return {"concurrency": "users", "rate": "req/s"}.get(result.config.mode, "batch")
+    return {"concurrency": "users", "rate": "req/s", "capacity": "probe"}.get(result.config.mode,
+                                                                         "batch")
 
 
 def _layout(fig: go.Figure, title: str, results: list[Any]) -> go.Figure:
