@@ -81,6 +81,8 @@ MAX_RATE = 100_000.0
 MAX_STEP_ARRIVALS = MAX_REQUESTS
 MIN_BURSTINESS = 0.01
 MAX_BURSTINESS = 1_000.0
+MIN_TELEMETRY_INTERVAL_S = 0.1       # faster readings would take time from the load generator
+MAX_TELEMETRY_INTERVAL_S = 3600.0
 TGI_DEFAULT_MAX_CONCURRENT = 128     # TGI's --max-concurrent-requests: past it, HTTP 429
 KINDS = ("int", "float", "text", "choice", "switch", "sizes", "rates", "url", "ms", "share")
 OWNERS = ("run", "sampling", "server", "cli", "launch")
@@ -307,6 +309,14 @@ SETTINGS: tuple[Setting, ...] = (
        **_bounds(0.0, MAX_API_PRICE_PER_MILLION, True)),
     _S("progress_jsonl", "cli", "text", "Progress file", "--progress-jsonl", metavar="PATH",
        help="write progress events as JSON lines to PATH ('-' = stdout)"),
+    # -- telemetry (core/telemetry.py): the server's /metrics, the GPUs, the client itself ------
+    _S("telemetry_interval_s", "run", "float", "Telemetry interval (s)", "--telemetry-interval",
+       default=1.0, metavar="S",
+       help="seconds between readings of the server's /metrics, every NVIDIA GPU of this "
+            "machine (NVML) and the client's CPU and event-loop lag, saved to telemetry.csv "
+            "(default 1; 0 turns it off)", **_bounds(0.0, MAX_TELEMETRY_INTERVAL_S)),
+    _S("metrics_url", "run", "url", "Metrics URL", "--metrics-url", metavar="URL",
+       help="where the server's Prometheus metrics are (default <url>/metrics)"),
     # -- the TGI server to launch (text-generation-launcher's names) ---------------------------
     _S("launch", "launch", "switch", "Launch", "--launch", default=False, group="server",
        help="start a TGI server with the flags below and benchmark it"),
@@ -601,11 +611,13 @@ def check_url(url: str, field_name: str = "url") -> str:
     text = (url or "").strip()
     parsed = urlparse(text)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(field_name, f"Endpoint URL must look like http://host:port, got {url!r}.")
+        raise ConfigError(field_name, f"{field_label(field_name)} must look like "
+                                      f"http://host:port, got {url!r}.")
     try:
         parsed.port
     except ValueError:
-        raise ConfigError(field_name, f"Endpoint URL has an invalid port: {url!r}.") from None
+        raise ConfigError(field_name, f"{field_label(field_name)} has an invalid port: "
+                                      f"{url!r}.") from None
     return text.rstrip("/")
 
 
@@ -839,6 +851,9 @@ class RunConfig:
     max_concurrency: int | None = default_of("max_concurrency")
     schedule_seed: int | None = default_of("schedule_seed")
     output_dir: str | None = default_of("output_dir")
+    # The sampler: seconds between readings (0 = off); /metrics at metrics_url, else <url>/metrics.
+    telemetry_interval_s: float = default_of("telemetry_interval_s")
+    metrics_url: str | None = default_of("metrics_url")
     # Set by the Space for endpoint runs: refuse configs that would send more requests.
     max_total_requests: int | None = None
     # Latency targets (SLOs), in ms; None = no target. A request is good when it finished and
@@ -872,6 +887,11 @@ class RunConfig:
             raise ConfigError("mode", f"Load pattern must be one of {', '.join(MODE_CHOICES)}; "
                                       f"got {self.mode!r}.")
         check_settings(self, "run", mode=self.mode)
+        if 0 < self.telemetry_interval_s < MIN_TELEMETRY_INTERVAL_S:
+            raise ConfigError("telemetry_interval_s",
+                              f"Telemetry interval (s) must be 0 (off) or at least "
+                              f"{MIN_TELEMETRY_INTERVAL_S:g}, got {self.telemetry_interval_s:g}: "
+                              f"faster readings would take time from the load generator.")
         if (self.mode in ("concurrency", "rate") and self.duration_s is None
                 and self.requests is None):
             raise ConfigError("duration_s", f"The {self.mode} pattern needs a duration "

@@ -21,6 +21,7 @@ from ..errors import redact
 from ..report import tables
 from ..report.charts import chart_figures
 from ..core.results import REQUESTS_FILE, RUN_FILE, SUMMARY_FILE, RunResult, RunSummaryRow
+from ..core.telemetry_data import TELEMETRY_FILE
 from .jobs import COMPLETE, CANCELLED, FAILED, QUEUED, RUNNING, STARTING, JobView
 from ..core.stats import StepSummary
 
@@ -36,7 +37,7 @@ SERVER_INFO_FIELDS = (
     ("max_client_batch_size", "Max client batch size"), ("docker_label", "Docker label"),
     ("sha", "TGI commit"),
 )
-DOWNLOAD_FILES = (SUMMARY_FILE, REQUESTS_FILE, RUN_FILE)
+DOWNLOAD_FILES = (SUMMARY_FILE, REQUESTS_FILE, TELEMETRY_FILE, RUN_FILE)
 
 
 @dataclass
@@ -188,7 +189,8 @@ def calibration_markdown(result: RunResult, latest: dict[str, Any] | None = None
 
 
 def download_paths(folder: Path | str) -> list[str]:
-    """summary.csv, requests.csv and run.json of a run folder (those that exist)."""
+    """summary.csv, requests.csv, telemetry.csv and run.json of a run folder (those that
+    exist)."""
     base = Path(folder)
     return [str(base / name) for name in DOWNLOAD_FILES if (base / name).is_file()]
 

@@ -15,6 +15,9 @@ never sees half a file):
   request with its raw stamps (``load`` rebuilds the ``RequestRecord`` list exactly).
 - ``summary.csv``: one row per step and metric (``SUMMARY_COLUMNS``).
 - ``requests.csv``: one row per measured request, warm-ups excluded (``REQUEST_COLUMNS``).
+- ``telemetry.csv``: when the sampler ran (``RunResult.telemetry``), one row per reading
+  (``telemetry_data.TELEMETRY_COLUMNS``); run.json's ``telemetry`` block holds the per-step
+  figures (power, energy per token, peak queue and batch, the client-bound verdict).
 
 Secrets: config and server dicts never hold tokens; messages, warnings and request errors are
 passed through ``errors.redact`` on the way out anyway.
@@ -43,6 +46,7 @@ from ..errors import BenchmarkError, ConfigError, ResultFileError, redact
 from .records import RequestRecord
 from .capacity import Capacity, Probe
 from .cost import COST_COLUMNS, cost_document
+from .telemetry_data import TELEMETRY_FILE, Telemetry, read_telemetry_csv, telemetry_csv
 from .stats import COUNT_KEYS, METRIC_KEYS, METRICS, STAT_KEYS, StepSummary, summarize
 
 __all__ = [
@@ -75,6 +79,7 @@ TOOL_NAME = "tgi-benchmark"
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.csv"
 REQUESTS_FILE = "requests.csv"
+# telemetry.csv (telemetry_data.TELEMETRY_FILE) sits beside them when the sampler ran.
 STATUSES = ("running", "complete", "cancelled", "failed")
 
 # The last four: the step's result against the latency targets (empty when none was set).
@@ -203,6 +208,7 @@ class RunResult:
     environment: dict[str, Any] | None = None
     # A capacity run's answer and probes (None in the other load patterns).
     capacity: Capacity | None = None
+    telemetry: Telemetry | None = None   # the sampler's readings (None when it was off)
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -237,7 +243,9 @@ class RunResult:
             "complete": self.complete,
             "message": None if self.message is None else redact(self.message),
             "simulated": bool(self.simulated),
-            "config": {**self.config.to_dict(), "url": strip_credentials(self.config.url)},
+            "config": {**self.config.to_dict(), "url": strip_credentials(self.config.url),
+                       "metrics_url": self.config.metrics_url and strip_credentials(
+                           self.config.metrics_url)},
             "server_info": self.server_info,
             "server": self.server,
             "environment": self.environment or environment_info(),
@@ -245,19 +253,24 @@ class RunResult:
             "steps": [s.to_dict() for s in steps],
             "calibration": self.calibration,
             "capacity": None if self.capacity is None else self.capacity.to_dict(),
+            "files": self.files(),
+            "telemetry": None if self.telemetry is None else self.telemetry.to_dict(
+                self.measured_records, self.calibration),
             "requests": [_record_out(r) for r in self.measured_records],
         }
         document["cost"] = cost_document(self.config, steps, self.capacity,
                                          document.get("telemetry"))
         return document
 
-    def cost(self, steps: list[StepSummary] | None = None) -> dict[str, Any] | None:
+    def cost(self, steps: list[StepSummary] | None = None,
+             telemetry_steps: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
         """run.json's ``cost`` block (core/cost.cost_document): the price, each step's $ per
         million tokens (and kWh where telemetry measured energy), the capacity point's cost and
-        the deployment plan; None without a price or an energy measurement."""
+        the deployment plan; None without a price or an energy measurement.
+        ``telemetry_steps``: the telemetry's step figures when already computed."""
         telemetry = getattr(self, "telemetry", None)
-        block = None
-        if telemetry is not None and hasattr(telemetry, "to_dict"):
+        block = None if telemetry_steps is None else {"steps": telemetry_steps}
+        if block is None and telemetry is not None and hasattr(telemetry, "to_dict"):
             try:
                 block = telemetry.to_dict(self.measured_records, self.calibration)
             except (TypeError, ValueError, KeyError, AttributeError):
@@ -265,8 +278,15 @@ class RunResult:
         return cost_document(self.config, self.steps() if steps is None else steps,
                              self.capacity, block)
 
+    def files(self) -> list[str]:
+        """The files of this run's folder: run.json, summary.csv, requests.csv, and
+        telemetry.csv when the sampler ran."""
+        names = [RUN_FILE, SUMMARY_FILE, REQUESTS_FILE]
+        return names + ([TELEMETRY_FILE] if self.telemetry is not None else [])
+
     def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write run.json, summary.csv and requests.csv into ``folder`` (created); return it."""
+        """Write run.json, summary.csv and requests.csv (and telemetry.csv when the sampler
+        ran) into ``folder`` (created); return it."""
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         path = Path(folder)
@@ -277,6 +297,9 @@ class RunResult:
         atomic_write(path / SUMMARY_FILE, summary_csv(steps, self.capacity,
                                                       document.get("cost")))
         atomic_write(path / REQUESTS_FILE, requests_csv(self.measured_records, self.config.mode))
+        if self.telemetry is not None:
+            # A copy: the sampler's thread may append while the file is written.
+            atomic_write(path / TELEMETRY_FILE, telemetry_csv(list(self.telemetry.samples)))
         return path
 
     @classmethod
@@ -317,6 +340,7 @@ class RunResult:
                 environment=data.get("environment"),
                 capacity=(None if not data.get("capacity")
                           else Capacity.from_dict(data["capacity"])),
+                telemetry=Telemetry.from_dict(data.get("telemetry")),
             )
         except ResultFileError:
             raise
@@ -350,7 +374,14 @@ class RunResult:
                 f"{file} cannot be read as a benchmark run ({type(exc).__name__}); it may be "
                 f"damaged. Run the benchmark again to get a fresh file."
             ) from exc
-        return cls.from_dict(data, source=str(file))
+        result = cls.from_dict(data, source=str(file))
+        if result.telemetry is not None:
+            try:
+                text = (file.parent / TELEMETRY_FILE).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                text = ""   # no samples: the page says what run.json says, without a timeline
+            result.telemetry.samples = read_telemetry_csv(text)
+        return result
 
 
 # ---------------------------------------------------------------------------------------------

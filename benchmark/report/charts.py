@@ -30,6 +30,7 @@ from plotly.subplots import make_subplots
 
 from ..core.records import RequestRecord
 from ..core.stats import StepSummary, output_token_count
+from ..core.telemetry_data import record_timeline, role_series, series
 
 __all__ = [
     "chart_figures",
@@ -60,6 +61,7 @@ __all__ = [
     "CAPACITY_CHARTS",
     "cost_per_million_tokens",
     "has_cost",
+    "timeline",
     "all_figures",
     "message_figure",
     "run_label",
@@ -240,7 +242,8 @@ def _x_title(results: list[Any]) -> str:
 
 
 def _step_word(result: Any) -> str:
-    return {"concurrency": "users", "rate": "req/s"}.get(result.config.mode, "batch")
+    return {"concurrency": "users", "rate": "req/s", "capacity": "probe"}.get(result.config.mode,
+                                                                         "batch")
 
 
 def _layout(fig: go.Figure, title: str, results: list[Any]) -> go.Figure:
@@ -734,6 +737,125 @@ def throughput_vs_rate(results: list[Any],
 
 
 # ---------------------------------------------------------------------------------------------
+# The run's timeline: our own records, the server's metrics, the GPUs
+
+TIMELINE_TITLE = "Timeline of the run: load, server, GPU"
+TIMELINE_ROW_HEIGHT = 190
+
+
+def _origin(result: Any) -> int | None:
+    data = getattr(result, "telemetry", None)
+    if data is not None and data.origin_ns:
+        return int(data.origin_ns)
+    stamps = [r.sent_ns or r.scheduled_ns for r in result.records if r.sent_ns or r.scheduled_ns]
+    return min(stamps) if stamps else None
+
+
+def _step_starts(result: Any, origin: int) -> list[tuple[float, int]]:
+    """(seconds, step) where each step began: the sampler's marks, else the first request."""
+    data = getattr(result, "telemetry", None)
+    if data is not None and data.steps:
+        return [(float(w["start_s"]), int(w["step"])) for w in data.steps
+                if w.get("start_s") is not None]
+    first: dict[int, int] = {}
+    for r in result.records:
+        stamp = r.sent_ns or r.scheduled_ns
+        if stamp:
+            first[r.step] = min(first.get(r.step, stamp), stamp)
+    return sorted(((t - origin) / 1e9, step) for step, t in first.items())
+
+
+def _bin_s(result: Any, origin: int) -> float:
+    ends = [r.end_ns for r in result.records if r.end_ns is not None]
+    span = (max(ends) - origin) / 1e9 if ends else 1.0
+    return round(max(0.1, min(5.0, span / 100)), 2)
+
+
+def _timeline_rows(result: Any) -> dict[str, list[tuple[str, str, list[float], list[float]]]]:
+    """Per row of the timeline, its traces: (name, dash, x, y)."""
+    origin = _origin(result)
+    rows: dict[str, list[tuple[str, str, list[float], list[float]]]] = {
+        "requests": [], "tokens": [], "gpu_pct": [], "power": []}
+    if origin is None:
+        return rows
+    if any(r.ok for r in result.records):
+        x, in_flight, tokens = record_timeline(result.records, origin, _bin_s(result, origin))
+        rows["requests"].append(("requests in flight (measured)", "solid", x,
+                                 [float(v) for v in in_flight]))
+        rows["tokens"].append(("output tokens/s (measured)", "solid", x, tokens))
+    data = getattr(result, "telemetry", None)
+    samples = list(data.samples) if data is not None else []
+    gpus = max(1, len(data.gpus)) if data is not None else 1
+    for role, name, dash in (("queue", "server queue", "dot"), ("batch", "server batch", "dash")):
+        points = role_series(samples, role)
+        if points:
+            rows["requests"].append((name, dash, [t for t, _ in points],
+                                     [v for _, v in points]))
+    for metric, name, dash in (("utilization_pct", "GPU utilization %", "solid"),
+                               ("memory_used_pct", "GPU memory used %", "dot")):
+        points = series(samples, "gpu", metric)
+        if points:  # the mean over the GPUs
+            rows["gpu_pct"].append((name, dash, [t for t, _ in points],
+                                    [v / gpus for _, v in points]))
+    points = series(samples, "gpu", "power_w")
+    if points:
+        rows["power"].append(("GPU power W (all GPUs)", "solid", [t for t, _ in points],
+                              [v for _, v in points]))
+    return rows
+
+
+_TIMELINE_ROWS = (
+    ("requests", "Requests: in flight (ours), the server's queue and batch", "Requests"),
+    ("tokens", "Output tokens per second (ours)", "Tokens/s"),
+    ("gpu_pct", "GPU utilization and memory (mean of the GPUs)", "%"),
+    ("power", "GPU power (all GPUs together)", "Watts"),
+)
+
+
+@_safe(TIMELINE_TITLE)
+def timeline(results: list[Any]) -> go.Figure:
+    """The run over time, with a line where each step began: requests in flight and output
+    tokens/s from our own records, the server's queue and batch size from its /metrics, GPU
+    utilization, memory and power from NVML (rows without data are left out)."""
+    per_run = [_timeline_rows(r) for r in results]
+    keys = [key for key, _, _ in _TIMELINE_ROWS if any(rows[key] for rows in per_run)]
+    if not any(r.ok for res in results for r in res.records) and keys in ([], ["requests"]):
+        raise _NoData("No successful request has been measured yet.")
+    if not keys:
+        raise _NoData("No successful request has been measured yet.")
+    specs = [spec for spec in _TIMELINE_ROWS if spec[0] in keys]
+    fig = make_subplots(rows=len(specs), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=[title for _, title, _ in specs])
+    for index, (result, rows) in enumerate(zip(results, per_run)):
+        label = run_label(result, results)
+        for row, (key, _, _) in enumerate(specs, start=1):
+            for name, dash, x, y in rows[key]:
+                full = f"{label}: {name}" if len(results) > 1 else name
+                fig.add_trace(go.Scatter(
+                    x=x, y=y, name=full, mode="lines",
+                    line={"color": _color(index if len(results) > 1 else
+                                          len(fig.data)), "dash": dash, "width": 1.6},
+                    hovertemplate=f"%{{x:.1f}} s<br>%{{y:.3g}}<extra>{full}</extra>",
+                ), row=row, col=1)
+        origin = _origin(result)
+        if origin is None:
+            continue
+        for t_s, step in _step_starts(result, origin):
+            fig.add_vline(x=t_s, line={"color": _color(index), "dash": "dot", "width": 1},
+                          row="all", col=1)
+            fig.add_annotation(x=t_s, y=1.0, xref="x", yref="y domain", yanchor="top",
+                               text=f"{_step_word(result)} {step}", showarrow=False,
+                               font={"size": 10, "color": _color(index)}, xanchor="left")
+    for row, (_, _, y_title) in enumerate(specs, start=1):
+        fig.update_yaxes(title_text=y_title, rangemode="tozero", row=row, col=1)
+    fig.update_xaxes(title_text="Seconds since the run started", row=len(specs), col=1)
+    _layout(fig, TIMELINE_TITLE, results)
+    fig.update_layout(height=120 + TIMELINE_ROW_HEIGHT * len(specs), hovermode="x unified",
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.08, "x": 0})
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
 # Everything at once
 
 CHART_FUNCTIONS: dict[str, Callable[[Any], go.Figure]] = {
@@ -744,6 +866,7 @@ CHART_FUNCTIONS: dict[str, Callable[[Any], go.Figure]] = {
     "throughput_vs_rate": throughput_vs_rate,
     "prefill_throughput_over_latency": prefill_throughput_over_latency,
     "decode_throughput_over_latency": decode_throughput_over_latency,
+    "timeline": timeline,
     "ttft_distribution": ttft_distribution,
     "token_latency_distribution": token_latency_distribution,
     "inter_token_latency_distribution": inter_token_latency_distribution,
@@ -769,8 +892,8 @@ def chart_figures(results: list[Any],
 
     ``steps``: each run's summaries when already computed. The output-length chart is left out
     when every request got the tokens it asked for, the latency-target chart when no run set
-    a target. Capacity runs get the two capacity charts (and output length) instead of the
-    charts by batch size.
+    a target. Capacity runs get the two capacity charts (with the timeline and output length)
+    instead of the charts by batch size.
     """
     out: list[tuple[str, Any]] = []
     flags = [getattr(r, "capacity", None) is not None for r in _as_list(results)]
@@ -779,7 +902,7 @@ def chart_figures(results: list[Any],
         # A capacity run's steps are probes, not batch sizes: it gets its own two charts.
         if name in CAPACITY_CHARTS and not all_capacity:
             continue
-        if all_capacity and name not in (*CAPACITY_CHARTS, "output_length",
+        if all_capacity and name not in (*CAPACITY_CHARTS, "timeline", "output_length",
                                          "cost_per_million_tokens"):
             continue
         if name == "cost_per_million_tokens" and not has_cost(results):

@@ -29,6 +29,7 @@ from ..errors import redact
 from ..core.cost import dollars
 from ..core.slo import slo_of
 from ..core.stats import STAT_KEYS, StepSummary
+from ..core.telemetry_data import CLIENT_BOUND_WORDS, step_figures
 
 __all__ = [
     "BALANCE_FACTOR",
@@ -47,11 +48,19 @@ __all__ = [
     "headline",
     "balance_step",
     "step_label",
+    "telemetry_table",
+    "telemetry_steps",
+    "client_bound_steps",
+    "CLIENT_BOUND_MARK",
 ]
 
 BALANCE_FACTOR = 1.5
 SIMULATED_LINE = "SIMULATED SERVER — these numbers are not a GPU's."
 MISSING = "n/a"
+CLIENT_BOUND_MARK = "⚠"
+CLIENT_BOUND_NOTE = (f"{CLIENT_BOUND_MARK} {CLIENT_BOUND_WORDS[0].upper()}"
+                     f"{CLIENT_BOUND_WORDS[1:]}: its CPU or event loop could not keep up (see "
+                     f"the Telemetry table).")
 
 _LATENCY_ROWS = (
     ("Prefill", "prefill_latency_ms"),
@@ -98,9 +107,14 @@ def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
         parts.append("### Capacity\n\n" + capacity_headline(capacity) + "\n\n"
                      + capacity_table(capacity))
     parts.append("### Parameters\n\n" + parameters_table(result))
+    figures = telemetry_steps(result)
+    flagged = client_bound_steps(figures)
+    note = f"\n\n{CLIENT_BOUND_NOTE}" if flagged else ""
     if steps:
-        parts.append("### Latency\n\n" + latency_table(steps, result.config.mode))
-        parts.append("### Throughput\n\n" + throughput_table(steps, result.config.mode))
+        parts.append("### Latency\n\n" + latency_table(steps, result.config.mode, flagged)
+                     + note)
+        parts.append("### Throughput\n\n" + throughput_table(steps, result.config.mode,
+                                                                flagged) + note)
         parts.append("### Requests\n\n" + requests_table(steps, result.config.mode))
         if result.config.mode == "rate":
             parts.append("### Schedule\n\n" + schedule_table(steps))
@@ -111,11 +125,13 @@ def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
                          + slo_table(steps, result.config.mode))
     else:
         parts.append("No request has been measured yet.")
-    cost = result.cost(steps) if callable(getattr(result, "cost", None)) else None
+    cost = result.cost(steps, figures) if callable(getattr(result, "cost", None)) else None
     if cost:
         parts.append("### Cost\n\n" + " ".join(_cell(x) for x in cost_sentences(cost))
                      + ("\n\n" + cost_table(cost, result.config.mode, steps, capacity)
                         if cost["steps"] else ""))
+    if result_telemetry(result) is not None:
+        parts.append("### Telemetry\n\n" + telemetry_table(result, figures))
     return "\n\n".join(parts) + "\n"
 
 
@@ -184,8 +200,14 @@ def parameters_table(result: Any) -> str:
     return _table(["Parameter", "Value"], [[name, _plain(value)] for name, value in rows])
 
 
-def latency_table(steps: list[StepSummary], mode: str = "rounds") -> str:
-    """Prefill, Decode (token), Decode (total) per step: avg, lowest, highest, p50, p90, p99."""
+def _step_cell(step: int, flagged: frozenset[int]) -> str:
+    return f"{step} {CLIENT_BOUND_MARK}" if step in flagged else str(step)
+
+
+def latency_table(steps: list[StepSummary], mode: str = "rounds",
+                  flagged: frozenset[int] = frozenset()) -> str:
+    """Prefill, Decode (token), Decode (total) per step: avg, lowest, highest, p50, p90, p99
+    (``flagged``: steps the client may have limited, marked with CLIENT_BOUND_MARK)."""
     header = ["Step", step_label(mode, title=True), "Average", "Lowest", "Highest",
               "p50", "p90", "p99"]
     rows = []
@@ -194,11 +216,12 @@ def latency_table(steps: list[StepSummary], mode: str = "rounds") -> str:
             stats = step.metric(key)
             values = ([MISSING] * 6 if stats is None else
                       [_ms(getattr(stats, s)) for s in STAT_KEYS])
-            rows.append([name, str(step.step), *values])
+            rows.append([name, _step_cell(step.step, flagged), *values])
     return _table(header, rows)
 
 
-def throughput_table(steps: list[StepSummary], mode: str = "rounds") -> str:
+def throughput_table(steps: list[StepSummary], mode: str = "rounds",
+                     flagged: frozenset[int] = frozenset()) -> str:
     """Prefill and Decode throughput per step: avg, lowest, highest (tokens/s)."""
     header = ["Step", step_label(mode, title=True), "Average", "Lowest", "Highest"]
     rows = []
@@ -207,7 +230,7 @@ def throughput_table(steps: list[StepSummary], mode: str = "rounds") -> str:
             stats = step.metric(key)
             values = ([MISSING] * 3 if stats is None else
                       [_tps(getattr(stats, s)) for s in ("avg", "min", "max")])
-            rows.append([name, str(step.step), *values])
+            rows.append([name, _step_cell(step.step, flagged), *values])
     return _table(header, rows)
 
 
@@ -272,6 +295,70 @@ def slo_table(steps: list[StepSummary], mode: str = "rounds") -> str:
             *(str(slo.missed.get(k, 0)) for k in ("ttft", "tpot", "e2e", "error")),
         ])
     return _table(header, rows)
+def result_telemetry(result: Any) -> Any:
+    return getattr(result, "telemetry", None)
+
+
+def telemetry_steps(result: Any) -> list[dict[str, Any]]:
+    """Per-step telemetry figures of ``result`` (``telemetry_data.step_figures``); empty when
+    the sampler was off."""
+    data = result_telemetry(result)
+    if data is None:
+        return []
+    return step_figures(data, result.measured_records, result.calibration)
+
+
+def client_bound_steps(figures: list[dict[str, Any]]) -> frozenset[int]:
+    """The steps the client may have limited."""
+    return frozenset(int(f["step"]) for f in figures if f.get("client_bound"))
+
+
+def _num(value: Any, fmt: str, unit: str = "") -> str:
+    if value is None:
+        return MISSING
+    return f"{value:{fmt}}{unit}"
+
+
+def telemetry_table(result: Any, figures: list[dict[str, Any]] | None = None) -> str:
+    """Per step: GPU power and use, energy per output token, the server's peak queue and batch,
+    the client's CPU and loop lag and its verdict; then the GPUs seen and each source that
+    could not be read."""
+    data = result_telemetry(result)
+    if data is None:
+        return "Telemetry was off for this run (--telemetry-interval 0)."
+    figures = telemetry_steps(result) if figures is None else figures
+    mode = result.config.mode
+    header = [step_label(mode, title=True), "GPU power avg / peak", "GPU use",
+              "Energy per output token", "Output tokens per kWh", "Server queue (peak)",
+              "Server batch (peak)", "Client CPU", "Loop lag p50 / max", "Client"]
+    rows = []
+    for f in figures:
+        power = (MISSING if f.get("power_w_mean") is None else
+                 f"{f['power_w_mean']:.0f} / {f['power_w_peak']:.0f} W")
+        lag = (MISSING if f.get("loop_lag_p50_ms") is None else
+               f"{f['loop_lag_p50_ms']:.2f} / {f.get('loop_lag_max_ms') or 0:.2f} ms")
+        rows.append([
+            _step_cell(int(f["step"]), client_bound_steps([f])), power,
+            _num(f.get("gpu_utilization_pct_mean"), ".0f", "%"),
+            _num(f.get("j_per_output_token"), ".3g", " J"),
+            _num(f.get("output_tokens_per_kwh"), ",.0f"),
+            _num(f.get("peak_queue"), "g"), _num(f.get("peak_batch"), "g"),
+            _num(f.get("client_cpu_pct"), ".0f", "%"), lag,
+            f"{CLIENT_BOUND_MARK} may have limited this step" if f.get("client_bound")
+            else "kept up",
+        ])
+    parts = [_table(header, rows) if rows else "No step has been sampled yet."]
+    if data.gpus:
+        parts.append("GPUs seen (on the machine that ran the benchmark): " + ", ".join(
+            f"{_cell(g.get('name'))} ({int(g.get('memory_total_mib') or 0):,} MiB)"
+            for g in data.gpus) + ".")
+    for f in figures:
+        if f.get("client_bound_reason"):
+            parts.append(f"{CLIENT_BOUND_MARK} {_name(mode, int(f['step'])).capitalize()}: "
+                         f"{_cell(f['client_bound_reason'])}")
+    for sentence in data.missing:
+        parts.append(f"Not measured: {_cell(redact(sentence))}")
+    return "\n\n".join(parts)
 
 
 def cost_sentences(cost: dict[str, Any]) -> list[str]:
@@ -491,6 +578,8 @@ def _cost_headline(result: Any, steps: list[StepSummary]) -> list[str]:
 
 
 def _failure_sentences(result: Any, steps: list[StepSummary]) -> list[str]:
+    """Failed and short requests, client-bound steps and energy: said in every pattern."""
+    at = functools.partial(_at, result.config.mode)
     sentences: list[str] = []
     total = sum(s.requests for s in steps)
     errors = sum(s.errors for s in steps)
@@ -501,6 +590,17 @@ def _failure_sentences(result: Any, steps: list[StepSummary]) -> list[str]:
             f"{errors} of {total} requests failed{extra}. They are listed in requests.csv and "
             f"left out of the latency and throughput numbers."
         )
+    figures = telemetry_steps(result)
+    for f in [f for f in figures if f.get("client_bound")][:3]:
+        sentences.append(f"{at(int(f['step'])).capitalize()}, {CLIENT_BOUND_WORDS}: "
+                         f"{(f.get('client_bound_reason') or '').split(': ', 1)[-1]}")
+    energy = [f for f in figures if f.get("j_per_output_token")]
+    if energy:
+        best = min(energy, key=lambda f: f["j_per_output_token"])
+        sentences.append(
+            f"Lowest energy per output token: {best['j_per_output_token']:.3g} J "
+            f"{at(int(best['step']))} ({best['output_tokens_per_kwh']:,.0f} tokens per kWh, "
+            f"all GPUs of this machine together).")
     short = sum(s.short_outputs for s in steps)
     if short:
         sentences.append(

@@ -87,6 +87,7 @@ def test_form_run_charts_download_share_and_restart(browser, app, tiny_tokenizer
     expect(page.locator("#form-error")).to_be_hidden()
     expect(page.locator("#chart-0 .js-plotly-plot")).to_be_visible()
     expect(page.locator("#chart-3 .js-plotly-plot")).to_be_visible()
+    expect(page.locator("#chart-4 .js-plotly-plot")).to_contain_text("Timeline of the run")
     expect(page.locator("#simulated-banner")).to_contain_text("SIMULATED SERVER")
     headline = page.locator("#headline").inner_text()
     assert "Highest generation speed" in headline

@@ -88,7 +88,7 @@ def test_run_shows_results_saves_files_and_a_share_link(app, tiny_tokenizer):
     run_id = run_id_of(final)
     assert text(final["Share link: opens these results read-only"]) == f"{app.url}?run={run_id}"
     folder = app.results_dir / run_id
-    for name in ("run.json", "summary.csv", "requests.csv"):
+    for name in ("run.json", "summary.csv", "requests.csv", "telemetry.csv"):
         assert SECRET_TOKEN not in (folder / name).read_text()
     saved = json.loads((folder / "run.json").read_text())
     assert saved["status"] == "complete" and saved["simulated"] is True
@@ -102,9 +102,11 @@ def test_run_shows_results_saves_files_and_a_share_link(app, tiny_tokenizer):
         assert json.loads(chart["value"]["plot"])["data"], chart["label"]
     titles = " | ".join(c["label"] for c in shown)
     assert "Throughput" in titles and "Latency" in titles and "over latency" in titles
+    assert "Timeline of the run" in titles                   # the sampler ran (default 1 s)
+    assert "Telemetry" in tables
 
     files = {Path(p).name: p for p in value(final["Downloads"])}
-    assert set(files) == {"summary.csv", "requests.csv", "run.json"}
+    assert set(files) == {"summary.csv", "requests.csv", "telemetry.csv", "run.json"}
     summary = read_csv(files["summary.csv"])
     assert {row["step"] for row in summary} == {"1", "2"}
     throughput = [r for r in summary if r["metric"] == "decode_throughput_tok_s"]
@@ -265,8 +267,8 @@ def test_one_run_at_a_time_others_wait_in_line_and_compare(app, tiny_tokenizer):
     assert "two or more" in text(lonely["History message"])
     opened = named(first, "/open", first.predict([id_b], api_name="/open"))
     assert id_b in text(opened["Run title"])
-    assert {Path(p).name for p in value(opened["Downloads"])} == {"summary.csv", "requests.csv",
-                                                                  "run.json"}
+    assert {Path(p).name for p in value(opened["Downloads"])} == {
+        "summary.csv", "requests.csv", "telemetry.csv", "run.json"}
 
 
 def test_hostile_run_ids_get_a_message_and_change_nothing(app):
