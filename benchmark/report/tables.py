@@ -376,7 +376,10 @@ def cost_sentences(cost: dict[str, Any]) -> list[str]:
                    f"targets) a million output tokens cost "
                    f"{dollars(at['usd_per_million_output_tokens'])}, a million tokens in all "
                    f"(prompt + output) {dollars(at['usd_per_million_tokens'])}, and a thousand "
-                   f"requests {dollars(at['usd_per_thousand_requests'])}.")
+                   f"requests {dollars(at['usd_per_thousand_requests'])}"
+                   + (f" ({at['kwh_per_million_output_tokens']:.3g} kWh per million output "
+                      f"tokens)" if at.get("kwh_per_million_output_tokens") is not None else "")
+                   + ".")
     plan = cost.get("plan")
     if plan:
         out.append(str(plan["sentence"]))
