@@ -211,7 +211,8 @@ class _Engine:
                                             f"({exc.strerror or exc}). Choose another output "
                                             f"folder.") from exc
         self.emit(Start(run_id=run_id, output_dir=str(folder), steps=tuple(config.steps),
-                        planned_requests=config.planned_requests(), simulated=probe.simulated))
+                        planned_requests=config.planned_requests(), simulated=probe.simulated,
+                        mode=config.mode))
         limit = probe.info.get("max_concurrent_requests")
         if (config.mode != "rate" and isinstance(limit, int) and limit > 0
                 and max(config.batch_sizes) > limit):
