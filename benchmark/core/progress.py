@@ -8,7 +8,8 @@ and ``from_json`` reads it back (the app reads the engine child's stream this wa
 is also a read-only mapping of its JSON object (``event["step"]``, ``event == {...}``), so a
 callback written for the plain dicts of earlier versions keeps working. The stream's bytes:
 
-    {"event":"start","run_id","output_dir","steps":[1,2,4],"planned_requests":N|null,"simulated":b}
+    {"event":"start","run_id","output_dir","steps":[1,2,4],"planned_requests":N|null,"simulated":b,
+     "mode":"rounds"|"concurrency"|"rate"}
     {"event":"step_start","step":4,"index":1,"of":3}
     {"event":"round_done","step":4,"run":2,"runs":5,"warmup":false,"errors":0}      (rounds)
     {"event":"requests_done","step":4,"done":n,"total":N|null,"elapsed_s":x,"errors":e} (concurrency, rate)
@@ -92,6 +93,7 @@ class Start(ProgressEvent):
     steps: tuple[float, ...]  # batch sizes, users or requests/s
     planned_requests: int | None
     simulated: bool
+    mode: str = "rounds"  # the load pattern (absent from older streams: rounds)
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,6 +179,8 @@ def as_event(data: Mapping[str, Any]) -> ProgressEvent | None:
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
+            if f.default is not dataclasses.MISSING:  # a field added later, with a default
+                continue
             return None
         value = data[f.name]
         values[f.name] = tuple(value) if isinstance(value, list) else value
@@ -252,6 +256,7 @@ class ConsoleProgress:
         self.done = 0
         self.errors = 0
         self.step_label = ""
+        self.mode = "rounds"
         self.detail = ""
         self._step_base = 0
         self._errors_base = 0
@@ -263,13 +268,21 @@ class ConsoleProgress:
         typed = as_event(event)
         if isinstance(typed, Start):
             self.planned = typed.planned_requests
+            self.mode = typed.mode
             simulated = "  (SIMULATED server)" if typed.simulated else ""
-            what = (f"batch sizes {', '.join(map(str, typed.steps))}" if typed.steps
+            steps = {"concurrency": "users", "rate": "rates (requests/s)"}.get(self.mode,
+                                                                             "batch sizes")
+            what = (f"{steps} {', '.join(map(str, typed.steps))}" if typed.steps
                     else "capacity search")
             self._line(f"Benchmark {typed.run_id}: {what}{simulated}")
         elif isinstance(typed, StepStart):
-            self.step_label = (f"probe {typed.index}" if typed.of is None else
-                               f"batch size {typed.step} ({typed.index}/{typed.of})")
+            if typed.of is None:     # capacity mode: probes, their number not known ahead
+                self.step_label = f"probe {typed.index}"
+            else:
+                step = {"concurrency": f"{typed.step} users",
+                        "rate": f"{typed.step} requests/s"}.get(self.mode,
+                                                                f"batch size {typed.step}")
+                self.step_label = f"{step} ({typed.index}/{typed.of})"
             self.detail = ""
             self._step_base = self.done
             self._errors_base = self.errors

@@ -63,7 +63,18 @@ TYPED = [
 
 
 def test_typed_events_write_the_pinned_bytes():
-    assert _written(TYPED) == b"".join(line for _, line in PINNED)
+    # The start event gained its load pattern, as a last key (older readers ignore it).
+    expected = [line.replace(b'"simulated":false}', b'"simulated":false,"mode":"rounds"}')
+                for _, line in PINNED]
+    assert _written(TYPED) == b"".join(expected)
+
+
+def test_a_start_line_of_an_older_stream_reads_as_rounds():
+    event = ProgressEvent.from_json(PINNED[0][1].decode())
+    assert isinstance(event, Start) and event.mode == "rounds" and event.steps == (1, 2, 4)
+    rate = Start(run_id="r", output_dir="o", steps=(2.5, 10), planned_requests=None,
+                 simulated=True, mode="rate")
+    assert ProgressEvent.from_json(rate.to_json()).mode == "rate"
 
 
 def test_every_kind_reads_back_from_its_line():
