@@ -95,8 +95,7 @@ REQUEST_COLUMNS = (
     "input_tokens", "output_tokens", "finish_reason", "error",
     "requested_output_tokens", "token_events", "dispatch_lag_ms", "status", "error_kind",
     "request_id", "mode", "scheduled_ms", "sent_ms", "schedule_lag_ms", "client_queue_ms",
-    "queued_e2e_ms",
-    "request_id", "mode", "retried", "coalesced_events", "tokens_from_events",
+    "queued_e2e_ms", "retried", "coalesced_events", "tokens_from_events",
 )
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
