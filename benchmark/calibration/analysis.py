@@ -41,6 +41,9 @@ class CalibrationSettings:
     max_error_ms: float = 10.0      # stop climbing once an error passes this
     max_cpu_pct: float = 90.0       # ... or the client uses this much of one core
     quick: bool = False
+    # The run's telemetry sampler, as in real runs (0 = off: tests/perf/telemetry_overhead.py
+    # measures the difference).
+    telemetry_interval_s: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -179,7 +179,8 @@ def measure_level(level: int, settings: CalibrationSettings, server: SimulatedSe
                        sequence_length=settings.sequence_length,
                        decode_length=settings.decode_length, runs=settings.runs,
                        warmups=max(1, settings.warmups), timeout_s=120.0,
-                       output_dir=str(work / f"c{level}"))
+                       output_dir=str(work / f"c{level}"),
+                       telemetry_interval_s=settings.telemetry_interval_s)
     sampler = _Sampler(server)
     result = run(config, on_progress=sampler)
     if result.status == "cancelled":

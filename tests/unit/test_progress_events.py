@@ -6,9 +6,9 @@ import io
 
 import pytest
 
-from benchmark.core.progress import (EVENT_TYPES, Done, JsonLinesProgress, ProgressEvent,
-                                     RequestsDone, RoundDone, RunWarning, Start, StepDone,
-                                     StepStart)
+from benchmark.core.progress import (EVENT_TYPES, Done, JsonLinesProgress, ProbeDone,
+                                     ProgressEvent, RequestsDone, RoundDone, RunWarning, Start,
+                                     StepDone, StepStart)
 
 # What the engine wrote before progress events were typed: one compact object a line, keys in
 # this order, non-ASCII escaped, null for "nothing".
@@ -25,6 +25,10 @@ PINNED = [
       "errors": 0},
      b'{"event":"requests_done","step":8,"done":17,"total":null,"elapsed_s":3.25,"errors":0}\n'),
     ({"event": "step_done", "step": 4}, b'{"event":"step_done","step":4}\n'),
+    ({"event": "probe_done", "step": 3, "probe_kind": "rate", "rate_rps": 12.5,
+      "attainment": 0.93, "passed": True, "stopped_early": False, "requests": 140},
+     b'{"event":"probe_done","step":3,"probe_kind":"rate","rate_rps":12.5,"attainment":0.93,'
+     b'"passed":true,"stopped_early":false,"requests":140}\n'),
     ({"event": "warning", "message": "Prompts \u00e9t\u00e9 \"re-used\""},
      b'{"event":"warning","message":"Prompts \\u00e9t\\u00e9 \\"re-used\\""}\n'),
     ({"event": "done", "status": "cancelled", "message": None, "output_dir": "out"},
@@ -51,6 +55,8 @@ TYPED = [
     RoundDone(step=4, run=2, runs=5, warmup=True, errors=1),
     RequestsDone(step=8, done=17, total=None, elapsed_s=3.25, errors=0),
     StepDone(step=4),
+    ProbeDone(step=3, probe_kind="rate", rate_rps=12.5, attainment=0.93, passed=True,
+              stopped_early=False, requests=140),
     RunWarning(message="Prompts \u00e9t\u00e9 \"re-used\""),
     Done(status="cancelled", message=None, output_dir="out"),
 ]
