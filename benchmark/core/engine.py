@@ -618,8 +618,16 @@ class _Engine:
             errors += 0 if record.ok else 1
             self._requests_progress(step, done, errors, total, start)
             if record.error_kind in ("connection", "stream"):
-                with contextlib.suppress(_RunStopped):  # the dispatcher stops the step
+                try:
                     await self._check_alive([record], step)
+                except _RunStopped:
+                    pass  # the dispatcher stops the step
+                except OSError as exc:  # the client itself, e.g. out of file descriptors
+                    self.warn(f"The client could not check the server ({exc.strerror or exc}) "
+                              f"with {len(tasks)} requests in flight at "
+                              f"{self._at(step.size)}: the server is not keeping up and "
+                              f"requests pile up. Lower the rate or cap the requests in "
+                              f"flight with --max-concurrency.", key="rate-client-limit")
 
         start = time.perf_counter_ns()
         perf_ns = time.perf_counter_ns
