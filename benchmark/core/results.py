@@ -164,17 +164,45 @@ def default_output_dir(model: str) -> Path:
     return results_root() / new_run_id(model)
 
 
-def check_output_dir_free(folder: str | os.PathLike[str]) -> None:
-    """Refuse a folder that already holds a run: a new run never overwrites an earlier one.
+# Folders a run must never be written into, even when empty (``--output-dir /`` as root once
+# wrote /run.json): the file system's root, its standard top-level folders, the home folder.
+SYSTEM_FOLDERS = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32",
+                            "/lib64", "/media", "/mnt", "/opt", "/proc", "/root", "/run",
+                            "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var"})
 
-    Raises ``ConfigError("output_dir", ...)``; a folder that does not exist yet, or holds no
-    ``run.json``, is fine."""
-    file = Path(folder) / RUN_FILE
-    if not file.exists():
-        return
-    raise ConfigError("output_dir", f"{Path(folder)} already holds a run ({RUN_FILE}); a new "
-                                    "run would overwrite it. Choose a new folder, or move "
-                                    "that run away first.")
+
+def check_output_dir_free(folder: str | os.PathLike[str]) -> None:
+    """Refuse a folder a new run must not write into: one that already holds a run or any other
+    file (a run never overwrites or mixes with what is there), or a system folder.
+
+    Raises ``ConfigError("output_dir", ...)``; a folder that does not exist yet, or is empty,
+    is fine."""
+    path = Path(folder)
+    try:
+        resolved = path.expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ConfigError("output_dir", f"Output folder {str(path)[:200]!r} cannot be used "
+                                        f"({exc}).") from None
+    if str(resolved) in SYSTEM_FOLDERS or resolved == Path.home().resolve() \
+            or resolved.parent == resolved:
+        raise ConfigError("output_dir", f"Output folder {resolved} is a system folder: a run "
+                                        f"writes run.json, summary.csv and requests.csv there. "
+                                        f"Give a new folder, like ./results/my-run.")
+    if (path / RUN_FILE).exists():
+        raise ConfigError("output_dir", f"{path} already holds a run ({RUN_FILE}); a new "
+                                        "run would overwrite it. Choose a new folder, or move "
+                                        "that run away first.")
+    try:
+        busy = path.is_dir() and any(path.iterdir())
+    except OSError as exc:
+        raise ConfigError("output_dir", f"Output folder {path} cannot be read "
+                                        f"({exc.strerror or exc}).") from None
+    if busy:
+        raise ConfigError("output_dir", f"Output folder {path} is not empty: a run writes its "
+                                        f"files into a folder of its own. Give a new or empty "
+                                        f"folder.")
+    if path.exists() and not path.is_dir():
+        raise ConfigError("output_dir", f"Output folder {path} is a file, not a folder.")
 
 
 # ---------------------------------------------------------------------------------------------
