@@ -88,6 +88,8 @@ INCOMPLETE_GRACE_S = 5.0
 # While a step runs, the objects alive are frozen again every this many requests (see
 # _quiet_collector): the step's own records then never pile up under the collector either.
 FREEZE_EVERY = 1_000
+# Sentences about what was cut from the server's /info, at most (one per cut field).
+MAX_PROBE_NOTES = 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,6 +233,11 @@ class _Engine:
         self.emit(Start(run_id=run_id, output_dir=str(folder), steps=tuple(config.steps),
                         planned_requests=config.planned_requests(), simulated=probe.simulated,
                         mode=config.mode))
+        for note in probe.notes[:MAX_PROBE_NOTES]:
+            self.warn(note)
+        if len(probe.notes) > MAX_PROBE_NOTES:
+            self.warn(f"{len(probe.notes) - MAX_PROBE_NOTES} more parts of the server's /info "
+                      f"were cut or left out.")
         limit = probe.info.get("max_concurrent_requests")
         if (config.mode in ("rounds", "concurrency") and isinstance(limit, int) and limit > 0
                 and max(config.batch_sizes) > limit):

@@ -41,7 +41,8 @@ import httpx
 from . import logs
 from ..config import DEFAULT_SERVER_TIMEOUT_S, ServerSettings, parse_float
 from ..config import allow_trust_remote_code as allowed_by_env
-from ..errors import ServerStartError, redact
+from ..errors import ServerError, ServerStartError, redact
+from ..core.probe import bound_info, parse_json_object
 from ..children import with_package_path
 from .process import (DEFAULT_GRACE_S, RUNNING, SECRET_ENV, Adopted, Launch, forget_state,
                       install_exit_hooks, is_our_server, load_state, mask_line, pid_running,
@@ -444,10 +445,10 @@ class ServerManager:
             response = client.get(f"{url}/info")
             if response.status_code != 200:
                 return None
-            info = response.json()
-        except (httpx.HTTPError, ValueError):
+            info = parse_json_object(response.content, f"{url}/info")
+        except (httpx.HTTPError, ServerError):
             return None
-        return info if isinstance(info, dict) else None
+        return None if info is None else bound_info(info)[0]
 
     def _answers(self, launch: Launch) -> bool:
         try:
