@@ -101,18 +101,20 @@ def _shown(message: str) -> Any:
 
 
 def _error_markdown(exc: BenchmarkError) -> str:
-    message = redact(str(exc))
+    """The form's error box: the field's label in bold, then the sentence as text (it may
+    echo what the visitor typed or what a server said: md_text keeps that from being markup)."""
+    message = str(exc)
     if isinstance(exc, ConfigError):
         label = field_label(exc.field)
         if message.startswith(label + " "):       # "Runs must be ..." -> "**Runs:** must be ..."
             message = message[len(label) + 1:]
-        return f"**{label}:** {message}"
+        return f"**{label}:** {md_text(message)}"
     if isinstance(exc, ServerUnreachable) and exc.reason:
         # The engine's advice speaks to the command line (--url); the page has a field.
-        return (f"**{field_label('url')}:** nothing answers at {exc.url} "
-                f"({redact(exc.reason)}). Check the address and port, and that the server is "
+        return (f"**{field_label('url')}:** nothing answers at {md_text(exc.url)} "
+                f"({md_text(exc.reason)}). Check the address and port, and that the server is "
                 f"running and reachable from here.")
-    return message
+    return md_text(message)
 
 
 class App:
@@ -667,7 +669,7 @@ class App:
         try:
             folder = run_dir(self.root, run_id)
         except BenchmarkError as exc:
-            return gr.update(value=redact(str(exc)), visible=True)
+            return gr.update(value=md_text(exc), visible=True)
         status = self.repo.upload_run(folder)
         return gr.update(value=status.message, visible=True)
 
@@ -747,7 +749,7 @@ def _results_repo(env: Mapping[str, str]) -> tuple[Any, str]:
     try:
         return hub.from_env(env), ""
     except BenchmarkError as exc:
-        return None, f"Results are kept on this disk only: {redact(str(exc))}"
+        return None, f"Results are kept on this disk only: {md_text(exc)}"
 
 
 def server_port(env: Mapping[str, str]) -> int:

@@ -52,6 +52,7 @@ __all__ = [
     "telemetry_steps",
     "client_bound_steps",
     "CLIENT_BOUND_MARK",
+    "md_text",
 ]
 
 BALANCE_FACTOR = 1.5
@@ -101,7 +102,7 @@ def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
         parts.append(f"> **{SIMULATED_LINE}** The server was the built-in simulator; use them to "
                      f"try the tool, not to size a deployment.")
     if result.status != "complete":
-        parts.append(f"> **Run {result.status}.** " + _status_sentence(result, steps))
+        parts.append(f"> **Run {result.status}.** " + md_text(_status_sentence(result, steps)))
     capacity = getattr(result, "capacity", None)
     if capacity is not None:
         parts.append("### Capacity\n\n" + capacity_headline(capacity) + "\n\n"
@@ -431,13 +432,23 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _cell(value: Any) -> str:
-    """A table cell as plain text: a name from a server's /info or a typed field cannot add
-    links, images or HTML to a page that renders the markdown (a shared run on the Space)."""
-    text = str(value).replace("\\", "\\\\")
-    for char in "|[]`":
-        text = text.replace(char, "\\" + char)
-    return text.replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+# Characters with a meaning in markdown (links, images, code, emphasis, tables, maths) that a
+# text must not use on a page; "<", ">" and "&" become HTML entities (no tags, no entities).
+_MARKDOWN_CHARS = "\\`*_[]|~$"
+_MARKDOWN_ESCAPES = str.maketrans({**{c: "\\" + c for c in _MARKDOWN_CHARS},
+                                   "<": "&lt;", ">": "&gt;", "&": "&amp;"})
+
+
+def md_text(value: Any) -> str:
+    """THE one place where text from a server, a file or a visitor (a model id from /info, an
+    error a server sent, a typed value echoed back) becomes markdown that means only itself:
+    secrets masked, every run of whitespace (newlines too: a blank line would end a table or
+    a code span) made one space, markdown's own characters escaped and ``< > &`` made entities,
+    so no link, image, HTML tag or formatting can come from it. Used for table cells too."""
+    return " ".join(redact(str(value)).translate(_MARKDOWN_ESCAPES).split())
+
+
+_cell = md_text
 
 
 def _plain(value: Any) -> str:
