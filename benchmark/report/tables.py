@@ -434,7 +434,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 # Characters with a meaning in markdown (links, images, code, emphasis, tables, maths) that a
 # text must not use on a page; "<", ">" and "&" become HTML entities (no tags, no entities).
-_MARKDOWN_CHARS = "\\`*_[]|~$"
+# "_" is left as it is, so that names like max_total_tokens stay readable in the markdown
+# the CLI prints: at worst an "_x_" shows in italics, it cannot link, load or break a table.
+_MARKDOWN_CHARS = "\\`*[]|~$"
 _MARKDOWN_ESCAPES = str.maketrans({**{c: "\\" + c for c in _MARKDOWN_CHARS},
                                    "<": "&lt;", ">": "&gt;", "&": "&amp;"})
 

@@ -83,4 +83,4 @@ def test_md_text_is_one_line_of_plain_text():
     text = md_text("a\n\nb | c `d` [e](f) <g> *h* _i_ \\ ~j~ $k$")
     assert "\n" not in text
     assert RENDER.renderInline(text) == (
-        "a b | c `d` [e](f) &lt;g&gt; *h* _i_ \\ ~j~ $k$")
+        "a b | c `d` [e](f) &lt;g&gt; *h* <em>i</em> \\ ~j~ $k$")
