@@ -54,7 +54,7 @@ from . import results
 from .clients import StreamClient, make_client, open_session
 from .clients.openai import UNSENT_SAMPLING
 from ..config import RunConfig, check_url, parse_rates, strip_credentials
-from ..errors import BenchmarkError, ConfigError, redact
+from ..errors import BenchmarkError, ConfigError, ResultFileError, redact
 from .interrupts import cancel_on_signals
 from .patterns import Concurrency, RateSchedule, Rounds, Slot, arrival_offsets, step_seed
 from .probe import CONTROL_TIMEOUT_S, ServerProbe, probe_server, server_answers
@@ -259,10 +259,15 @@ class _Engine:
             message = f"Stopped before the end; the files hold {self._kept_words()}."
         except _RunStopped as exc:
             status, message = "failed", str(exc)
+        except OSError as exc:   # the results could not be saved (disk full, folder removed)
+            status, message = "failed", self._cannot_save(exc)
         except BaseException as exc:
             self._finish("failed", f"The benchmark stopped on an unexpected error: "
                                    f"{type(exc).__name__}: {exc}")
             raise
+        if status == "complete":
+            message = self._nothing_measured()
+            status = "failed" if message else status
         self._finish(status, message)
         return self.result
 
@@ -306,6 +311,23 @@ class _Engine:
             self.sampler.data.missing[:] = [redact(m, self.secrets)
                                             for m in self.sampler.data.missing]
 
+    def _nothing_measured(self) -> str | None:
+        """Why a run that went to its end measured nothing (every request failed), or None.
+        Timings of failed requests are not measurements: such a run must not read "complete"."""
+        assert self.result is not None
+        measured = self.result.measured_records
+        if not measured or any(r.ok for r in measured):
+            return None
+        timeouts = sum(1 for r in measured if r.error_kind == "timeout")
+        how = f", {timeouts} timed out" if timeouts else ""
+        return (f"Every measured request failed ({len(measured)} requests{how}), so nothing was "
+                f"measured. First error: {measured[0].error}. Check the server, or raise "
+                f"--timeout if it is just slow.")
+
+    def _cannot_save(self, exc: OSError) -> str:
+        return (f"The results could not be saved to {self.folder} ({exc.strerror or exc}); "
+                f"the run stopped. Free some space or choose another output folder.")
+
     def _check_cancel_before_start(self) -> None:
         if self.cancel.is_set():
             raise KeyboardInterrupt
@@ -333,7 +355,15 @@ class _Engine:
         self.result.status = status
         self.result.message = redact(message, self.secrets) if message else None
         self.result.ended_at = results.now_iso()
-        self._save()
+        try:
+            self._save()
+        except OSError as exc:
+            # The files keep their last saved state; say so once, as the run's failure.
+            message = self._cannot_save(exc)
+            self.result.status, self.result.message = "failed", redact(message, self.secrets)
+            self.emit(Done(status="failed", message=self.result.message,
+                           output_dir=str(self.folder)))
+            raise ResultFileError(self.result.message) from None
         self.emit(Done(status=status, message=self.result.message, output_dir=str(self.folder)))
 
     def _run_loop(self) -> None:
