@@ -29,10 +29,10 @@ from typing import Any, Callable, Mapping
 
 from ..config import run_argv
 from ..errors import BenchmarkError, ServerStartError, redact
-from ..children import with_package_path
+from ..children import die_with_parent, with_package_path
 from ..core.progress import (Done, ProbeDone, ProgressEvent, RequestsDone, RoundDone,
                              RunWarning, Start, StepDone, StepStart)
-from ..core.results import add_failure_reason
+from ..core.results import add_failure_reason, mark_interrupted
 from ..server.manager import ServerManager
 from .form import Plan
 POLL_S = 0.2
@@ -137,7 +137,8 @@ class Runner:
         if server_manager is None:
             # Created here (in the main thread) so that its exit hooks can be installed.
             server_manager = ServerManager(env=self.env,
-                                           allow_trust_remote_code=allow_trust_remote_code)
+                                           allow_trust_remote_code=allow_trust_remote_code,
+                                           die_with_parent=True)
         self._manager = server_manager
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -346,9 +347,11 @@ class Runner:
         job.output_dir.mkdir(parents=True, exist_ok=True)
         argv = engine_argv(self.python, plan, job.output_dir, progress_path)
         with open(log_path, "wb") as log:
+            # Its own session (a Ctrl-C of the app's terminal does not reach it), and SIGTERM
+            # when the app dies, even by SIGKILL: it saves what it measured and stops.
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=self._child_env(),
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=die_with_parent())
             with self._lock:
                 job.proc = proc
                 cancelled_early = job.cancel_event.is_set()
@@ -391,10 +394,22 @@ class Runner:
                 message = "Stopped: the results measured until then are kept below."
             self._finish(job, state, redact(message) if message else None)
             return
-        if job.cancel_event.is_set():
+        if job.cancel_event.is_set() and not (job.output_dir / "run.json").is_file():
             self._finish(job, CANCELLED, "Stopped before the engine reported anything.")
             return
-        tail = _last_lines(log_path, 1)
+        # The engine ended without saying how (killed, crashed): its run.json may still read
+        # "running". End it as interrupted, with the reason, keeping what it measured.
+        reason = _exit_reason(code, log_path)
+        result = mark_interrupted(job.output_dir, reason)
+        with self._lock:
+            job.result_version += 1
+        if result is not None:
+            self._finish(job, FAILED, result.message)
+            return
+        if code is not None and code < 0:
+            self._finish(job, FAILED, f"Interrupted: {reason}.")
+            return
+        tail = _last_lines(log_path, 1)   # it never started a run: its own error line
         reason = tail[0] if tail else f"the benchmark process exited with code {code}"
         self._finish(job, FAILED if code != 0 else COMPLETE, redact(reason) if code else None)
 
@@ -441,6 +456,21 @@ class Runner:
 
 class _Cancelled(BenchmarkError):
     """Stop was pressed before the engine started."""
+
+
+def _exit_reason(code: int | None, log_path: Path) -> str:
+    """Why the engine ended without a "done" event, in words: the signal that killed it, or its
+    exit code and its last error line (never the progress bar's last line)."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the benchmark process was killed ({name}) before it finished"
+    errors = [line.strip() for line in _last_lines(log_path, 20)
+              if line.strip().lower().startswith("error") or "Error:" in line]
+    said = f": {errors[-1][:300]}" if errors else ""
+    return f"the benchmark process exited with code {code} before it finished{said}"
 
 
 def _last_lines(path: Path, n: int) -> list[str]:

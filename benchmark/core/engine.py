@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import os
 import secrets
 import threading
 import time
@@ -181,6 +182,7 @@ class _Engine:
         # Fresh prompts for every run unless --seed is given: a server's prefix cache must not
         # remember the prompts of an earlier run and make prefill look faster than it is.
         self.prompt_seed = config.seed if config.seed is not None else secrets.randbits(31)
+        self.parent_pid = os.getppid()
 
     # -- progress ----------------------------------------------------------------------------
     def emit(self, event: ProgressEvent) -> None:
@@ -257,6 +259,10 @@ class _Engine:
         except (_Cancelled, KeyboardInterrupt):
             status = "cancelled"
             message = f"Stopped before the end; the files hold {self._kept_words()}."
+            if os.getppid() != self.parent_pid:   # the app that started us died (SIGTERM)
+                status = "failed"
+                message = (f"Interrupted: the app that started this run (process "
+                           f"{self.parent_pid}) stopped; the files hold {self._kept_words()}.")
         except _RunStopped as exc:
             status, message = "failed", str(exc)
         except OSError as exc:   # the results could not be saved (disk full, folder removed)

@@ -69,6 +69,8 @@ __all__ = [
     "results_root",
     "default_output_dir",
     "check_output_dir_free",
+    "mark_interrupted",
+    "reconcile_runs",
     "list_runs",
     "now_iso",
     "environment_info",
@@ -108,13 +110,15 @@ def now_iso() -> str:
 
 
 def environment_info() -> dict[str, Any]:
-    """Where the client ran (no host name)."""
+    """Where the client ran (no host name); ``pid``: the process writing the run (its owner:
+    while it runs, the run is "running"; once it is gone, ``reconcile_runs`` ends the run)."""
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "pid": os.getpid(),
     }
 
 
@@ -574,6 +578,71 @@ def record_server_settings(folder: str | os.PathLike[str], server: dict[str, Any
     if not result.server:
         result.server = server
         result.save(folder)
+
+
+def mark_interrupted(folder: str | os.PathLike[str], reason: str) -> RunResult | None:
+    """End the run saved in ``folder`` that still reads "running" though nothing measures it
+    any more: status "failed", message "Interrupted: <reason> ...", with what it had measured.
+    Returns the updated run, or None when there was nothing to change (or it cannot be read
+    or written)."""
+    try:
+        result = RunResult.load(folder)
+    except BenchmarkError:
+        return None
+    if result.status != "running":
+        return None
+    kept = len(result.measured_records)
+    result.status = "failed"
+    result.message = redact(f"Interrupted: {reason}. The files hold the {kept} request"
+                            f"{'s' if kept != 1 else ''} measured until then.")
+    result.ended_at = result.ended_at or now_iso()
+    try:
+        result.save(folder)
+    except OSError:
+        return None
+    return result
+
+
+def owner_alive(pid: Any) -> bool:
+    """Whether process ``pid`` (a run's owner) still runs; a zombie does not. (A pid reused by
+    an unrelated process after a reboot reads as alive: the run then waits for the next
+    start-up.)"""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def reconcile_runs(root: str | os.PathLike[str] | None = None) -> list[str]:
+    """At start-up: end every run under ``root`` left "running" by a process that is gone (an
+    engine killed with SIGKILL, a full disk, a machine that restarted); one sentence per run
+    ended, to tell the user what was found."""
+    found: list[str] = []
+    for row in list_runs(root):
+        if row.status != "running":
+            continue
+        try:
+            data = json.loads((row.path / RUN_FILE).read_text(encoding="utf-8"))
+            pid = (data.get("environment") or {}).get("pid")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if owner_alive(pid):
+            continue
+        who = f"process {pid}" if pid else "the process that wrote it"
+        if mark_interrupted(row.path, f"{who} ended without finishing the run (found at "
+                                      f"start-up)") is not None:
+            found.append(f"Run {row.run_id} was left running by {who}, which is gone: marked "
+                         f"interrupted, its partial results kept.")
+    return found
 
 
 def finite(value: Any) -> Any:
