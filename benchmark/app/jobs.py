@@ -32,7 +32,7 @@ from ..errors import BenchmarkError, ServerStartError, redact
 from ..children import die_with_parent, with_package_path
 from ..core.progress import (Done, ProbeDone, ProgressEvent, RequestsDone, RoundDone,
                              RunWarning, Start, StepDone, StepStart)
-from ..core.results import add_failure_reason, mark_interrupted
+from ..core.results import add_failure_reason, check_results_dir, mark_interrupted
 from ..server.manager import ServerManager
 from .form import Plan
 POLL_S = 0.2
@@ -312,6 +312,10 @@ class Runner:
         if job.cancel_event.is_set():
             self._finish(job, CANCELLED, "Cancelled before it started.")
             return
+        try:   # before any server is started: a folder the run cannot be saved in
+            check_results_dir(job.output_dir, "The results folder")
+        except BenchmarkError as exc:
+            raise BenchmarkError(f"{exc} The run was refused; nothing was started.") from None
         plan = self._start_server(job) if job.plan.launches_server else job.plan
         if job.cancel_event.is_set():
             self._finish(job, CANCELLED, "Stopped before the benchmark started; nothing was "

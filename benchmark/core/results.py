@@ -69,6 +69,7 @@ __all__ = [
     "results_root",
     "default_output_dir",
     "check_output_dir_free",
+    "check_results_dir",
     "mark_interrupted",
     "reconcile_runs",
     "list_runs",
@@ -152,6 +153,24 @@ def check_run_id(run_id: Any) -> str:
 def results_root() -> Path:
     """The folder holding every run: env ``RESULTS_DIR``, default ``results``."""
     return Path(os.environ.get("RESULTS_DIR") or "results")
+
+
+def check_results_dir(root: str | os.PathLike[str], name: str = "RESULTS_DIR") -> Path:
+    """``root`` created if needed and proved writable (a file written and removed), so that a
+    folder the runs cannot be saved in is refused before anything starts; ``ConfigError``
+    naming ``name`` (the variable or flag it came from) otherwise."""
+    path = Path(root)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError("results_dir", f"{name} ({path}) cannot be used to save runs "
+                                         f"({exc.strerror or type(exc).__name__}). Set "
+                                         f"RESULTS_DIR to a folder this user can create and "
+                                         f"write to.") from None
+    return path
 
 
 def run_dir(root: str | os.PathLike[str], run_id: str) -> Path:
