@@ -171,7 +171,7 @@ class Runner:
             if job is None:
                 return None
             position = 0
-            if job.state == QUEUED:
+            if job.state == QUEUED and job in self._queue:   # not when just taken off it
                 position = 1 + list(self._queue).index(job)
             elapsed = (0.0 if job.started_ns is None
                        else (time.perf_counter_ns() - job.started_ns) / 1e9)
