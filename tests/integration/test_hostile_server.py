@@ -72,3 +72,19 @@ def test_a_run_keeps_only_the_bounded_info_and_warns_about_the_cut(tiny_tokenize
     size = (tmp_path / "r" / RUN_FILE).stat().st_size
     assert size < 200_000, size
     assert any("model_id" in w and "2,000,004 characters" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("name, body, words", HOSTILE_INFO, ids=[r[0] for r in HOSTILE_INFO])
+def test_the_app_names_the_servers_fault_too(name, body, words):
+    """The app's endpoint check before queueing a run: the same sentence, not a bare "Error"."""
+    from benchmark.app.form import DEFAULTS, TARGET_ENDPOINT, build_plan
+    from benchmark.app.page import _error_markdown, check_endpoint
+    from benchmark.errors import ServerError
+
+    with StandIn({"/info": body}) as server:
+        plan = build_plan(dict(DEFAULTS, target=TARGET_ENDPOINT, url=server.url,
+                               tokenizer_name="tok"))
+        with pytest.raises(ServerError) as info:
+            check_endpoint(plan)
+    shown = _error_markdown(info.value)
+    assert words[0] in shown.replace("\\", "") and len(shown) < 1000
