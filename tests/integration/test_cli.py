@@ -288,20 +288,21 @@ def test_a_run_whose_every_request_timed_out_fails_and_exits_1(tiny_tokenizer, t
     assert "Run complete" not in captured.err + captured.out
 
 
-@pytest.mark.parametrize("fail_after", [3, 6])   # at the first step's save; at the final save
+@pytest.mark.parametrize("full_at", [2, 3])   # run.json's 2nd save (after the step), 3rd (final)
 def test_a_full_disk_mid_run_is_one_sentence_and_exit_1(tiny_tokenizer, tmp_path, capsys,
-                                                       monkeypatch, fail_after):
+                                                       monkeypatch, full_at):
     import errno
 
     from benchmark.core import results
 
-    written = []
+    saves = []
     real = results.atomic_write
 
     def filling(path, text):
-        if len(written) >= fail_after:
+        if path.name == results.RUN_FILE:
+            saves.append(path)
+        if len(saves) >= full_at:
             raise OSError(errno.ENOSPC, "No space left on device")
-        written.append(path)
         real(path, text)
 
     monkeypatch.setattr(results, "atomic_write", filling)
