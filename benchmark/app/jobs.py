@@ -313,7 +313,7 @@ class Runner:
             self._finish(job, CANCELLED, "Cancelled before it started.")
             return
         try:   # before any server is started: a folder the run cannot be saved in
-            check_results_dir(job.output_dir, "The results folder")
+            check_results_dir(self.results_root, "The results folder")
         except BenchmarkError as exc:
             raise BenchmarkError(f"{exc} The run was refused; nothing was started.") from None
         plan = self._start_server(job) if job.plan.launches_server else job.plan
