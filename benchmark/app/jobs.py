@@ -396,6 +396,8 @@ class Runner:
             state = {"complete": COMPLETE, "cancelled": CANCELLED}.get(status, FAILED)
             if state == CANCELLED and not message:
                 message = "Stopped: the results measured until then are kept below."
+            if state != COMPLETE:   # the engine's last save may have failed (a full disk)
+                mark_interrupted(job.output_dir, "", message=message or "The run failed.")
             self._finish(job, state, redact(message) if message else None)
             return
         if job.cancel_event.is_set() and not (job.output_dir / "run.json").is_file():

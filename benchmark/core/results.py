@@ -599,9 +599,11 @@ def record_server_settings(folder: str | os.PathLike[str], server: dict[str, Any
         result.save(folder)
 
 
-def mark_interrupted(folder: str | os.PathLike[str], reason: str) -> RunResult | None:
+def mark_interrupted(folder: str | os.PathLike[str], reason: str, *,
+                     message: str | None = None) -> RunResult | None:
     """End the run saved in ``folder`` that still reads "running" though nothing measures it
-    any more: status "failed", message "Interrupted: <reason> ...", with what it had measured.
+    any more: status "failed", message "Interrupted: <reason> ..." (or ``message`` as it is:
+    the engine's own sentence when it could not save it), with what it had measured.
     Returns the updated run, or None when there was nothing to change (or it cannot be read
     or written)."""
     try:
@@ -612,8 +614,8 @@ def mark_interrupted(folder: str | os.PathLike[str], reason: str) -> RunResult |
         return None
     kept = len(result.measured_records)
     result.status = "failed"
-    result.message = redact(f"Interrupted: {reason}. The files hold the {kept} request"
-                            f"{'s' if kept != 1 else ''} measured until then.")
+    result.message = redact(message or f"Interrupted: {reason}. The files hold the {kept} "
+                                       f"request{'s' if kept != 1 else ''} measured until then.")
     result.ended_at = result.ended_at or now_iso()
     try:
         result.save(folder)

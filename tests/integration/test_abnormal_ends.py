@@ -175,3 +175,42 @@ def test_the_restarted_app_stops_a_server_a_dead_app_left_and_says_so(tmp_path, 
     finally:
         if left.poll() is None:
             left.kill()
+
+
+FULL_DISK_ENGINE = textwrap.dedent("""\
+    #!{python}
+    import json, sys
+    from benchmark.config import RunConfig
+    from benchmark.core.results import RunResult
+    argv = sys.argv[1:]
+    out = argv[argv.index("--output-dir") + 1]
+    progress = argv[argv.index("--progress-jsonl") + 1]
+    RunResult(run_id="run-full", config=RunConfig(tokenizer_name="tok", batch_sizes=(1,))
+              ).save(out)          # its first save worked; then the disk filled
+    with open(progress, "a") as stream:
+        stream.write(json.dumps({{"event": "done", "status": "failed", "output_dir": out,
+                                  "message": "The results could not be saved to " + out +
+                                             " (No space left on device); the run stopped."}})
+                     + "\\n")
+    print("error: The results could not be saved (No space left on device)")
+    sys.exit(1)
+    """)
+
+
+def test_a_run_whose_engine_could_not_save_its_end_is_ended_by_the_app(tmp_path):
+    """The engine said why it failed, but its run.json (disk full) still reads "running": the
+    app writes the end once it can, so the page does not show the run as still going."""
+    script = tmp_path / "engine"
+    script.write_text(FULL_DISK_ENGINE.format(python=sys.executable))
+    script.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    runner = Runner(tmp_path / "results", env=env, python=str(script),
+                    server_manager=NoServers())
+    job = runner.submit(long_plan("http://127.0.0.1:5998", "tok"), "run-full")
+    assert runner.wait("run-full", timeout=30)
+    view = runner.view("run-full")
+    runner.close()
+    assert view.state == FAILED and "No space left" in view.message
+    result = RunResult.load(job.output_dir)
+    assert result.status == "failed" and "No space left" in result.message
+    assert_not_shown_as_running(result)
