@@ -33,10 +33,12 @@ def die_with_parent(sig: int = 15) -> Callable[[], None] | None:
     if not sys.platform.startswith("linux"):
         return None
     parent = os.getpid()
+    # Looked up here, in the parent: between fork and exec the child only makes two calls
+    # (no loader or import locks that another thread of the parent might have held).
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def preexec() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
         if os.getppid() != parent:   # the parent died before prctl: act as if just now
             os.kill(os.getpid(), sig)
 
