@@ -101,8 +101,7 @@ def results_view(results: list[RunResult], share_url: str = "",
 
 def headline_markdown(result: RunResult, steps: list[StepSummary] | None = None) -> str:
     """tables.headline's plain sentences as a short list under a heading."""
-    return "#### In short\n" + "\n".join(f"- {md_text(s)}"
-                                          for s in tables.headline(result, steps))
+    return "#### In short\n" + "\n".join(f"- {s}" for s in tables.headline(result, steps))
 
 
 def _summaries(result: RunResult) -> list[StepSummary] | None:

@@ -22,6 +22,7 @@ the balance point.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from ..config import strip_credentials
@@ -102,7 +103,7 @@ def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
         parts.append(f"> **{SIMULATED_LINE}** The server was the built-in simulator; use them to "
                      f"try the tool, not to size a deployment.")
     if result.status != "complete":
-        parts.append(f"> **Run {result.status}.** " + md_text(_status_sentence(result, steps)))
+        parts.append(f"> **Run {result.status}.** " + _status_sentence(result, steps))
     capacity = getattr(result, "capacity", None)
     if capacity is not None:
         parts.append("### Capacity\n\n" + capacity_headline(capacity) + "\n\n"
@@ -436,7 +437,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 # text must not use on a page; "<", ">" and "&" become HTML entities (no tags, no entities).
 # "_" is left as it is, so that names like max_total_tokens stay readable in the markdown
 # the CLI prints: at worst an "_x_" shows in italics, it cannot link, load or break a table.
-_MARKDOWN_CHARS = "\\`*[]|~$"
+# "$" alone is a price ($3.60); only "$$" (the page's LaTeX delimiter) is broken up.
+_MARKDOWN_CHARS = "\\`*[]|~"
+_LATEX_DELIMITER = re.compile(r"\$(?=\$)|(?<=\$)\$")
 _MARKDOWN_ESCAPES = str.maketrans({**{c: "\\" + c for c in _MARKDOWN_CHARS},
                                    "<": "&lt;", ">": "&gt;", "&": "&amp;"})
 
@@ -447,7 +450,8 @@ def md_text(value: Any) -> str:
     secrets masked, every run of whitespace (newlines too: a blank line would end a table or
     a code span) made one space, markdown's own characters escaped and ``< > &`` made entities,
     so no link, image, HTML tag or formatting can come from it. Used for table cells too."""
-    return " ".join(redact(str(value)).translate(_MARKDOWN_ESCAPES).split())
+    text = _LATEX_DELIMITER.sub(r"\\$", redact(str(value)).translate(_MARKDOWN_ESCAPES))
+    return " ".join(text.split())
 
 
 _cell = md_text
@@ -720,7 +724,7 @@ def _status_sentence(result: Any, steps: list[StepSummary]) -> str:
         return f"The run is still going; results so far cover {words}: {covered}."
     if result.status == "cancelled":
         return f"The run was stopped before the end; results cover {words}: {covered}."
-    reason = f" {redact(result.message)}" if result.message else ""
+    reason = f" {md_text(result.message)}" if result.message else ""   # the server's words
     return f"The run failed.{reason} Results cover {words}: {covered}."
 
 

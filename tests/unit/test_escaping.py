@@ -80,7 +80,8 @@ def test_the_forms_error_does_not_echo_the_visitors_markdown():
 
 
 def test_md_text_is_one_line_of_plain_text():
-    text = md_text("a\n\nb | c `d` [e](f) <g> *h* _i_ \\ ~j~ $k$")
+    text = md_text("a\n\nb | c `d` [e](f) <g> *h* _i_ \\ ~j~ $k$ $$l$$")
     assert "\n" not in text
     assert RENDER.renderInline(text) == (
-        "a b | c `d` [e](f) &lt;g&gt; *h* <em>i</em> \\ ~j~ $k$")
+        "a b | c `d` [e](f) &lt;g&gt; *h* <em>i</em> \\ ~j~ $k$ $$l$$")
+    assert "$$" not in text                  # the page's LaTeX delimiter is broken up
