@@ -29,10 +29,10 @@ from typing import Any, Callable, Mapping
 
 from ..config import run_argv
 from ..errors import BenchmarkError, ServerStartError, redact
-from ..children import with_package_path
+from ..children import die_with_parent, with_package_path
 from ..core.progress import (Done, ProbeDone, ProgressEvent, RequestsDone, RoundDone,
                              RunWarning, Start, StepDone, StepStart)
-from ..core.results import add_failure_reason
+from ..core.results import add_failure_reason, check_results_dir, mark_interrupted
 from ..server.manager import ServerManager
 from .form import Plan
 POLL_S = 0.2
@@ -138,7 +138,8 @@ class Runner:
         if server_manager is None:
             # Created here (in the main thread) so that its exit hooks can be installed.
             server_manager = ServerManager(env=self.env,
-                                           allow_trust_remote_code=allow_trust_remote_code)
+                                           allow_trust_remote_code=allow_trust_remote_code,
+                                           die_with_parent=True)
         self._manager = server_manager
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -171,7 +172,7 @@ class Runner:
             if job is None:
                 return None
             position = 0
-            if job.state == QUEUED:
+            if job.state == QUEUED and job in self._queue:   # not when just taken off it
                 position = 1 + list(self._queue).index(job)
             elapsed = (0.0 if job.started_ns is None
                        else (time.perf_counter_ns() - job.started_ns) / 1e9)
@@ -312,6 +313,10 @@ class Runner:
         if job.cancel_event.is_set():
             self._finish(job, CANCELLED, "Cancelled before it started.")
             return
+        try:   # before any server is started: a folder the run cannot be saved in
+            check_results_dir(self.results_root, "The results folder")
+        except BenchmarkError as exc:
+            raise BenchmarkError(f"{exc} The run was refused; nothing was started.") from None
         plan = self._start_server(job) if job.plan.launches_server else job.plan
         if job.cancel_event.is_set():
             self._finish(job, CANCELLED, "Stopped before the benchmark started; nothing was "
@@ -347,9 +352,11 @@ class Runner:
         job.output_dir.mkdir(parents=True, exist_ok=True)
         argv = engine_argv(self.python, plan, job.output_dir, progress_path)
         with open(log_path, "wb") as log:
+            # Its own session (a Ctrl-C of the app's terminal does not reach it), and SIGTERM
+            # when the app dies, even by SIGKILL: it saves what it measured and stops.
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=self._child_env(),
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=die_with_parent())
             with self._lock:
                 job.proc = proc
                 cancelled_early = job.cancel_event.is_set()
@@ -390,12 +397,26 @@ class Runner:
             state = {"complete": COMPLETE, "cancelled": CANCELLED}.get(status, FAILED)
             if state == CANCELLED and not message:
                 message = "Stopped: the results measured until then are kept below."
+            if state != COMPLETE:   # the engine's last save may have failed (a full disk)
+                mark_interrupted(job.output_dir, "", message=message or "The run failed.")
             self._finish(job, state, redact(message) if message else None)
             return
-        if job.cancel_event.is_set():
+        if job.cancel_event.is_set() and not (job.output_dir / "run.json").is_file():
             self._finish(job, CANCELLED, "Stopped before the engine reported anything.")
             return
-        tail = _last_lines(log_path, 1)
+        # The engine ended without saying how (killed, crashed): its run.json may still read
+        # "running". End it as interrupted, with the reason, keeping what it measured.
+        reason = _exit_reason(code, log_path)
+        result = mark_interrupted(job.output_dir, reason)
+        with self._lock:
+            job.result_version += 1
+        if result is not None:
+            self._finish(job, FAILED, result.message)
+            return
+        if code is not None and code < 0:
+            self._finish(job, FAILED, f"Interrupted: {reason}.")
+            return
+        tail = _last_lines(log_path, 1)   # it never started a run: its own error line
         reason = tail[0] if tail else f"the benchmark process exited with code {code}"
         self._finish(job, FAILED if code != 0 else COMPLETE, redact(reason) if code else None)
 
@@ -446,6 +467,21 @@ class Runner:
 
 class _Cancelled(BenchmarkError):
     """Stop was pressed before the engine started."""
+
+
+def _exit_reason(code: int | None, log_path: Path) -> str:
+    """Why the engine ended without a "done" event, in words: the signal that killed it, or its
+    exit code and its last error line (never the progress bar's last line)."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the benchmark process was killed ({name}) before it finished"
+    errors = [line.strip() for line in _last_lines(log_path, 20)
+              if line.strip().lower().startswith("error") or "Error:" in line]
+    said = f": {errors[-1][:300]}" if errors else ""
+    return f"the benchmark process exited with code {code} before it finished{said}"
 
 
 def _last_lines(path: Path, n: int) -> list[str]:

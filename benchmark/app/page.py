@@ -37,8 +37,9 @@ from ..errors import (BenchmarkError, ConfigError, ResultFileError, ServerUnreac
                      redact)
 from ..core.calibration_note import load_latest
 from ..core.probe import probe_server
-from ..core.results import (RUN_FILE, RunResult, list_runs, new_run_id, record_server_settings,
-                            run_dir)
+from ..core.results import (RUN_FILE, RunResult, check_results_dir, list_runs, new_run_id,
+                            reconcile_runs, record_server_settings, run_dir)
+from ..server.process import reap_orphans
 from .jobs import FINISHED, STARTING, Job, Runner
 from .form import (
     API_OPTIONS,
@@ -101,18 +102,20 @@ def _shown(message: str) -> Any:
 
 
 def _error_markdown(exc: BenchmarkError) -> str:
-    message = redact(str(exc))
+    """The form's error box: the field's label in bold, then the sentence as text (it may
+    echo what the visitor typed or what a server said: md_text keeps that from being markup)."""
+    message = str(exc)
     if isinstance(exc, ConfigError):
         label = field_label(exc.field)
         if message.startswith(label + " "):       # "Runs must be ..." -> "**Runs:** must be ..."
             message = message[len(label) + 1:]
-        return f"**{label}:** {message}"
+        return f"**{label}:** {md_text(message)}"
     if isinstance(exc, ServerUnreachable) and exc.reason:
         # The engine's advice speaks to the command line (--url); the page has a field.
-        return (f"**{field_label('url')}:** nothing answers at {exc.url} "
-                f"({redact(exc.reason)}). Check the address and port, and that the server is "
+        return (f"**{field_label('url')}:** nothing answers at {md_text(exc.url)} "
+                f"({md_text(exc.reason)}). Check the address and port, and that the server is "
                 f"running and reachable from here.")
-    return message
+    return md_text(message)
 
 
 class App:
@@ -281,7 +284,10 @@ class App:
             self.open_btn = gr.Button("Open", size="sm", scale=0, elem_id="open-button")
             self.compare_btn = gr.Button("Compare", size="sm", scale=0,
                                          elem_id="compare-button")
-        self.history_msg = gr.Markdown(label="History message", elem_id="history-message")
+        found = getattr(self, "startup_notes", None) or []
+        self.history_msg = gr.Markdown(
+            "\n".join(f"- **At start-up:** {md_text(note)}" for note in found),
+            label="History message", elem_id="history-message")
 
     def _results(self) -> None:
         with gr.Column(elem_id="results"):
@@ -667,7 +673,7 @@ class App:
         try:
             folder = run_dir(self.root, run_id)
         except BenchmarkError as exc:
-            return gr.update(value=redact(str(exc)), visible=True)
+            return gr.update(value=md_text(exc), visible=True)
         status = self.repo.upload_run(folder)
         return gr.update(value=status.message, visible=True)
 
@@ -747,7 +753,7 @@ def _results_repo(env: Mapping[str, str]) -> tuple[Any, str]:
     try:
         return hub.from_env(env), ""
     except BenchmarkError as exc:
-        return None, f"Results are kept on this disk only: {redact(str(exc))}"
+        return None, f"Results are kept on this disk only: {md_text(exc)}"
 
 
 def server_port(env: Mapping[str, str]) -> int:
@@ -766,14 +772,18 @@ def build_app(results_root: str | os.PathLike[str] | None = None,
     """Build the app (its page is ``app.blocks``). ``results_root`` defaults to $RESULTS_DIR,
     then ``results``."""
     environment = dict(os.environ if env is None else env)
-    root = _root_from(results_root, environment)
-    root.mkdir(parents=True, exist_ok=True)
+    root = check_results_dir(_root_from(results_root, environment))
+    # What a dead predecessor left: runs still "running", servers it had started.
+    found = reconcile_runs(root) + reap_orphans()
+    for sentence in found:
+        print(f"At start-up: {sentence}", file=sys.stderr, flush=True)
     try:
         remote_code = access.allow_trust_remote_code(environment)
     except BenchmarkError:
         remote_code = False   # a mistyped switch stays off; the form says why when asked
     runner = Runner(root, env=environment, allow_trust_remote_code=remote_code)
     app = App(root, environment, runner)
+    app.startup_notes = found
     app.blocks = app.build()
     return app
 
@@ -804,8 +814,12 @@ def launch_options(app: App, env: Mapping[str, str] | None = None) -> dict[str, 
 def main() -> None:
     """``python app.py``: build the app and serve it until stopped; the engine child and the
     TGI server it launched stop with it."""
-    app = build_app()
-    options = launch_options(app)
+    try:
+        app = build_app()
+        options = launch_options(app)
+    except BenchmarkError as exc:   # a setting of the environment: one sentence, no traceback
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)
     atexit.register(app.runner.close)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app.blocks.launch(**options)

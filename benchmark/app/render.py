@@ -17,8 +17,8 @@ from typing import Any
 
 from .costs import plan_defaults, plan_markdown
 from ..core.calibration_note import verdict_for
-from ..errors import redact
 from ..report import tables
+from ..report.tables import md_text
 from ..report.charts import chart_figures
 from ..core.results import REQUESTS_FILE, RUN_FILE, SUMMARY_FILE, RunResult, RunSummaryRow
 from ..core.telemetry_data import TELEMETRY_FILE
@@ -117,7 +117,7 @@ def _safe(make: Any) -> str:
     try:
         return str(make())
     except Exception as exc:  # noqa: BLE001 - one broken part must not blank the page
-        return f"_This part could not be shown ({type(exc).__name__}: {redact(str(exc))})._"
+        return f"_This part could not be shown ({type(exc).__name__}: {md_text(exc)})._"
 
 
 def run_title(result: RunResult) -> str:
@@ -128,7 +128,7 @@ def run_title(result: RunResult) -> str:
         "failed": "failed: partial results",
     }.get(result.status, result.status)
     lines = [f"### {md_text(result.model)}", f"Run `{result.run_id}` · started "
-                                    f"{readable_time(result.started_at)} · **{status}**"]
+                                    f"{md_text(readable_time(result.started_at))} · **{md_text(status)}**"]
     if result.message:
         lines.append(f"> {md_text(result.message)}")
     for warning in result.warnings:
@@ -153,12 +153,12 @@ def server_info_markdown(result: RunResult, *, name_run: bool = False) -> str:
     whose = f" of run `{result.run_id}`" if name_run else ""
     if not rows:
         return f"_The server{whose} did not report its /info._"
-    text = [f"**Server{whose}** (`/info` of `{_cell(result.config.url)}`)", "",
+    text = [f"**Server{whose}** (/info of {md_text(result.config.url)})", "",
             "| Reported by the server | Value |", "|---|---|"]
-    text += [f"| {label} | `{_cell(value)}` |" for label, value in rows]
+    text += [f"| {label} | {md_text(value)} |" for label, value in rows]
     if result.server:
         launched = {k: v for k, v in result.server.items() if v not in (None, False, "")}
-        text += ["", "Launched with: " + ", ".join(f"`{k}={_cell(v)}`"
+        text += ["", "Launched with: " + ", ".join(f"{md_text(k)}={md_text(v)}"
                                                    for k, v in launched.items())]
     return "\n".join(text)
 
@@ -181,11 +181,11 @@ def calibration_markdown(result: RunResult, latest: dict[str, Any] | None = None
     concurrency = max(result.config.batch_sizes or (1,))
     warning = verdict_for(concurrency, calibration)
     if warning:
-        return f"**Measurement check:** {_cell(warning)}"
+        return f"**Measurement check:** {md_text(warning)}"
     sentence = (calibration.get("verdict") or {}).get("sentence") if isinstance(
         calibration, dict) else None
     within = f"batch size {concurrency} is within what the client measures accurately."
-    return f"**Measurement check:** {within}" + (f" {_cell(sentence)}" if sentence else "")
+    return f"**Measurement check:** {within}" + (f" {md_text(sentence)}" if sentence else "")
 
 
 def download_paths(folder: Path | str) -> list[str]:
@@ -193,19 +193,6 @@ def download_paths(folder: Path | str) -> list[str]:
     exist)."""
     base = Path(folder)
     return [str(base / name) for name in DOWNLOAD_FILES if (base / name).is_file()]
-
-
-def md_text(value: Any) -> str:
-    """Text from a run (a model name from a server's /info, an error a server sent) as plain
-    markdown: no links, images, HTML or formatting of its own on a shared page."""
-    text = redact(str(value)).replace("\\", "\\\\")
-    for char in "`*_[]()#|!~":
-        text = text.replace(char, "\\" + char)
-    return " ".join(text.replace("<", "&lt;").replace(">", "&gt;").split())
-
-
-def _cell(value: Any) -> str:
-    return redact(str(value)).replace("|", "\\|").replace("`", "'")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import os
 import secrets
 import threading
 import time
@@ -56,7 +57,7 @@ from . import results
 from .clients import StreamClient, error_message, make_client, open_session
 from .clients.openai import UNSENT_SAMPLING
 from ..config import RunConfig, check_url, parse_rates, strip_credentials
-from ..errors import BenchmarkError, ConfigError, redact
+from ..errors import BenchmarkError, ConfigError, ResultFileError, redact
 from .interrupts import cancel_on_signals
 from .patterns import Concurrency, RateSchedule, Rounds, Slot, arrival_offsets, step_seed
 from .probe import CONTROL_TIMEOUT_S, ServerProbe, probe_server, server_answers
@@ -90,6 +91,8 @@ INCOMPLETE_GRACE_S = 5.0
 # While a step runs, the objects alive are frozen again every this many requests (see
 # _quiet_collector): the step's own records then never pile up under the collector either.
 FREEZE_EVERY = 1_000
+# Sentences about what was cut from the server's /info, at most (one per cut field).
+MAX_PROBE_NOTES = 5
 
 
 def _short(exc: BaseException) -> str:
@@ -188,6 +191,7 @@ class _Engine:
         # Fresh prompts for every run unless --seed is given: a server's prefix cache must not
         # remember the prompts of an earlier run and make prefill look faster than it is.
         self.prompt_seed = config.seed if config.seed is not None else secrets.randbits(31)
+        self.parent_pid = os.getppid()
 
     # -- progress ----------------------------------------------------------------------------
     def emit(self, event: ProgressEvent) -> None:
@@ -244,6 +248,11 @@ class _Engine:
         self.emit(Start(run_id=run_id, output_dir=str(folder), steps=tuple(config.steps),
                         planned_requests=config.planned_requests(), simulated=probe.simulated,
                         mode=config.mode))
+        for note in probe.notes[:MAX_PROBE_NOTES]:
+            self.warn(note)
+        if len(probe.notes) > MAX_PROBE_NOTES:
+            self.warn(f"{len(probe.notes) - MAX_PROBE_NOTES} more parts of the server's /info "
+                      f"were cut or left out.")
         limit = probe.info.get("max_concurrent_requests")
         if (config.mode in ("rounds", "concurrency") and isinstance(limit, int) and limit > 0
                 and max(config.batch_sizes) > limit):
@@ -263,12 +272,21 @@ class _Engine:
         except (_Cancelled, KeyboardInterrupt):
             status = "cancelled"
             message = f"Stopped before the end; the files hold {self._kept_words()}."
+            if os.getppid() != self.parent_pid:   # the app that started us died (SIGTERM)
+                status = "failed"
+                message = (f"Interrupted: the app that started this run (process "
+                           f"{self.parent_pid}) stopped; the files hold {self._kept_words()}.")
         except _RunStopped as exc:
             status, message = "failed", str(exc)
+        except OSError as exc:   # the results could not be saved (disk full, folder removed)
+            status, message = "failed", self._cannot_save(exc)
         except BaseException as exc:
             self._finish("failed", f"The benchmark stopped on an unexpected error: "
                                    f"{type(exc).__name__}: {exc}")
             raise
+        if status == "complete":
+            message = self._nothing_measured()
+            status = "failed" if message else status
         self._finish(status, message)
         return self.result
 
@@ -312,6 +330,23 @@ class _Engine:
             self.sampler.data.missing[:] = [redact(m, self.secrets)
                                             for m in self.sampler.data.missing]
 
+    def _nothing_measured(self) -> str | None:
+        """Why a run that went to its end measured nothing (every request failed), or None.
+        Timings of failed requests are not measurements: such a run must not read "complete"."""
+        assert self.result is not None
+        measured = self.result.measured_records
+        if not measured or any(r.ok for r in measured):
+            return None
+        timeouts = sum(1 for r in measured if r.error_kind == "timeout")
+        how = f", {timeouts} timed out" if timeouts else ""
+        return (f"Every measured request failed ({len(measured)} requests{how}), so nothing was "
+                f"measured. First error: {measured[0].error}. Check the server, or raise "
+                f"--timeout if it is just slow.")
+
+    def _cannot_save(self, exc: OSError) -> str:
+        return (f"The results could not be saved to {self.folder} ({exc.strerror or exc}); "
+                f"the run stopped. Free some space or choose another output folder.")
+
     def _check_cancel_before_start(self) -> None:
         if self.cancel.is_set():
             raise KeyboardInterrupt
@@ -339,7 +374,15 @@ class _Engine:
         self.result.status = status
         self.result.message = redact(message, self.secrets) if message else None
         self.result.ended_at = results.now_iso()
-        self._save()
+        try:
+            self._save()
+        except OSError as exc:
+            # The files keep their last saved state; say so once, as the run's failure.
+            message = self._cannot_save(exc)
+            self.result.status, self.result.message = "failed", redact(message, self.secrets)
+            self.emit(Done(status="failed", message=self.result.message,
+                           output_dir=str(self.folder)))
+            raise ResultFileError(self.result.message) from None
         self.emit(Done(status=status, message=self.result.message, output_dir=str(self.folder)))
 
     def _run_loop(self) -> None:

@@ -69,6 +69,9 @@ __all__ = [
     "results_root",
     "default_output_dir",
     "check_output_dir_free",
+    "check_results_dir",
+    "mark_interrupted",
+    "reconcile_runs",
     "list_runs",
     "now_iso",
     "environment_info",
@@ -108,13 +111,15 @@ def now_iso() -> str:
 
 
 def environment_info() -> dict[str, Any]:
-    """Where the client ran (no host name)."""
+    """Where the client ran (no host name); ``pid``: the process writing the run (its owner:
+    while it runs, the run is "running"; once it is gone, ``reconcile_runs`` ends the run)."""
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "pid": os.getpid(),
     }
 
 
@@ -150,6 +155,24 @@ def results_root() -> Path:
     return Path(os.environ.get("RESULTS_DIR") or "results")
 
 
+def check_results_dir(root: str | os.PathLike[str], name: str = "RESULTS_DIR") -> Path:
+    """``root`` created if needed and proved writable (a file written and removed), so that a
+    folder the runs cannot be saved in is refused before anything starts; ``ConfigError``
+    naming ``name`` (the variable or flag it came from) otherwise."""
+    path = Path(root)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError("results_dir", f"{name} ({path}) cannot be used to save runs "
+                                         f"({exc.strerror or type(exc).__name__}). Set "
+                                         f"RESULTS_DIR to a folder this user can create and "
+                                         f"write to.") from None
+    return path
+
+
 def run_dir(root: str | os.PathLike[str], run_id: str) -> Path:
     """The folder of ``run_id`` under ``root``; refuses ids that would leave ``root``."""
     base = Path(root)
@@ -164,17 +187,45 @@ def default_output_dir(model: str) -> Path:
     return results_root() / new_run_id(model)
 
 
-def check_output_dir_free(folder: str | os.PathLike[str]) -> None:
-    """Refuse a folder that already holds a run: a new run never overwrites an earlier one.
+# Folders a run must never be written into, even when empty (``--output-dir /`` as root once
+# wrote /run.json): the file system's root, its standard top-level folders, the home folder.
+SYSTEM_FOLDERS = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32",
+                            "/lib64", "/media", "/mnt", "/opt", "/proc", "/root", "/run",
+                            "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var"})
 
-    Raises ``ConfigError("output_dir", ...)``; a folder that does not exist yet, or holds no
-    ``run.json``, is fine."""
-    file = Path(folder) / RUN_FILE
-    if not file.exists():
-        return
-    raise ConfigError("output_dir", f"{Path(folder)} already holds a run ({RUN_FILE}); a new "
-                                    "run would overwrite it. Choose a new folder, or move "
-                                    "that run away first.")
+
+def check_output_dir_free(folder: str | os.PathLike[str]) -> None:
+    """Refuse a folder a new run must not write into: one that already holds a run or any other
+    file (a run never overwrites or mixes with what is there), or a system folder.
+
+    Raises ``ConfigError("output_dir", ...)``; a folder that does not exist yet, or is empty,
+    is fine."""
+    path = Path(folder)
+    try:
+        resolved = path.expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ConfigError("output_dir", f"Output folder {str(path)[:200]!r} cannot be used "
+                                        f"({exc}).") from None
+    if str(resolved) in SYSTEM_FOLDERS or resolved == Path.home().resolve() \
+            or resolved.parent == resolved:
+        raise ConfigError("output_dir", f"Output folder {resolved} is a system folder: a run "
+                                        f"writes run.json, summary.csv and requests.csv there. "
+                                        f"Give a new folder, like ./results/my-run.")
+    if (path / RUN_FILE).exists():
+        raise ConfigError("output_dir", f"{path} already holds a run ({RUN_FILE}); a new "
+                                        "run would overwrite it. Choose a new folder, or move "
+                                        "that run away first.")
+    try:
+        busy = path.is_dir() and any(path.iterdir())
+    except OSError as exc:
+        raise ConfigError("output_dir", f"Output folder {path} cannot be read "
+                                        f"({exc.strerror or exc}).") from None
+    if busy:
+        raise ConfigError("output_dir", f"Output folder {path} is not empty: a run writes its "
+                                        f"files into a folder of its own. Give a new or empty "
+                                        f"folder.")
+    if path.exists() and not path.is_dir():
+        raise ConfigError("output_dir", f"Output folder {path} is a file, not a folder.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,6 +605,73 @@ def record_server_settings(folder: str | os.PathLike[str], server: dict[str, Any
     if not result.server:
         result.server = server
         result.save(folder)
+
+
+def mark_interrupted(folder: str | os.PathLike[str], reason: str, *,
+                     message: str | None = None) -> RunResult | None:
+    """End the run saved in ``folder`` that still reads "running" though nothing measures it
+    any more: status "failed", message "Interrupted: <reason> ..." (or ``message`` as it is:
+    the engine's own sentence when it could not save it), with what it had measured.
+    Returns the updated run, or None when there was nothing to change (or it cannot be read
+    or written)."""
+    try:
+        result = RunResult.load(folder)
+    except BenchmarkError:
+        return None
+    if result.status != "running":
+        return None
+    kept = len(result.measured_records)
+    result.status = "failed"
+    result.message = redact(message or f"Interrupted: {reason}. The files hold the {kept} "
+                                       f"request{'s' if kept != 1 else ''} measured until then.")
+    result.ended_at = result.ended_at or now_iso()
+    try:
+        result.save(folder)
+    except OSError:
+        return None
+    return result
+
+
+def owner_alive(pid: Any) -> bool:
+    """Whether process ``pid`` (a run's owner) still runs; a zombie does not. (A pid reused by
+    an unrelated process after a reboot reads as alive: the run then waits for the next
+    start-up.)"""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def reconcile_runs(root: str | os.PathLike[str] | None = None) -> list[str]:
+    """At start-up: end every run under ``root`` left "running" by a process that is gone (an
+    engine killed with SIGKILL, a full disk, a machine that restarted); one sentence per run
+    ended, to tell the user what was found."""
+    found: list[str] = []
+    for row in list_runs(root):
+        if row.status != "running":
+            continue
+        try:
+            data = json.loads((row.path / RUN_FILE).read_text(encoding="utf-8"))
+            pid = (data.get("environment") or {}).get("pid")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if owner_alive(pid):
+            continue
+        who = f"process {pid}" if pid else "the process that wrote it"
+        if mark_interrupted(row.path, f"{who} ended without finishing the run (found at "
+                                      f"start-up)") is not None:
+            found.append(f"Run {row.run_id} was left running by {who}, which is gone: marked "
+                         f"interrupted, its partial results kept.")
+    return found
 
 
 def finite(value: Any) -> Any:

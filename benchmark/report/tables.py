@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from typing import Any
 
 from ..config import strip_credentials
@@ -53,6 +54,7 @@ __all__ = [
     "telemetry_steps",
     "client_bound_steps",
     "CLIENT_BOUND_MARK",
+    "md_text",
 ]
 
 BALANCE_FACTOR = 1.5
@@ -433,13 +435,28 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _cell(value: Any) -> str:
-    """A table cell as plain text: a name from a server's /info or a typed field cannot add
-    links, images or HTML to a page that renders the markdown (a shared run on the Space)."""
-    text = str(value).replace("\\", "\\\\")
-    for char in "|[]`":
-        text = text.replace(char, "\\" + char)
-    return text.replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+# Characters with a meaning in markdown (links, images, code, emphasis, tables, maths) that a
+# text must not use on a page; "<", ">" and "&" become HTML entities (no tags, no entities).
+# "_" is left as it is, so that names like max_total_tokens stay readable in the markdown
+# the CLI prints: at worst an "_x_" shows in italics, it cannot link, load or break a table.
+# "$" alone is a price ($3.60); only "$$" (the page's LaTeX delimiter) is broken up.
+_MARKDOWN_CHARS = "\\`*[]|~"
+_LATEX_DELIMITER = re.compile(r"\$(?=\$)|(?<=\$)\$")
+_MARKDOWN_ESCAPES = str.maketrans({**{c: "\\" + c for c in _MARKDOWN_CHARS},
+                                   "<": "&lt;", ">": "&gt;", "&": "&amp;"})
+
+
+def md_text(value: Any) -> str:
+    """THE one place where text from a server, a file or a visitor (a model id from /info, an
+    error a server sent, a typed value echoed back) becomes markdown that means only itself:
+    secrets masked, every run of whitespace (newlines too: a blank line would end a table or
+    a code span) made one space, markdown's own characters escaped and ``< > &`` made entities,
+    so no link, image, HTML tag or formatting can come from it. Used for table cells too."""
+    text = _LATEX_DELIMITER.sub(r"\\$", redact(str(value)).translate(_MARKDOWN_ESCAPES))
+    return " ".join(text.split())
+
+
+_cell = md_text
 
 
 def _tokens(average: float, asked: int) -> str:
@@ -723,7 +740,7 @@ def _status_sentence(result: Any, steps: list[StepSummary]) -> str:
         return f"The run is still going; results so far cover {words}: {covered}."
     if result.status == "cancelled":
         return f"The run was stopped before the end; results cover {words}: {covered}."
-    reason = f" {redact(result.message)}" if result.message else ""
+    reason = f" {md_text(result.message)}" if result.message else ""   # the server's words
     return f"The run failed.{reason} Results cover {words}: {covered}."
 
 

@@ -310,7 +310,11 @@ def test_timeouts_are_records_not_dropped(tiny_tokenizer, tmp_path):
                                        **dict(FAST, decode_base_ms=50.0))) as s:
         result = run(config_for(s.url, tiny_tokenizer, tmp_path / "t", batch_sizes=(2,),
                                 decode_length=40, runs=1, warmups=0, timeout_s=0.4))
-    assert result.status == "complete"
+    # Every request timed out: nothing was measured to the end, so the run failed and says so.
+    assert result.status == "failed"
+    assert "Every measured request failed" in result.message
+    assert "2 timed out" in result.message
+    assert RunResult.load(tmp_path / "t").status == "failed"
     assert len(result.records) == 2
     for r in result.records:
         assert r.error_kind == "timeout" and r.error == "timeout after 0.4 s"

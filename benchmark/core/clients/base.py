@@ -38,7 +38,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from ...errors import redact
 from ..records import RequestRecord
-from .sse import SSEParser
+from .sse import EventTooLarge, SSEParser
 
 __all__ = ["StreamDecoder", "StreamClient", "open_session", "error_message"]
 
@@ -194,7 +194,13 @@ class StreamClient(ABC):
                     arrived = previous = received
                 if not events and len(first_bytes) < 200:
                     first_bytes += chunk[:200]
-                for data in parser.feed(chunk):
+                try:
+                    completed = parser.feed(chunk)
+                except EventTooLarge as exc:
+                    decoder.fail("stream", str(exc))
+                    record.end_ns = arrived
+                    return
+                for data in completed:
                     events += 1
                     if decoder.on_event(data, arrived):
                         done = True
