@@ -31,6 +31,7 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,7 +42,8 @@ from .._version import __version__
 from ..config import RunConfig, strip_credentials
 from ..errors import BenchmarkError, ConfigError, ResultFileError, redact
 from .records import RequestRecord
-from .stats import COUNT_KEYS, METRIC_KEYS, METRICS, STAT_KEYS, StepSummary, summarize
+from .stats import (ALL_METRICS, COUNT_KEYS, METRIC_KEYS, STAT_KEYS, StepSummary,
+                    summarize)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -63,6 +65,7 @@ __all__ = [
     "list_runs",
     "now_iso",
     "environment_info",
+    "save_new_run",
 ]
 
 SCHEMA_VERSION = 1
@@ -171,6 +174,11 @@ class RunResult:
     ``server_info``: the server's ``/info``; ``server``: the launched ``ServerSettings`` as a
     dict (None when an existing endpoint was benchmarked); ``calibration``: the client's own
     measurement error when known; ``environment``: where the client ran (filled on save).
+
+    Runs imported from another tool (``benchmark.core.importers``) carry ``source`` (the tool,
+    its version, the file's name, what the file held) and ``stored_steps``: the statistics the
+    file gave, which ``steps()`` returns as they are (there are no raw stamps to recompute them
+    from). Their ``records`` are the per-request rows the file had, when it had any.
     """
 
     run_id: str
@@ -188,6 +196,8 @@ class RunResult:
     tool_version: str = __version__
     schema_version: int = SCHEMA_VERSION
     environment: dict[str, Any] | None = None
+    source: dict[str, Any] | None = None
+    stored_steps: list[StepSummary] | None = None
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -204,8 +214,16 @@ class RunResult:
     def measured_records(self) -> list[RequestRecord]:
         return [r for r in self.records if not r.warmup]
 
+    @property
+    def imported(self) -> bool:
+        """True for a run converted from another tool's file (see ``source``)."""
+        return self.source is not None
+
     def steps(self) -> list[StepSummary]:
-        """Per-step statistics of the measured records (computed, never stale)."""
+        """Per-step statistics of the measured records (computed, never stale); for an imported
+        run, the statistics its source file gave."""
+        if self.stored_steps is not None:
+            return list(self.stored_steps)
         return summarize(self.measured_records, self.config)
 
     # -- files -----------------------------------------------------------------------------
@@ -228,6 +246,7 @@ class RunResult:
             "warnings": [redact(w) for w in self.warnings],
             "steps": [s.to_dict() for s in (self.steps() if steps is None else steps)],
             "calibration": self.calibration,
+            "source": self.source,
             "requests": [_record_out(r) for r in self.measured_records],
         }
 
@@ -240,8 +259,11 @@ class RunResult:
         steps = self.steps()
         document = self.to_dict(steps)
         atomic_write(path / RUN_FILE, run_json_text(document))
-        atomic_write(path / SUMMARY_FILE, summary_csv(steps))
-        atomic_write(path / REQUESTS_FILE, requests_csv(self.measured_records, self.config.mode))
+        atomic_write(path / SUMMARY_FILE, summary_csv(steps, imported=self.imported))
+        if self.imported and not self.measured_records:
+            return path    # the source file had no per-request rows: no requests.csv
+        atomic_write(path / REQUESTS_FILE, requests_csv(self.measured_records, self.config.mode,
+                                                        imported=self.imported))
         return path
 
     @classmethod
@@ -260,6 +282,11 @@ class RunResult:
             config = RunConfig.from_dict(data["config"])
             records = [_record_in(r) for r in data.get("requests") or []]
             tool = data.get("tool") or {}
+            source = data.get("source")
+            if source is not None and not isinstance(source, dict):
+                raise TypeError("source is not a JSON object")
+            stored = ([StepSummary.from_dict(s) for s in data.get("steps") or []]
+                      if source is not None else None)
             status = str(data.get("status") or "running")
             if status not in STATUSES:
                 raise ResultFileError(f"{source} has an unknown status {status!r}; it was not "
@@ -280,6 +307,8 @@ class RunResult:
                 tool_version=str(tool.get("version") or "unknown"),
                 schema_version=SCHEMA_VERSION,
                 environment=data.get("environment"),
+                source=source,
+                stored_steps=stored,
             )
         except ResultFileError:
             raise
@@ -334,24 +363,34 @@ def run_json_text(document: dict[str, Any]) -> str:
 
 
 
-def summary_csv(steps: list[StepSummary]) -> str:
-    """summary.csv: one row per step and metric; empty cells where a metric has no sample."""
+def summary_csv(steps: list[StepSummary], *, imported: bool = False) -> str:
+    """summary.csv: one row per step and metric; empty cells where a metric has no sample.
+
+    ``imported``: a run converted from another tool's file lists only the metrics the file
+    had (a missing one is not in the source file, not a measurement of nothing)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(SUMMARY_COLUMNS)
     for step in steps:
         counts = step.counts()
-        for key in METRIC_KEYS:
+        extra = [k for k in ALL_METRICS if k not in METRIC_KEYS and step.metrics.get(k)]
+        for key in (*METRIC_KEYS, *extra):
             stats = step.metrics.get(key)
+            if imported and stats is None:
+                continue
             values = ["" if stats is None else _num(getattr(stats, s)) for s in STAT_KEYS]
-            writer.writerow([step.step, key, METRICS[key].unit, *values,
-                             0 if stats is None else stats.count, step.mode,
+            count = 0 if stats is None else stats.count
+            writer.writerow([step.step, key, ALL_METRICS[key].unit, *values,
+                             "" if count is None else count, step.mode,
                              *(counts[k] for k in COUNT_KEYS)])
     return buffer.getvalue()
 
 
-def requests_csv(records: list[RequestRecord], mode: str) -> str:
-    """requests.csv: one row per record of ``records`` (a run's measured requests)."""
+def requests_csv(records: list[RequestRecord], mode: str, *, imported: bool = False) -> str:
+    """requests.csv: one row per record of ``records`` (a run's measured requests).
+
+    ``imported``: the records came from another tool's file, which says nothing of when a
+    request was meant to go: the dispatch lag is left empty instead of a made-up 0."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(REQUEST_COLUMNS)
@@ -365,7 +404,8 @@ def requests_csv(records: list[RequestRecord], mode: str) -> str:
             "finish_reason": _opt(r.finish_reason),
             "error": "" if r.error is None else redact(r.error),
             "requested_output_tokens": _opt(r.requested_output_tokens),
-            "token_events": len(r.token_ns), "dispatch_lag_ms": _num(r.dispatch_lag_ms),
+            "token_events": len(r.token_ns),
+            "dispatch_lag_ms": "" if imported else _num(r.dispatch_lag_ms),
             "status": _opt(r.status), "error_kind": _opt(r.error_kind),
             "request_id": _opt(r.request_id), "mode": mode,
         }
@@ -449,6 +489,28 @@ def record_server_settings(folder: str | os.PathLike[str], server: dict[str, Any
         result.save(folder)
 
 
+def save_new_run(result: RunResult, root: str | os.PathLike[str]) -> Path:
+    """Save ``result`` as the new folder ``root/<run_id>``, all or nothing.
+
+    The files are written into a hidden temporary folder of ``root`` (``list_runs`` skips it,
+    its name is not a run id) that is then renamed: a reader never sees half a run, and a
+    failure leaves nothing behind. Refuses (``ResultFileError``) a run id already present.
+    """
+    base = Path(root)
+    base.mkdir(parents=True, exist_ok=True)
+    final = run_dir(base, result.run_id)
+    if final.exists():
+        raise ResultFileError(f"{final} already exists; a saved run is never overwritten.")
+    tmp = Path(tempfile.mkdtemp(dir=base, prefix=".incoming-"))
+    try:
+        result.save(tmp)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
 def finite(value: Any) -> Any:
     """Replace NaN/inf (not valid JSON) by None, recursively."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -500,6 +562,7 @@ class RunSummaryRow:
     requests: int
     errors: int
     path: Path
+    source: str | None = None     # "guidellm 0.5.0" for a run imported from another tool
 
 
 def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummaryRow]:
@@ -576,9 +639,16 @@ def _summary_row(folder: Path) -> RunSummaryRow | None:
             requests=sum(int(s.get("requests") or 0) for s in steps),
             errors=sum(int(s.get("errors") or 0) for s in steps),
             path=folder,
+            source=_source_name(data.get("source")),
         )
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
+
+
+def _source_name(source: Any) -> str | None:
+    if not isinstance(source, dict):
+        return None
+    return f"{source.get('tool') or 'unknown'} {source.get('tool_version') or ''}".strip()
 
 
 def _sort_time(text: str) -> float:
