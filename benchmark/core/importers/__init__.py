@@ -197,7 +197,7 @@ def to_run_result(imported: Imported, run_id: str | None = None) -> RunResult:
         "settings": dict(imported.settings),
     }
     return RunResult(
-        run_id=run_id or new_run_id(f"{imported.tool}-{imported.model}"),
+        run_id=run_id or new_run_id(f"{imported.model}-{imported.tool}"),
         config=config, server_info={"model_id": imported.model}, simulated=False,
         started_at=imported.started_at or source["imported_at"],
         ended_at=imported.ended_at,
