@@ -37,8 +37,10 @@ from ..errors import (BenchmarkError, ConfigError, ResultFileError, ServerUnreac
                      redact)
 from ..core.calibration_note import load_latest
 from ..core.probe import probe_server
+from ..core.importers import import_files
 from ..core.results import (RUN_FILE, RunResult, list_runs, new_run_id, record_server_settings,
                             run_dir)
+from ..report.html import write_html_report
 from .jobs import FINISHED, STARTING, Job, Runner
 from .form import (
     API_OPTIONS,
@@ -57,6 +59,7 @@ from .form import (
 from .render import (
     HISTORY_HEADERS,
     ResultsView,
+    download_paths,
     history_rows,
     md_text,
     progress_html,
@@ -66,7 +69,9 @@ from .render import (
 MAX_FIGURES = 10
 VIEW_CACHE = 16     # results areas kept drawn (runs being followed)
 MAX_COMPARE = 8      # runs on the same charts at most
-MAX_UPLOAD = "1kb"   # the page has no upload field; Gradio's /upload route stays tiny
+MAX_UPLOAD = "64mb"  # the import box takes other tools' result files (importers.MAX_FILE_BYTES)
+IMPORT_TYPES = [".json", ".jsonl", ".yaml", ".yml"]
+MAX_IMPORT_FILES = 8
 POLL_S = 0.5
 REFRESH_S = 3.0
 STALE_S = 15 * 60   # a "running" run.json untouched this long is not followed any more
@@ -244,6 +249,18 @@ class App:
             self.compare_btn = gr.Button("Compare", size="sm", scale=0,
                                          elem_id="compare-button")
         self.history_msg = gr.Markdown(label="History message", elem_id="history-message")
+        with gr.Accordion("Import results from another tool", open=False,
+                          elem_id="import-accordion"):
+            gr.Markdown("GuideLLM `benchmarks.json`/`.yaml`, vLLM `bench serve --save-result` "
+                        "JSON, AIPerf `profile_export_aiperf.json` (with its "
+                        "`profile_export.jsonl`), inference-benchmarker results, llmperf "
+                        "`_summary.json` (with its `_individual_responses.json`). Each file "
+                        "becomes a saved run that opens, compares and shares like any other.")
+            self.import_files = gr.File(label="Result files", file_count="multiple",
+                                        file_types=IMPORT_TYPES, type="filepath",
+                                        elem_id="import-files")
+            self.import_btn = gr.Button("Import", size="sm", elem_id="import-button")
+            self.import_msg = gr.Markdown(label="Import message", elem_id="import-message")
 
     def _results(self) -> None:
         with gr.Column(elem_id="results"):
@@ -264,6 +281,8 @@ class App:
             self.downloads = gr.File(label="Downloads",
                                      file_count="multiple", interactive=False, visible=False,
                                      elem_id="downloads")
+            self.report_btn = gr.Button("Download as one HTML file (works offline)",
+                                        size="sm", visible=False, elem_id="report-button")
             with gr.Row():
                 self.upload_md = gr.Markdown(label="Results dataset", visible=False,
                                              elem_id="upload-status")
@@ -277,8 +296,8 @@ class App:
     @property
     def result_outputs(self) -> list[Any]:
         return [self.banner, self.title_md, self.share, self.headline, self.calibration,
-                *self.plots, self.tables, self.server_md, self.downloads, self.upload_md,
-                self.upload_btn, self.shown_run]
+                *self.plots, self.tables, self.server_md, self.downloads, self.report_btn,
+                self.upload_md, self.upload_btn, self.shown_run]
 
     @property
     def history_outputs(self) -> list[Any]:
@@ -316,6 +335,11 @@ class App:
                                [self.history_msg, *self.result_outputs], api_name="compare")
         self.upload_btn.click(self.upload_again, [self.shown_run], [self.upload_md],
                               api_name="upload")
+        self.import_btn.click(self.import_runs, [self.import_files],
+                              [self.import_msg, self.import_files, *self.result_outputs,
+                               *self.history_outputs], api_name="import")
+        self.report_btn.click(self.html_report, [self.shown_run], [self.downloads],
+                              api_name="report")
 
     # -- rendering --------------------------------------------------------------------------
     def show(self, view: ResultsView) -> dict[Any, Any]:
@@ -329,6 +353,7 @@ class App:
             self.server_md: view.server_info,
             self.downloads: gr.update(value=view.downloads or None,
                                       visible=bool(view.downloads)),
+            self.report_btn: gr.update(visible=len(view.run_ids) == 1),
         }
         for i, plot in enumerate(self.plots):
             if i < len(view.figures) and view.figures[i][1] is not None:
@@ -577,6 +602,46 @@ class App:
             return gr.update(value=redact(str(exc)), visible=True)
         status = self.repo.upload_run(folder)
         return gr.update(value=status.message, visible=True)
+
+    def import_runs(self, paths: list[Any] | None, request: gr.Request,
+                    profile: gr.OAuthProfile | None) -> dict[Any, Any]:
+        """The import box: other tools' files become saved runs; the first one is opened.
+
+        Only for visitors who may run (it writes into the results folder). Every file is
+        checked before anything is written; a bad one is named with what was wrong."""
+        rules = self._access(profile)
+        if not rules.can_run:
+            return {self.import_msg: f"**Not allowed to import here.** {md_text(rules.reason)}"}
+        files = [str(getattr(p, "name", p)) for p in (paths or []) if p]
+        if not files:
+            return {self.import_msg: "Choose one or more result files first."}
+        if len(files) > MAX_IMPORT_FILES:
+            return {self.import_msg: f"Import at most {MAX_IMPORT_FILES} files at once "
+                                     f"({len(files)} chosen)."}
+        try:
+            folders = import_files(files, self.root, names=[Path(f).name for f in files])
+        except BenchmarkError as exc:
+            return {self.import_msg: f"**Not imported:** {md_text(exc)} Nothing was saved."}
+        out = self._show_runs([folders[0].name], request)
+        out.pop(self.history_msg, None)
+        out.update(self.history_updates())
+        names = ", ".join(f"`{f.name}`" for f in folders)
+        out[self.import_msg] = (f"Imported {len(folders)} run{'s' if len(folders) != 1 else ''}"
+                                f": {names}. The first one is shown below.")
+        out[self.import_files] = None
+        return out
+
+    def html_report(self, run_id: str | None) -> Any:
+        """Write the shown run's report.html and offer it with the run's other files."""
+        if not run_id:
+            return gr.update()
+        try:
+            folder = run_dir(self.root, run_id)
+            path = write_html_report(folder)
+        except (BenchmarkError, OSError) as exc:
+            gr.Warning(f"The report could not be written: {redact(str(exc))}")
+            return gr.update()
+        return gr.update(value=[str(path), *download_paths(folder)], visible=True)
 
     def stop(self, run_id: str | None, request: gr.Request) -> Any:
         """Stop this visitor's run (the one in the page's state, else the session's latest)."""
