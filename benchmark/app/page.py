@@ -69,7 +69,10 @@ from .render import (
 MAX_FIGURES = 10
 VIEW_CACHE = 16     # results areas kept drawn (runs being followed)
 MAX_COMPARE = 8      # runs on the same charts at most
-MAX_UPLOAD = "64mb"  # the import box takes other tools' result files (importers.MAX_FILE_BYTES)
+# Gradio's /upload route takes files this large: enough for other tools' result files in the
+# import box (a GuideLLM report holds ~20 kB per request), small enough that nobody fills the
+# disk through it. The CLI (python -m benchmark import) reads files up to 64 MiB.
+MAX_UPLOAD = "16mb"
 IMPORT_TYPES = [".json", ".jsonl", ".yaml", ".yml"]
 MAX_IMPORT_FILES = 8
 POLL_S = 0.5

@@ -60,7 +60,7 @@ def html_report(result: RunResult) -> str:
     parts.append("<h2>Tables</h2>" + markdown_to_html(markdown_tables(result, steps)))
     parts.append(f"<p class='foot'>Written by TGI Benchmark {esc(result.tool_version)}. "
                  f"The charts are interactive and work offline (plotly.js is included).</p>")
-    script = _script_text(get_plotlyjs())
+    script = _library_text(get_plotlyjs())
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{esc(result.model)} · {esc(result.run_id)}</title>"
             f"<style>{_STYLE}</style><script>{script}</script></head><body>"
@@ -78,15 +78,22 @@ def write_html_report(folder: str | Path, output: str | Path | None = None) -> P
 
 def _chart_div(div_id: str, title: str, figure: Any) -> str:
     data = json.loads(pio.to_json(figure, validate=False))
-    payload = _script_text(json.dumps(data, separators=(",", ":")))
+    payload = _json_text(data)
     return (f"<div class='chart'><h3>{html.escape(title)}</h3><div id='{div_id}'></div>"
             f"<script>(function () {{ var f = {payload}; Plotly.newPlot('{div_id}', f.data, "
             f"f.layout, {{responsive: true, displaylogo: false}}); }})();</script></div>")
 
 
-def _script_text(text: str) -> str:
-    """Text safe inside <script>: no "</script>" or "<!--" can end or bend it."""
-    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+def _json_text(data: Any) -> str:
+    """JSON safe inside <script>: every <, > and & written as a \\u escape, so no text from a
+    file ("</script>", "<!--") can end or bend the script; the values are unchanged."""
+    text = json.dumps(data, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _library_text(code: str) -> str:
+    """plotly.js inside <script>: a "</script" in its code would end the tag early."""
+    return re.sub(r"</(script)", r"<\\/\1", code, flags=re.I)
 
 
 _ROW = re.compile(r"^\|(.*)\|\s*$")

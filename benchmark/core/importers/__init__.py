@@ -103,9 +103,28 @@ def parse_document(name: str, data: bytes) -> Any:
         if isinstance(parsed, dict):
             return parsed
     where = f"line {error.lineno}, column {error.colno}"
-    ending = " (the file ends early: it may be truncated)" if error.pos >= len(stripped) - 1 \
-        else ""
+    ending = " (the file ends early: it may be truncated)" if _ends_early(stripped) else ""
     raise ImportFileError(name, f"not valid JSON: {error.msg} at {where}{ending}.")
+
+
+def _ends_early(text: str) -> bool:
+    """True when JSON ``text`` stops inside a string or with brackets still open."""
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+    return in_string or depth > 0
 
 
 def _yaml(text: str) -> Any:
