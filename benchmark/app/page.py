@@ -625,6 +625,9 @@ class App:
             folders = import_files(files, self.root, names=[Path(f).name for f in files])
         except BenchmarkError as exc:
             return {self.import_msg: f"**Not imported:** {md_text(exc)} Nothing was saved."}
+        if self.repo is not None:      # kept with the other runs, so links survive restarts
+            for folder in folders:
+                self.repo.upload_run(folder)
         out = self._show_runs([folders[0].name], request)
         out.pop(self.history_msg, None)
         out.update(self.history_updates())

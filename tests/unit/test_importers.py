@@ -375,3 +375,19 @@ def test_a_failure_while_saving_leaves_no_half_run(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         import_files([FIXTURES / "vllm_bench_serve.json"], root)
     assert list(root.iterdir()) == []                  # no folder, no hidden temp folder
+
+
+def test_guidellm_yaml_report_reads_like_its_json():
+    yaml = pytest.importorskip("yaml")
+    document = load("guidellm_benchmarks.json")
+    text = yaml.safe_dump(document).encode()          # GuideLLM's --output kind=yaml
+    parsed = parse_document("benchmarks.yaml", text)
+    result = run_of(documents=[("benchmarks.yaml", parsed)])
+    assert result.source["tool"] == "guidellm"
+    assert stats(result, 2, "prefill_latency_ms").avg == pytest.approx(
+        document["benchmarks"][1]["metrics"]["time_to_first_token_ms"]["successful"]["mean"])
+
+
+def test_aiperf_without_errors_counts_zero_failures():
+    [step] = run_of("aiperf_profile_export_aiperf.json").steps()
+    assert (step.requests, step.ok, step.errors) == (4, 4, 0)

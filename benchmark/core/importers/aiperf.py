@@ -68,6 +68,8 @@ def convert(document: Any, name: str, companion: Any = None,
             found[ours] = read.metric(block, key)
     requests = _avg_count(read, document, "request_count")
     errors = _avg_count(read, document, "error_request_count")
+    if errors is None and document.get("error_summary") == []:
+        errors = 0          # AIPerf writes null, with an empty error summary, when none failed
     duration = document.get("benchmark_duration")
     duration_s = None
     if isinstance(duration, dict):
