@@ -627,7 +627,7 @@ class App:
             return {self.import_msg: f"**Not imported:** {md_text(exc)} Nothing was saved."}
         if self.repo is not None:      # kept with the other runs, so links survive restarts
             for folder in folders:
-                self.repo.upload_run(folder)
+                self.repo.upload_with_retries(folder)
         out = self._show_runs([folders[0].name], request)
         out.pop(self.history_msg, None)
         out.update(self.history_updates())
