@@ -221,6 +221,10 @@ def _title(title: str, results: list[Any]) -> str:
 
 
 def _x_title(results: list[Any]) -> str:
+    for result in results:
+        source = getattr(result, "source", None)
+        if isinstance(source, dict) and not source.get("steps_are_concurrency", True):
+            return "Load level (the source file's order; see the tables)"
     modes = {r.config.mode for r in results}
     if modes == {"concurrency"}:
         return "Concurrent users"

@@ -463,11 +463,14 @@ def compare_table(results: list[Any], steps: list[list[StepSummary]]) -> str:
     """For two runs: every statistic both have at the same step, side by side, with the
     difference (second minus first) and its share of the first. Steps match by number (the
     batch size or number of concurrent users); two single-step runs are matched anyway.
-    Empty when nothing is in common."""
+    Steps that are not numbers of concurrent requests (an imported file's rate levels) are
+    never matched by number. Empty when nothing is in common."""
     if len(results) != 2 or len(steps) != 2:
         return ""
     (first, second), (a_steps, b_steps) = results, steps
-    pairs = [(a, b) for a in a_steps for b in b_steps if a.step == b.step]
+    pairs = []
+    if _concurrency_steps(first) and _concurrency_steps(second):
+        pairs = [(a, b) for a in a_steps for b in b_steps if a.step == b.step]
     if not pairs and len(a_steps) == 1 and len(b_steps) == 1:
         pairs = [(a_steps[0], b_steps[0])]
     rows = []
@@ -490,6 +493,13 @@ def compare_table(results: list[Any], steps: list[list[StepSummary]]) -> str:
             f"B: `{_cell(second.run_id)}` ({_cell(_who(second))}). Only the statistics both "
             f"runs have at the same step are listed.\n\n"
             + _table(["Metric", "Step", "Statistic", "A", "B", "B − A", "Change"], rows))
+
+
+def _concurrency_steps(result: Any) -> bool:
+    """Whether ``result``'s step numbers count concurrent requests (ours always do; an
+    imported file's levels may be rates numbered 1, 2, ...)."""
+    source = _source(result)
+    return not source or bool(source.get("steps_are_concurrency", True))
 
 
 def _who(result: Any) -> str:

@@ -391,3 +391,12 @@ def test_guidellm_yaml_report_reads_like_its_json():
 def test_aiperf_without_errors_counts_zero_failures():
     [step] = run_of("aiperf_profile_export_aiperf.json").steps()
     assert (step.requests, step.ok, step.errors) == (4, 4, 0)
+
+
+def test_rate_levels_are_not_matched_to_concurrency_by_number():
+    rates = run_of("inference_benchmarker_results.json")      # level 1 = 2 req/s, not 1 user
+    assert rates.source["steps_are_concurrency"] is False
+    ours_like = run_of("guidellm_benchmarks.json")             # steps 1 and 2 = streams
+    assert tables.compare_table([ours_like, rates], [ours_like.steps(), rates.steps()]) == ""
+    figure = charts.latency_vs_batch([rates])
+    assert "Load level" in figure.layout.xaxis.title.text

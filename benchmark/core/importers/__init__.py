@@ -211,6 +211,7 @@ def to_run_result(imported: Imported, run_id: str | None = None) -> RunResult:
         "format": imported.format,
         "imported_at": now_iso(),
         "every_token_stamp": imported.every_token_stamp,
+        "steps_are_concurrency": imported.steps_are_concurrency,
         "step_labels": {str(s.step): s.label for s in steps},
         "notes": list(imported.notes),
         "settings": dict(imported.settings),

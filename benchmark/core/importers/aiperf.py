@@ -106,6 +106,7 @@ def convert(document: Any, name: str, companion: Any = None,
                             requests=requests, ok=ok, errors=errors,
                             duration_s=duration_s),),
         records=tuple(records), every_token_stamp=bool(records),
+        steps_are_concurrency=bool(concurrency),
         notes=("AIPerf's inter-token latency ((request latency - TTFT) / (output tokens - 1)) "
                "is shown as decode token latency.",),
         companion_file=companion_name if companion is not None else None,

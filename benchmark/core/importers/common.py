@@ -76,8 +76,10 @@ class Imported:
 
     ``every_token_stamp``: the records carry a stamp for every streamed chunk (vLLM's
     ``itls``, AIPerf's inter-chunk latencies), so gaps between tokens can be drawn; False when
-    only the first/last token times are known. ``notes``: how the file's metrics were read
-    (which of its names became which of ours, where definitions differ).
+    only the first/last token times are known. ``steps_are_concurrency``: each step number is
+    a number of concurrent requests (False: the file's levels in order, 1, 2, ..., e.g. rates).
+    ``notes``: how the file's metrics were read (which of its names became which of ours,
+    where definitions differ).
     """
 
     tool: str
@@ -92,6 +94,7 @@ class Imported:
     ended_at: str | None = None
     cancelled: bool = False
     every_token_stamp: bool = False
+    steps_are_concurrency: bool = True
     prompt_tokens: int | None = None
     output_tokens: int | None = None
     notes: tuple[str, ...] = ()

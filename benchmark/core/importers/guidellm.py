@@ -64,6 +64,7 @@ def convert(document: Any, name: str, companion: Any = None) -> Imported:
     records = []
     model, url = "", ""
     starts: list[float] = []
+    all_concurrent = True
     ends: list[float] = []
     for index, bench in enumerate(benchmarks):
         where = f"benchmarks[{index}]."
@@ -75,7 +76,8 @@ def convert(document: Any, name: str, companion: Any = None) -> Imported:
         backend = config.get("backend") if isinstance(config.get("backend"), dict) else {}
         model = model or read.text(backend, "model")
         url = url or read.text(backend, "target")
-        step, label = _level(read, strategy, index, where)
+        step, label, concurrent = _level(read, strategy, index, where)
+        all_concurrent = all_concurrent and concurrent
         found: dict[str, Any] = {}
         for theirs, ours, scale in _LATENCIES:
             block = _successful(metrics, theirs)
@@ -111,6 +113,7 @@ def convert(document: Any, name: str, companion: Any = None) -> Imported:
     if len({s.step for s in steps}) != len(steps):    # two levels with the same streams
         steps = [ImportedStep(**{**s.__dict__, "step": i + 1}) for i, s in enumerate(steps)]
         records = []
+        all_concurrent = False
     data = (document.get("config") or {}) if isinstance(document.get("config"), dict) else {}
     spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
     return Imported(
@@ -118,7 +121,7 @@ def convert(document: Any, name: str, companion: Any = None) -> Imported:
         file_name=name, format="GuideLLM benchmarks report", model=model or "unknown model",
         url=url, started_at=iso_from_epoch_s(min(starts)) if starts else None,
         ended_at=iso_from_epoch_s(max(ends)) if ends else None, steps=tuple(steps),
-        records=tuple(records), every_token_stamp=False,
+        records=tuple(records), every_token_stamp=False, steps_are_concurrency=all_concurrent,
         prompt_tokens=_data_tokens(spec, "prompt_tokens"),
         output_tokens=_data_tokens(spec, "output_tokens"),
         notes=("GuideLLM's inter-token latency is shown as decode token latency (same "
@@ -150,17 +153,19 @@ def _sum(read: Reader, metrics: dict[str, Any], key: str, where: str) -> int | N
     return None if total is None else int(round(total))
 
 
-def _level(read: Reader, strategy: dict[str, Any], index: int, where: str) -> tuple[int, str]:
+def _level(read: Reader, strategy: dict[str, Any], index: int,
+           where: str) -> tuple[int, str, bool]:
+    """(step, label, whether the step is a number of concurrent requests)."""
     kind = str(strategy.get("type_") or strategy.get("type") or "unknown")[:40]
     streams = read.field_count(strategy, "streams", f"{where}config.strategy.")
     if kind == "synchronous":
-        return 1, "synchronous (one request at a time)"
+        return 1, "synchronous (one request at a time)", True
     if kind == "concurrent" and streams:
-        return streams, f"{streams} concurrent stream{'' if streams == 1 else 's'}"
+        return streams, f"{streams} concurrent stream{'' if streams == 1 else 's'}", True
     rate = read.field_number(strategy, "rate", f"{where}config.strategy.")
     if rate is not None:
-        return index + 1, f"{kind} rate {rate:g} req/s"
-    return index + 1, kind
+        return index + 1, f"{kind} rate {rate:g} req/s", False
+    return index + 1, kind, False
 
 
 def _records(read: Reader, bench: dict[str, Any], step: int, start: float | None,

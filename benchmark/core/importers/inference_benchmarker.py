@@ -84,6 +84,7 @@ def convert(document: Any, name: str, companion: Any = None) -> Imported:
         or "unknown model",
         url=read.text(config, "url"), started_at=read.text(document, "start_time") or None,
         ended_at=read.text(document, "end_time") or None, steps=tuple(steps),
+        steps_are_concurrency=False,
         prompt_tokens=_tokens(config, "prompt_options"),
         output_tokens=_tokens(config, "decode_options"),
         notes=("Steps are the file's benchmarks in order (1, 2, ...); each one's label says "

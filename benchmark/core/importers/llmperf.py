@@ -85,6 +85,7 @@ def convert(document: Any, name: str, companion: Any = None,
         steps=(ImportedStep(step=step, label=label, metrics=only_known(found),
                             requests=started, ok=completed, errors=errors),),
         records=tuple(records), every_token_stamp=False,
+        steps_are_concurrency=bool(concurrency),
         prompt_tokens=_whole(document.get("mean_input_tokens")),
         output_tokens=_whole(document.get("mean_output_tokens")),
         notes=("llmperf writes seconds; every time here was converted to ms. Its inter-token "

@@ -73,6 +73,7 @@ def convert(document: Any, name: str, companion: Any = None) -> Imported:
             errors=failed, input_tokens=input_tokens, output_tokens=output_tokens,
             duration_s=read.field_number(document, "duration")),),
         records=tuple(records), every_token_stamp=bool(records),
+        steps_are_concurrency=bool(concurrency),
         notes=("vLLM's TPOT ((e2e - TTFT) / (output tokens - 1)) is shown as decode token "
                "latency; its ITL keeps every gap, as ours does.",),
         settings={"backend": read.text(document, "backend"),
