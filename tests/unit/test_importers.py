@@ -400,3 +400,17 @@ def test_rate_levels_are_not_matched_to_concurrency_by_number():
     assert tables.compare_table([ours_like, rates], [ours_like.steps(), rates.steps()]) == ""
     figure = charts.latency_vs_batch([rates])
     assert "Load level" in figure.layout.xaxis.title.text
+
+
+def test_guidellm_real_rate_profile_becomes_ordered_levels():
+    source = load("guidellm_constant_rate.json")          # REAL: constant 4 and 8 req/s
+    result = run_of("guidellm_constant_rate.json")
+    assert result.source["step_labels"] == {"1": "constant rate 4 req/s",
+                                            "2": "constant rate 8 req/s"}
+    assert result.source["steps_are_concurrency"] is False
+    for index, step in enumerate((1, 2)):
+        m = source["benchmarks"][index]["metrics"]
+        assert stats(result, step, "requests_per_s").avg == pytest.approx(
+            m["requests_per_second"]["successful"]["mean"])
+        assert stats(result, step, "e2e_latency_ms").max == pytest.approx(
+            m["request_latency"]["successful"]["max"] * 1000)
