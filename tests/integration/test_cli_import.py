@@ -31,8 +31,8 @@ def test_import_every_fixture_then_write_a_report(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = list_runs(out)
     assert sorted(r.source.split(" ")[0] for r in rows) == [
-        "aiperf", "guidellm", "inference-benchmarker", "llmperf", "vllm"]
-    assert "Imported 5 runs" in done.stdout
+        "aiperf", "guidellm", "guidellm", "inference-benchmarker", "llmperf", "vllm"]
+    assert "Imported 6 runs" in done.stdout
     guidellm = next(r for r in rows if r.source.startswith("guidellm"))
     assert RunResult.load(guidellm.path).source["tool_version"] == "0.8.1"
 
