@@ -20,6 +20,7 @@ their send, first token, last token and end times.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from .common import (Imported, ImportedStep, Reader, iso_from_epoch_s, ms_from_s, only_known,
@@ -111,7 +112,7 @@ def convert(document: Any, name: str, companion: Any = None) -> Imported:
             duration_s=read.field_number(bench, "duration", where)))
         records += _records(read, bench, step, start, where)
     if len({s.step for s in steps}) != len(steps):    # two levels with the same streams
-        steps = [ImportedStep(**{**s.__dict__, "step": i + 1}) for i, s in enumerate(steps)]
+        steps = [dataclasses.replace(s, step=i + 1) for i, s in enumerate(steps)]
         records = []
         all_concurrent = False
     data = (document.get("config") or {}) if isinstance(document.get("config"), dict) else {}
