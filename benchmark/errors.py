@@ -94,6 +94,9 @@ class ImportFileError(ResultFileError):
     and says what was wrong with it."""
 
     def __init__(self, file_name: str, problem: str):
+        file_name = str(file_name)
+        if len(file_name) > 120:          # a visitor's upload names itself
+            file_name = file_name[:117] + "..."
         super().__init__(f"{file_name}: {problem}")
         self.file_name = file_name
         self.problem = problem

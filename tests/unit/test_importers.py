@@ -414,3 +414,17 @@ def test_guidellm_real_rate_profile_becomes_ordered_levels():
             m["requests_per_second"]["successful"]["mean"])
         assert stats(result, step, "e2e_latency_ms").max == pytest.approx(
             m["request_latency"]["successful"]["max"] * 1000)
+
+
+def test_a_one_request_aiperf_jsonl_still_joins_its_summary(tmp_path):
+    one = tmp_path / "profile_export.jsonl"
+    one.write_text((FIXTURES / "aiperf_profile_export.jsonl").read_text().splitlines()[0] + "\n")
+    [folder] = import_files([FIXTURES / "aiperf_profile_export_aiperf.json", one],
+                            tmp_path / "runs")
+    assert len(RunResult.load(folder).records) == 1
+
+
+def test_long_hostile_file_names_are_cut_in_messages():
+    with pytest.raises(ImportFileError) as caught:
+        convert_documents([("x" * 500 + ".json", {"hello": 1})])
+    assert len(str(caught.value).split(":")[0]) <= 120

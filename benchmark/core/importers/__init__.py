@@ -249,6 +249,9 @@ def import_files(paths: Sequence[str | Path], root: str | Path, *,
     documents = []
     for path, name in zip(paths, shown):
         try:
+            if Path(path).stat().st_size > MAX_FILE_BYTES:
+                raise ImportFileError(name, f"the file is larger than "
+                                            f"{MAX_FILE_BYTES // 2**20} MiB.")
             data = Path(path).read_bytes()
         except OSError as exc:
             raise ImportFileError(name, f"cannot be read ({exc.strerror or exc}).") from exc

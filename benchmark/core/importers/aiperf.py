@@ -48,10 +48,12 @@ def matches(document: Any) -> bool:
 
 
 def matches_rows(document: Any) -> bool:
-    """AIPerf's per-request JSONL: a list of ``{"metadata", "metrics", ...}`` rows."""
-    return (isinstance(document, list) and bool(document)
+    """AIPerf's per-request JSONL: a list of ``{"metadata", "metrics", ...}`` rows (one row
+    alone parses as a single object)."""
+    rows = [document] if isinstance(document, dict) else document
+    return (isinstance(rows, list) and bool(rows)
             and all(isinstance(r, dict) and "metadata" in r and "metrics" in r
-                    for r in document[:5]))
+                    for r in rows[:5]))
 
 
 def convert(document: Any, name: str, companion: Any = None,
@@ -95,7 +97,8 @@ def convert(document: Any, name: str, companion: Any = None,
             found[key] = type(stats)(**{**stats.to_dict(), "count": ok})
     records: list[Any] = []
     if companion is not None:
-        records = _records(Reader(companion_name or "profile_export.jsonl"), companion, step)
+        rows = [companion] if isinstance(companion, dict) else companion
+        records = _records(Reader(companion_name or "profile_export.jsonl"), rows, step)
     return Imported(
         tool=TOOL, tool_version=read.text(document, "aiperf_version", "not in the source file"),
         file_name=name, format="AIPerf profile_export_aiperf.json", model=model,
