@@ -428,3 +428,19 @@ def test_long_hostile_file_names_are_cut_in_messages():
     with pytest.raises(ImportFileError) as caught:
         convert_documents([("x" * 500 + ".json", {"hello": 1})])
     assert len(str(caught.value).split(":")[0]) <= 120
+
+
+def test_the_app_shows_an_imported_run_like_any_other(tmp_path):
+    from benchmark.app.render import results_view
+
+    [folder] = import_files([FIXTURES / "guidellm_benchmarks.json"], tmp_path)
+    result = RunResult.load(folder)
+    view = results_view([result], share_url="http://host/?run=" + result.run_id, folder=folder)
+    assert "Imported from **guidellm** (version 0.8.1)" in view.title
+    assert view.figures and view.calibration == "" and view.banner == ""
+    assert tables.NOT_IN_SOURCE in view.tables
+    assert {Path(p).name for p in view.downloads} == {"summary.csv", "requests.csv", "run.json"}
+    assert "/info is not in the source file" in view.server_info
+    other = run_of("vllm_bench_serve.json")
+    both = results_view([result, other])
+    assert both.tables.startswith("### Differences (B − A)")
