@@ -11,8 +11,11 @@ Each entry of ``benchmarks`` becomes one step. From ``metrics.<name>.successful`
     request_latency         (s)   -> e2e_latency_ms (x1000)
     time_per_output_token_ms (ms) -> time_per_output_token_incl_ttft_ms (includes the TTFT)
     output_token_count            -> output_tokens;  prompt_token_count -> input_tokens
-    requests_per_second / output_tokens_per_second / tokens_per_second: the mean only (the
-        other statistics describe the rate over time, not a per-request value)
+    output_tokens_per_second / tokens_per_second -> output/total_throughput_tok_s: the mean
+        only (the other statistics describe the rate over time, not a per-request value)
+    requests_per_s: request_totals.successful / duration (our definition: successful
+        requests over the window; GuideLLM's requests_per_second.mean averages a rate over
+        time and differs, 15.6 against 18.7 req/s at 2 streams in the fixture)
 
 Per-request rows (``requests.successful`` / ``errored`` / ``incomplete``) become records with
 their send, first token, last token and end times.
@@ -37,7 +40,6 @@ _LATENCIES = (
     ("prompt_token_count", "input_tokens", 1.0),
 )
 _RATES = (
-    ("requests_per_second", "requests_per_s"),
     ("output_tokens_per_second", "output_throughput_tok_s"),
     ("tokens_per_second", "total_throughput_tok_s"),
 )
@@ -96,6 +98,11 @@ def convert(document: Any, name: str, companion: Any = None) -> Imported:
         errored = read.field_count(totals, "errored", f"{where}metrics.request_totals.")
         incomplete = read.field_count(totals, "incomplete", f"{where}metrics.request_totals.")
         total = read.field_count(totals, "total", f"{where}metrics.request_totals.")
+        duration = read.field_number(bench, "duration", where)
+        if ok is not None and duration:
+            # Our requests/s: successful requests over the measured window. GuideLLM's own
+            # requests_per_second.mean averages a rate over time, a different number.
+            found["requests_per_s"] = read.metric({"r": ok / duration}, "", names={"avg": "r"})
         start = read.field_number(bench, "start_time", where)
         end = read.field_number(bench, "end_time", where)
         if start is not None:
@@ -109,7 +116,7 @@ def convert(document: Any, name: str, companion: Any = None) -> Imported:
         steps.append(ImportedStep(
             step=step, label=label, metrics=only_known(found), requests=total, ok=ok,
             errors=errored, cancelled=incomplete, input_tokens=prompt, output_tokens=output,
-            duration_s=read.field_number(bench, "duration", where)))
+            duration_s=duration))
         records += _records(read, bench, step, start, where)
     if len({s.step for s in steps}) != len(steps):    # two levels with the same streams
         steps = [dataclasses.replace(s, step=i + 1) for i, s in enumerate(steps)]
