@@ -21,6 +21,7 @@ from ..core.importers import import_files
 from ..core.results import RunResult, results_root
 from ..errors import BenchmarkError, redact
 from ..report.html import REPORT_FILE, write_html_report
+from ..report.tables import NOT_IN_SOURCE
 
 __all__ = ["import_main", "report_main", "import_parser", "report_parser"]
 
@@ -55,8 +56,10 @@ def import_main(argv: Sequence[str]) -> int:
     for folder in folders:
         result = RunResult.load(folder)
         source = result.source or {}
-        print(f"{folder}  {source.get('tool')} {source.get('tool_version')}  "
-              f"{result.model}  from {source.get('file')}")
+        version = source.get("tool_version")
+        tool = (f"{source.get('tool')} {version}" if version != NOT_IN_SOURCE
+                else f"{source.get('tool')} (version not in the source file)")
+        print(f"{folder}  {tool}  {result.model}  from {source.get('file')}")
     print(f"Imported {len(folders)} run{'s' if len(folders) != 1 else ''}. Open them in the "
           f"app's Saved runs, or write a report: python -m benchmark report {folders[0]}")
     return 0

@@ -648,7 +648,10 @@ def _summary_row(folder: Path) -> RunSummaryRow | None:
 def _source_name(source: Any) -> str | None:
     if not isinstance(source, dict):
         return None
-    return f"{source.get('tool') or 'unknown'} {source.get('tool_version') or ''}".strip()
+    tool, version = source.get("tool") or "unknown", source.get("tool_version")
+    if not version or version == "not in the source file":
+        return f"{tool} (version not in the source file)"
+    return f"{tool} {version}"
 
 
 def _sort_time(text: str) -> float:

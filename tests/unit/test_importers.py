@@ -240,7 +240,7 @@ def test_an_imported_run_saves_reloads_and_lists_like_any_other(tmp_path):
     assert "decode_total_latency_ms" not in summary              # only what the file had
     assert (folder / "requests.csv").is_file()                   # --save-detailed rows
     [row] = list_runs(tmp_path)
-    assert row.source == "vllm bench serve not in the source file"
+    assert row.source == "vllm bench serve (version not in the source file)"
     [summary_only] = import_files([FIXTURES / "inference_benchmarker_results.json"],
                                   tmp_path / "other")
     assert not (summary_only / "requests.csv").exists()          # no per-request data
