@@ -444,3 +444,8 @@ def test_the_app_shows_an_imported_run_like_any_other(tmp_path):
     other = run_of("vllm_bench_serve.json")
     both = results_view([result, other])
     assert both.tables.startswith("### Differences (B − A)")
+
+
+def test_no_timeline_for_imported_runs():
+    titles = [t for t, _ in charts.chart_figures([run_of("guidellm_benchmarks.json")])]
+    assert not any(t.startswith("Timeline") for t in titles)
