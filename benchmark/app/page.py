@@ -37,8 +37,10 @@ from ..errors import (BenchmarkError, ConfigError, ResultFileError, ServerUnreac
                      redact)
 from ..core.calibration_note import load_latest
 from ..core.probe import probe_server
+from ..core.importers import import_files
 from ..core.results import (RUN_FILE, RunResult, check_results_dir, list_runs, new_run_id,
                             reconcile_runs, record_server_settings, run_dir)
+from ..report.html import write_html_report
 from ..server.process import reap_orphans
 from .jobs import FINISHED, STARTING, Job, Runner
 from .form import (
@@ -59,6 +61,7 @@ from .form import (
 from .render import (
     HISTORY_HEADERS,
     ResultsView,
+    download_paths,
     history_rows,
     md_text,
     progress_html,
@@ -68,7 +71,12 @@ from .render import (
 MAX_FIGURES = 13    # a priced rate run with latency targets draws 12 (13: headroom)
 VIEW_CACHE = 16     # results areas kept drawn (runs being followed)
 MAX_COMPARE = 8      # runs on the same charts at most
-MAX_UPLOAD = "1kb"   # the page has no upload field; Gradio's /upload route stays tiny
+# Gradio's /upload route takes files this large: enough for other tools' result files in the
+# import box (a GuideLLM report holds ~20 kB per request), small enough that nobody fills the
+# disk through it. The CLI (python -m benchmark import) reads files up to 64 MiB.
+MAX_UPLOAD = "16mb"
+IMPORT_TYPES = [".json", ".jsonl", ".yaml", ".yml"]
+MAX_IMPORT_FILES = 8
 POLL_S = 0.5
 REFRESH_S = 3.0
 STALE_S = 15 * 60   # a "running" run.json untouched this long is not followed any more
@@ -288,6 +296,18 @@ class App:
         self.history_msg = gr.Markdown(
             "\n".join(f"- **At start-up:** {md_text(note)}" for note in found),
             label="History message", elem_id="history-message")
+        with gr.Accordion("Import results from another tool", open=False,
+                          elem_id="import-accordion"):
+            gr.Markdown("GuideLLM `benchmarks.json`/`.yaml`, vLLM `bench serve --save-result` "
+                        "JSON, AIPerf `profile_export_aiperf.json` (with its "
+                        "`profile_export.jsonl`), inference-benchmarker results, llmperf "
+                        "`_summary.json` (with its `_individual_responses.json`). Each file "
+                        "becomes a saved run that opens, compares and shares like any other.")
+            self.import_files = gr.File(label="Result files", file_count="multiple",
+                                        file_types=IMPORT_TYPES, type="filepath",
+                                        elem_id="import-files")
+            self.import_btn = gr.Button("Import", size="sm", elem_id="import-button")
+            self.import_msg = gr.Markdown(label="Import message", elem_id="import-message")
 
     def _results(self) -> None:
         with gr.Column(elem_id="results"):
@@ -309,6 +329,8 @@ class App:
             self.downloads = gr.File(label="Downloads",
                                      file_count="multiple", interactive=False, visible=False,
                                      elem_id="downloads")
+            self.report_btn = gr.Button("Download as one HTML file (works offline)",
+                                        size="sm", visible=False, elem_id="report-button")
             with gr.Row():
                 self.upload_md = gr.Markdown(label="Results dataset", visible=False,
                                              elem_id="upload-status")
@@ -350,7 +372,7 @@ class App:
     def result_outputs(self) -> list[Any]:
         return [self.banner, self.title_md, self.share, self.headline, self.calibration,
                 *self.plots, self.plan_group, *self.plan_fields.values(), self.plan_md,
-                self.tables, self.server_md, self.downloads, self.upload_md,
+                self.tables, self.server_md, self.downloads, self.report_btn, self.upload_md,
                 self.upload_btn, self.shown_run]
 
     @property
@@ -395,6 +417,11 @@ class App:
         self.plan_btn.click(self.plan, plan_inputs, [self.plan_md], api_name="plan")
         for box in self.plan_fields.values():
             box.submit(self.plan, plan_inputs, [self.plan_md], api_name=False)
+        self.import_btn.click(self.import_runs, [self.import_files],
+                              [self.import_msg, self.import_files, *self.result_outputs,
+                               *self.history_outputs], api_name="import")
+        self.report_btn.click(self.html_report, [self.shown_run], [self.downloads],
+                              api_name="report")
 
     # -- rendering --------------------------------------------------------------------------
     def show(self, view: ResultsView) -> dict[Any, Any]:
@@ -408,6 +435,7 @@ class App:
             self.server_md: view.server_info,
             self.downloads: gr.update(value=view.downloads or None,
                                       visible=bool(view.downloads)),
+            self.report_btn: gr.update(visible=len(view.run_ids) == 1),
         }
         for i, plot in enumerate(self.plots):
             if i < len(view.figures) and view.figures[i][1] is not None:
@@ -676,6 +704,49 @@ class App:
             return gr.update(value=md_text(exc), visible=True)
         status = self.repo.upload_run(folder)
         return gr.update(value=status.message, visible=True)
+
+    def import_runs(self, paths: list[Any] | None, request: gr.Request,
+                    profile: gr.OAuthProfile | None) -> dict[Any, Any]:
+        """The import box: other tools' files become saved runs; the first one is opened.
+
+        Only for visitors who may run (it writes into the results folder). Every file is
+        checked before anything is written; a bad one is named with what was wrong."""
+        rules = self._access(profile)
+        if not rules.can_run:
+            return {self.import_msg: f"**Not allowed to import here.** {md_text(rules.reason)}"}
+        files = [str(getattr(p, "name", p)) for p in (paths or []) if p]
+        if not files:
+            return {self.import_msg: "Choose one or more result files first."}
+        if len(files) > MAX_IMPORT_FILES:
+            return {self.import_msg: f"Import at most {MAX_IMPORT_FILES} files at once "
+                                     f"({len(files)} chosen)."}
+        try:
+            folders = import_files(files, self.root, names=[Path(f).name for f in files])
+        except BenchmarkError as exc:
+            return {self.import_msg: f"**Not imported:** {md_text(exc)} Nothing was saved."}
+        if self.repo is not None:      # kept with the other runs, so links survive restarts
+            for folder in folders:
+                self.repo.upload_with_retries(folder)
+        out = self._show_runs([folders[0].name], request)
+        out.pop(self.history_msg, None)
+        out.update(self.history_updates())
+        names = ", ".join(f"`{f.name}`" for f in folders)
+        out[self.import_msg] = (f"Imported {len(folders)} run{'s' if len(folders) != 1 else ''}"
+                                f": {names}. The first one is shown below.")
+        out[self.import_files] = None
+        return out
+
+    def html_report(self, run_id: str | None) -> Any:
+        """Write the shown run's report.html and offer it with the run's other files."""
+        if not run_id:
+            return gr.update()
+        try:
+            folder = run_dir(self.root, run_id)
+            path = write_html_report(folder)
+        except (BenchmarkError, OSError) as exc:
+            gr.Warning(f"The report could not be written: {redact(str(exc))}")
+            return gr.update()
+        return gr.update(value=[str(path), *download_paths(folder)], visible=True)
 
     def stop(self, run_id: str | None, request: gr.Request) -> Any:
         """Stop this visitor's run (the one in the page's state, else the session's latest)."""

@@ -77,7 +77,8 @@ def results_view(results: list[RunResult], share_url: str = "",
         view.headline = _safe(lambda: headline_markdown(result, steps[0]))
         view.tables = _safe(lambda: tables.markdown_tables(result, steps[0]))
         view.server_info = server_info_markdown(result)
-        view.calibration = calibration_markdown(result, calibration)
+        view.calibration = ("" if result.source is not None
+                            else calibration_markdown(result, calibration))
         view.downloads = download_paths(folder) if folder is not None else []
         view.plan_values = plan_defaults(result)
         if view.plan_values and (view.plan_values["plan_peak_rps"]
@@ -96,6 +97,10 @@ def results_view(results: list[RunResult], share_url: str = "",
         f"{_safe(lambda r=r, s=s: tables.markdown_tables(r, s))}"
         for r, s in zip(results, steps))
     view.server_info = "\n\n".join(server_info_markdown(r, name_run=True) for r in results)
+    if len(results) == 2 and None not in steps:
+        differences = _safe(lambda: tables.compare_table(results, steps))  # type: ignore[arg-type]
+        if differences:
+            view.tables = differences + "\n\n" + view.tables
     return view
 
 
@@ -129,6 +134,10 @@ def run_title(result: RunResult) -> str:
     }.get(result.status, result.status)
     lines = [f"### {md_text(result.model)}", f"Run `{result.run_id}` · started "
                                     f"{md_text(readable_time(result.started_at))} · **{md_text(status)}**"]
+    if result.source is not None:
+        lines.append(f"Imported from **{md_text(result.source.get('tool'))}** (version "
+                     f"{md_text(result.source.get('tool_version'))}), file "
+                     f"{md_text(result.source.get('file'))}.")
     if result.message:
         lines.append(f"> {md_text(result.message)}")
     for warning in result.warnings:
@@ -148,6 +157,10 @@ def readable_time(stamp: Any) -> str:
 
 
 def server_info_markdown(result: RunResult, *, name_run: bool = False) -> str:
+    if result.source is not None:
+        whose = f" of run `{result.run_id}`" if name_run else ""
+        return (f"_The run{whose} was imported from a {md_text(result.source.get('tool'))} file: "
+                f"the server's /info is not in the source file._")
     info = result.server_info or {}
     rows = [(label, info[key]) for key, label in SERVER_INFO_FIELDS if info.get(key) is not None]
     whose = f" of run `{result.run_id}`" if name_run else ""
@@ -200,7 +213,8 @@ def download_paths(folder: Path | str) -> list[str]:
 
 
 HISTORY_HEADERS = ["Run id", "Model", "Started (UTC)", "Status", "Simulated", "Batch sizes",
-                   "Best decode throughput (tok/s)", "At batch size", "Requests", "Errors"]
+                   "Best decode throughput (tok/s)", "At batch size", "Requests", "Errors",
+                   "Measured by"]
 
 
 def history_rows(rows: list[RunSummaryRow]) -> list[list[Any]]:
@@ -208,7 +222,8 @@ def history_rows(rows: list[RunSummaryRow]) -> list[list[Any]]:
              "yes" if r.simulated else "no", ",".join(str(b) for b in r.batch_sizes),
              None if r.best_decode_throughput_tok_s is None
              else round(r.best_decode_throughput_tok_s, 1),
-             r.best_batch_size, r.requests, r.errors] for r in rows]
+             r.best_batch_size, r.requests, r.errors,
+             f"{r.source} (imported)" if r.source else "TGI Benchmark"] for r in rows]
 
 
 # ---------------------------------------------------------------------------------------------

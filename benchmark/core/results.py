@@ -34,6 +34,7 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,7 +48,8 @@ from .records import RequestRecord
 from .capacity import Capacity, Probe
 from .cost import COST_COLUMNS, cost_document
 from .telemetry_data import TELEMETRY_FILE, Telemetry, read_telemetry_csv, telemetry_csv
-from .stats import COUNT_KEYS, METRIC_KEYS, METRICS, STAT_KEYS, StepSummary, summarize
+from .stats import (ALL_METRICS, COUNT_KEYS, METRIC_KEYS, STAT_KEYS, StepSummary,
+                    summarize)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -75,6 +77,7 @@ __all__ = [
     "list_runs",
     "now_iso",
     "environment_info",
+    "save_new_run",
 ]
 
 SCHEMA_VERSION = 1
@@ -240,6 +243,11 @@ class RunResult:
     ``server_info``: the server's ``/info``; ``server``: the launched ``ServerSettings`` as a
     dict (None when an existing endpoint was benchmarked); ``calibration``: the client's own
     measurement error when known; ``environment``: where the client ran (filled on save).
+
+    Runs imported from another tool (``benchmark.core.importers``) carry ``source`` (the tool,
+    its version, the file's name, what the file held) and ``stored_steps``: the statistics the
+    file gave, which ``steps()`` returns as they are (there are no raw stamps to recompute them
+    from). Their ``records`` are the per-request rows the file had, when it had any.
     """
 
     run_id: str
@@ -260,6 +268,8 @@ class RunResult:
     # A capacity run's answer and probes (None in the other load patterns).
     capacity: Capacity | None = None
     telemetry: Telemetry | None = None   # the sampler's readings (None when it was off)
+    source: dict[str, Any] | None = None
+    stored_steps: list[StepSummary] | None = None
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -276,8 +286,16 @@ class RunResult:
     def measured_records(self) -> list[RequestRecord]:
         return [r for r in self.records if not r.warmup]
 
+    @property
+    def imported(self) -> bool:
+        """True for a run converted from another tool's file (see ``source``)."""
+        return self.source is not None
+
     def steps(self) -> list[StepSummary]:
-        """Per-step statistics of the measured records (computed, never stale)."""
+        """Per-step statistics of the measured records (computed, never stale); for an imported
+        run, the statistics its source file gave."""
+        if self.stored_steps is not None:
+            return list(self.stored_steps)
         return summarize(self.measured_records, self.config)
 
     # -- files -----------------------------------------------------------------------------
@@ -307,6 +325,7 @@ class RunResult:
             "files": self.files(),
             "telemetry": None if self.telemetry is None else self.telemetry.to_dict(
                 self.measured_records, self.calibration),
+            "source": self.source,
             "requests": [_record_out(r) for r in self.measured_records],
         }
         document["cost"] = cost_document(self.config, steps, self.capacity,
@@ -332,7 +351,9 @@ class RunResult:
     def files(self) -> list[str]:
         """The files of this run's folder: run.json, summary.csv, requests.csv, and
         telemetry.csv when the sampler ran."""
-        names = [RUN_FILE, SUMMARY_FILE, REQUESTS_FILE]
+        names = [RUN_FILE, SUMMARY_FILE]
+        if not (self.imported and not self.measured_records):
+            names.append(REQUESTS_FILE)   # an imported file without per-request rows has none
         return names + ([TELEMETRY_FILE] if self.telemetry is not None else [])
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
@@ -346,8 +367,12 @@ class RunResult:
         document = self.to_dict(steps)
         atomic_write(path / RUN_FILE, run_json_text(document))
         atomic_write(path / SUMMARY_FILE, summary_csv(steps, self.capacity,
-                                                      document.get("cost")))
-        atomic_write(path / REQUESTS_FILE, requests_csv(self.measured_records, self.config.mode))
+                                                      document.get("cost"),
+                                                      imported=self.imported))
+        if not (self.imported and not self.measured_records):
+            # (an imported file without per-request rows has no requests.csv)
+            atomic_write(path / REQUESTS_FILE, requests_csv(
+                self.measured_records, self.config.mode, imported=self.imported))
         if self.telemetry is not None:
             # A copy: the sampler's thread may append while the file is written.
             atomic_write(path / TELEMETRY_FILE, telemetry_csv(list(self.telemetry.samples)))
@@ -369,6 +394,11 @@ class RunResult:
             config = RunConfig.from_dict(data["config"])
             records = [_record_in(r) for r in data.get("requests") or []]
             tool = data.get("tool") or {}
+            origin = data.get("source")     # another tool's file, for an imported run
+            if origin is not None and not isinstance(origin, dict):
+                raise TypeError("source is not a JSON object")
+            stored = ([StepSummary.from_dict(s) for s in data.get("steps") or []]
+                      if origin is not None else None)
             status = str(data.get("status") or "running")
             if status not in STATUSES:
                 raise ResultFileError(f"{source} has an unknown status {status!r}; it was not "
@@ -392,6 +422,8 @@ class RunResult:
                 capacity=(None if not data.get("capacity")
                           else Capacity.from_dict(data["capacity"])),
                 telemetry=Telemetry.from_dict(data.get("telemetry")),
+                source=origin,
+                stored_steps=stored,
             )
         except ResultFileError:
             raise
@@ -454,10 +486,12 @@ def run_json_text(document: dict[str, Any]) -> str:
 
 
 def summary_csv(steps: list[StepSummary], capacity: Capacity | None = None,
-                cost: dict[str, Any] | None = None) -> str:
+                cost: dict[str, Any] | None = None, *, imported: bool = False) -> str:
     """summary.csv: one row per step and metric; empty cells where a metric has no sample.
     ``capacity``: a capacity run's answer, whose probes are the steps; ``cost``: run.json's
-    cost block (its per-step costs fill the cost columns, repeated on each metric's row)."""
+    cost block (its per-step costs fill the cost columns, repeated on each metric's row).
+    ``imported``: a run converted from another tool's file lists only the metrics the file
+    had (a missing one is not in the source file, not a measurement of nothing)."""
     probes = {} if capacity is None else {p.step: p for p in capacity.probes}
     costs = {float(c["step"]): [_num(c.get(k)) for k in COST_COLUMNS]
              for c in (cost or {}).get("steps") or []}
@@ -467,11 +501,15 @@ def summary_csv(steps: list[StepSummary], capacity: Capacity | None = None,
     writer.writerow(SUMMARY_COLUMNS)
     for step in steps:
         counts = step.counts()
-        for key in METRIC_KEYS:
+        extra = [k for k in ALL_METRICS if k not in METRIC_KEYS and step.metrics.get(k)]
+        for key in (*METRIC_KEYS, *extra):
             stats = step.metrics.get(key)
+            if imported and stats is None:
+                continue
             values = ["" if stats is None else _num(getattr(stats, s)) for s in STAT_KEYS]
-            writer.writerow([step.step, key, METRICS[key].unit, *values,
-                             0 if stats is None else stats.count, step.mode,
+            count = 0 if stats is None else stats.count
+            writer.writerow([step.step, key, ALL_METRICS[key].unit, *values,
+                             "" if count is None else count, step.mode,
                              *(counts[k] for k in COUNT_KEYS), *_slo_cells(step),
                              *_probe_cells(probes.get(step.step)), answer,
                              *costs.get(float(step.step), [""] * len(COST_COLUMNS))])
@@ -493,8 +531,11 @@ def _slo_cells(step: StepSummary) -> list[Any]:
                         (slo.attainment, slo.goodput_rps, slo.good_output_tokens_per_s))]
 
 
-def requests_csv(records: list[RequestRecord], mode: str) -> str:
-    """requests.csv: one row per record of ``records`` (a run's measured requests)."""
+def requests_csv(records: list[RequestRecord], mode: str, *, imported: bool = False) -> str:
+    """requests.csv: one row per record of ``records`` (a run's measured requests).
+
+    ``imported``: the records came from another tool's file, which says nothing of when a
+    request was meant to go: the dispatch lag is left empty instead of a made-up 0."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(REQUEST_COLUMNS)
@@ -508,7 +549,8 @@ def requests_csv(records: list[RequestRecord], mode: str) -> str:
             "finish_reason": _opt(r.finish_reason),
             "error": "" if r.error is None else redact(r.error),
             "requested_output_tokens": _opt(r.requested_output_tokens),
-            "token_events": len(r.token_ns), "dispatch_lag_ms": _num(r.dispatch_lag_ms),
+            "token_events": len(r.token_ns),
+            "dispatch_lag_ms": "" if imported else _num(r.dispatch_lag_ms),
             "status": _opt(r.status), "error_kind": _opt(r.error_kind),
             "request_id": _opt(r.request_id), "mode": mode,
             "scheduled_ms": _num(r.scheduled_ms), "sent_ms": _num(r.sent_ms),
@@ -674,6 +716,28 @@ def reconcile_runs(root: str | os.PathLike[str] | None = None) -> list[str]:
     return found
 
 
+def save_new_run(result: RunResult, root: str | os.PathLike[str]) -> Path:
+    """Save ``result`` as the new folder ``root/<run_id>``, all or nothing.
+
+    The files are written into a hidden temporary folder of ``root`` (``list_runs`` skips it,
+    its name is not a run id) that is then renamed: a reader never sees half a run, and a
+    failure leaves nothing behind. Refuses (``ResultFileError``) a run id already present.
+    """
+    base = Path(root)
+    base.mkdir(parents=True, exist_ok=True)
+    final = run_dir(base, result.run_id)
+    if final.exists():
+        raise ResultFileError(f"{final} already exists; a saved run is never overwritten.")
+    tmp = Path(tempfile.mkdtemp(dir=base, prefix=".incoming-"))
+    try:
+        result.save(tmp)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
 def finite(value: Any) -> Any:
     """Replace NaN/inf (not valid JSON) by None, recursively."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -725,6 +789,7 @@ class RunSummaryRow:
     requests: int
     errors: int
     path: Path
+    source: str | None = None     # "guidellm 0.5.0" for a run imported from another tool
 
 
 def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummaryRow]:
@@ -802,6 +867,7 @@ def _summary_row(folder: Path) -> RunSummaryRow | None:
             requests=sum(int(s.get("requests") or 0) for s in steps),
             errors=sum(int(s.get("errors") or 0) for s in steps),
             path=folder,
+            source=_source_name(data.get("source")),
         )
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
@@ -813,6 +879,15 @@ def _step_number(value: Any) -> float:
     if not math.isfinite(number):
         raise ValueError("step is not a finite number")
     return int(number) if number.is_integer() else number
+
+
+def _source_name(source: Any) -> str | None:
+    if not isinstance(source, dict):
+        return None
+    tool, version = source.get("tool") or "unknown", source.get("tool_version")
+    if not version or version == "not in the source file":
+        return f"{tool} (version not in the source file)"
+    return f"{tool} {version}"
 
 
 def _sort_time(text: str) -> float:

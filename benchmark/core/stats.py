@@ -59,6 +59,8 @@ from .slo import Slo, SloOutcome, evaluate, slo_of
 __all__ = [
     "METRICS",
     "METRIC_KEYS",
+    "SOURCE_METRICS",
+    "ALL_METRICS",
     "COUNT_KEYS",
     "STAT_KEYS",
     "MetricInfo",
@@ -135,6 +137,24 @@ METRICS: dict[str, MetricInfo] = {m.key: m for m in (
                "last response end."),
 )}
 METRIC_KEYS: tuple[str, ...] = tuple(METRICS)
+
+# Metrics that only runs imported from another tool carry (``benchmark.core.importers``): their
+# definitions differ from ours, so they get their own keys rather than borrowing one of ours.
+SOURCE_METRICS: dict[str, MetricInfo] = {m.key: m for m in (
+    MetricInfo("output_throughput_tok_s", "Output throughput (whole run)", "tokens/s", "run",
+               "Output tokens of all successful requests divided by the run's duration, as the "
+               "source tool computed it."),
+    MetricInfo("total_throughput_tok_s", "Total token throughput (whole run)", "tokens/s", "run",
+               "Prompt plus output tokens divided by the run's duration, as the source tool "
+               "computed it."),
+    MetricInfo("time_per_output_token_incl_ttft_ms", "Time per output token, TTFT included",
+               "ms", "request",
+               "End-to-end latency divided by output tokens (GuideLLM's time per output token; "
+               "llmperf's inter-token latency): it includes the wait for the first token."),
+    MetricInfo("input_tokens", "Prompt tokens", "tokens", "request",
+               "Prompt tokens of a request, as the source tool counted them."),
+)}
+ALL_METRICS: dict[str, MetricInfo] = {**METRICS, **SOURCE_METRICS}
 STAT_KEYS: tuple[str, ...] = ("avg", "min", "max", "p50", "p90", "p99")
 COUNT_KEYS: tuple[str, ...] = (
     "requests", "ok", "errors", "timeouts", "cancelled", "short_outputs", "incomplete",
@@ -170,23 +190,31 @@ def _percentile_sorted(data: list[float], q: float) -> float:
 
 @dataclass(frozen=True)
 class MetricStats:
-    """Average, lowest, highest, p50, p90, p99 and the number of samples of one metric."""
+    """Average, lowest, highest, p50, p90, p99 and the number of samples of one metric.
 
-    avg: float
-    min: float
-    max: float
-    p50: float
-    p90: float
-    p99: float
-    count: int
+    Our own runs always have every number (``describe``). A run imported from another tool has
+    only the numbers its file held: the others are ``None`` ("not in the source file"), never 0.
+    """
+
+    avg: float | None
+    min: float | None
+    max: float | None
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    count: int | None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MetricStats":
-        return cls(**{k: (int(data[k]) if k == "count" else float(data[k]))
-                      for k in (*STAT_KEYS, "count")})
+        def value(key: str) -> float | int | None:
+            raw = data.get(key)
+            if raw is None:
+                return None
+            return int(raw) if key == "count" else float(raw)
+        return cls(**{k: value(k) for k in (*STAT_KEYS, "count")})
 
 
 def describe(values: Iterable[float | None]) -> MetricStats | None:
@@ -249,7 +277,7 @@ class StepSummary:
     slo: SloOutcome | None = None
 
     def metric(self, key: str) -> MetricStats | None:
-        if key not in METRICS:
+        if key not in ALL_METRICS:
             raise KeyError(f"unknown metric {key!r}")
         return self.metrics.get(key)
 

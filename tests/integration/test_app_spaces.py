@@ -120,3 +120,23 @@ def test_owner_and_allowed_users_run_and_everyone_opens_shared_results(space, ti
     opened = named(anonymous, "/open", anonymous.predict([owner_run], api_name="/open"))
     assert owner_run in text(opened["Run title"])
     assert "Highest generation speed" in text(opened["Headline"])
+
+
+def test_only_visitors_who_may_run_can_import_files(space):
+    """The import box writes into the results folder: the same rule as running."""
+    from pathlib import Path
+
+    from gradio_client import handle_file
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "imports" / "llmperf_summary.json"
+    before = sorted(p.name for p in space.results_dir.iterdir())
+    for username in (None, "stranger"):
+        client = visitor(space, username)
+        out = named(client, "/import", client.predict([handle_file(str(fixture))],
+                                                      api_name="/import"))
+        assert "Not allowed to import here" in text(out["Import message"])
+    assert sorted(p.name for p in space.results_dir.iterdir()) == before
+    friend = visitor(space, "friend")
+    out = named(friend, "/import", friend.predict([handle_file(str(fixture))],
+                                                  api_name="/import"))
+    assert "Imported 1 run" in text(out["Import message"])
