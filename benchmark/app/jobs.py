@@ -78,6 +78,7 @@ class Job:
     proc: subprocess.Popen | None = None
     after_finish: list[Callable[["Job"], str | None]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    server_only: bool = False    # start the form's server and stop there (the chat tab's offer)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class JobView:
     launches_server: bool
     output_dir: str
     elapsed_s: float
+    server_only: bool = False
 
     @property
     def finished(self) -> bool:
@@ -141,10 +143,16 @@ class Runner:
 
     # -- public -------------------------------------------------------------------------------
     def submit(self, plan: Plan, run_id: str,
-               after_finish: Callable[[Job], str | None] | None = None) -> Job:
+               after_finish: Callable[[Job], str | None] | None = None, *,
+               server_only: bool = False) -> Job:
         """Queue a run. ``after_finish(job)`` runs in the worker once it ended (e.g. an upload);
-        the sentence it returns is shown with the run's status."""
-        job = Job(run_id=run_id, plan=plan, output_dir=self.results_root / run_id)
+        the sentence it returns is shown with the run's status. ``server_only``: start (or
+        reuse) the plan's server and end there, nothing measured or saved (for the chat)."""
+        if server_only and plan.server is None:
+            raise BenchmarkError("There is no server to start: the form points at an endpoint "
+                                 "URL.")
+        job = Job(run_id=run_id, plan=plan, output_dir=self.results_root / run_id,
+                  server_only=server_only)
         if after_finish is not None:
             job.after_finish.append(after_finish)
         with self._wake:
@@ -176,13 +184,31 @@ class Runner:
                 mode=job.plan.run.mode,
                 simulated=job.simulated,
                 launches_server=job.plan.launches_server, output_dir=str(job.output_dir),
-                elapsed_s=elapsed,
+                elapsed_s=elapsed, server_only=job.server_only,
             )
 
     def busy(self) -> tuple[str | None, int]:
         """(run id in progress or None, number of runs waiting)."""
         with self._lock:
             return (self._active.run_id if self._active else None, len(self._queue))
+
+    def benchmark_url(self) -> str | None:
+        """The server URL of the benchmark starting or running now (None when none is): the
+        chat pauses on it so that its messages do not disturb the measurement."""
+        with self._lock:
+            job = self._active
+            if job is None or job.server_only or job.state in FINISHED:
+                return None
+            return job.plan.run.url
+
+    def launched_server(self) -> Any:
+        """The ready server this app launched (a ``ServerHandle``), or None."""
+        if self._manager is None:
+            return None
+        try:
+            return self._manager.handle
+        except Exception:  # noqa: BLE001 - a stand-in manager may have no handle
+            return None
 
     def cancel(self, run_id: str) -> bool:
         """Stop a job: drop it from the queue, stop the server start, or SIGTERM the engine."""
@@ -303,6 +329,9 @@ class Runner:
             self._finish(job, CANCELLED, "Cancelled before it started.")
             return
         plan = self._start_server(job) if job.plan.launches_server else job.plan
+        if job.server_only:
+            self._finish(job, COMPLETE, "The server is ready.")
+            return
         if job.cancel_event.is_set():
             self._finish(job, CANCELLED, "Stopped before the benchmark started; nothing was "
                                          "measured.")

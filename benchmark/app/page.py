@@ -32,6 +32,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import gradio as gr
 
 from . import access, hub
+from .chat import ChatTab
 from ..config import DEFAULT_SERVER_PORT, field_label, parse_int
 from ..errors import (BenchmarkError, ConfigError, ResultFileError, ServerUnreachable,
                      redact)
@@ -143,6 +144,10 @@ class App:
                 with gr.Tabs():
                     with gr.Tab("Run a benchmark", id="run"):
                         self._form()
+                    with gr.Tab("Try the model", id="chat"):
+                        self.chat = ChatTab(self, server_port=server_port,
+                                            error_markdown=_error_markdown)
+                        self.chat.build()
                     with gr.Tab("Saved runs", id="history"):
                         self._history()
             self._results()
@@ -316,6 +321,7 @@ class App:
                                [self.history_msg, *self.result_outputs], api_name="compare")
         self.upload_btn.click(self.upload_again, [self.shown_run], [self.upload_md],
                               api_name="upload")
+        self.chat.wire(demo)
 
     # -- rendering --------------------------------------------------------------------------
     def show(self, view: ResultsView) -> dict[Any, Any]:
