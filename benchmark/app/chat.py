@@ -125,6 +125,8 @@ class ChatTab:
                             show_progress="hidden", concurrency_limit=None)
         self.clear_btn.click(lambda: ([], [], gr.update(value="", visible=False)), None,
                              [self.chatbot, self.conversation, self.error], api_name=False)
+        self.chatbot.clear(lambda: ([], gr.update(value="", visible=False)), None,
+                           [self.conversation, self.error], api_name=False)
         self.start_btn.click(self.start_server, form,
                              [self.start_html, self.start_btn, *status_out[:2]],
                              api_name="chat_start", show_progress="hidden",

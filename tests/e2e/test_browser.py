@@ -9,6 +9,7 @@ test run leaves the checkout clean.
 from __future__ import annotations
 
 import csv
+import re
 import io
 import os
 import tempfile
@@ -194,4 +195,37 @@ def test_saved_runs_are_listed_and_compared(browser, app, tiny_tokenizer):
     page.set_viewport_size({"width": 1280, "height": 1300})
     page.locator("#results-title").evaluate("element => element.scrollIntoView()")
     page.screenshot(path=str(SCREENSHOTS / "compare.png"))
+    page.context.close()
+
+
+def test_chat_streams_an_answer_with_its_speed(browser, app, tiny_tokenizer):
+    """The "Try the model" tab: start the form's server if none runs, send, read the answer."""
+    page = new_page(browser, app.url)
+    field(page, "model_id").fill(tiny_tokenizer)
+    page.get_by_role("tab", name="Try the model").click()
+    status = page.locator("#chat-status")
+    expect(status).to_contain_text(re.compile("No server is running yet|Chatting with"),
+                                   timeout=15_000)
+    if "No server is running yet" in status.inner_text():
+        page.locator("#chat-start-button").click()
+        expect(page.locator("#chat-start-status")).to_contain_text("The server is ready",
+                                                                   timeout=RUN_TIMEOUT_MS)
+    expect(status).to_contain_text("SIMULATED", timeout=15_000)
+    box = page.get_by_label("Message", exact=True)
+    box.fill("   ")
+    box.press("Enter")                                   # an empty message does nothing
+    log = page.locator("#chat-log")
+    box.fill("Hello there, model")
+    page.locator("#chat-send").click()
+    expect(log).to_contain_text("Hello there, model")
+    expect(log).to_contain_text("tokens/s", timeout=60_000)
+    expect(log).to_contain_text("SIMULATED · time to first token")
+    expect(box).to_have_value("")
+    assert log.inner_text().count("Hello there, model") == 1
+    page.screenshot(path=str(SCREENSHOTS / "chat.png"), full_page=True)
+    # A second turn by Enter, in the same conversation.
+    box.fill("And a second question")
+    box.press("Enter")
+    expect(log).to_contain_text("And a second question")
+    expect(log.get_by_text("time to first token")).to_have_count(2, timeout=60_000)
     page.context.close()
