@@ -9,6 +9,9 @@ hands the run to the app-wide queue (runner.py: starts or reuses TGI with launch
 then runs the engine CLI in a child process), follows its progress stream, and shows the saved
 files with tables.py and charts.py (through ui_render). Who may run is access.py's decision.
 
+The "Try the model" tab (chat.py) talks to the same server, with the same access rules, and
+pauses while a benchmark runs on it.
+
 A link ``<page>?run=<id>`` opens a saved run read-only (also after a restart: runs are folders
 under the results directory); the "Saved runs" tab lists them and compares several on the same
 charts.

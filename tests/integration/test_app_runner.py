@@ -255,3 +255,30 @@ def test_stop_after_the_engine_exited_says_nothing_to_stop(tmp_path, fake_engine
     runner._jobs["run-late"] = job          # the engine is done; the results are being saved
     assert runner.cancel("run-late") is False
     assert not job.cancel_event.is_set()
+
+
+def test_server_only_job_starts_the_server_and_measures_nothing(tmp_path, fake_engine):
+    """The chat tab's "Start the server in the form": the launcher runs, the engine does not."""
+    manager = FakeManager()
+    runner = make_runner(tmp_path, fake_engine, manager)
+    plan = build_plan(dict(DEFAULTS, model_id="org/model", batch_sizes="1", runs="1"))
+    runner.submit(plan, "chat-server", server_only=True)
+    view = wait_done(runner, "chat-server")
+    assert view.state == COMPLETE and view.message == "The server is ready."
+    assert view.server_only and len(manager.started) == 1
+    assert not (tmp_path / "argv.json").exists(), "the engine must not run"
+    assert not (tmp_path / "results" / "chat-server").exists()
+    assert runner.benchmark_url() is None
+    with pytest.raises(Exception, match="no server to start"):
+        runner.submit(endpoint_plan(), "nothing", server_only=True)
+
+
+def test_benchmark_url_names_the_server_a_benchmark_is_using(tmp_path, fake_engine):
+    runner = make_runner(tmp_path, fake_engine, mode="slow")
+    assert runner.benchmark_url() is None
+    runner.submit(endpoint_plan(), "busy")
+    assert wait_until(lambda: runner.view("busy").state == RUNNING, 10)
+    assert runner.benchmark_url() == "http://127.0.0.1:5998"
+    runner.cancel("busy")
+    wait_done(runner, "busy")
+    assert runner.benchmark_url() is None
