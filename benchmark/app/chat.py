@@ -26,10 +26,10 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from . import access
-from ..config import check_url, parse_float, parse_int
+from ..config import endpoint_url, parse_float, parse_int
 from ..errors import BenchmarkError, ConfigError, redact
 from ..core.chat import ROUTE_CHAT, ChatRefused, ChatResult, server_info, stream_chat
-from .form import FIELDS, TARGET_ENDPOINT, _public_url, build_plan
+from .form import FIELDS, TARGET_ENDPOINT, build_plan
 from .jobs import COMPLETE, QUEUED, STARTING
 from .render import md_text, progress_html
 
@@ -141,7 +141,7 @@ class ChatTab:
             if not rules.can_use_endpoint:
                 return None, None, f"**Not allowed to chat here.** {md_text(rules.reason)}"
             try:
-                url = _public_url(check_url(str(form.get("url") or "")))
+                url, _ = endpoint_url(str(form.get("url") or ""), credentials=False)
             except ConfigError as exc:
                 return None, None, f"**Endpoint URL:** {md_text(exc)}"
             tokenizer = str(form.get("tokenizer_name") or "").strip() or None
