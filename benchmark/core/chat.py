@@ -16,9 +16,10 @@ Measurement, as in the engine (``clients/base.py``, ``records.py``): ``time.perf
 stamped when the request goes out and when each chunk of bytes arrives (before any JSON is
 parsed); time to first token = first token event - send; tokens/s = the decode rate, (tokens - 1)
 / (last token - first token); the token count is what the server reported (``usage`` on the
-chat route, ``details.generated_tokens`` on TGI's), else the number of token events. One
-difference: the send is stamped just before httpx opens the request, so a new connection's setup
-counts in the time to first token (the engine stamps when the bytes reach the socket).
+chat route, ``details.generated_tokens`` on TGI's), else the number of token events. The
+connection is opened first (``GET /health``) so that its set-up is not in the time to first
+token; the send is stamped just before httpx writes the request (the engine stamps when the
+bytes reach the socket: the same moment within the time to serialise one small body).
 
 A refusal (prompt too long, bad parameter, error event mid-stream) raises ``ChatRefused`` with
 the server's own sentence, bounded and with secrets masked. Nothing is stored.
@@ -262,6 +263,7 @@ def stream_chat(base_url: str, messages: Sequence[Mapping[str, str]], *, max_new
     try:
         with httpx.Client(base_url=url, timeout=httpx.Timeout(timeout_s, connect=10.0),
                           headers=dict(headers or {})) as http:
+            http.get("/health")     # opens the connection: its set-up is not the server's time
             status = None
             for item in _stream(http, CHAT_PATH, _chat_body(messages, max_new_tokens,
                                                             temperature, model),

@@ -211,6 +211,9 @@ def test_chat_streams_an_answer_with_its_speed(browser, app, tiny_tokenizer):
         expect(page.locator("#chat-start-status")).to_contain_text("The server is ready",
                                                                    timeout=RUN_TIMEOUT_MS)
     expect(status).to_contain_text("SIMULATED", timeout=15_000)
+    page.locator("#chat-settings").get_by_text("Chat settings").click()
+    page.locator("#chat-system").get_by_role("textbox").fill("Answer in one sentence.")
+    page.locator("#chat-max-new-tokens").get_by_role("textbox").fill("48")
     box = page.get_by_label("Message", exact=True)
     box.fill("   ")
     box.press("Enter")                                   # an empty message does nothing
@@ -220,6 +223,7 @@ def test_chat_streams_an_answer_with_its_speed(browser, app, tiny_tokenizer):
     expect(log).to_contain_text("Hello there, model")
     expect(log).to_contain_text("tokens/s", timeout=60_000)
     expect(log).to_contain_text("SIMULATED · time to first token")
+    expect(log).to_contain_text(" tokens/s · 48 tokens")
     expect(box).to_have_value("")
     assert log.inner_text().count("Hello there, model") == 1
     page.screenshot(path=str(SCREENSHOTS / "chat.png"), full_page=True)
