@@ -210,7 +210,7 @@ class ChatTab:
         turn = {"role": "user", "content": text}
         messages = ([{"role": "system", "content": system}] if str(system or "").strip()
                     else []) + conversation + [turn]
-        shown = shown + [turn, {"role": "assistant", "content": ""}]
+        shown = shown + [_bubble("user", text), _bubble("assistant", "")]
         yield {self.chatbot: shown, self.message: "", self.error: _error("")}
         answer, drawn_ns = "", 0
         result: ChatResult | None = None
@@ -226,22 +226,21 @@ class ChatTab:
                 now = time.perf_counter_ns()       # redraw pace only, not a measurement
                 if now - drawn_ns >= DRAW_S * 1e9:
                     drawn_ns = now
-                    shown[-1] = {"role": "assistant", "content": answer}
+                    shown[-1] = _bubble("assistant", answer)
                     yield {self.chatbot: shown}
         except ChatRefused as exc:
-            shown[-1] = {"role": "assistant",
-                         "content": f"The server refused this message: {redact(str(exc))}"}
+            shown[-1] = _bubble("assistant", f"The server refused this message: {exc}")
             yield {self.chatbot: shown, self.message: text,
                    self.error: _error(f"**The server refused this message:** {md_text(exc)}")}
             return
         except BenchmarkError as exc:
-            shown[-1] = {"role": "assistant", "content": answer or "(no answer)"}
+            shown[-1] = _bubble("assistant", answer or "(no answer)")
             yield {self.chatbot: shown,
                    self.error: _error(f"**The answer stopped:** {md_text(exc)}")}
             return
         assert result is not None
-        shown[-1] = {"role": "assistant", "content": answer}
-        shown.append({"role": "assistant", "content": speed_line(result, simulated=simulated)})
+        shown[-1] = _bubble("assistant", answer)
+        shown.append(_bubble("assistant", speed_line(result, simulated=simulated)))
         yield {self.chatbot: shown,
                self.conversation: conversation + [turn, {"role": "assistant",
                                                          "content": answer}]}
@@ -300,6 +299,12 @@ def _settings(text: str, max_new: str, temperature: str) -> tuple[int, float | N
     temp_text = str(temperature or "").strip()
     value = None if not temp_text else parse_float("temperature", temp_text, minimum=0.0)
     return max_new_tokens, value
+
+
+def _bubble(role: str, text: str) -> dict[str, str]:
+    """A Conversation message showing ``text`` as text: the Chatbot renders HTML even without
+    markdown, so a model's (or a server's) ``<img onerror=...>`` is escaped here."""
+    return {"role": role, "content": html.escape(redact(text), quote=False)}
 
 
 def _html(text: Any) -> str:
