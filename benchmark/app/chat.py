@@ -1,9 +1,10 @@
 """The "Try the model" tab: talk to the server, see each answer stream in with its speed.
 
-    tab = ChatTab(app)            # the page's App: env, runner, form fields, access rules
+    tab = ChatTab(app, rules=app._access, server_port=server_port,
+                  error_markdown=_error_markdown)        # app: env, runner, form fields
     with gr.Tab("Try the model"):
         tab.build()
-    tab.wire(form_inputs)         # after the form exists
+    tab.wire(demo)                # after the form exists
 
 Each turn goes through ``core.chat.stream_chat`` (``/v1/chat/completions``, else
 ``/generate_stream``) against the server this app launched, or the endpoint URL in the form.
@@ -68,11 +69,13 @@ def speed_line(result: ChatResult, *, simulated: bool) -> str:
 
 class ChatTab:
     """The tab's components and handlers; ``app`` is the page's ``App`` (duck-typed: ``env``,
-    ``runner``, ``fields``, ``_access``)."""
+    ``runner``, ``fields``)."""
 
-    def __init__(self, app: Any, *, server_port: Callable[[Any], int],
+    def __init__(self, app: Any, *, rules: Callable[[Any], access.Access],
+                 server_port: Callable[[Any], int],
                  error_markdown: Callable[[BenchmarkError], str]):
         self.app = app
+        self.rules = rules                      # the signed-in visitor -> Run's access rules
         self.server_port = server_port          # page.server_port: where TGI is launched
         self.error_markdown = error_markdown    # page's "**Field:** what to type" sentences
 
@@ -161,7 +164,7 @@ class ChatTab:
                ) -> tuple[str | None, str | None, str, bool]:
         """(url, tokenizer, status sentence, may send now)."""
         form = dict(zip(FIELDS, values))
-        rules = self.app._access(profile)
+        rules = self.rules(profile)
         if not rules.can_run:
             return None, None, f"**Not allowed to chat here.** {md_text(rules.reason)}", False
         url, tokenizer, sentence = self._target(form, rules)
@@ -178,7 +181,7 @@ class ChatTab:
         url, _, sentence, ok = self._state(profile, values)
         form = dict(zip(FIELDS, values))
         offer = (url is None and str(form.get("target") or "") != TARGET_ENDPOINT
-                 and self.app._access(profile).can_run)
+                 and self.rules(profile).can_run)
         return sentence, gr.update(interactive=ok), gr.update(visible=offer)
 
     def send(self, message: str, shown: list[Any] | None, conversation: list[Any] | None,
@@ -249,7 +252,7 @@ class ChatTab:
                      *values: Any) -> Iterator[tuple[Any, Any, Any, Any]]:
         """Start the form's server through the run queue (Run's checks), showing its progress."""
         form = dict(zip(FIELDS, values))
-        rules = self.app._access(profile)
+        rules = self.rules(profile)
         keep = gr.update()
         if not rules.can_run:
             yield (f"<p><b>Not allowed to start a server here.</b> {_html(rules.reason)}</p>",

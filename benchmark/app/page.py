@@ -148,7 +148,7 @@ class App:
                     with gr.Tab("Run a benchmark", id="run"):
                         self._form()
                     with gr.Tab("Try the model", id="chat"):
-                        self.chat = ChatTab(self, server_port=server_port,
+                        self.chat = ChatTab(self, rules=self._access, server_port=server_port,
                                             error_markdown=_error_markdown)
                         self.chat.build()
                     with gr.Tab("Saved runs", id="history"):
