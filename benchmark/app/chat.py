@@ -29,7 +29,8 @@ import gradio as gr
 from . import access
 from ..config import endpoint_url, parse_float, parse_int
 from ..errors import BenchmarkError, ConfigError, redact
-from ..core.chat import ROUTE_CHAT, ChatRefused, ChatResult, server_info, stream_chat
+from ..core.chat import (ROUTE_CHAT, ChatRefused, ChatResult, server_info, server_model,
+                         stream_chat)
 from .form import FIELDS, TARGET_ENDPOINT, build_plan
 from .jobs import COMPLETE, QUEUED, STARTING
 from .render import md_text, progress_html
@@ -220,7 +221,7 @@ class ChatTab:
         try:
             for item in stream_chat(url, messages, max_new_tokens=settings[0],
                                     temperature=settings[1], tokenizer_name=tokenizer,
-                                    model=str(info.get("model_id") or "tgi"),
+                                    model=server_model(url, info),
                                     timeout_s=CHAT_TIMEOUT_S):
                 if isinstance(item, ChatResult):
                     result = item

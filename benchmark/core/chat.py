@@ -41,7 +41,7 @@ from .prompts import load_tokenizer
 from .records import RequestRecord
 
 __all__ = ["ChatRefused", "ChatResult", "ROUTE_CHAT", "ROUTE_TEMPLATE", "ROUTE_PLAIN",
-           "plain_prompt", "server_info", "stream_chat"]
+           "plain_prompt", "server_info", "server_model", "stream_chat"]
 
 CHAT_PATH = "/v1/chat/completions"
 GENERATE_PATH = "/generate_stream"
@@ -311,3 +311,22 @@ def server_info(base_url: str, *, timeout_s: float = 5.0,
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def server_model(base_url: str, info: Mapping[str, Any], *, timeout_s: float = 5.0,
+                 headers: Mapping[str, str] | None = None) -> str:
+    """The ``model`` to name in a chat request: ``/info``'s ``model_id`` (TGI), else the first
+    id ``/v1/models`` lists (OpenAI-compatible servers want a name they serve), else ``tgi``
+    (TGI accepts any)."""
+    if info.get("model_id"):
+        return str(info["model_id"])
+    try:
+        with httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s,
+                          headers=dict(headers or {})) as http:
+            response = http.get("/v1/models")
+        data = response.json().get("data") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        data = None
+    if isinstance(data, list) and data and isinstance(data[0], dict) and data[0].get("id"):
+        return str(data[0]["id"])
+    return "tgi"

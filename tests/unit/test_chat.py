@@ -169,3 +169,9 @@ def test_a_huge_error_sentence_is_bounded(canned):
     with pytest.raises(chat.ChatRefused) as refused:
         turn(f"http://127.0.0.1:{canned.server_port}")
     assert len(str(refused.value)) <= chat.MAX_SERVER_TEXT + 1
+
+
+def test_the_model_named_is_the_one_the_server_serves(sim, canned):
+    assert chat.server_model(sim.url, {"model_id": "org/model"}) == "org/model"
+    assert chat.server_model(sim.url, {}) == chat.server_info(sim.url)["model_id"]  # /v1/models
+    assert chat.server_model(f"http://127.0.0.1:{canned.server_port}", {}) == "tgi"
