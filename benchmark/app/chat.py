@@ -214,11 +214,15 @@ class ChatTab:
         turn = {"role": "user", "content": text}
         messages = ([{"role": "system", "content": system}] if str(system or "").strip()
                     else []) + conversation + [turn]
-        shown = shown + [_bubble("user", text), _bubble("assistant", "")]
-        yield {self.chatbot: shown, self.message: "", self.error: _error("")}
         answer, drawn_ns = "", 0
         result: ChatResult | None = None
+        runner = self.app.runner
+        if not runner.begin_chat(url):         # a benchmark started since the check above
+            yield {self.error: _error(BUSY)}
+            return
         try:
+            shown = shown + [_bubble("user", text), _bubble("assistant", "")]
+            yield {self.chatbot: shown, self.message: "", self.error: _error("")}
             for item in stream_chat(url, messages, max_new_tokens=settings[0],
                                     temperature=settings[1], tokenizer_name=tokenizer,
                                     model=server_model(url, info),
@@ -242,6 +246,8 @@ class ChatTab:
             yield {self.chatbot: shown,
                    self.error: _error(f"**The answer stopped:** {md_text(exc)}")}
             return
+        finally:
+            runner.end_chat(url)   # a benchmark waiting for this answer may start
         assert result is not None
         shown[-1] = _bubble("assistant", answer)
         shown.append(_bubble("assistant", speed_line(result, simulated=simulated)))

@@ -42,6 +42,7 @@ LOG_LINES = 30
 QUEUED, STARTING, RUNNING, COMPLETE, CANCELLED, FAILED = (
     "queued", "starting server", "running", "complete", "cancelled", "failed")
 FINISHED = (COMPLETE, CANCELLED, FAILED)
+CHAT_WAIT = "waiting for a chat answer to finish"   # a RUNNING job's phase before it measures
 
 
 @dataclass
@@ -138,6 +139,7 @@ class Runner:
         self._jobs: dict[str, Job] = {}
         self._active: Job | None = None
         self._closed = False
+        self._chats: collections.Counter[str] = collections.Counter()   # url -> answers streaming
         self._worker = threading.Thread(target=self._work, name="benchmark-runner", daemon=True)
         self._worker.start()
 
@@ -200,6 +202,36 @@ class Runner:
             if job is None or job.server_only or job.state in FINISHED:
                 return None
             return job.plan.run.url
+
+    def begin_chat(self, url: str) -> bool:
+        """Count a chat answer about to stream from ``url``; False (nothing counted) when a
+        benchmark is starting or running there. A benchmark that starts meanwhile waits for the
+        answers counted here to end (``end_chat``) before it measures anything."""
+        key = url.rstrip("/")
+        with self._lock:
+            job = self._active
+            if (job is not None and not job.server_only and job.state not in FINISHED
+                    and job.plan.run.url.rstrip("/") == key):
+                return False
+            self._chats[key] += 1
+            return True
+
+    def end_chat(self, url: str) -> None:
+        key = url.rstrip("/")
+        with self._wake:
+            self._chats[key] -= 1
+            if self._chats[key] <= 0:
+                del self._chats[key]
+            self._wake.notify_all()
+
+    def _wait_for_chats(self, job: Job, url: str) -> None:
+        """Hold a benchmark until the chat answers streaming from its server have ended."""
+        key = url.rstrip("/")
+        with self._wake:
+            if self._chats.get(key):
+                job.state, job.phase = RUNNING, CHAT_WAIT
+            while self._chats.get(key) and not job.cancel_event.is_set():
+                self._wake.wait(POLL_S)
 
     def launched_server(self) -> Any:
         """The ready server this app launched (a ``ServerHandle``), or None."""
@@ -332,6 +364,11 @@ class Runner:
         if job.server_only:
             self._finish(job, COMPLETE, "The server is ready.")
             return
+        if job.cancel_event.is_set():
+            self._finish(job, CANCELLED, "Stopped before the benchmark started; nothing was "
+                                         "measured.")
+            return
+        self._wait_for_chats(job, plan.run.url)
         if job.cancel_event.is_set():
             self._finish(job, CANCELLED, "Stopped before the benchmark started; nothing was "
                                          "measured.")

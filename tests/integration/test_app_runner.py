@@ -20,9 +20,10 @@ import pytest
 
 from benchmark.config import ServerSettings
 from benchmark.errors import ServerStartError
-from benchmark.app.jobs import (CANCELLED, COMPLETE, FAILED, QUEUED, RUNNING, Job, Runner,
-                              engine_argv)
+from benchmark.app.jobs import (CANCELLED, CHAT_WAIT, COMPLETE, FAILED, QUEUED, RUNNING, Job,
+                                Runner, engine_argv)
 from benchmark.app.form import TARGET_ENDPOINT, build_plan, DEFAULTS
+from benchmark.app.render import progress_html
 from support.helpers import wait_until
 
 FAKE_ENGINE = textwrap.dedent("""\
@@ -282,3 +283,21 @@ def test_benchmark_url_names_the_server_a_benchmark_is_using(tmp_path, fake_engi
     runner.cancel("busy")
     wait_done(runner, "busy")
     assert runner.benchmark_url() is None
+
+
+def test_a_benchmark_waits_for_a_chat_answer_on_its_server(tmp_path, fake_engine):
+    """A chat answer still streaming when a run starts would disturb its first requests."""
+    runner = make_runner(tmp_path, fake_engine)
+    assert runner.begin_chat("http://127.0.0.1:5998/")
+    runner.submit(endpoint_plan(), "after-chat")
+    assert wait_until(lambda: runner.view("after-chat").phase == CHAT_WAIT, 10)
+    assert "Waiting for a chat answer to finish" in progress_html(runner.view("after-chat"))
+    assert not (tmp_path / "argv.json").exists(), "the engine must wait"
+    assert not runner.begin_chat("http://127.0.0.1:5998"), "no new chat once a run is due"
+    assert runner.begin_chat("http://127.0.0.1:7777")           # another server is not held
+    runner.end_chat("http://127.0.0.1:7777")
+    runner.end_chat("http://127.0.0.1:5998/")
+    assert wait_done(runner, "after-chat").state == COMPLETE
+    assert (tmp_path / "argv.json").exists()
+    assert runner.begin_chat("http://127.0.0.1:5998")           # free again after the run
+    runner.end_chat("http://127.0.0.1:5998")
