@@ -55,7 +55,10 @@ def send(client: Client, form: list[Any], message: str, shown: Any = None,
     while not job.done():
         assert time.monotonic() < deadline, "the chat did not answer"
         time.sleep(0.1)
-    return list(job.outputs())
+    outputs, final = list(job.outputs()), tuple(job.result())
+    if not outputs or tuple(outputs[-1]) != final:
+        outputs.append(final)        # the list of outputs can lag behind the final result
+    return outputs
 
 
 def value(item: Any) -> str:
