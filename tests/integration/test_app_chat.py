@@ -1,7 +1,7 @@
 """The "Try the model" tab of the real app (``python app.py``), driven through gradio_client.
 
 The fake text-generation-launcher serves the simulator with the tiny tokenizer; the form's
-server has small limits (64 prompt tokens, 128 in all) so that a long message is refused by the
+server has small limits (256 prompt tokens, 512 in all) so that a long message is refused by the
 server itself.
 """
 
@@ -17,7 +17,7 @@ from support.app_harness import AppProcess, form_values
 
 pytestmark = pytest.mark.timeout(240)
 
-SMALL_SERVER = {"quantize": "none", "max_input_tokens": "64", "max_total_tokens": "128"}
+SMALL_SERVER = {"quantize": "none", "max_input_tokens": "256", "max_total_tokens": "512"}
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,9 @@ def test_no_server_then_start_then_a_streamed_answer_with_its_speed(app, form):
     assert value(outputs[-1][1]) == ""           # the Message box is cleared
 
     # The next turn carries on the same conversation.
-    again = contents(send(client, form, "And then?", shown=outputs[-1][0])[-1][0])
+    second = send(client, form, "And then?", shown=outputs[-1][0])[-1]
+    again = contents(second[0])
+    assert not value(second[2]), value(second[2])
     assert [r for r, _ in again] == ["user", "assistant", "assistant", "user", "assistant",
                                      "assistant"]
     assert again[3] == ("user", "And then?")
@@ -120,7 +122,7 @@ def test_empty_message_does_nothing(app, form):
 def test_too_long_prompt_gets_the_servers_sentence_and_the_chat_goes_on(app, form):
     client = Client(app.url, verbose=False)
     start_server(client, form)              # reuses the running one when it is there
-    out = send(client, form, "word " * 300)[-1]
+    out = send(client, form, "word " * 600)[-1]
     message = value(out[2])
     assert "The server refused this message" in message
     assert "Input validation error" in message and "must be" in message
