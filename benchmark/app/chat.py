@@ -12,7 +12,8 @@ Under each answer: time to first token, tokens/s and token count, measured like 
 measures them, and SIMULATED when the simulated server answered. The rules are Run's: on a
 Space only the owner and allowed users may send (the endpoint URL only for those who may
 benchmark one); while a benchmark runs on the same server, sending pauses (a message would
-disturb its measurement). With no server running the tab offers to start the form's server,
+disturb its measurement), and a benchmark that starts while an answer streams waits for it
+(``Runner.begin_chat`` / ``end_chat``). With no server running the tab offers to start the form's server,
 through the same queue, checks and progress as Run. Conversations live in the browser session
 only; nothing is written anywhere.
 """
