@@ -24,8 +24,9 @@ HOW TO ADD A SETTING (for example a run's ``--gpu-price``):
 
 1. Add one ``Setting(...)`` to ``SETTINGS`` below, where its flag should appear in ``--help``:
    ``owner`` ("run", "sampling" or "server"), ``kind`` ("int", "float", "text", "choice",
-   "switch", "sizes", "url"), ``default``, bounds, ``flag``, ``help``, ``label``; ``mode`` when it
-   only means something in one load pattern (e.g. ``mode="concurrency"``).
+   "switch", "sizes", "rates", "url"), ``default``, bounds, ``flag``, ``help``, ``label``;
+   ``mode`` when it only means something in some load patterns (``mode="concurrency"`` or
+   ``mode=("concurrency", "rate")``).
 2. Add the field to its dataclass with ``= default_of("name")`` as its default.
 
 That is all: the CLI flag, its parsing and bounds, the error's flag name, the app's argv for the
@@ -38,6 +39,8 @@ widget in ``app/page.py`` (layout stays a page decision).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -47,7 +50,8 @@ from urllib.parse import unquote, urlparse, urlsplit
 from .errors import ConfigError, ServerLimitError
 
 API_CHOICES = ("tgi", "openai-chat", "openai-completions")
-MODE_CHOICES = ("rounds", "concurrency")
+MODE_CHOICES = ("rounds", "concurrency", "rate", "capacity")
+ARRIVAL_CHOICES = ("poisson", "constant", "gamma")
 QUANTIZE_CHOICES = (
     "awq", "compressed-tensors", "eetq", "exl2", "gptq", "marlin",
     "bitsandbytes", "bitsandbytes-nf4", "bitsandbytes-fp4", "fp8",
@@ -67,11 +71,42 @@ MAX_DECODE_LENGTH = 100_000
 MAX_RUNS = 10_000
 MAX_WARMUPS = 1_000
 MAX_DURATION_S = 24 * 3600.0
+# Capacity mode: the search's time bound by default, and the least that fits its first probes.
+DEFAULT_CAPACITY_DURATION_S = 300.0
+MIN_CAPACITY_DURATION_S = 30.0
+MAX_REQUESTS = 10_000_000
+# Rate mode: the highest rate one may type (far above what one client process keeps), and the
+# most arrivals one step may plan (the schedule is computed up front and held in memory).
+MAX_RATE = 100_000.0
+MAX_STEP_ARRIVALS = MAX_REQUESTS
+MIN_BURSTINESS = 0.01
+MAX_BURSTINESS = 1_000.0
 MIN_TELEMETRY_INTERVAL_S = 0.1       # faster readings would take time from the load generator
 MAX_TELEMETRY_INTERVAL_S = 3600.0
 TGI_DEFAULT_MAX_CONCURRENT = 128     # TGI's --max-concurrent-requests: past it, HTTP 429
-KINDS = ("int", "float", "text", "choice", "switch", "sizes", "url")
+KINDS = ("int", "float", "text", "choice", "switch", "sizes", "rates", "url", "ms", "share")
 OWNERS = ("run", "sampling", "server", "cli", "launch")
+# Cost and deployment plan: bounds far above any real price or traffic, to catch typos.
+MAX_GPU_PRICE_PER_HOUR = 10_000.0
+MAX_API_PRICE_PER_MILLION = 10_000.0
+MAX_PEAK_RPS = 10_000_000.0
+MAX_DAILY_USERS = 10_000_000_000
+MAX_REQUESTS_PER_USER = 100_000.0
+MAX_PEAK_FACTOR = 1_000.0
+DEFAULT_PEAK_FACTOR = 2.0       # busiest hour / average hour, when the user does not say
+DEFAULT_HEADROOM_PCT = 20.0     # spare capacity kept above the peak, in percent
+PRICE_TABLE_FILE = os.path.join(os.path.dirname(__file__), "data", "hf_hardware_prices.json")
+
+
+@functools.lru_cache(maxsize=1)
+def price_table() -> dict[str, Any]:
+    """Hugging Face's Space hardware prices (``data/hf_hardware_prices.json``): ``read_on``,
+    ``sources`` and ``hardware`` (name -> label, gpu, gpus, usd_per_hour)."""
+    with open(PRICE_TABLE_FILE, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+_PRICE_TABLE = price_table()
 
 
 @dataclass(frozen=True)
@@ -81,8 +116,8 @@ class Setting:
     ``owner``: the dataclass holding it (``run`` = RunConfig, ``sampling`` = SamplingParams,
     ``server`` = ServerSettings), or ``cli`` / ``launch`` for options of the command line itself
     (where to write progress, ``--launch`` and its own flags) that no config records.
-    ``group``: the ``--help`` section (``tgi``, ``http``, ``server``). ``mode``: the load pattern
-    the setting belongs to (None: all). ``default`` is the typed default (None: not sent / TGI
+    ``group``: the ``--help`` section (``tgi``, ``http``, ``rate``, ``server``). ``mode``: the load
+    pattern(s) the setting belongs to (None: all; see ``applies_to``). ``default`` is the typed default (None: not sent / TGI
     decides). Bounds are inclusive unless ``exclusive_minimum``.
     """
 
@@ -100,8 +135,19 @@ class Setting:
     maximum: float | None = None
     exclusive_minimum: bool = False
     group: str = "http"
-    mode: str | None = None
+    mode: str | tuple[str, ...] | None = None
     required: bool = False
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The load patterns the setting belongs to (empty: all)."""
+        if self.mode is None:
+            return ()
+        return (self.mode,) if isinstance(self.mode, str) else tuple(self.mode)
+
+    def applies_to(self, mode: str | None) -> bool:
+        """Whether the setting means something in load pattern ``mode``."""
+        return not self.modes or mode in self.modes
 
     @property
     def dest(self) -> str:
@@ -125,6 +171,7 @@ SETTINGS: tuple[Setting, ...] = (
        help="tokenizer revision on the Hub"),
     _S("batch_sizes", "run", "sizes", "Batch sizes", "--batch-size", short=("-b",),
        default=DEFAULT_BATCH_SIZES, metavar="N[,N...]", group="tgi",
+       mode=("rounds", "concurrency"),
        help="batch size; repeat the flag or give a list (default "
             f"{','.join(map(str, DEFAULT_BATCH_SIZES))})", **_bounds(1, MAX_BATCH_SIZE)),
     _S("sequence_length", "run", "int", "Sequence length", "--sequence-length", default=10,
@@ -163,11 +210,15 @@ SETTINGS: tuple[Setting, ...] = (
     _S("mode", "run", "choice", "Load pattern", "--mode", default="rounds", choices=MODE_CHOICES,
        help="rounds = TGI's pattern (each round sends a batch at once and waits for all); "
             "concurrency = N virtual users, each sending its next request as soon as the last "
-            "ended (default rounds)"),
-    _S("duration_s", "run", "float", "Duration (s)", "--duration", metavar="S", mode="concurrency",
-       help="concurrency mode: seconds per batch size", **_bounds(0.0, MAX_DURATION_S, True)),
-    _S("requests", "run", "int", "Requests", "--requests", metavar="N", mode="concurrency",
-       help="concurrency mode: requests per batch size", **_bounds(1, 10_000_000)),
+            "ended; rate = open loop, requests sent on a schedule (--rate) whether or not "
+            "earlier ones ended; capacity = find the highest request rate kept within the "
+            "latency targets (--slo-*) automatically (default rounds)"),
+    _S("duration_s", "run", "float", "Duration (s)", "--duration", metavar="S",
+       mode=("concurrency", "rate"), help="concurrency and rate modes: seconds per step",
+       **_bounds(0.0, MAX_DURATION_S, True)),
+    _S("requests", "run", "int", "Requests", "--requests", metavar="N",
+       mode=("concurrency", "rate"), help="concurrency and rate modes: requests per step",
+       **_bounds(1, MAX_REQUESTS)),
     _S("api_key_env", "cli", "text", "API key variable", "--api-key-env", metavar="VAR",
        help="send 'Authorization: Bearer <value of the environment variable VAR>' with every "
             "request, for endpoints that need a token (for example --api-key-env HF_TOKEN); the "
@@ -178,9 +229,84 @@ SETTINGS: tuple[Setting, ...] = (
     _S("seed", "run", "int", "Seed", "--seed",
        help="sampling seed sent with every request; also varies the prompts",
        **_bounds(0, 2**64 - 1)),
+    # -- ours: the request-rate pattern (open loop) ---------------------------------------------
+    _S("rates", "run", "rates", "Rates (requests/s)", "--rate", default=(), metavar="R[,R...]",
+       group="rate", mode="rate",
+       help="requests per second; each rate is a step (repeat the flag or give a list, e.g. "
+            "10,20,40)", **_bounds(0.0, MAX_RATE, True)),
+    _S("arrivals", "run", "choice", "Arrivals", "--arrivals", default="poisson",
+       choices=ARRIVAL_CHOICES, group="rate", mode="rate",
+       help="gaps between sends: poisson (random, as independent users), constant (even) or "
+            "gamma (shape --burstiness) (default poisson)"),
+    _S("burstiness", "run", "float", "Burstiness", "--burstiness", metavar="B", group="rate",
+       mode="rate", help="gamma arrivals' shape: 1 = Poisson, below 1 burstier, above 1 more "
+                         "even", **_bounds(MIN_BURSTINESS, MAX_BURSTINESS)),
+    _S("ramp_up_s", "run", "float", "Ramp-up (s)", "--ramp-up", metavar="S", group="rate",
+       mode="rate", help="the rate grows linearly from 0 over S seconds at each step's start",
+       **_bounds(0.0, MAX_DURATION_S)),
+    _S("max_concurrency", "run", "int", "Max concurrency", "--max-concurrency", metavar="N",
+       group="rate", mode="rate",
+       help="at most N requests in flight; arrivals past it wait in the client (that wait is "
+            "measured: client_queue_ms)", **_bounds(1, 100_000)),
+    _S("schedule_seed", "run", "int", "Schedule seed", "--schedule-seed", metavar="N",
+       group="rate", mode="rate",
+       help="seed of the send schedule (random when not given; saved in run.json so that a run "
+            "can be replayed exactly)", **_bounds(0, 2**63 - 1)),
     _S("output_dir", "run", "text", "Output dir", "--output-dir", metavar="DIR",
        help="folder for run.json, summary.csv, requests.csv (default results/<date>-<model>-<id>, "
             "under $RESULTS_DIR if set)"),
+    # -- ours: latency targets (any pattern) and the capacity search ----------------------------
+    _S("slo_ttft_ms", "run", "ms", "TTFT target (ms)", "--slo-ttft-ms", metavar="MS",
+       group="slo", help="target time to first token, in ms (for example 1000)",
+       **_bounds(0.0, MAX_DURATION_S * 1000, True)),
+    _S("slo_tpot_ms", "run", "ms", "Time per token target (ms)", "--slo-tpot-ms", metavar="MS",
+       group="slo", help="target time per output token after the first, in ms (for example "
+                         "50, about reading speed)", **_bounds(0.0, MAX_DURATION_S * 1000, True)),
+    _S("slo_e2e_ms", "run", "ms", "End-to-end target (ms)", "--slo-e2e-ms", metavar="MS",
+       group="slo", help="target time for the whole answer, in ms",
+       **_bounds(0.0, MAX_DURATION_S * 1000, True)),
+    _S("slo_attainment", "run", "share", "Requests within target (%)", "--slo-attainment",
+       default=0.9, metavar="F", group="slo", **_bounds(0.0, 1.0, True),
+       help="share of requests that must be good, a fraction in (0, 1] or a percentage such "
+            "as 90%% (default 0.9)"),
+    _S("max_duration_s", "run", "float", "Max duration (s)", "--max-duration", metavar="S",
+       group="slo", mode="capacity",
+       help="--mode capacity: seconds the whole search may take (default "
+            f"{DEFAULT_CAPACITY_DURATION_S:g})",
+       **_bounds(MIN_CAPACITY_DURATION_S, MAX_DURATION_S)),
+    # -- ours: what it costs (any pattern) and the deployment plan (capacity) -----------------
+    _S("gpu_price_per_hour", "run", "float", "GPU price ($/hour)", "--gpu-price-per-hour",
+       metavar="USD", group="cost",
+       help="what the server's machine costs per hour, all its GPUs together (for example "
+            "0.80); overrides --hardware's price", **_bounds(0.0, MAX_GPU_PRICE_PER_HOUR, True)),
+    _S("hardware", "run", "choice", "Hardware", "--hardware", metavar="NAME", group="cost",
+       choices=tuple(_PRICE_TABLE["hardware"]),
+       help="the machine as Hugging Face names it, to take its price from the table read "
+            f"{_PRICE_TABLE['read_on']} ({', '.join(_PRICE_TABLE['hardware'])})"),
+    _S("plan_peak_rps", "run", "float", "Peak traffic (requests/s)", "--peak-rps", metavar="R",
+       group="cost", mode="capacity",
+       help="your traffic at its busiest, in requests per second (for the deployment plan)",
+       **_bounds(0.0, MAX_PEAK_RPS, True)),
+    _S("plan_daily_users", "run", "int", "Daily users", "--daily-users", metavar="N",
+       group="cost", mode="capacity",
+       help="or your traffic as users per day (with --requests-per-user)",
+       **_bounds(1, MAX_DAILY_USERS)),
+    _S("plan_requests_per_user", "run", "float", "Requests per user per day",
+       "--requests-per-user", metavar="N", group="cost", mode="capacity",
+       help="requests each user sends per day", **_bounds(0.0, MAX_REQUESTS_PER_USER, True)),
+    _S("plan_peak_factor", "run", "float", "Peak factor", "--peak-factor",
+       default=DEFAULT_PEAK_FACTOR, metavar="F", group="cost", mode="capacity",
+       help=f"busiest hour / average hour (default {DEFAULT_PEAK_FACTOR:g})",
+       **_bounds(1.0, MAX_PEAK_FACTOR)),
+    _S("plan_headroom", "run", "float", "Headroom (%)", "--headroom",
+       default=DEFAULT_HEADROOM_PCT, metavar="PCT", group="cost", mode="capacity",
+       help=f"spare capacity kept above the peak, in percent (default "
+            f"{DEFAULT_HEADROOM_PCT:g})", **_bounds(0.0, 100.0)),
+    _S("api_price_per_million", "run", "float", "Hosted API price ($ per million tokens)",
+       "--api-price-per-million", metavar="USD", group="cost", mode="capacity",
+       help="a hosted API's price per million tokens (prompt + output), to compare with and "
+            "find the monthly volume where both cost the same",
+       **_bounds(0.0, MAX_API_PRICE_PER_MILLION, True)),
     _S("progress_jsonl", "cli", "text", "Progress file", "--progress-jsonl", metavar="PATH",
        help="write progress events as JSON lines to PATH ('-' = stdout)"),
     # -- telemetry (core/telemetry.py): the server's /metrics, the GPUs, the client itself ------
@@ -333,6 +459,141 @@ def parse_batch_sizes(value: Any, field_name: str = "batch_sizes") -> tuple[int,
     return tuple(sorted(sizes))
 
 
+def parse_attainment(value: Any, field_name: str = "slo_attainment") -> float:
+    """The share of requests that must meet the targets, as a fraction in (0, 1].
+
+    Takes a fraction (``0.9``) or a percentage written with its sign (``"90%"``); a bare number
+    above 1 is refused rather than guessed at (was 90 meant, or 0.90?)."""
+    label = field_label(field_name)
+    text = value.strip() if isinstance(value, str) else value
+    percent = isinstance(text, str) and text.endswith("%")
+    number = parse_float(field_name, text[:-1] if percent else text)
+    fraction = number / 100.0 if percent else number
+    if not 0.0 < fraction <= 1.0:
+        shown = f"{number:g}%" if percent else f"{number:g}"
+        raise ConfigError(field_name, f"{label} must be above 0 and at most 100%: give a "
+                                      f"fraction such as 0.9 or a percentage such as 90%, got "
+                                      f"{shown}.")
+    return fraction
+
+
+def parse_slo_ms(field_name: str, value: Any) -> float:
+    """A latency target in milliseconds: a positive number, at most a day."""
+    label = field_label(field_name)
+    number = parse_float(field_name, value)
+    if number <= 0:
+        raise ConfigError(field_name, f"{label} must be a positive number of milliseconds, "
+                                      f"for example 1000, got {number:g}.")
+    if number > MAX_DURATION_S * 1000:
+        raise ConfigError(field_name, f"{label} must be at most {MAX_DURATION_S * 1000:g} ms "
+                                      f"(a day), got {number:g}.")
+    return number
+
+
+def check_slo(config: Any) -> None:
+    """Refuse a latency target that is not a positive number of ms, or an attainment outside
+    (0, 1]; ``config`` is any object with ``slo_*`` fields."""
+    for name in ("slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms"):
+        value = getattr(config, name, None)
+        if value is not None:
+            parse_slo_ms(name, value)
+    parse_attainment(getattr(config, "slo_attainment", 0.9))
+
+
+def parse_rates(value: Any, field_name: str = "rates") -> tuple[float, ...]:
+    """Request rates (requests/s) from ``"10,20.5"``, ``"10 20"``, ``[10, "20,30"]`` or ``5``;
+    sorted, no repeats. A whole rate is kept as an ``int`` (200, not 200.0) so that it reads
+    the same in tables, files and the step column."""
+    label = field_label(field_name)
+    items: list[Any] = []
+    for part in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(part, str):
+            items += [p for p in re.split(r"[,\s]+", part.strip()) if p]
+        elif part is not None:
+            items.append(part)
+    if not items:
+        raise ConfigError(field_name, f"{label} is empty: give at least one rate in requests "
+                                      "per second, for example 10,20,40.")
+    rates: set[float] = set()
+    for item in items:
+        if isinstance(item, bool):
+            raise ConfigError(field_name, f"{label} must be numbers, not {item!r}.")
+        rates.add(parse_float(field_name, item, minimum=0.0, maximum=MAX_RATE,
+                              exclusive_minimum=True))
+    return tuple(int(r) if float(r).is_integer() else float(r) for r in sorted(rates))
+
+
+def parse_headroom(value: Any, field_name: str = "plan_headroom") -> float:
+    """Spare capacity typed as a percentage (``20`` or ``"20%"``), in [0, 100]."""
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and text.endswith("%"):
+        text = text[:-1]
+    return check_headroom(text, field_name)
+
+
+def check_headroom(percent: Any, field_name: str = "plan_headroom") -> float:
+    """Spare capacity in percent: refused outside [0, 100]."""
+    number = parse_float(field_name, percent)
+    if not 0.0 <= number <= 100.0:
+        raise ConfigError(field_name, f"{field_label(field_name)} must be between 0 and 100%: "
+                                      f"type a percentage such as 20, got {number:g}%.")
+    return number
+
+
+def parse_positive(field_name: str, value: Any, maximum: float, example: str) -> float:
+    """A number above 0 and at most ``maximum``; the message gives ``example``."""
+    label = field_label(field_name)
+    number = parse_float(field_name, value)
+    if number <= 0:
+        raise ConfigError(field_name, f"{label} must be greater than 0, for example {example}, "
+                                      f"got {number:g}.")
+    if number > maximum:
+        raise ConfigError(field_name, f"{label} must be at most {maximum:,g}, got {number:g}.")
+    return number
+
+
+def check_cost(config: Any) -> None:
+    """The deployment plan's checks that need several fields (each field's own bounds are the
+    settings table's): the traffic given one way, and only where a capacity is measured."""
+    check_traffic(getattr(config, "plan_peak_rps", None),
+                  getattr(config, "plan_daily_users", None),
+                  getattr(config, "plan_requests_per_user", None),
+                  getattr(config, "plan_peak_factor", DEFAULT_PEAK_FACTOR),
+                  getattr(config, "plan_headroom", DEFAULT_HEADROOM_PCT))
+    typed = [n for n in ("plan_peak_rps", "plan_daily_users", "plan_requests_per_user")
+             if getattr(config, n, None) is not None]
+    mode = getattr(config, "mode", "capacity")
+    if typed and mode != "capacity":
+        raise ConfigError(typed[0], f"{field_label(typed[0])} is for the deployment plan, which "
+                                    f"needs the capacity per server: choose Find capacity "
+                                    f"(--mode capacity) or leave the field empty.")
+
+
+def check_traffic(peak_rps: Any, daily_users: Any, requests_per_user: Any, peak_factor: Any,
+                  headroom: Any) -> tuple[float | None, int | None, float | None, float, float]:
+    """The deployment plan's inputs, checked and typed: either a peak rate, or daily users and
+    requests per user together (not both ways); the peak factor at least 1; headroom in percent
+    in [0, 100]. Returns them typed (None where not given)."""
+    factor = parse_float("plan_peak_factor", peak_factor, minimum=1.0, maximum=MAX_PEAK_FACTOR)
+    spare = check_headroom(headroom)
+    empty = ("", None)
+    peak = None if peak_rps in empty else parse_positive("plan_peak_rps", peak_rps,
+                                                         MAX_PEAK_RPS, "40")
+    users = None if daily_users in empty else parse_int("plan_daily_users", daily_users,
+                                                        minimum=1, maximum=MAX_DAILY_USERS)
+    each = None if requests_per_user in empty else parse_positive(
+        "plan_requests_per_user", requests_per_user, MAX_REQUESTS_PER_USER, "20")
+    if peak is not None and (users is not None or each is not None):
+        raise ConfigError("plan_peak_rps", "Give the traffic one way: either Peak traffic "
+                                           "(requests/s), or Daily users with Requests per user "
+                                           "per day, not both.")
+    if (users is None) != (each is None):
+        missing = "plan_requests_per_user" if each is None else "plan_daily_users"
+        raise ConfigError(missing, f"{field_label(missing)} is needed too: the traffic is daily "
+                                   f"users x requests per user per day.")
+    return peak, users, each, factor, spare
+
+
 def field_label(field_name: str) -> str:
     """A field's plain-words name, as error messages and the UI's labels show it."""
     return FIELD_LABELS.get(field_name, field_name.replace("_", " ").capitalize())
@@ -406,6 +667,8 @@ def parse_setting(entry: Setting, value: Any) -> Any:
                            exclusive_minimum=entry.exclusive_minimum)
     if entry.kind == "sizes":
         return parse_batch_sizes(list(value) if isinstance(value, tuple) else value, name)
+    if entry.kind == "rates":
+        return parse_rates(list(value) if isinstance(value, tuple) else value, name)
     if entry.kind == "choice":
         if value not in entry.choices:
             none = " (or none)" if entry.default is None else ""
@@ -414,6 +677,10 @@ def parse_setting(entry: Setting, value: Any) -> Any:
         return value
     if entry.kind == "url":
         return check_url(value, name)
+    if entry.kind == "ms":
+        return parse_slo_ms(name, value)
+    if entry.kind == "share":
+        return parse_attainment(value, name)
     if entry.kind == "switch":
         return bool(value)
     return value
@@ -423,7 +690,7 @@ def check_settings(config: Any, owner: str, *, mode: str | None = None) -> None:
     """Check every field of ``config`` that the table holds for ``owner`` (in table order);
     settings of another load pattern than ``mode`` are skipped."""
     for entry in settings_of(owner):
-        if entry.mode is not None and entry.mode != mode:
+        if not entry.applies_to(mode):
             continue
         parse_setting(entry, getattr(config, entry.name))
 
@@ -442,6 +709,9 @@ def setting_argv(entry: Setting, value: Any) -> list[str]:
         return [entry.flag]
     if entry.kind == "sizes":
         return [token for size in value for token in (entry.flag, str(size))]
+    if entry.kind == "rates":
+        return [entry.flag, ",".join(_number_text(float(r)) if isinstance(r, float) else str(r)
+                                     for r in value)] if value else []
     if isinstance(value, float):
         return [entry.flag, _number_text(value)]
     return [entry.flag, str(value)]
@@ -452,7 +722,7 @@ def run_argv(config: "RunConfig") -> list[str]:
     back to an equal config; ``max_total_requests`` has no flag: it is the app's policy)."""
     argv: list[str] = []
     for entry in settings_of("run", "sampling"):
-        if entry.mode is not None and entry.mode != config.mode:
+        if not entry.applies_to(config.mode):
             continue
         holder = config.sampling if entry.owner == "sampling" else config
         argv += setting_argv(entry, getattr(holder, entry.name))
@@ -494,6 +764,15 @@ def check_fits_server(run: "RunConfig", server: "ServerSettings") -> None:
     run.check_against_server({"max_input_tokens": server.max_input_tokens,
                               "max_total_tokens": server.max_total_tokens})
     cap = server.max_concurrent_requests or TGI_DEFAULT_MAX_CONCURRENT
+    if run.mode == "rate":
+        if run.max_concurrency is not None and run.max_concurrency > cap:
+            raise ConfigError(
+                "max_concurrency",
+                f"Max concurrency {run.max_concurrency} is more than the server's max concurrent "
+                f"requests ({cap}): the extra requests would be refused with HTTP 429. Lower it "
+                f"or raise Max concurrent requests (--max-concurrent-requests; in the app: "
+                f"advanced server settings).")
+        return
     largest = max(run.batch_sizes)
     if largest > cap:
         raise ConfigError(
@@ -541,6 +820,12 @@ class RunConfig:
     each round sending ``batch size`` requests at once and waiting for all of them.
     ``mode="concurrency"`` keeps ``batch size`` virtual users busy (each sends its next request
     as soon as the last finished) for ``duration_s`` seconds or ``requests`` requests.
+    ``mode="rate"`` is open-loop: for each of ``rates`` (requests/s) requests go out on a schedule
+    drawn up front (``arrivals``: poisson, constant or gamma with shape ``burstiness``; rising
+    linearly from 0 over ``ramp_up_s``) for ``duration_s`` seconds and/or ``requests`` requests,
+    whether or not earlier ones have ended; ``max_concurrency`` caps requests in flight (the
+    wait behind it is measured). ``schedule_seed`` makes the schedule replayable; the engine
+    draws one when it is None and saves it.
     """
 
     tokenizer_name: str
@@ -559,12 +844,39 @@ class RunConfig:
     timeout_s: float = default_of("timeout_s")
     seed: int | None = default_of("seed")
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    rates: tuple[float, ...] = default_of("rates")
+    arrivals: str = default_of("arrivals")
+    burstiness: float | None = default_of("burstiness")
+    ramp_up_s: float | None = default_of("ramp_up_s")
+    max_concurrency: int | None = default_of("max_concurrency")
+    schedule_seed: int | None = default_of("schedule_seed")
     output_dir: str | None = default_of("output_dir")
     # The sampler: seconds between readings (0 = off); /metrics at metrics_url, else <url>/metrics.
     telemetry_interval_s: float = default_of("telemetry_interval_s")
     metrics_url: str | None = default_of("metrics_url")
     # Set by the Space for endpoint runs: refuse configs that would send more requests.
     max_total_requests: int | None = None
+    # Latency targets (SLOs), in ms; None = no target. A request is good when it finished and
+    # met every target given; ``slo_attainment`` is the share of good requests wanted (0-1].
+    slo_ttft_ms: float | None = default_of("slo_ttft_ms")
+    slo_tpot_ms: float | None = default_of("slo_tpot_ms")
+    slo_e2e_ms: float | None = default_of("slo_e2e_ms")
+    slo_attainment: float = default_of("slo_attainment")
+    # Capacity mode: the whole search's time bound (None: DEFAULT_CAPACITY_DURATION_S).
+    max_duration_s: float | None = default_of("max_duration_s")
+    # What the server's machine costs (core/cost.py): its hourly price in USD and/or its
+    # Hugging Face hardware name (a key of the price table; gives the price when none is typed).
+    gpu_price_per_hour: float | None = default_of("gpu_price_per_hour")
+    hardware: str | None = default_of("hardware")
+    # Deployment plan (capacity mode): the user's traffic, as requests/s at peak or as daily
+    # users x requests per user per day (x the peak factor); spare capacity kept (percent);
+    # a hosted API's price per million tokens to compare with.
+    plan_peak_rps: float | None = default_of("plan_peak_rps")
+    plan_daily_users: int | None = default_of("plan_daily_users")
+    plan_requests_per_user: float | None = default_of("plan_requests_per_user")
+    plan_peak_factor: float = default_of("plan_peak_factor")
+    plan_headroom: float = default_of("plan_headroom")
+    api_price_per_million: float | None = default_of("api_price_per_million")
 
     def validate(self) -> "RunConfig":
         """Raise ``ConfigError`` for the first invalid field; return self when all is well."""
@@ -580,10 +892,16 @@ class RunConfig:
                               f"Telemetry interval (s) must be 0 (off) or at least "
                               f"{MIN_TELEMETRY_INTERVAL_S:g}, got {self.telemetry_interval_s:g}: "
                               f"faster readings would take time from the load generator.")
-        if self.mode == "concurrency" and self.duration_s is None and self.requests is None:
-            raise ConfigError("duration_s", "The concurrency pattern needs a duration "
+        if (self.mode in ("concurrency", "rate") and self.duration_s is None
+                and self.requests is None):
+            raise ConfigError("duration_s", f"The {self.mode} pattern needs a duration "
                                             "(--duration) or a number of requests (--requests).")
+        if self.mode == "rate":
+            self._check_rate()
         self.sampling.validate()
+        check_slo(self)
+        self._validate_capacity()
+        check_cost(self)
         if self.max_total_requests is not None:
             total = self.planned_requests()
             if total is None or total > self.max_total_requests:
@@ -595,12 +913,65 @@ class RunConfig:
                 )
         return self
 
+    def _check_rate(self) -> None:
+        """The rate pattern's checks that need two values at once."""
+        if self.burstiness is not None and self.arrivals != "gamma":
+            raise ConfigError("burstiness", "Burstiness is the shape of gamma arrivals: choose "
+                                            "gamma arrivals (--arrivals gamma) or leave "
+                                            "burstiness empty.")
+        if (self.ramp_up_s is not None and self.duration_s is not None
+                and float(self.ramp_up_s) > float(self.duration_s)):
+            raise ConfigError("ramp_up_s", f"Ramp-up ({float(self.ramp_up_s):g} s) is longer "
+                                           f"than the duration ({float(self.duration_s):g} s): "
+                                           f"the rate would never reach its target. Type a "
+                                           f"ramp-up of at most {float(self.duration_s):g} s.")
+        if self.duration_s is not None and self.requests is None:
+            most = max(self.rates) * float(self.duration_s)
+            if most > MAX_STEP_ARRIVALS:
+                raise ConfigError("duration_s", f"{max(self.rates):g} requests/s for "
+                                                f"{float(self.duration_s):g} s would plan "
+                                                f"{most:,.0f} requests in one step; the most is "
+                                                f"{MAX_STEP_ARRIVALS:,}. Shorten the duration or "
+                                                f"bound the step with --requests.")
+
+    def _validate_capacity(self) -> None:
+        """Capacity mode needs a latency target to search against; its time bound applies to
+        it only."""
+        if self.mode != "capacity":
+            if self.max_duration_s is not None:
+                raise ConfigError("max_duration_s", "Max duration bounds the capacity search "
+                                                    "only: choose it (--mode capacity) or leave "
+                                                    "the field empty.")
+            return
+        if all(getattr(self, n) is None for n in ("slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms")):
+            raise ConfigError("slo_ttft_ms", "Finding the capacity needs at least one latency "
+                                             "target: type a TTFT target (ms), a time per token "
+                                             "target (ms) or an end-to-end target (ms) "
+                                             "(--slo-ttft-ms, --slo-tpot-ms, --slo-e2e-ms), for "
+                                             "example 1000 and 50.")
+        if self.max_duration_s is not None:
+            parse_float("max_duration_s", self.max_duration_s, minimum=MIN_CAPACITY_DURATION_S,
+                        maximum=MAX_DURATION_S)
+
+    @property
+    def capacity_duration_s(self) -> float:
+        """The capacity search's time bound, in seconds."""
+        return float(self.max_duration_s or DEFAULT_CAPACITY_DURATION_S)
+
+    @property
+    def steps(self) -> tuple[float, ...]:
+        """The run's steps: request rates in rate mode, else batch sizes (users); none known
+        ahead in capacity mode (its probes are numbered as they run)."""
+        if self.mode == "capacity":
+            return ()
+        return tuple(self.rates) if self.mode == "rate" else tuple(self.batch_sizes)
+
     def planned_requests(self) -> int | None:
         """How many requests the run sends in all, or None when only a duration bounds it."""
         if self.mode == "rounds":
             return sum(b * (self.runs + self.warmups) for b in self.batch_sizes)
         if self.requests is not None:
-            return self.requests * len(self.batch_sizes)
+            return self.requests * len(self.steps)
         return None
 
     def check_against_server(self, info: dict[str, Any]) -> None:
@@ -623,6 +994,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["batch_sizes"] = list(self.batch_sizes)
+        data["rates"] = list(self.rates)
         return data
 
     @classmethod
@@ -634,6 +1006,7 @@ class RunConfig:
             if k in {f.name for f in dataclasses.fields(SamplingParams)}
         })
         values["batch_sizes"] = tuple(values.get("batch_sizes") or DEFAULT_BATCH_SIZES)
+        values["rates"] = tuple(values.get("rates") or ())
         return cls(**values)
 
 

@@ -30,8 +30,8 @@ from typing import Any, Callable, Mapping
 from ..config import run_argv
 from ..errors import BenchmarkError, ServerStartError, redact
 from ..children import with_package_path
-from ..core.progress import (Done, ProgressEvent, RequestsDone, RoundDone, RunWarning, Start,
-                             StepDone, StepStart)
+from ..core.progress import (Done, ProbeDone, ProgressEvent, RequestsDone, RoundDone,
+                             RunWarning, Start, StepDone, StepStart)
 from ..core.results import add_failure_reason
 from ..server.manager import ServerManager
 from .form import Plan
@@ -47,7 +47,7 @@ CHAT_WAIT = "waiting for a chat answer to finish"   # a RUNNING job's phase befo
 
 @dataclass
 class StepProgress:
-    step: int
+    step: float  # batch size, users, or requests/s (an int when whole)
     rounds_done: int = 0
     rounds: int | None = None
     warmup: bool = False
@@ -55,6 +55,8 @@ class StepProgress:
     requests_total: int | None = None
     errors: int = 0
     done: bool = False
+    # Find capacity: the finished probe ("kind", "rate_rps", "attainment", "passed", ...).
+    probe: dict[str, Any] | None = None
 
 
 @dataclass
@@ -68,9 +70,9 @@ class Job:
     warnings: list[str] = field(default_factory=list)
     server_log: collections.deque = field(
         default_factory=lambda: collections.deque(maxlen=LOG_LINES))
-    steps: list[int] = field(default_factory=list)
+    steps: list[float] = field(default_factory=list)
     progress: dict[int, StepProgress] = field(default_factory=dict)
-    current_step: int | None = None
+    current_step: float | None = None
     result_version: int = 0
     simulated: bool | None = None
     started_ns: int | None = None
@@ -94,7 +96,7 @@ class JobView:
     server_log: tuple[str, ...]
     steps: tuple[int, ...]
     progress: tuple[StepProgress, ...]
-    current_step: int | None
+    current_step: float | None
     result_version: int
     queue_position: int          # 0 while it runs or after it ended, 1.. while it waits
     notes: tuple[str, ...]
@@ -117,6 +119,13 @@ def engine_argv(python: str, plan: Plan, output_dir: Path, progress_path: Path) 
     plus where to write files and progress."""
     run = replace(plan.run, output_dir=str(output_dir))
     return [python, "-m", "benchmark", *run_argv(run), "--progress-jsonl", str(progress_path)]
+
+
+def _step_number(value: object) -> float:
+    """A step from the engine's progress: a whole number as an int (batch sizes, users, whole
+    rates), a fractional rate as it is (int() would show 2.5 requests/s as 2)."""
+    number = float(value)  # type: ignore[arg-type]
+    return int(number) if number.is_integer() else number
 
 
 class Runner:
@@ -458,29 +467,35 @@ class Runner:
     def _on_event(self, job: Job, event: ProgressEvent) -> Done | None:
         with self._lock:
             if isinstance(event, Start):
-                job.steps = [int(s) for s in event.steps]
+                job.steps = [_step_number(s) for s in event.steps]
                 job.progress = {s: StepProgress(step=s) for s in job.steps}
                 job.simulated = bool(event.simulated)
             elif isinstance(event, StepStart):
-                step = int(event.step)
+                step = _step_number(event.step)
                 job.current_step = step
                 job.progress.setdefault(step, StepProgress(step=step))
                 if step not in job.steps:
                     job.steps.append(step)
             elif isinstance(event, RoundDone):
-                step = int(event.step)
+                step = _step_number(event.step)
                 p = job.progress.setdefault(step, StepProgress(step=step))
                 p.warmup = bool(event.warmup)
                 p.rounds_done = int(event.run or 0)
                 p.rounds = event.runs
                 p.errors += int(event.errors or 0)
             elif isinstance(event, RequestsDone):
-                step = int(event.step)
+                step = _step_number(event.step)
                 p = job.progress.setdefault(step, StepProgress(step=step))
                 p.requests_done = int(event.done or 0)
                 p.requests_total = event.total
+            elif isinstance(event, ProbeDone):
+                step = _step_number(event.step)
+                job.progress.setdefault(step, StepProgress(step=step)).probe = {
+                    "kind": event.probe_kind, "rate_rps": event.rate_rps,
+                    "attainment": event.attainment, "passed": event.passed,
+                    "stopped_early": event.stopped_early, "requests": event.requests}
             elif isinstance(event, StepDone):
-                step = int(event.step)
+                step = _step_number(event.step)
                 job.progress.setdefault(step, StepProgress(step=step)).done = True
                 job.result_version += 1
             elif isinstance(event, RunWarning):

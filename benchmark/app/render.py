@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .costs import plan_defaults, plan_markdown
 from ..core.calibration_note import verdict_for
 from ..errors import redact
 from ..report import tables
@@ -53,6 +54,10 @@ class ResultsView:
     downloads: list[str] = field(default_factory=list)
     share_url: str = ""
     run_ids: list[str] = field(default_factory=list)
+    # The deployment plan's fields (None: not a capacity run with an answer; section hidden)
+    # and the plan for the run's own traffic when it had one.
+    plan_values: dict[str, str] | None = None
+    plan: str = ""
 
 
 def results_view(results: list[RunResult], share_url: str = "",
@@ -74,6 +79,10 @@ def results_view(results: list[RunResult], share_url: str = "",
         view.server_info = server_info_markdown(result)
         view.calibration = calibration_markdown(result, calibration)
         view.downloads = download_paths(folder) if folder is not None else []
+        view.plan_values = plan_defaults(result)
+        if view.plan_values and (view.plan_values["plan_peak_rps"]
+                                 or view.plan_values["plan_daily_users"]):
+            view.plan = _safe(lambda: plan_markdown(result, view.plan_values or {}))
         return view
     view.title = f"### Comparing {len(results)} runs\n" + "\n".join(
         f"- `{r.run_id}`: {md_text(r.model)}" + (" (simulated server)" if r.simulated else "")
@@ -164,6 +173,11 @@ def calibration_markdown(result: RunResult, latest: dict[str, Any] | None = None
     if not calibration:
         return ("**Measurement check:** the client's own timing error has not been measured on "
                 "this machine; `python -m benchmark calibrate` measures it.")
+    if result.config.mode == "rate":
+        # The calibration measures concurrency levels, not a schedule: the run's own schedule
+        # lag (Schedule table) says how well the client kept up.
+        return ("**Measurement check:** at a request rate the client reports its own accuracy: "
+                "see the schedule lag and the achieved send rate in the Schedule table.")
     concurrency = max(result.config.batch_sizes or (1,))
     warning = verdict_for(concurrency, calibration)
     if warning:
@@ -243,15 +257,22 @@ def progress_html(view: JobView | None) -> str:
         parts.append(f"<p><b>Stopped.</b> {esc(view.message or '')}</p>")
     elif view.state == FAILED:
         parts.append(f"<p><b>The benchmark failed:</b> {esc(view.message or '')}</p>")
-    if view.steps:
-        def name(step: int) -> str:
+    if view.steps and view.mode == "capacity":
+        parts.append("<p><b>Finding the capacity:</b> one request at a time, then many users at "
+                     "once, then request rates closing in on the limit.</p>")
+        for p in view.progress:
+            parts.append(_probe_line(p, view.current_step))
+    elif view.steps:
+        def name(step: float) -> str:
+            if view.mode == "rate":
+                return f"{step:g} requests/s"
             if view.mode == "concurrency":
                 return f"{step} user" + ("" if step == 1 else "s")
             return f"Batch size {step}"
 
         total = len(view.steps)
         done = sum(1 for p in view.progress if p.done)
-        unit = "steps" if view.mode == "concurrency" else "batch sizes"
+        unit = "batch sizes" if view.mode == "rounds" else "steps"
         parts.append(_bar("All " + unit, done, total, f"{done} of {total} {unit}"))
         for p in view.progress:
             if p.done:
@@ -273,6 +294,22 @@ def progress_html(view: JobView | None) -> str:
     for note in view.notes:
         parts.append(f"<p class='bench-note'>{esc(note)}</p>")
     return "<div class='bench-progress'>" + "".join(parts) + "</div>"
+
+
+def _probe_line(p: Any, current: int | None) -> str:
+    """One capacity probe: what it was and its verdict, or that it is running."""
+    probe = p.probe
+    if not probe:
+        state = "running" if current == p.step and not p.done else "done"
+        done = f", {p.requests_done} requests so far" if p.requests_done and state == "running" else ""
+        return f"<p>Probe {p.step}: {state}{done}</p>"
+    attainment = probe.get("attainment")
+    share = "no request counted" if attainment is None else f"{attainment:.0%} within target"
+    verdict = "passed" if probe.get("passed") else "missed"
+    early = " (stopped early: already over the limit)" if probe.get("stopped_early") else ""
+    return (f"<p>Probe {p.step} ({html.escape(str(probe.get('kind')))}): "
+            f"{float(probe.get('rate_rps') or 0):.3g} requests/s, {share}: "
+            f"<b>{verdict}</b>{early}</p>")
 
 
 def _bar(label: str, value: int, maximum: int, text: str) -> str:

@@ -16,7 +16,9 @@ from ..core.stats import percentile
 
 __all__ = ["CalibrationSettings", "Row", "Verdict", "DEFAULT_LEVELS", "QUICK_LEVELS",
            "SERVER_BEHIND_FACTOR", "match_errors", "summarize_level", "is_accurate",
-           "stop_reason", "decide", "verdict_for", "markdown_table", "NOTE", "RUN_KIND"]
+           "stop_reason", "decide", "verdict_for", "markdown_table", "NOTE", "RUN_KIND",
+           "DEFAULT_RATES", "QUICK_RATES", "ScheduleRow", "summarize_schedule",
+           "schedule_verdict", "schedule_table"]
 
 DEFAULT_LEVELS = (1, 16, 64, 128, 256, 512, 1024)
 QUICK_LEVELS = (1, 16, 64)
@@ -165,15 +167,17 @@ def match_errors(records: Iterable[RequestRecord],
     return out
 
 
-def _streaming_s(records: Sequence[RequestRecord]) -> float:
+def _streaming_s(records: Sequence[RequestRecord], pattern: str = "rounds") -> float:
     """Seconds the rounds were streaming: per round, first scheduled to last end, summed (the
-    engine's work between rounds, such as building the next prompts, is left out)."""
+    engine's work between rounds, such as building the next prompts, is left out). In the
+    concurrency pattern the whole step is one span (``run`` numbers users there, not rounds)."""
     spans: dict[int, tuple[int, int]] = {}
     for r in records:
         if r.end_ns is None:
             continue
-        start, end = spans.get(r.run, (r.scheduled_ns, r.end_ns))
-        spans[r.run] = (min(start, r.scheduled_ns), max(end, r.end_ns))
+        key = r.run if pattern == "rounds" else 0
+        start, end = spans.get(key, (r.scheduled_ns, r.end_ns))
+        spans[key] = (min(start, r.scheduled_ns), max(end, r.end_ns))
     return sum(end - start for start, end in spans.values()) / 1e9
 
 
@@ -184,11 +188,13 @@ def _p(values: list[float], q: float) -> float | None:
 def summarize_level(concurrency: int, records: Sequence[RequestRecord],
                     trace: dict[str, dict[str, Any]], *, window_s: float | None,
                     client_cpu_s: float | None, server_cpu_s: float | None,
-                    tolerance_ms: float = 1.0, arrival_clock: str | None = None) -> Row:
-    """One table row from the measured records, the server's trace and the CPU samples."""
+                    tolerance_ms: float = 1.0, arrival_clock: str | None = None,
+                    pattern: str = "rounds") -> Row:
+    """One table row from the measured records, the server's trace and the CPU samples
+    (``pattern``: the engine's load pattern that made the records, rounds or concurrency)."""
     s = match_errors(records, trace)
     events = sum(len(r.token_ns) for r in records)
-    streaming_s = _streaming_s(records)
+    streaming_s = _streaming_s(records, pattern)
     rate = events / streaming_s if streaming_s else (events / window_s if window_s else None)
     cpu = (lambda v: round(100.0 * v / window_s, 1) if v is not None and window_s else None)
     row = Row(
@@ -334,3 +340,149 @@ def markdown_table(rows: Sequence[Row], tolerance_ms: float = 1.0) -> str:
     return "\n".join([head, rule, *body])
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# The rate mode's schedule (open loop): how well this machine keeps send times
+
+DEFAULT_RATES = (100, 500, 1000)
+QUICK_RATES = (100,)
+SCHEDULE_RATE_TOLERANCE = 0.01      # achieved send rate within 1 % of the drawn schedule's
+SCHEDULE_LAG_P50_MS = 0.5
+SCHEDULE_LAG_P99_MS = 5.0
+# Server-measured inter-arrival coefficient of variation that counts as kept, per arrival kind.
+SCHEDULE_CV_BOUNDS = {"poisson": (0.95, 1.05), "constant": (0.0, 0.02)}
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """One (rate, arrivals) measurement of the rate mode against the simulated server.
+
+    ``scheduled_rate``: the drawn send times' own rate ((n - 1) / first-to-last intended time);
+    ``sent_rate``: the same count over the first-to-last real send; ``lag_*``: real minus
+    intended send, ms; ``server_cv``: coefficient of variation of the gaps between the
+    server's kernel arrival stamps of the same requests; ``schedule_cv``: the same of the drawn
+    times (what a perfect client would give)."""
+
+    rate: float
+    arrivals: str
+    requests: int
+    matched: int
+    failed: int
+    scheduled_rate: float | None
+    sent_rate: float | None
+    lag_p50_ms: float | None
+    lag_p99_ms: float | None
+    lag_max_ms: float | None
+    server_cv: float | None
+    schedule_cv: float | None
+    client_cpu_pct: float | None = None
+
+    @property
+    def rate_ratio(self) -> float | None:
+        if self.sent_rate is None or not self.scheduled_rate:
+            return None
+        return self.sent_rate / self.scheduled_rate
+
+    def missed(self) -> list[str]:
+        """The bounds this measurement missed (empty: the schedule was kept)."""
+        out = []
+        ratio = self.rate_ratio
+        if ratio is None or abs(ratio - 1) > SCHEDULE_RATE_TOLERANCE:
+            out.append("send rate")
+        if self.lag_p50_ms is None or self.lag_p50_ms >= SCHEDULE_LAG_P50_MS:
+            out.append("lag p50")
+        if self.lag_p99_ms is None or self.lag_p99_ms >= SCHEDULE_LAG_P99_MS:
+            out.append("lag p99")
+        low, high = SCHEDULE_CV_BOUNDS.get(self.arrivals, (0.0, float("inf")))
+        if self.server_cv is None or not low <= self.server_cv <= high:
+            out.append("server CV")
+        if self.failed or self.matched != self.requests:
+            out.append("failed requests")
+        return out
+
+    @property
+    def kept(self) -> bool:
+        return not self.missed()
+
+    def to_dict(self) -> dict[str, Any]:
+        return finite({**asdict(self), "rate_ratio": self.rate_ratio, "missed": self.missed(),
+                       "kept": self.kept})
+
+
+def _cv(stamps: Sequence[int]) -> float | None:
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    if len(gaps) < 2:
+        return None
+    mean = sum(gaps) / len(gaps)
+    if mean <= 0:
+        return None
+    variance = sum((g - mean) ** 2 for g in gaps) / len(gaps)
+    return variance ** 0.5 / mean
+
+
+def summarize_schedule(rate: float, arrivals: str, records: Sequence[RequestRecord],
+                       trace: dict[str, dict[str, Any]], *,
+                       client_cpu_pct: float | None = None) -> ScheduleRow:
+    """The row of one rate-mode run: its records and the server's trace rows by request id."""
+    sent = sorted((r for r in records if r.sent_ns is not None), key=lambda r: r.scheduled_ns)
+    lags = [r.dispatch_lag_ms for r in sent if r.dispatch_lag_ms is not None]
+    arrived = sorted(int(trace[r.request_id]["arrived_ns"]) for r in sent
+                     if r.request_id in trace and isinstance(
+                         trace[r.request_id].get("arrived_ns"), int))
+    scheduled_rate = sent_rate = None
+    if len(sent) >= 2:
+        span = sent[-1].scheduled_ns - sent[0].scheduled_ns
+        scheduled_rate = (len(sent) - 1) * 1e9 / span if span > 0 else None
+        stamps = [r.sent_ns for r in sent]
+        real = max(stamps) - min(stamps)  # type: ignore[type-var,operator]
+        sent_rate = (len(sent) - 1) * 1e9 / real if real > 0 else None
+    return ScheduleRow(
+        rate=rate, arrivals=arrivals, requests=len(records), matched=len(arrived),
+        failed=sum(1 for r in records if not r.ok), scheduled_rate=scheduled_rate,
+        sent_rate=sent_rate, lag_p50_ms=_p(lags, 50), lag_p99_ms=_p(lags, 99),
+        lag_max_ms=max(lags) if lags else None, server_cv=_cv(arrived),
+        schedule_cv=_cv([r.scheduled_ns for r in sent]), client_cpu_pct=client_cpu_pct)
+
+
+def schedule_verdict(rows: Sequence[ScheduleRow]) -> tuple[float | None, str]:
+    """The highest rate kept by every arrival kind measured at it (and at every lower rate),
+    and a sentence saying so."""
+    best: float | None = None
+    for rate in sorted({r.rate for r in rows}):
+        at = [r for r in rows if r.rate == rate]
+        if not all(r.kept for r in at):
+            break
+        best = rate
+    bounds = (f"send rate within {SCHEDULE_RATE_TOLERANCE:.0%}, schedule lag p50 under "
+              f"{SCHEDULE_LAG_P50_MS:g} ms and p99 under {SCHEDULE_LAG_P99_MS:g} ms, "
+              f"server-measured arrival spread as drawn")
+    if best is None:
+        return None, (f"This machine kept no measured request rate within the bounds ({bounds});"
+                      f" treat rate-mode results from it with care.")
+    return best, (f"This machine keeps a request-rate schedule up to {best:g} requests/s "
+                  f"({bounds}).")
+
+
+_SCHEDULE_COLUMNS = (
+    ("rate", "rate", "{:g}"), ("arrivals", "arrivals", "{}"), ("requests", "requests", "{:d}"),
+    ("rate_ratio", "sent / scheduled", "{:.4f}"), ("lag_p50_ms", "lag p50", "{:.3f}"),
+    ("lag_p99_ms", "lag p99", "{:.3f}"), ("lag_max_ms", "lag max", "{:.2f}"),
+    ("server_cv", "server CV", "{:.4f}"), ("schedule_cv", "drawn CV", "{:.4f}"),
+    ("client_cpu_pct", "client CPU %", "{:.0f}"),
+)
+
+
+def schedule_table(rows: Sequence[ScheduleRow]) -> str:
+    """The schedule measurements as markdown (lags in ms)."""
+    head = "| " + " | ".join(t for _, t, _ in _SCHEDULE_COLUMNS) + " | kept |"
+    rule = "|" + "|".join("---:" for _ in _SCHEDULE_COLUMNS) + "|---|"
+    body = []
+    for r in rows:
+        cells = []
+        for key, _, fmt in _SCHEDULE_COLUMNS:
+            value = getattr(r, key)
+            cells.append("-" if value is None else fmt.format(value))
+        kept = "yes" if r.kept else "no: " + ", ".join(r.missed())
+        body.append("| " + " | ".join(cells) + f" | {kept} |")
+    return "\n".join([head, rule, *body])

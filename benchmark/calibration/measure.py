@@ -23,11 +23,12 @@ from ..core.records import RequestRecord
 from ..core.results import TOOL_NAME, atomic_write, environment_info, now_iso
 from ..errors import BenchmarkError, ServerStartError
 from ..simulator.process import SimulatorProcess
-from .analysis import (CalibrationSettings, Row, Verdict, decide,
-                       stop_reason, summarize_level)
+from .analysis import (CalibrationSettings, Row, ScheduleRow, Verdict, decide,
+                       schedule_verdict, stop_reason, summarize_level, summarize_schedule)
 
 __all__ = ["SimulatedServer", "cpu_seconds", "measure_level", "Calibration", "calibrate",
-           "write_json", "CALIBRATION_FILE", "latest_path"]
+           "write_json", "CALIBRATION_FILE", "latest_path", "ZeroCostServer", "measure_schedule",
+           "measure_schedules", "measure_concurrency"]
 
 SCHEMA_VERSION = 1
 SERVER_START_TIMEOUT_S = 60.0
@@ -97,6 +98,17 @@ class SimulatedServer:
 
     def stop(self) -> None:
         self.process.stop()
+
+
+class ZeroCostServer(SimulatedServer):
+    """The simulator with no simulated GPU time (``--zero-cost``) and a trace: only the HTTP
+    path costs anything, so the rate mode's schedule is measured, not the server's batching."""
+
+    def __init__(self, trace: Path):
+        self.trace = trace
+        self.process = SimulatorProcess(["--zero-cost", "--trace", str(trace),
+                                         "--max-concurrent-requests", "100000"], keep_lines=50)
+        self.url = ""
 
 
 def cpu_seconds(pid: int | None = None) -> float | None:
@@ -187,6 +199,85 @@ def measure_level(level: int, settings: CalibrationSettings, server: SimulatedSe
     return Level(row, list(result.records), trace)
 
 
+def measure_concurrency(users: int, settings: CalibrationSettings, server: SimulatedServer,
+                        tokenizer: str, work: Path) -> Row:
+    """The concurrency pattern at ``users`` virtual users (``runs`` requests each, in all)
+    against ``server``: the same row as a rounds level, client minus server per request. Here
+    requests end and restart at any moment, often many in the same decode step, which rounds
+    never do."""
+    config = RunConfig(tokenizer_name=tokenizer, url=server.url, mode="concurrency",
+                       batch_sizes=(users,), requests=users * settings.runs,
+                       sequence_length=settings.sequence_length,
+                       decode_length=settings.decode_length, timeout_s=120.0,
+                       output_dir=str(work / f"users{users}"))
+    wall0, cpu0, server0 = time.perf_counter(), cpu_seconds(), server.cpu_s()
+    result = run(config)
+    wall = time.perf_counter() - wall0
+    if result.status == "cancelled":
+        raise KeyboardInterrupt
+    if result.status != "complete":
+        raise BenchmarkError(f"The calibration run with {users} concurrent users did not "
+                             f"complete: {result.message or result.status}.")
+    cpu1, server1 = cpu_seconds(), server.cpu_s()
+    trace = server.rows(wait_for=[r.request_id for r in result.records if r.ok])
+    diff = (lambda a, b: b - a if a is not None and b is not None else None)
+    simulator = result.server_info.get("simulator")
+    clock = simulator.get("arrival_clock") if isinstance(simulator, dict) else None
+    return summarize_level(users, result.records, trace, window_s=wall,
+                           client_cpu_s=diff(cpu0, cpu1), server_cpu_s=diff(server0, server1),
+                           tolerance_ms=settings.tolerance_ms,
+                           arrival_clock=clock if isinstance(clock, str) else None,
+                           pattern="concurrency")
+
+
+def measure_schedule(rate: float, arrivals: str, server: SimulatedServer, tokenizer: str,
+                     work: Path, *, duration_s: float, decode_length: int = 16) -> ScheduleRow:
+    """One rate-mode run of ``duration_s`` at ``rate`` against ``server``; its ScheduleRow."""
+    config = RunConfig(tokenizer_name=tokenizer, url=server.url, mode="rate", rates=(rate,),
+                       arrivals=arrivals, duration_s=duration_s, sequence_length=10,
+                       decode_length=decode_length, timeout_s=30.0,
+                       output_dir=str(work / f"rate-{arrivals}-{rate:g}"))
+    cpu_before, wall_before = cpu_seconds(), time.perf_counter()
+    result = run(config)
+    cpu_after, wall_after = cpu_seconds(), time.perf_counter()
+    if result.status == "cancelled":
+        raise KeyboardInterrupt
+    if result.status != "complete":
+        raise BenchmarkError(f"The schedule measurement at {rate:g} requests/s did not "
+                             f"complete: {result.message or result.status}.")
+    trace = server.rows(wait_for=[r.request_id for r in result.records if r.ok])
+    cpu = (None if cpu_before is None or cpu_after is None
+           else 100 * (cpu_after - cpu_before) / max(wall_after - wall_before, 1e-9))
+    return summarize_schedule(rate, arrivals, result.records, trace, client_cpu_pct=cpu)
+
+
+def measure_schedules(rates: Iterable[float], arrivals: Iterable[str], *, duration_s: float,
+                      tokenizer: str | None = None, decode_length: int = 16,
+                      on_row: Any = None, work_dir: str | os.PathLike[str] | None = None
+                      ) -> list[ScheduleRow]:
+    """The rate mode at each rate (lowest first) and arrival kind against a zero-cost simulator;
+    stops after the first rate that is not kept (higher ones would not be either)."""
+    rows: list[ScheduleRow] = []
+    kinds = list(arrivals)
+    with _workspace(work_dir) as work:
+        name = tokenizer or str(build_tiny_tokenizer(work / "tokenizer"))
+        server = ZeroCostServer(work / "schedule-trace.jsonl")
+        server.start()
+        try:
+            for rate in sorted(set(rates)):
+                at = [measure_schedule(rate, kind, server, name, work, duration_s=duration_s,
+                                       decode_length=decode_length) for kind in kinds]
+                rows += at
+                if on_row is not None:
+                    for row in at:
+                        on_row(row)
+                if not all(row.kept for row in at):
+                    break
+        finally:
+            server.stop()
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole calibration
 
@@ -199,6 +290,8 @@ class Calibration:
     ended_at: str | None = None
     stopped_because: str | None = None
     server_argv: list[str] = field(default_factory=list)
+    concurrency_rows: list[Row] = field(default_factory=list)
+    schedule: list[ScheduleRow] = field(default_factory=list)
 
     @property
     def verdict(self) -> Verdict:
@@ -246,13 +339,29 @@ class Calibration:
             },
             "rows": [r.to_dict() for r in self.rows],
             "verdict": self.verdict.to_dict(),
+            "concurrency_rows": [r.to_dict() for r in self.concurrency_rows],
+            "schedule": self.schedule_dict(),
         }
+
+    def schedule_dict(self) -> dict[str, Any] | None:
+        """The rate mode's schedule measurement (None when it was not measured)."""
+        if not self.schedule:
+            return None
+        best, sentence = schedule_verdict(self.schedule)
+        return {"rows": [r.to_dict() for r in self.schedule],
+                "definitions": "lag = real send - intended send (ms); server CV = coefficient "
+                               "of variation of the gaps between the simulator's kernel "
+                               "arrival stamps; sent / scheduled = achieved send rate over the "
+                               "drawn schedule's own rate",
+                "accurate_rate": best, "sentence": sentence}
 
 
 def calibrate(settings: CalibrationSettings, *, tokenizer: str | None = None,
-              on_row: Any = None, work_dir: str | os.PathLike[str] | None = None
-              ) -> Calibration:
-    """Run the calibration; ``on_row(row)`` is called after each level."""
+              on_row: Any = None, work_dir: str | os.PathLike[str] | None = None,
+              on_concurrency_row: Any = None) -> Calibration:
+    """Run the calibration; ``on_row(row)`` is called after each level. Then the concurrency
+    pattern is measured at the same levels, up to the highest one the rounds measured
+    (``on_concurrency_row(row)`` after each); the verdict stays the rounds'."""
     result = Calibration(settings=settings, started_at=now_iso())
     with _workspace(work_dir) as work:
         name = tokenizer or str(build_tiny_tokenizer(work / "tokenizer"))
@@ -268,6 +377,13 @@ def calibrate(settings: CalibrationSettings, *, tokenizer: str | None = None,
                 reason = stop_reason(row, settings)
                 if reason is not None:
                     result.stopped_because = reason
+                    break
+            for row in list(result.rows):
+                users_row = measure_concurrency(row.concurrency, settings, server, name, work)
+                result.concurrency_rows.append(users_row)
+                if on_concurrency_row is not None:
+                    on_concurrency_row(users_row)
+                if stop_reason(users_row, settings) is not None:
                     break
         finally:
             server.stop()

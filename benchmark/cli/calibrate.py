@@ -27,6 +27,16 @@ the simulated server itself falls behind its 10 ms step. It ends with one senten
 concurrency (and token rate) measured within ``--tolerance-ms`` (1 ms), and a warning to use more
 client processes or a bigger machine above it.
 
+Then it runs the concurrency pattern (N virtual users, ``--runs`` requests each) at the same
+levels, up to the highest the rounds reached, and prints the same columns for it: there,
+requests end and restart together, which rounds never do (the verdict stays the rounds').
+
+Then it measures the rate mode's schedule (``--rates``, default 100, 500, 1000 requests/s,
+Poisson and constant arrivals, ``--rate-duration`` seconds each, 16-token requests against a
+``--zero-cost`` simulator): achieved send rate against the drawn schedule, schedule lag p50 and
+p99, and the spread of the gaps between the server's kernel arrival stamps; it says the
+highest rate this machine keeps within the bounds (``--rates none`` skips it).
+
 Files: ``calibration.json`` in ``--output-dir`` (default ``$RESULTS_DIR/calibration-<date>``),
 and a copy of the latest one at ``$RESULTS_DIR/calibration.json`` for the app, which calls
 ``verdict_for(concurrency, load_latest())`` to show a warning beside runs beyond the verdict.
@@ -42,10 +52,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..calibration.analysis import (DEFAULT_LEVELS, NOTE, QUICK_LEVELS, CalibrationSettings, Row,
-                                    markdown_table)
-from ..calibration.measure import CALIBRATION_FILE, calibrate, latest_path, write_json
-from ..config import parse_batch_sizes, parse_float, parse_int
+from ..calibration.analysis import (DEFAULT_LEVELS, DEFAULT_RATES, NOTE, QUICK_LEVELS,
+                                    QUICK_RATES, CalibrationSettings, Row, ScheduleRow,
+                                    markdown_table, schedule_table, schedule_verdict)
+from ..calibration.measure import (CALIBRATION_FILE, calibrate, latest_path, measure_schedules,
+                                   write_json)
+from ..config import parse_batch_sizes, parse_float, parse_int, parse_rates
 from ..core.results import results_root
 from ..errors import BenchmarkError, ConfigError, redact
 
@@ -62,6 +74,12 @@ def _checked(parse: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def _levels(text: str) -> tuple[int, ...]:
     return _checked(parse_batch_sizes, text, "concurrency")  # 1..MAX_BATCH_SIZE (1024)
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    return _checked(parse_rates, text, "rates")
 
 
 def _positive(text: str) -> float:
@@ -91,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop climbing once an error passes this (default 10 ms)")
     p.add_argument("--max-cpu", type=_positive, default=90.0, metavar="PCT",
                    help="stop climbing once the client uses this %% of a core (default 90)")
+    p.add_argument("--rates", type=_rates, default=None, metavar="R[,R...]",
+                   help=f"request rates at which the rate mode's schedule is measured (default "
+                        f"{','.join(map(str, DEFAULT_RATES))}; --quick "
+                        f"{','.join(map(str, QUICK_RATES))}; 'none' skips it)")
+    p.add_argument("--rate-duration", type=_positive, default=None, metavar="S",
+                   help="seconds per rate and arrival kind (default 10; --quick 2)")
     p.add_argument("--tokenizer-name", default=None,
                    help="tokenizer for the prompts (default: a tiny one built offline)")
     p.add_argument("--output-dir", default=None, metavar="DIR",
@@ -126,16 +150,32 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"machine, concurrency {', '.join(map(str, settings.levels))} ...", file=sys.stderr,
           flush=True)
 
-    def on_row(row: Row) -> None:
-        print(f"  {row.concurrency:>5} streams: TTFT error p50 {_fmt(row.ttft_error_p50_ms)} ms "
+    def on_row(row: Row, unit: str = "streams") -> None:
+        print(f"  {row.concurrency:>5} {unit}: TTFT error p50 {_fmt(row.ttft_error_p50_ms)} ms "
               f"(send→server {_fmt(row.send_to_server_p50_ms)}, first token delivery "
               f"{_fmt(row.first_delivery_p50_ms)}), "
               f"token latency error p99 {_fmt(row.token_error_p99_ms)} ms, "
               f"{_fmt(row.token_events_per_s, '{:,.0f}')} token events/s, client CPU "
               f"{_fmt(row.client_cpu_pct, '{:.0f}')}%", file=sys.stderr, flush=True)
 
+    def on_schedule(row: ScheduleRow) -> None:
+        print(f"  {row.rate:>6g} req/s {row.arrivals:8}: sent/scheduled "
+              f"{_fmt(row.rate_ratio, '{:.4f}')}, lag p50 {_fmt(row.lag_p50_ms, '{:.3f}')} ms "
+              f"p99 {_fmt(row.lag_p99_ms, '{:.3f}')} ms, server CV "
+              f"{_fmt(row.server_cv, '{:.4f}')}", file=sys.stderr, flush=True)
+
+    rates = args.rates if args.rates is not None else (
+        QUICK_RATES if settings.quick else DEFAULT_RATES)
     try:
-        result = calibrate(settings, tokenizer=args.tokenizer_name, on_row=on_row)
+        result = calibrate(settings, tokenizer=args.tokenizer_name, on_row=on_row,
+                           on_concurrency_row=lambda row: on_row(row, "users (concurrency)"))
+        if rates:
+            print(f"Measuring the request-rate schedule at {', '.join(f'{r:g}' for r in rates)}"
+                  f" requests/s ...", file=sys.stderr, flush=True)
+            result.schedule = measure_schedules(
+                rates, ("poisson", "constant"), tokenizer=args.tokenizer_name,
+                duration_s=args.rate_duration or (2.0 if settings.quick else 10.0),
+                on_row=on_schedule)
     except BenchmarkError as err:
         print(f"error: {redact(str(err))}", file=sys.stderr)
         return 1
@@ -159,6 +199,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result.stopped_because:
         print(f"Stopped climbing: {result.stopped_because}.")
     print(result.verdict.sentence)
+    if result.concurrency_rows:
+        print()
+        print("Concurrency pattern (N virtual users, each sending its next request as soon as "
+              "its last one ended; requests end and restart together):")
+        print()
+        print(markdown_table(result.concurrency_rows, settings.tolerance_ms))
+    if result.schedule:
+        print()
+        print(schedule_table(result.schedule))
+        print(schedule_verdict(result.schedule)[1])
     print(f"Saved: {folder / CALIBRATION_FILE}")
     return 0
 

@@ -48,16 +48,23 @@ FLAG_FOR_FIELD = flag_map("run", "sampling", "cli")
 GROUP_TITLES = {
     "tgi": "TGI benchmark flags (same names and defaults as text-generation-benchmark)",
     "http": "HTTP, load pattern and files",
+    "rate": "Request rate (--mode rate)",
+    "slo": "Latency targets (SLOs): a request is good when it finished and met every target "
+           "given; each step then reports the share of good requests (attainment) and goodput. "
+           "--mode capacity finds the highest request rate that keeps it",
+    "cost": "Cost and deployment plan: $ per million tokens per step (any mode) and, with "
+            "--mode capacity, how many servers a traffic needs",
 }
 
 
 def flag_default(entry: Setting) -> Any:
     """The flag's argparse default: the run's defaults as the text a user would type (as TGI's
     tool shows them); None for the server's and the command line's own flags (so that a flag
-    given without ``--launch`` can be told from one left alone)."""
-    if entry.owner not in ("run", "sampling") or entry.default is None:
+    given without ``--launch`` can be told from one left alone) and for the flags of some load
+    patterns only (so that one given in another pattern can be refused)."""
+    if entry.owner not in ("run", "sampling") or entry.default is None or entry.modes:
         return None
-    if entry.kind in ("switch", "sizes"):
+    if entry.kind in ("switch", "sizes", "rates"):
         return None
     return setting_argv(entry, entry.default)[-1]
 
@@ -67,7 +74,7 @@ def add_setting_argument(group: Any, entry: Setting) -> None:
     options: dict[str, Any] = {}
     if entry.kind == "switch":
         options["action"] = "store_true"
-    elif entry.kind == "sizes":
+    elif entry.kind in ("sizes", "rates"):
         options["action"] = "append"
     else:
         options["default"] = flag_default(entry)
@@ -107,7 +114,7 @@ def base_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The validated ``RunConfig`` the flags describe; ``ConfigError`` names the bad field."""
     values: dict[str, dict[str, Any]] = {"run": {}, "sampling": {}}
-    misplaced: dict[str, list[str]] = {}
+    misplaced: list[Setting] = []
     for entry in settings_of("run", "sampling"):
         raw = getattr(args, entry.dest, None)
         if entry.kind == "url" and raw is not None:
@@ -115,12 +122,15 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         else:
             value = entry.default if raw is None else parse_setting(entry, raw)
         values[entry.owner][entry.name] = value
-        if entry.mode is not None and entry.mode != args.mode and raw is not None:
-            misplaced.setdefault(entry.mode, [])
-    for mode in misplaced:
-        flags = [e.flag for e in settings_of("run", "sampling") if e.mode == mode and e.flag]
-        raise ConfigError("mode", f"{' and '.join(flags)} apply to --mode {mode}; add --mode "
-                                  f"{mode} or drop them.")
+        if not entry.applies_to(args.mode) and raw is not None:
+            misplaced.append(entry)
+    if misplaced:
+        modes = misplaced[0].modes
+        flags = [e.flag for e in misplaced if e.modes == modes and e.flag]
+        either = " or ".join(f"--mode {m}" for m in modes)
+        raise ConfigError("mode", f"{' and '.join(flags)} appl{'ies' if len(flags) == 1 else 'y'}"
+                                  f" to {either}; add {'it' if len(modes) == 1 else 'one'} or "
+                                  f"drop {'it' if len(flags) == 1 else 'them'}.")
     config = RunConfig(**values["run"], sampling=SamplingParams(**values["sampling"]))
     config = config.validate()
     if config.output_dir:  # before anything is launched; the engine checks again

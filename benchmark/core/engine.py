@@ -13,6 +13,12 @@ What ``run`` does, in order:
    before a step in concurrency mode), never while requests are in flight;
 3. runs the load pattern of every step (``load.py``) with the streaming clients (``clients/``)
    on one ``aiohttp`` session without a connection limit, connections opened before a step;
+   In rate mode (open loop) each step's send times are drawn up front from the schedule seed
+   (``patterns.arrival_offsets``) and kept against the monotonic clock: the dispatcher sleeps
+   to within ``SPIN_NS`` of a send time, then yields to the event loop until it is reached
+   (responses keep being read meanwhile); a late send goes at once and never moves the ones
+   after it; a request never waits for another except behind ``--max-concurrency``, and that
+   wait is stamped (``queued_ns`` -> ``admitted_ns``);
 4. saves ``run.json``, ``summary.csv`` and ``requests.csv`` at the start and after every step,
    and once more at the end, then returns the result. ``run.json``'s ``calibration`` says how
    accurate the client was found to be by the latest ``python -m benchmark calibrate`` on
@@ -35,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import secrets
 import threading
 import time
@@ -46,16 +53,18 @@ from urllib.parse import urlsplit
 from . import results
 from .clients import StreamClient, make_client, open_session
 from .clients.openai import UNSENT_SAMPLING
-from ..config import RunConfig, check_url, strip_credentials
+from ..config import RunConfig, check_url, parse_rates, strip_credentials
 from ..errors import BenchmarkError, ConfigError, redact
 from .interrupts import cancel_on_signals
-from .patterns import Concurrency, Rounds, Slot
+from .patterns import Concurrency, RateSchedule, Rounds, Slot, arrival_offsets, step_seed
 from .probe import CONTROL_TIMEOUT_S, ServerProbe, probe_server, server_answers
-from .progress import (Done, ProgressCallback, ProgressEvent, RequestsDone, RoundDone, RunWarning,
-                       Start, StepDone, StepStart)
+from .progress import (Done, ProbeDone, ProgressCallback, ProgressEvent, RequestsDone, RoundDone,
+                       RunWarning, Start, StepDone, StepStart)
 from .prompts import PromptSet, build_prompts, load_tokenizer
 from .records import RequestRecord
+from .stats import INCOMPLETE
 from .calibration_note import client_calibration
+from .capacity_run import SATURATION_USERS, run_capacity
 from .results import RunResult
 from .telemetry import GpuReader, LoopProbe, Sampler
 
@@ -69,10 +78,34 @@ PROMPT_POOL_MAX = 512
 # Rounds mode: prompts are built in chunks of this many (at least one round), between rounds.
 PROMPT_CHUNK = 256
 MAX_ERROR_WARNINGS = 5
+# Rate mode: the dispatcher sleeps (event-loop timers wake up to a few ms late) until this close
+# to a send time, then yields to the loop in a busy turn until the time is reached.
+SPIN_NS = 2_000_000
+# Rate mode: keep-alive connections opened before a step (more are opened as needed).
+RATE_CONNECTIONS = 64
+# Rate mode: requests still running this long after --timeout past the step's end are cut.
+INCOMPLETE_GRACE_S = 5.0
+# While a step runs, the objects alive are frozen again every this many requests (see
+# _quiet_collector): the step's own records then never pile up under the collector either.
+FREEZE_EVERY = 1_000
 
 
 # ---------------------------------------------------------------------------------------------
 # The run
+
+
+def _quiet_collector() -> None:
+    """Move every object alive (the tokenizer, imported libraries, earlier
+    steps' records) out of the collector's reach, so that while a step runs a collection walks
+    only what the step creates. Seen in a rate step against the simulator (a loaded 2-core
+    machine): full collections walked 29,000 to 96,000 objects, mostly the tokenizer's
+    libraries, and paused the event loop 70 to 390 ms each, pauses that show up as client
+    delay in TTFT, dispatch and schedule lag. No cyclic garbage is made per request (those
+    collections freed nothing), so the
+    frozen objects are only the ones the run keeps; ``gc.unfreeze()`` at the end of the run
+    hands them back. (No ``gc.collect()`` first: with the tokenizer's libraries loaded it
+    takes a tenth of a second or more per step, for garbage that is small.)"""
+    gc.freeze()
 
 
 class _RunStopped(Exception):
@@ -87,10 +120,13 @@ class _Cancelled(Exception):
 class _Step:
     """What one step needs while it runs."""
 
-    size: int
+    size: float  # batch size, users, or requests/s
+    index: int = 1  # position in the run (from 1)
     bodies: list[bytes] = field(default_factory=list)  # pre-serialised, not yet sent
     built: int = 0  # prompts built so far for this step
     records: list[RequestRecord] = field(default_factory=list)
+    # What progress events call this step (capacity mode: the probe number), else ``size``.
+    label: float | None = None
 
 
 def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
@@ -106,6 +142,11 @@ def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
     tokenizer); once it has started, failures end up in ``result.status`` / ``result.message``.
     """
     config = dataclasses.replace(config.validate(), url=check_url(config.url))
+    if config.mode == "rate":  # a whole rate is an int: step 200, not 200.0, in every file
+        config = dataclasses.replace(config, rates=parse_rates(list(config.rates)))
+    if config.mode in ("rate", "capacity") and config.schedule_seed is None:
+        # Drawn here and saved in run.json's config, so that the run can be replayed exactly.
+        config = dataclasses.replace(config, schedule_seed=secrets.randbits(62))
     cancel = cancel if cancel is not None else threading.Event()
     with cancel_on_signals(cancel):
         engine = _Engine(config, on_progress, cancel, server, dict(headers or {}))
@@ -178,7 +219,7 @@ class _Engine:
         self.folder = folder
         self.result = RunResult(run_id=run_id, config=config, server_info=probe.info,
                                 simulated=probe.simulated, server=self.server,
-                                calibration=client_calibration(max(config.batch_sizes)))
+                                calibration=client_calibration(self._peak_concurrency()))
         self._start_sampler()
         try:
             self._save()
@@ -187,10 +228,12 @@ class _Engine:
             raise ConfigError("output_dir", f"Cannot write the results to {folder} "
                                             f"({exc.strerror or exc}). Choose another output "
                                             f"folder.") from exc
-        self.emit(Start(run_id=run_id, output_dir=str(folder), steps=tuple(config.batch_sizes),
-                        planned_requests=config.planned_requests(), simulated=probe.simulated))
+        self.emit(Start(run_id=run_id, output_dir=str(folder), steps=tuple(config.steps),
+                        planned_requests=config.planned_requests(), simulated=probe.simulated,
+                        mode=config.mode))
         limit = probe.info.get("max_concurrent_requests")
-        if isinstance(limit, int) and limit > 0 and max(config.batch_sizes) > limit:
+        if (config.mode in ("rounds", "concurrency") and isinstance(limit, int) and limit > 0
+                and max(config.batch_sizes) > limit):
             self.warn(f"Batch size {max(config.batch_sizes)} is above the server's "
                       f"max_concurrent_requests ({limit}): it will refuse the requests beyond "
                       f"{limit} with HTTP 429. Restart it with a larger "
@@ -216,6 +259,21 @@ class _Engine:
         self._finish(status, message)
         return self.result
 
+    def _peak_concurrency(self) -> int:
+        """The most requests in flight the run is planned for (for the calibration note)."""
+        if self.config.mode == "rate":
+            return int(self.config.max_concurrency or 1)
+        if self.config.mode == "capacity":
+            return SATURATION_USERS
+        return max(self.config.batch_sizes)
+
+    def _at(self, step: float) -> str:
+        """"batch size 4", "4 users" or "200 requests/s": a step in a message."""
+        if self.config.mode == "rate":
+            return f"{step:g} requests/s"
+        if self.config.mode == "concurrency":
+            return f"{step} user{'' if step == 1 else 's'}"
+        return f"batch size {step}"
     def _start_sampler(self) -> None:
         """The telemetry sampler, in its own thread, from now until the run ends (off when the
         interval is 0). Its time axis starts now."""
@@ -289,17 +347,24 @@ class _Engine:
         probe = asyncio.create_task(self.probe.run()) if self.sampler is not None else None
         try:
             async with open_session() as session:
-                sizes = self.config.batch_sizes
+                if self.config.mode == "capacity":
+                    await run_capacity(self, session)
+                    self._save()
+                    return
+                sizes = self.config.steps
                 for index, size in enumerate(sizes, start=1):
                     if self.cancel.is_set():
                         raise _Cancelled
                     self.emit(StepStart(step=size, index=index, of=len(sizes)))
-                    step = _Step(size=size)
+                    step = _Step(size=size, index=index)
+                    _quiet_collector()
                     if self.sampler is not None:
                         self.sampler.mark_step(size, "start")
                     try:
                         if self.config.mode == "rounds":
                             await self._rounds(session, step)
+                        elif self.config.mode == "rate":
+                            await self._rate(session, step)
                         else:
                             await self._concurrency(session, step)
                     finally:
@@ -316,6 +381,7 @@ class _Engine:
             raise
         finally:
             watcher.cancel()
+            gc.unfreeze()
             if probe is not None:
                 probe.cancel()
 
@@ -323,6 +389,21 @@ class _Engine:
         while not self.cancel.is_set():
             await asyncio.sleep(CANCEL_POLL_S)
         main.cancel()
+
+    # -- capacity mode (capacity_run.py runs the probes through these) ----------------------
+    def new_step(self, size: float, index: int) -> _Step:
+        """A step to run one capacity probe in: ``size`` users or requests/s, ``index`` its
+        probe number (the step its records get)."""
+        self.emit(StepStart(step=index, index=index, of=None))
+        return _Step(size=size, index=index, label=index)
+
+    def probe_done(self, probe: Any) -> None:
+        """Save the files and report a finished capacity probe."""
+        self._save()
+        self.emit(ProbeDone(step=probe.step, probe_kind=probe.kind, rate_rps=probe.rate_rps,
+                            attainment=probe.attainment, passed=probe.passed,
+                            stopped_early=probe.stopped_early, requests=probe.requests))
+        self.emit(StepDone(step=probe.step))
 
     def _keep(self, step: _Step) -> None:
         """Move a step's measured records into the result (once, even when interrupted)."""
@@ -337,7 +418,8 @@ class _Engine:
     def _build(self, step: _Step, count: int) -> None:
         """Build (and serialise) the next ``count`` prompts of ``step``: never while timing."""
         assert self.client is not None
-        seed = self.prompt_seed * 1_000_003 + step.size
+        seed = self.prompt_seed * 1_000_003 + (
+            int(step.size) if self.config.mode != "rate" else 7_919 * step.index)
         prompts = build_prompts(self.tokenizer, length=self.config.sequence_length, count=count,
                                 api=self.config.api, seed=seed, start=step.built)
         step.built += count
@@ -442,6 +524,8 @@ class _Engine:
                               f"of a step: a server with a prefix cache may answer them faster "
                               f"than new prompts.", key="prompt-reuse")
                 body = step.bodies[(pattern.issued - 1) % len(step.bodies)]
+                if pattern.issued % FREEZE_EVERY == 0:
+                    gc.freeze()  # O(1): the step's records so far leave the collector's walk
                 await self._send(session, body, record)
                 done += 1
                 errors += 0 if record.ok else 1
@@ -454,13 +538,101 @@ class _Engine:
             raise _Cancelled
         self._requests_progress(step, done, errors, pattern.total, started, force=True)
 
+    async def _rate(self, session: Any, step: _Step) -> None:
+        """Open loop: send on the step's schedule whatever the server does (module docstring)."""
+        config = self.config
+        assert config.schedule_seed is not None
+        offsets = arrival_offsets(RateSchedule(
+            rate=float(step.size), arrivals=config.arrivals,
+            seed=step_seed(config.schedule_seed, step.index), burstiness=config.burstiness,
+            ramp_up_s=config.ramp_up_s, duration_s=config.duration_s, requests=config.requests))
+        total = len(offsets)
+        if total == 0:
+            self.warn(f"No request was scheduled at {self._at(step.size)}: at that rate the "
+                      f"first arrival falls after the duration. Raise the rate or the duration.",
+                      key=f"empty-step:{step.size}")
+            return
+        # Every prompt is built before the step starts (none while it runs), then re-used.
+        self._build(step, min(total, PROMPT_POOL_MAX * 8))
+        if total > len(step.bodies):
+            self.warn(f"Prompts are re-used after the first {len(step.bodies)} requests of a "
+                      f"step: a server with a prefix cache may answer them faster than new "
+                      f"prompts.", key="prompt-reuse")
+        cap = config.max_concurrency
+        await self._open_connections(session, min(total, cap or RATE_CONNECTIONS,
+                                                  RATE_CONNECTIONS * 4))
+        slots = asyncio.Semaphore(cap) if cap else None
+        bodies = step.bodies
+        done = errors = 0
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(record: RequestRecord, body: bytes) -> None:
+            nonlocal done, errors
+            if slots is not None:
+                async with slots:
+                    record.admitted_ns = time.perf_counter_ns()
+                    await self._send(session, body, record)
+            else:
+                record.admitted_ns = record.queued_ns
+                await self._send(session, body, record)
+            done += 1
+            errors += 0 if record.ok else 1
+            self._requests_progress(step, done, errors, total, start)
+            if record.error_kind in ("connection", "stream"):
+                with contextlib.suppress(_RunStopped):  # the dispatcher stops the step
+                    await self._check_alive([record], step)
+
+        start = time.perf_counter_ns()
+        perf_ns = time.perf_counter_ns
+        try:
+            for number, offset in enumerate(offsets, start=1):
+                due = start + offset
+                while (left := due - perf_ns()) > 0:
+                    await asyncio.sleep((left - SPIN_NS) / 1e9 if left > SPIN_NS else 0)
+                if self._dead is not None:
+                    raise _RunStopped(self._dead)
+                record = self._record(Slot(step.size, 1, number))
+                record.step_start_ns = start
+                record.scheduled_ns = due
+                record.queued_ns = perf_ns()
+                step.records.append(record)
+                if number % FREEZE_EVERY == 0:
+                    gc.freeze()  # O(1): the step's records so far leave the collector's walk
+                task = asyncio.create_task(one(record, bodies[(number - 1) % len(bodies)]))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            # The step's time is up: at its duration, or at its last send (--requests only).
+            end = start + int(config.duration_s * 1e9) if config.duration_s is not None else 0
+            while (left := end - perf_ns()) > 0 and tasks:
+                await asyncio.sleep(min(left / 1e9, CANCEL_POLL_S))
+            step_end = perf_ns()
+            if tasks:
+                await asyncio.wait(set(tasks), timeout=config.timeout_s + INCOMPLETE_GRACE_S)
+        finally:
+            for task in list(tasks):
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        for record in step.records:
+            if (record.error_kind in ("timeout", "cancelled") and record.end_ns is not None
+                    and record.end_ns > step_end):
+                record.error_kind = INCOMPLETE
+                record.error = (f"still running when the step's time was up, no end within "
+                                f"--timeout ({config.timeout_s:g} s)")
+        if self._dead is not None:
+            raise _RunStopped(self._dead)
+        if self.cancel.is_set():
+            raise _Cancelled
+        self._requests_progress(step, done, errors, total, start, force=True)
+
     def _requests_progress(self, step: _Step, done: int, errors: int, total: int | None,
                            started: int, force: bool = False) -> None:
         now = time.perf_counter()
         if not force and now - self._last_progress < PROGRESS_EVERY_S:
             return
         self._last_progress = now
-        self.emit(RequestsDone(step=step.size, done=done, total=total,
+        self.emit(RequestsDone(step=step.size if step.label is None else step.label,
+                               done=done, total=total,
                                elapsed_s=round((time.perf_counter_ns() - started) / 1e9, 3),
                                errors=errors))
 
@@ -477,8 +649,8 @@ class _Engine:
                 if reason is not None:
                     failed = next(r for r in records if r.error_kind in ("connection", "stream"))
                     self._dead = (
-                        f"The server at {self.config.url} stopped answering during batch size "
-                        f"{step.size} ({failed.error}; /health: {reason}). The files hold what "
+                        f"The server at {self.config.url} stopped answering during "
+                        f"{self._at(step.size)} ({failed.error}; /health: {reason}). The files hold what "
                         f"was measured until then; restart the server and run again.")
         if self._dead is not None:
             raise _RunStopped(self._dead)
@@ -494,8 +666,8 @@ class _Engine:
         if mismatched:
             seen = sorted({r.input_tokens for r in mismatched})  # type: ignore[type-var]
             self.warn(f"The server counted {', '.join(map(str, seen[:5]))} prompt tokens instead "
-                      f"of the {expected} asked ({len(mismatched)} of {len(ok)} requests at batch "
-                      f"size {step.size}). Prefill throughput uses the server's count.",
+                      f"of the {expected} asked ({len(mismatched)} of {len(ok)} requests at "
+                      f"{self._at(step.size)}). Prefill throughput uses the server's count.",
                       key="input-length")
         if ok and all(r.input_tokens is None for r in ok):
             self.warn(f"The server did not report prompt token counts: prefill throughput assumes "
@@ -507,7 +679,7 @@ class _Engine:
         short = [r for r in ok if r.output_token_count < config.decode_length]
         if short:
             self.warn(f"Outputs were shorter than asked: {len(short)} of {len(ok)} requests at "
-                      f"batch size {step.size} stopped before {config.decode_length} tokens "
+                      f"{self._at(step.size)} stopped before {config.decode_length} tokens "
                       f"(finish reason: {short[0].finish_reason or 'not given'}). Throughput and "
                       f"token latency count only the tokens that really came.",
                       key="short-outputs")
@@ -524,7 +696,7 @@ class _Engine:
             return
         self.error_warnings += 1
         where = "requests of a warm-up round" if warmup else "measured requests"
-        self.warn(f"{len(failed)} of {len(records)} {where} at batch size {first.step} failed: "
+        self.warn(f"{len(failed)} of {len(records)} {where} at {self._at(first.step)} failed: "
                   f"{first.error}", key=key)
 
     def _stop_if_all_refused(self, step: _Step,
@@ -540,5 +712,5 @@ class _Engine:
                    and 400 <= r.status < 500 and r.status != 429]
         if len(refused) == len(records):
             raise _RunStopped(
-                f"The server refused every request at batch size {step.size}: "
+                f"The server refused every request at {self._at(step.size)}: "
                 f"{refused[0].error}. Fix the settings it complains about and run again.")

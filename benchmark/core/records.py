@@ -20,7 +20,8 @@ NS_PER_MS = 1_000_000
 class RequestRecord:
     """One request of a run.
 
-    step:      the batch size (rounds) or number of virtual users (concurrency) it belonged to
+    step:      the batch size (rounds), number of virtual users (concurrency) or request rate
+               in requests/s (rate) it belonged to
     run:       round index (rounds; warm-up rounds are numbered separately) or user index
     request:   index within the round (rounds) or sequence number of that user (concurrency)
     warmup:    True for warm-up requests (kept in memory, excluded from files and statistics)
@@ -36,6 +37,10 @@ class RequestRecord:
     error:     None for a success, else a short sentence ("timeout after 60 s", "HTTP 422: ...")
     error_kind: None, "http", "stream", "timeout", "connection", "cancelled"
     request_id: the X-Request-Id header sent (lets a server trace be matched to this record)
+    step_start_ns: rate mode: the step's start, from which its schedule is counted
+    queued_ns: rate mode: when the scheduler released it (at or after ``scheduled_ns``)
+    admitted_ns: rate mode: when it got a place under --max-concurrency (= ``queued_ns``
+               without a cap); it is sent right after
     """
 
     step: int
@@ -54,6 +59,9 @@ class RequestRecord:
     error: str | None = None
     error_kind: str | None = None
     request_id: str | None = None
+    step_start_ns: int | None = None
+    queued_ns: int | None = None
+    admitted_ns: int | None = None
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -66,6 +74,35 @@ class RequestRecord:
         if self.sent_ns is None:
             return None
         return (self.sent_ns - self.scheduled_ns) / NS_PER_MS
+
+    @property
+    def scheduled_ms(self) -> float | None:
+        """Rate mode: the intended send time, from the step's start."""
+        if self.step_start_ns is None:
+            return None
+        return (self.scheduled_ns - self.step_start_ns) / NS_PER_MS
+
+    @property
+    def sent_ms(self) -> float | None:
+        """Rate mode: the real send time, from the step's start."""
+        if self.step_start_ns is None or self.sent_ns is None:
+            return None
+        return (self.sent_ns - self.step_start_ns) / NS_PER_MS
+
+    @property
+    def client_queue_ms(self) -> float | None:
+        """Rate mode: the wait behind --max-concurrency (0 without a cap)."""
+        if self.queued_ns is None or self.admitted_ns is None:
+            return None
+        return (self.admitted_ns - self.queued_ns) / NS_PER_MS
+
+    @property
+    def queued_e2e_ms(self) -> float | None:
+        """From the intended send time to the end of the response: what a user arriving on
+        schedule waited, the client's queue included."""
+        if self.step_start_ns is None or self.end_ns is None or self.sent_ns is None:
+            return None
+        return (self.end_ns - self.scheduled_ns) / NS_PER_MS
 
     @property
     def ttft_ms(self) -> float | None:

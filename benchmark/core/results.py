@@ -44,6 +44,8 @@ from .._version import __version__
 from ..config import RunConfig, strip_credentials
 from ..errors import BenchmarkError, ConfigError, ResultFileError, redact
 from .records import RequestRecord
+from .capacity import Capacity, Probe
+from .cost import COST_COLUMNS, cost_document
 from .telemetry_data import TELEMETRY_FILE, Telemetry, read_telemetry_csv, telemetry_csv
 from .stats import COUNT_KEYS, METRIC_KEYS, METRICS, STAT_KEYS, StepSummary, summarize
 
@@ -54,6 +56,9 @@ __all__ = [
     "SUMMARY_FILE",
     "REQUESTS_FILE",
     "SUMMARY_COLUMNS",
+    "SLO_COLUMNS",
+    "CAPACITY_COLUMNS",
+    "COST_COLUMNS",
     "REQUEST_COLUMNS",
     "STATUSES",
     "RunResult",
@@ -77,12 +82,20 @@ REQUESTS_FILE = "requests.csv"
 # telemetry.csv (telemetry_data.TELEMETRY_FILE) sits beside them when the sampler ran.
 STATUSES = ("running", "complete", "cancelled", "failed")
 
-SUMMARY_COLUMNS = ("step", "metric", "unit", *STAT_KEYS, "count", "mode", *COUNT_KEYS)
+# The last four: the step's result against the latency targets (empty when none was set).
+SLO_COLUMNS = ("good", "slo_attainment", "goodput_rps", "good_output_tokens_per_s")
+# Capacity runs: each step is a probe; its kind, its rate, its verdict, and the answer.
+CAPACITY_COLUMNS = ("probe_kind", "probe_rate_rps", "probe_passed", "capacity_rps")
+# Cost columns (core/cost.COST_COLUMNS): $ per million tokens and per thousand requests when a
+# price was given, kWh per million output tokens when telemetry measured energy.
+SUMMARY_COLUMNS = ("step", "metric", "unit", *STAT_KEYS, "count", "mode", *COUNT_KEYS,
+                   *SLO_COLUMNS, *CAPACITY_COLUMNS, *COST_COLUMNS)
 REQUEST_COLUMNS = (
     "batch_size", "run", "request", "ttft_ms", "e2e_ms", "decode_ms", "token_latency_ms",
     "input_tokens", "output_tokens", "finish_reason", "error",
     "requested_output_tokens", "token_events", "dispatch_lag_ms", "status", "error_kind",
-    "request_id", "mode",
+    "request_id", "mode", "scheduled_ms", "sent_ms", "schedule_lag_ms", "client_queue_ms",
+    "queued_e2e_ms",
 )
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -193,6 +206,8 @@ class RunResult:
     tool_version: str = __version__
     schema_version: int = SCHEMA_VERSION
     environment: dict[str, Any] | None = None
+    # A capacity run's answer and probes (None in the other load patterns).
+    capacity: Capacity | None = None
     telemetry: Telemetry | None = None   # the sampler's readings (None when it was off)
 
     # -- derived ---------------------------------------------------------------------------
@@ -217,7 +232,8 @@ class RunResult:
     # -- files -----------------------------------------------------------------------------
     def to_dict(self, steps: list[StepSummary] | None = None) -> dict[str, Any]:
         """The content of run.json (``steps``: already computed summaries, to save work)."""
-        return {
+        steps = self.steps() if steps is None else steps
+        document = {
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": TOOL_NAME, "version": self.tool_version},
             "run_id": self.run_id,
@@ -234,13 +250,33 @@ class RunResult:
             "server": self.server,
             "environment": self.environment or environment_info(),
             "warnings": [redact(w) for w in self.warnings],
-            "steps": [s.to_dict() for s in (self.steps() if steps is None else steps)],
+            "steps": [s.to_dict() for s in steps],
             "calibration": self.calibration,
+            "capacity": None if self.capacity is None else self.capacity.to_dict(),
             "files": self.files(),
             "telemetry": None if self.telemetry is None else self.telemetry.to_dict(
                 self.measured_records, self.calibration),
             "requests": [_record_out(r) for r in self.measured_records],
         }
+        document["cost"] = cost_document(self.config, steps, self.capacity,
+                                         document.get("telemetry"))
+        return document
+
+    def cost(self, steps: list[StepSummary] | None = None,
+             telemetry_steps: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        """run.json's ``cost`` block (core/cost.cost_document): the price, each step's $ per
+        million tokens (and kWh where telemetry measured energy), the capacity point's cost and
+        the deployment plan; None without a price or an energy measurement.
+        ``telemetry_steps``: the telemetry's step figures when already computed."""
+        telemetry = getattr(self, "telemetry", None)
+        block = None if telemetry_steps is None else {"steps": telemetry_steps}
+        if block is None and telemetry is not None and hasattr(telemetry, "to_dict"):
+            try:
+                block = telemetry.to_dict(self.measured_records, self.calibration)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                block = None
+        return cost_document(self.config, self.steps() if steps is None else steps,
+                             self.capacity, block)
 
     def files(self) -> list[str]:
         """The files of this run's folder: run.json, summary.csv, requests.csv, and
@@ -258,7 +294,8 @@ class RunResult:
         steps = self.steps()
         document = self.to_dict(steps)
         atomic_write(path / RUN_FILE, run_json_text(document))
-        atomic_write(path / SUMMARY_FILE, summary_csv(steps))
+        atomic_write(path / SUMMARY_FILE, summary_csv(steps, self.capacity,
+                                                      document.get("cost")))
         atomic_write(path / REQUESTS_FILE, requests_csv(self.measured_records, self.config.mode))
         if self.telemetry is not None:
             # A copy: the sampler's thread may append while the file is written.
@@ -301,6 +338,8 @@ class RunResult:
                 tool_version=str(tool.get("version") or "unknown"),
                 schema_version=SCHEMA_VERSION,
                 environment=data.get("environment"),
+                capacity=(None if not data.get("capacity")
+                          else Capacity.from_dict(data["capacity"])),
                 telemetry=Telemetry.from_dict(data.get("telemetry")),
             )
         except ResultFileError:
@@ -363,8 +402,15 @@ def run_json_text(document: dict[str, Any]) -> str:
 
 
 
-def summary_csv(steps: list[StepSummary]) -> str:
-    """summary.csv: one row per step and metric; empty cells where a metric has no sample."""
+def summary_csv(steps: list[StepSummary], capacity: Capacity | None = None,
+                cost: dict[str, Any] | None = None) -> str:
+    """summary.csv: one row per step and metric; empty cells where a metric has no sample.
+    ``capacity``: a capacity run's answer, whose probes are the steps; ``cost``: run.json's
+    cost block (its per-step costs fill the cost columns, repeated on each metric's row)."""
+    probes = {} if capacity is None else {p.step: p for p in capacity.probes}
+    costs = {float(c["step"]): [_num(c.get(k)) for k in COST_COLUMNS]
+             for c in (cost or {}).get("steps") or []}
+    answer = "" if capacity is None else _num(capacity.rate_rps)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(SUMMARY_COLUMNS)
@@ -375,8 +421,25 @@ def summary_csv(steps: list[StepSummary]) -> str:
             values = ["" if stats is None else _num(getattr(stats, s)) for s in STAT_KEYS]
             writer.writerow([step.step, key, METRICS[key].unit, *values,
                              0 if stats is None else stats.count, step.mode,
-                             *(counts[k] for k in COUNT_KEYS)])
+                             *(counts[k] for k in COUNT_KEYS), *_slo_cells(step),
+                             *_probe_cells(probes.get(step.step)), answer,
+                             *costs.get(float(step.step), [""] * len(COST_COLUMNS))])
     return buffer.getvalue()
+
+
+def _probe_cells(probe: Probe | None) -> list[str]:
+    if probe is None:
+        return ["", "", ""]
+    return [probe.kind, _num(probe.rate_rps), "true" if probe.passed else "false"]
+
+
+def _slo_cells(step: StepSummary) -> list[Any]:
+    """The SLO_COLUMNS cells of a step: empty without targets or without a number."""
+    slo = step.slo
+    if slo is None:
+        return [""] * len(SLO_COLUMNS)
+    return [slo.good, *(_num(v) for v in
+                        (slo.attainment, slo.goodput_rps, slo.good_output_tokens_per_s))]
 
 
 def requests_csv(records: list[RequestRecord], mode: str) -> str:
@@ -397,6 +460,9 @@ def requests_csv(records: list[RequestRecord], mode: str) -> str:
             "token_events": len(r.token_ns), "dispatch_lag_ms": _num(r.dispatch_lag_ms),
             "status": _opt(r.status), "error_kind": _opt(r.error_kind),
             "request_id": _opt(r.request_id), "mode": mode,
+            "scheduled_ms": _num(r.scheduled_ms), "sent_ms": _num(r.sent_ms),
+            "schedule_lag_ms": _num(r.dispatch_lag_ms if mode == "rate" else None),
+            "client_queue_ms": _num(r.client_queue_ms), "queued_e2e_ms": _num(r.queued_e2e_ms),
         }
         writer.writerow([row[c] for c in REQUEST_COLUMNS])
     return buffer.getvalue()
@@ -424,9 +490,10 @@ def _record_out(record: RequestRecord) -> dict[str, Any]:
     return data
 
 
-_INT_FIELDS = ("step", "run", "request", "scheduled_ns")
+_INT_FIELDS = ("run", "request", "scheduled_ns")
 _OPTIONAL_INT_FIELDS = ("sent_ns", "end_ns", "input_tokens", "output_tokens",
-                        "requested_output_tokens", "status")
+                        "requested_output_tokens", "status", "step_start_ns", "queued_ns",
+                        "admitted_ns")
 _OPTIONAL_STR_FIELDS = ("finish_reason", "error", "error_kind", "request_id")
 
 
@@ -435,6 +502,9 @@ def _record_in(data: Any) -> RequestRecord:
     if not isinstance(data, dict):
         raise TypeError("a request is not a JSON object")
     record = RequestRecord.from_dict(data)
+    if isinstance(record.step, bool) or not isinstance(record.step, (int, float)) or not (
+            math.isfinite(record.step)):
+        raise TypeError("request field step is not a number")
     for name in _INT_FIELDS:
         if not isinstance(getattr(record, name), int):
             raise TypeError(f"request field {name} is not a whole number")
@@ -523,9 +593,9 @@ class RunSummaryRow:
     complete: bool
     simulated: bool
     mode: str
-    batch_sizes: tuple[int, ...]
+    batch_sizes: tuple[float, ...]  # the steps: batch sizes, users, or rates in rate mode
     best_decode_throughput_tok_s: float | None
-    best_batch_size: int | None
+    best_batch_size: float | None
     requests: int
     errors: int
     path: Path
@@ -586,7 +656,7 @@ def _summary_row(folder: Path) -> RunSummaryRow | None:
         for s in steps:
             stats = (s.get("metrics") or {}).get("decode_throughput_tok_s")
             if stats and stats.get("avg") is not None and (best is None or stats["avg"] > best):
-                best, best_step = float(stats["avg"]), int(s["step"])
+                best, best_step = float(stats["avg"]), _step_number(s["step"])
         status = str(data.get("status") or "running")
         return RunSummaryRow(
             run_id=folder.name,
@@ -598,8 +668,9 @@ def _summary_row(folder: Path) -> RunSummaryRow | None:
             complete=status == "complete",
             simulated=bool(data.get("simulated", False)),
             mode=str(config.get("mode") or "rounds"),
-            batch_sizes=tuple(int(s["step"]) for s in steps) or tuple(
-                int(b) for b in config.get("batch_sizes") or ()),
+            batch_sizes=tuple(_step_number(s["step"]) for s in steps) or tuple(
+                _step_number(b) for b in (config.get("rates") if config.get("mode") == "rate"
+                                          else config.get("batch_sizes")) or ()),
             best_decode_throughput_tok_s=best,
             best_batch_size=best_step,
             requests=sum(int(s.get("requests") or 0) for s in steps),
@@ -608,6 +679,14 @@ def _summary_row(folder: Path) -> RunSummaryRow | None:
         )
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
+
+
+def _step_number(value: Any) -> float:
+    """A step from a file: a whole number as an int (batch sizes, users, whole rates)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("step is not a finite number")
+    return int(number) if number.is_integer() else number
 
 
 def _sort_time(text: str) -> float:

@@ -4,8 +4,8 @@
     steps[0].metric("decode_throughput_tok_s").avg      # tokens/s, average over rounds
     describe([1.0, 2.0, 4.0]).p90                       # 3.6
 
-A *step* is one batch size (``mode="rounds"``, TGI's pattern) or one number of concurrent users
-(``mode="concurrency"``). Only measured requests count: warm-ups are dropped here. Failed
+A *step* is one batch size (``mode="rounds"``, TGI's pattern), one number of concurrent users
+(``mode="concurrency"``) or one request rate (``mode="rate"``, open loop). Only measured requests count: warm-ups are dropped here. Failed
 requests (any ``error``) are counted (``errors``, ``timeouts``, ``cancelled``) but give no
 latency or throughput samples. Token counts are the ones the server reported
 (``RequestRecord.output_tokens``, else the number of token events received), never the length
@@ -29,7 +29,19 @@ Metric keys (also the ``metric`` column of summary.csv), see ``METRICS`` for lab
     decode_throughput_tok_s   per round: sum(output tokens - 1) / (last token - first 1st token)
     requests_per_s            per round: successful requests / (last end - first send)
 
-In concurrency mode the whole step is one window, so the three throughputs have one sample.
+In concurrency and rate modes the whole step is one window, so the three throughputs have one
+sample. Rate mode adds (empty in the other modes):
+
+    schedule_lag_ms           per sent request (failed ones too): send - intended send time
+    client_queue_ms           per sent request: wait behind --max-concurrency
+    queued_e2e_latency_ms     per request: end of response - intended send time
+    offered_rate_per_s        the rate asked for (one sample)
+    scheduled_rate_per_s      the schedule's own rate: (n - 1) / (last - first intended time)
+    sent_rate_per_s           achieved: (n - 1) / (last - first real send), same n requests
+    completed_rate_per_s      successful requests / (last response end - first send)
+
+``incomplete`` counts the requests still running when a step's time was up that never ended
+(they are errors, and timeouts).
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .records import RequestRecord
+from .slo import Slo, SloOutcome, evaluate, slo_of
 
 __all__ = [
     "METRICS",
@@ -95,12 +108,34 @@ METRICS: dict[str, MetricInfo] = {m.key: m for m in (
     MetricInfo("requests_per_s", "Requests per second", "requests/s", "round",
                "Successful requests of a round divided by the time from its first send to its "
                "last response end."),
+    MetricInfo("schedule_lag_ms", "Schedule lag", "ms", "request",
+               "Rate mode: time from a request's intended send time to its real send, the wait "
+               "behind the concurrency cap included."),
+    MetricInfo("client_queue_ms", "Client queue wait", "ms", "request",
+               "Rate mode: time a request waited in the client for a place under the "
+               "concurrency cap."),
+    MetricInfo("queued_e2e_latency_ms", "End-to-end latency from the intended send", "ms",
+               "request",
+               "Rate mode: time from a request's intended send time to the end of its "
+               "response (what a user arriving on schedule waited)."),
+    MetricInfo("offered_rate_per_s", "Offered rate", "requests/s", "round",
+               "Rate mode: the request rate asked for."),
+    MetricInfo("scheduled_rate_per_s", "Scheduled rate", "requests/s", "round",
+               "Rate mode: the schedule's own rate, requests after the first divided by the "
+               "time from the first to the last intended send."),
+    MetricInfo("sent_rate_per_s", "Achieved send rate", "requests/s", "round",
+               "Rate mode: requests after the first divided by the time from the first to the "
+               "last real send."),
+    MetricInfo("completed_rate_per_s", "Completed rate", "requests/s", "round",
+               "Rate mode: successful requests divided by the time from the first send to the "
+               "last response end."),
 )}
 METRIC_KEYS: tuple[str, ...] = tuple(METRICS)
 STAT_KEYS: tuple[str, ...] = ("avg", "min", "max", "p50", "p90", "p99")
 COUNT_KEYS: tuple[str, ...] = (
-    "requests", "ok", "errors", "timeouts", "cancelled", "short_outputs",
+    "requests", "ok", "errors", "timeouts", "cancelled", "short_outputs", "incomplete",
 )
+INCOMPLETE = "incomplete"  # error_kind of a request still running when its step's time was up
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,10 +213,11 @@ class StepSummary:
     sample exists (for instance when every request failed). Counts: ``requests`` measured,
     ``ok`` succeeded, ``errors`` failed (timeouts included), ``timeouts`` the part of ``errors``
     that timed out, ``cancelled`` stopped by the user (not errors), ``short_outputs``
-    successful requests that produced fewer tokens than asked.
+    successful requests that produced fewer tokens than asked, ``incomplete`` (rate mode)
+    still running when the step's time was up and never ended (also errors and timeouts).
     """
 
-    step: int
+    step: float
     mode: str
     sequence_length: int
     decode_length: int
@@ -192,10 +228,13 @@ class StepSummary:
     timeouts: int = 0
     cancelled: int = 0
     short_outputs: int = 0
+    incomplete: int = 0
     rounds: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     duration_s: float | None = None
+    # How the step did against the run's latency targets (None when the run set none).
+    slo: SloOutcome | None = None
 
     def metric(self, key: str) -> MetricStats | None:
         if key not in METRICS:
@@ -222,6 +261,7 @@ class StepSummary:
             "output_tokens": self.output_tokens,
             "duration_s": self.duration_s,
             "metrics": {k: (None if v is None else v.to_dict()) for k, v in self.metrics.items()},
+            "slo": None if self.slo is None else self.slo.to_dict(),
         }
 
     @classmethod
@@ -230,7 +270,9 @@ class StepSummary:
                    for k, v in (data.get("metrics") or {}).items()}
         known = {"step", "mode", "sequence_length", "decode_length", *COUNT_KEYS, "rounds",
                  "input_tokens", "output_tokens", "duration_s"}
-        return cls(metrics=metrics, **{k: v for k, v in data.items() if k in known})
+        slo = data.get("slo")
+        return cls(metrics=metrics, slo=None if not slo else SloOutcome.from_dict(slo),
+                   **{k: v for k, v in data.items() if k in known})
 
 
 def output_token_count(record: RequestRecord) -> int:
@@ -248,7 +290,7 @@ def _is_cancelled(record: RequestRecord) -> bool:
 
 
 def _is_timeout(record: RequestRecord) -> bool:
-    return record.error is not None and record.error_kind == "timeout"
+    return record.error is not None and record.error_kind in ("timeout", INCOMPLETE)
 
 
 def _group_throughputs(group: Sequence[RequestRecord], sequence_length: int) -> dict[str, float]:
@@ -275,13 +317,43 @@ def _group_throughputs(group: Sequence[RequestRecord], sequence_length: int) -> 
     return out
 
 
-def summarize_step(records: Iterable[RequestRecord], *, step: int, mode: str,
-                   sequence_length: int, decode_length: int) -> StepSummary:
+def _rate_samples(measured: Sequence[RequestRecord], ok: Sequence[RequestRecord],
+                  step: float) -> dict[str, list[float | None]]:
+    """Rate mode's own samples (see the module docstring)."""
+    sent = sorted((r for r in measured if r.sent_ns is not None), key=lambda r: r.scheduled_ns)
+    out: dict[str, list[float | None]] = {
+        "schedule_lag_ms": [r.dispatch_lag_ms for r in sent],
+        "client_queue_ms": [r.client_queue_ms for r in sent],
+        "queued_e2e_latency_ms": [r.queued_e2e_ms for r in ok],
+        "offered_rate_per_s": [float(step)],
+        "scheduled_rate_per_s": [], "sent_rate_per_s": [], "completed_rate_per_s": [],
+    }
+    if len(sent) >= 2:
+        first, last = sent[0].scheduled_ns, sent[-1].scheduled_ns
+        if last > first:
+            out["scheduled_rate_per_s"].append((len(sent) - 1) * NS_PER_S / (last - first))
+        stamps = [r.sent_ns for r in sent]
+        span = max(stamps) - min(stamps)  # type: ignore[type-var,operator]
+        if span > 0:
+            out["sent_rate_per_s"].append((len(sent) - 1) * NS_PER_S / span)
+    ended = [r for r in ok if r.end_ns is not None and r.sent_ns is not None]
+    if ended:
+        start = min(r.sent_ns for r in ended)  # type: ignore[type-var]
+        end = max(r.end_ns for r in ended)  # type: ignore[type-var]
+        if end > start:
+            out["completed_rate_per_s"].append(len(ended) * NS_PER_S / (end - start))
+    return out
+
+
+def summarize_step(records: Iterable[RequestRecord], *, step: float, mode: str,
+                   sequence_length: int, decode_length: int,
+                   slo: Slo | None = None) -> StepSummary:
     """Statistics of the measured (non-warm-up) records of ``step``.
 
     Rounds mode: throughputs are computed per round (``record.run``) and summarised over rounds;
     a round with a cancelled request (the user stopped the run) gives no throughput sample.
     Concurrency mode: the whole step is one window and gives one throughput sample.
+    With ``slo``, the step's attainment and goodput (``core.slo.evaluate``) over its duration.
     A prompt length the server did not report is taken as ``sequence_length`` (the engine
     builds prompts of exactly that many tokens); a requested output length the record does not
     carry is taken as ``decode_length``.
@@ -296,6 +368,7 @@ def summarize_step(records: Iterable[RequestRecord], *, step: int, mode: str,
     summary.cancelled = sum(1 for r in failed if _is_cancelled(r))
     summary.errors = len(failed) - summary.cancelled
     summary.timeouts = sum(1 for r in failed if _is_timeout(r))
+    summary.incomplete = sum(1 for r in failed if r.error_kind == INCOMPLETE)
     summary.short_outputs = sum(
         1 for r in ok
         if output_token_count(r) < (r.requested_output_tokens or decode_length)
@@ -315,7 +388,9 @@ def summarize_step(records: Iterable[RequestRecord], *, step: int, mode: str,
         "dispatch_lag_ms": [r.dispatch_lag_ms for r in ok],
     }
 
-    if mode == "concurrency":
+    if mode == "rate":
+        samples.update(_rate_samples(measured, ok, step))
+    if mode in ("concurrency", "rate", "capacity"):   # one window per step (capacity: probe)
         groups = [ok]
     else:
         # A round the user stopped midway is not a full batch: its latencies count, its
@@ -326,7 +401,7 @@ def summarize_step(records: Iterable[RequestRecord], *, step: int, mode: str,
             if record.run not in stopped:
                 by_round.setdefault(record.run, []).append(record)
         groups = [by_round[k] for k in sorted(by_round)]
-    summary.rounds = len({r.run for r in measured}) if mode != "concurrency" else (
+    summary.rounds = len({r.run for r in measured}) if mode == "rounds" else (
         1 if measured else 0)
     throughputs: dict[str, list[float | None]] = {
         "prefill_throughput_tok_s": [], "decode_throughput_tok_s": [], "requests_per_s": []}
@@ -341,22 +416,27 @@ def summarize_step(records: Iterable[RequestRecord], *, step: int, mode: str,
         start = min(r.sent_ns for r in spans)  # type: ignore[type-var]
         end = max(r.end_ns for r in spans)  # type: ignore[type-var]
         summary.duration_s = (end - start) / NS_PER_S
+    if slo is not None:
+        summary.slo = evaluate(measured, slo, summary.duration_s)
     return summary
 
 
 def summarize(records: Iterable[RequestRecord], config: Any) -> list[StepSummary]:
     """One ``StepSummary`` per step that has measured records, in the config's batch-size order.
 
-    ``config`` is a ``RunConfig`` (only ``batch_sizes``, ``mode``, ``sequence_length`` and
-    ``decode_length`` are read). Steps with records but absent from the config come last.
+    ``config`` is a ``RunConfig`` (only ``steps``, ``mode``, ``sequence_length``,
+    ``decode_length`` and the ``slo_*`` targets are read). Steps with records but absent from
+    the config come last.
     """
     measured = [r for r in records if not r.warmup]
     present = {r.step for r in measured}
-    order = [s for s in config.batch_sizes if s in present]
+    order = [s for s in config.steps if s in present]
     order += sorted(present - set(order))
+    slo = slo_of(config)
     return [
         summarize_step(measured, step=step, mode=config.mode,
-                       sequence_length=config.sequence_length, decode_length=config.decode_length)
+                       sequence_length=config.sequence_length, decode_length=config.decode_length,
+                       slo=slo)
         for step in order
     ]
 

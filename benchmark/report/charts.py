@@ -45,6 +45,8 @@ __all__ = [
     "STEP_CHARTS",
     "throughput_vs_batch",
     "latency_vs_batch",
+    "throughput_vs_rate",
+    "rate_charts_apply",
     "prefill_throughput_over_latency",
     "decode_throughput_over_latency",
     "ttft_distribution",
@@ -52,6 +54,13 @@ __all__ = [
     "inter_token_latency_distribution",
     "output_length",
     "output_length_differs",
+    "slo_attainment_vs_batch",
+    "has_slo",
+    "capacity_attainment",
+    "capacity_latency",
+    "CAPACITY_CHARTS",
+    "cost_per_million_tokens",
+    "has_cost",
     "timeline",
     "all_figures",
     "message_figure",
@@ -211,6 +220,8 @@ def run_label(result: Any, results: list[Any]) -> str:
 def _title(title: str, results: list[Any]) -> str:
     if results and all(r.config.mode == "concurrency" for r in results):
         title = title.replace("by batch size", "by number of concurrent users")
+    if results and all(r.config.mode == "rate" for r in results):
+        title = title.replace("by batch size", "by request rate")
     simulated = [bool(r.simulated) for r in results]
     if simulated and all(simulated):
         return title + " (simulated)"
@@ -225,11 +236,14 @@ def _x_title(results: list[Any]) -> str:
         return "Concurrent users"
     if modes == {"rounds"}:
         return "Batch size (requests sent together)"
-    return "Batch size or concurrent users"
+    if modes == {"rate"}:
+        return "Request rate offered (requests/s)"
+    return "Step (batch size, users or requests/s)"
 
 
 def _step_word(result: Any) -> str:
-    return "users" if result.config.mode == "concurrency" else "batch"
+    return {"concurrency": "users", "rate": "req/s", "capacity": "probe"}.get(result.config.mode,
+                                                                         "batch")
 
 
 def _layout(fig: go.Figure, title: str, results: list[Any]) -> go.Figure:
@@ -464,6 +478,265 @@ def output_length(results: list[Any]) -> go.Figure:
 
 
 # ---------------------------------------------------------------------------------------------
+# Latency targets
+
+SLO_TITLE = "Requests within the latency targets, and goodput, by batch size"
+
+
+def has_slo(results: Any) -> bool:
+    """True when some run set latency targets (and so has an attainment per step)."""
+    return any(_slo_target(r) is not None for r in _as_list(results))
+
+
+def _slo_target(result: Any) -> float | None:
+    config = result.config
+    if all(getattr(config, k, None) is None for k in ("slo_ttft_ms", "slo_tpot_ms",
+                                                      "slo_e2e_ms")):
+        return None
+    return float(getattr(config, "slo_attainment", 0.9))
+
+
+@_safe(SLO_TITLE)
+def slo_attainment_vs_batch(results: list[Any],
+                            steps: list[list[StepSummary]] | None = None) -> go.Figure:
+    """Share of good requests (%) per step with the target as a dashed line, and goodput."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["Requests within targets (%)", "Goodput (good requests/s)"])
+    all_steps: set[int] = set()
+    drawn = 0
+    for index, (result, run_steps) in enumerate(zip(results, _run_steps(results, steps))):
+        target = _slo_target(result)
+        judged = [s for s in run_steps if s.slo is not None and s.slo.attainment is not None]
+        if target is None or not judged:
+            continue
+        label = run_label(result, results)
+        xs = [s.step for s in judged]
+        all_steps.update(xs)
+        fig.add_trace(go.Scatter(
+            x=xs, y=[100 * s.slo.attainment for s in judged],  # type: ignore[union-attr,operator]
+            name=label, mode="lines+markers", legendgroup=label,
+            line={"color": _color(index)},
+            hovertemplate=f"{_step_word(result)} %{{x}}<br>%{{y:.1f}}%<extra>{label}</extra>",
+        ), row=1, col=1)
+        fig.add_hline(y=100 * target, line={"color": _color(index), "dash": "dash"},
+                      annotation_text=f"target {target:.0%}", row=1, col=1)
+        fig.add_trace(go.Scatter(
+            x=xs, y=[s.slo.goodput_rps for s in judged],  # type: ignore[union-attr]
+            name=label, mode="lines+markers", legendgroup=label, showlegend=False,
+            line={"color": _color(index)},
+            hovertemplate=f"{_step_word(result)} %{{x}}<br>%{{y:.2f}} req/s<extra>{label}</extra>",
+        ), row=1, col=2)
+        drawn += 1
+    if not drawn:
+        raise _NoData("No latency target was set, or no request has been measured yet.")
+    for col in (1, 2):
+        fig.update_xaxes(title_text=_x_title(results), row=1, col=col, **_batch_axis(all_steps))
+    fig.update_yaxes(title_text="% of requests", range=[0, 105], row=1, col=1)
+    fig.update_yaxes(title_text="good requests/s", rangemode="tozero", row=1, col=2)
+    return _layout(fig, SLO_TITLE, results)
+
+
+# ---------------------------------------------------------------------------------------------
+# Capacity search
+
+CAPACITY_ATTAINMENT_TITLE = "Capacity search: requests within the targets by request rate"
+CAPACITY_LATENCY_TITLE = "Capacity search: time to first token and time per token by request rate"
+
+
+def _capacity_runs(results: list[Any]) -> list[Any]:
+    runs = [r for r in results if getattr(r, "capacity", None) is not None
+            and r.capacity.probes]
+    if not runs:
+        raise _NoData("No capacity search in these results.")
+    return runs
+
+
+def _rate_probes(capacity: Any) -> list[Any]:
+    """The probes drawn against the rate axis, in rate order (one-at-a-time and saturation
+    probes included at the rate they completed)."""
+    return sorted((p for p in capacity.probes if p.rate_rps and p.rate_rps > 0),
+                  key=lambda p: p.rate_rps)
+
+
+@_safe(CAPACITY_ATTAINMENT_TITLE)
+def capacity_attainment(results: list[Any]) -> go.Figure:
+    """Share of requests within the targets at every probe's rate, the target as a dashed
+    line and the capacity found as a vertical line."""
+    fig = go.Figure()
+    for index, result in enumerate(_capacity_runs(results)):
+        capacity = result.capacity
+        label = run_label(result, results)
+        probes = [p for p in _rate_probes(capacity) if p.attainment is not None]
+        fig.add_trace(go.Scatter(
+            x=[p.rate_rps for p in probes], y=[100 * p.attainment for p in probes],
+            mode="lines+markers", name=label, line={"color": _color(index)},
+            marker={"symbol": ["circle" if p.passed else "x" for p in probes], "size": 10},
+            text=[f"probe {p.step} ({p.kind}){', stopped early' if p.stopped_early else ''}"
+                  for p in probes],
+            hovertemplate="%{x:.2f} req/s<br>%{y:.1f}% within target<br>%{text}"
+                          f"<extra>{label}</extra>"))
+        fig.add_hline(y=100 * capacity.slo.attainment, line={"dash": "dash", "color": "gray"},
+                      annotation_text=f"target {capacity.slo.attainment:.0%}")
+        if capacity.rate_rps is not None:
+            fig.add_vline(x=capacity.rate_rps, line={"color": _color(index), "dash": "dot"},
+                          annotation_text=f"capacity {capacity.rate_rps:.3g} req/s")
+    fig.update_xaxes(title_text="Request rate (requests/s)", rangemode="tozero")
+    fig.update_yaxes(title_text="% of requests within the targets", range=[0, 105])
+    return _layout(fig, CAPACITY_ATTAINMENT_TITLE, results)
+
+
+@_safe(CAPACITY_LATENCY_TITLE)
+def capacity_latency(results: list[Any]) -> go.Figure:
+    """TTFT and time per output token (p50, p90, p99) at every probe's rate, with each
+    target as a dashed line."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["Time to first token", "Time per output token"])
+    for index, result in enumerate(_capacity_runs(results)):
+        capacity = result.capacity
+        label = run_label(result, results)
+        probes = _rate_probes(capacity)
+        for col, (attr, target) in enumerate((("ttft_ms", capacity.slo.ttft_ms),
+                                              ("tpot_ms", capacity.slo.tpot_ms)), start=1):
+            points = [p for p in probes if getattr(p, attr)]
+            for stat in ("p50", "p90", "p99"):
+                name = f"{label} {stat}"
+                fig.add_trace(go.Scatter(
+                    x=[p.rate_rps for p in points], y=[getattr(p, attr)[stat] for p in points],
+                    mode="lines+markers", name=name, legendgroup=name, showlegend=col == 1,
+                    line={"color": _color(index), "dash": PERCENTILE_DASH[stat]},
+                    hovertemplate=f"%{{x:.2f}} req/s<br>{stat} %{{y:.1f}} ms<extra>{name}</extra>",
+                ), row=1, col=col)
+            if target is not None:
+                fig.add_hline(y=target, line={"dash": "dash", "color": "red"},
+                              annotation_text=f"target {target:g} ms", row=1, col=col)
+    for col in (1, 2):
+        fig.update_xaxes(title_text="Request rate (requests/s)", rangemode="tozero",
+                         row=1, col=col)
+        fig.update_yaxes(title_text="ms", type="log", row=1, col=col)
+    return _layout(fig, CAPACITY_LATENCY_TITLE, results)
+
+
+CAPACITY_CHARTS = ("capacity_attainment", "capacity_latency")
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost
+
+COST_TITLE = "Cost per million tokens by batch size"
+
+
+def _priced(result: Any, steps: list[StepSummary] | None = None) -> dict[str, Any] | None:
+    """``result``'s cost block when it has a price (None otherwise)."""
+    cost = result.cost(steps) if callable(getattr(result, "cost", None)) else None
+    return cost if cost and cost.get("price") else None
+
+
+def has_cost(results: Any) -> bool:
+    """True when some run was given a price (so its steps have a cost per token)."""
+    return any(getattr(r.config, "gpu_price_per_hour", None) is not None
+               or getattr(r.config, "hardware", None) is not None for r in _as_list(results))
+
+
+@_safe(COST_TITLE)
+def cost_per_million_tokens(results: list[Any],
+                            steps: list[list[StepSummary]] | None = None) -> go.Figure:
+    """Dollars per million output tokens (solid) and per million tokens in all (prompt +
+    output, dashed) at each step; a capacity run's steps are drawn at their probe's rate, with
+    the capacity point marked."""
+    fig = go.Figure()
+    drawn = 0
+    x_titles: set[str] = set()
+    for index, (result, run_steps) in enumerate(zip(results, _run_steps(results, steps))):
+        cost = _priced(result, run_steps)
+        if cost is None:
+            continue
+        label = run_label(result, results)
+        capacity = getattr(result, "capacity", None)
+        rates = {} if capacity is None else {p.step: p.rate_rps for p in capacity.probes}
+        points = []
+        for c in cost["steps"]:
+            x = rates.get(int(c["step"])) if capacity is not None else c["step"]
+            if x and c.get("usd_per_million_output_tokens") is not None:
+                points.append((x, c))
+        points.sort(key=lambda item: item[0])
+        if not points:
+            continue
+        x_titles.add("Request rate (requests/s)" if capacity is not None or
+                     result.config.mode == "rate" else _x_title([result]))
+        for key, dash, what in (("usd_per_million_output_tokens", "solid", "output tokens"),
+                                ("usd_per_million_tokens", "dash", "all tokens")):
+            fig.add_trace(go.Scatter(
+                x=[x for x, _ in points], y=[c.get(key) for _, c in points],
+                mode="lines+markers", name=f"{label}: $ per million {what}",
+                line={"color": _color(index), "dash": dash},
+                hovertemplate=f"%{{x:g}}<br>$%{{y:.3f}} per million {what}<extra>{label}</extra>"))
+        at = cost.get("capacity")
+        if at and at.get("usd_per_million_output_tokens") is not None:
+            fig.add_vline(x=at["rate_rps"], line={"color": _color(index), "dash": "dot"},
+                          annotation_text=(f"capacity: ${at['usd_per_million_output_tokens']:.3g}"
+                                           f" per million output tokens"))
+        drawn += 1
+    if not drawn:
+        raise _NoData("No price was given (--gpu-price-per-hour or --hardware), or no request "
+                      "has been measured yet.")
+    title = COST_TITLE
+    if x_titles == {"Request rate (requests/s)"}:
+        title = title.replace("by batch size", "by request rate")
+    fig.update_xaxes(title_text=" / ".join(sorted(x_titles)), type="log")
+    fig.update_yaxes(title_text="US dollars", type="log")
+    return _layout(fig, title, results)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rate mode: what came out against what was offered
+
+THROUGHPUT_VS_RATE_TITLE = "Achieved throughput against offered rate"
+
+
+def rate_charts_apply(results: Any) -> bool:
+    """True when at least one run is in rate mode (the rate charts have something to show)."""
+    return any(r.config.mode == "rate" for r in _as_list(results))
+
+
+@_safe(THROUGHPUT_VS_RATE_TITLE)
+def throughput_vs_rate(results: list[Any],
+                       steps: list[list[StepSummary]] | None = None) -> go.Figure:
+    """Completed and sent requests/s against the offered rate, with the diagonal (y = x) where
+    a server that keeps up would sit: the completed line bending away from it is saturation."""
+    fig = go.Figure()
+    highest = 0.0
+    drawn = 0
+    for index, (result, run_steps) in enumerate(zip(results, _run_steps(results, steps))):
+        if result.config.mode != "rate":
+            continue
+        label = run_label(result, results)
+        for key, word, dash in (("completed_rate_per_s", "completed", "solid"),
+                                ("sent_rate_per_s", "sent", "dot")):
+            points = [(s.step, s.value(key)) for s in run_steps]
+            points = [(x, y) for x, y in points if y is not None]
+            if not points:
+                continue
+            highest = max(highest, *(x for x, _ in points), *(y for _, y in points))
+            name = f"{label}: {word}"
+            fig.add_trace(go.Scatter(
+                x=[x for x, _ in points], y=[y for _, y in points], name=name,
+                mode="lines+markers", line={"color": _color(index), "dash": dash},
+                hovertemplate=(f"offered %{{x:g}} req/s<br>{word} %{{y:.2f}} req/s"
+                               f"<extra>{name}</extra>")))
+            drawn += 1
+    if not drawn:
+        extra = "" if rate_charts_apply(results) else (
+            " This chart shows request-rate runs (--mode rate) only.")
+        raise _NoData("No successful request has been measured yet." + extra)
+    fig.add_trace(go.Scatter(x=[0, highest * 1.05], y=[0, highest * 1.05], mode="lines",
+                             name="offered = achieved", hoverinfo="skip",
+                             line={"color": "#888888", "dash": "dash", "width": 1}))
+    fig.update_xaxes(title_text="Request rate offered (requests/s)", rangemode="tozero")
+    fig.update_yaxes(title_text="Requests per second achieved", rangemode="tozero")
+    return _layout(fig, THROUGHPUT_VS_RATE_TITLE, results)
+
+
+# ---------------------------------------------------------------------------------------------
 # The run's timeline: our own records, the server's metrics, the GPUs
 
 TIMELINE_TITLE = "Timeline of the run: load, server, GPU"
@@ -586,8 +859,11 @@ def timeline(results: list[Any]) -> go.Figure:
 # Everything at once
 
 CHART_FUNCTIONS: dict[str, Callable[[Any], go.Figure]] = {
+    "capacity_attainment": capacity_attainment,
+    "capacity_latency": capacity_latency,
     "throughput_vs_batch": throughput_vs_batch,
     "latency_vs_batch": latency_vs_batch,
+    "throughput_vs_rate": throughput_vs_rate,
     "prefill_throughput_over_latency": prefill_throughput_over_latency,
     "decode_throughput_over_latency": decode_throughput_over_latency,
     "timeline": timeline,
@@ -595,11 +871,14 @@ CHART_FUNCTIONS: dict[str, Callable[[Any], go.Figure]] = {
     "token_latency_distribution": token_latency_distribution,
     "inter_token_latency_distribution": inter_token_latency_distribution,
     "output_length": output_length,
+    "slo_attainment_vs_batch": slo_attainment_vs_batch,
+    "cost_per_million_tokens": cost_per_million_tokens,
 }
 
 
 # The charts drawn from step summaries: they also take ``steps`` (one list per run).
-STEP_CHARTS = frozenset((*LINE_CHARTS, *SCATTER_CHARTS))
+STEP_CHARTS = frozenset((*LINE_CHARTS, *SCATTER_CHARTS, "slo_attainment_vs_batch",
+                         "throughput_vs_rate", "cost_per_million_tokens"))
 
 
 def all_figures(results: Any) -> dict[str, go.Figure]:
@@ -612,11 +891,27 @@ def chart_figures(results: list[Any],
     """(title, plotly figure) for every chart of this module, in its declared order.
 
     ``steps``: each run's summaries when already computed. The output-length chart is left out
-    when every request got the tokens it asked for.
+    when every request got the tokens it asked for, the latency-target chart when no run set
+    a target. Capacity runs get the two capacity charts (with the timeline and output length)
+    instead of the charts by batch size.
     """
     out: list[tuple[str, Any]] = []
+    flags = [getattr(r, "capacity", None) is not None for r in _as_list(results)]
+    all_capacity = bool(flags) and all(flags)
     for name, draw in CHART_FUNCTIONS.items():
+        # A capacity run's steps are probes, not batch sizes: it gets its own two charts.
+        if name in CAPACITY_CHARTS and not all_capacity:
+            continue
+        if all_capacity and name not in (*CAPACITY_CHARTS, "timeline", "output_length",
+                                         "cost_per_million_tokens"):
+            continue
+        if name == "cost_per_million_tokens" and not has_cost(results):
+            continue
         if name == "output_length" and not output_length_differs(results):
+            continue
+        if name == "slo_attainment_vs_batch" and not has_slo(results):
+            continue
+        if name == "throughput_vs_rate" and not rate_charts_apply(results):
             continue
         # Never raises: a failed chart is a figure with a sentence.
         figure = draw(results, steps=steps) if name in STEP_CHARTS else draw(results)

@@ -9,7 +9,9 @@ The layout follows ``text-generation-benchmark``: the latency table has one row 
 p99 in ms; the throughput table has Prefill and Decode rows with Average, Lowest, Highest in
 tokens/s. A fourth table, Requests, counts failures and short outputs per batch size, which TGI's
 tool never had to (it cannot fail a request or stop early). In concurrency mode the "Batch Size"
-column is "Users" (concurrent virtual users).
+column is "Users" (concurrent virtual users); in rate mode it is "Rate (req/s)", and a fifth
+table, Schedule, says how well each rate was kept (offered, scheduled, sent and completed rates,
+schedule lag, wait behind the concurrency cap, end-to-end latency from the intended send).
 
 Balance rule used by ``headline``: the baseline is the median (p50) decode token latency of the
 smallest batch size; among batch sizes whose median token latency stays within
@@ -24,6 +26,8 @@ from typing import Any
 
 from ..config import strip_credentials
 from ..errors import redact
+from ..core.cost import dollars
+from ..core.slo import slo_of
 from ..core.stats import STAT_KEYS, StepSummary
 from ..core.telemetry_data import CLIENT_BOUND_WORDS, step_figures
 
@@ -35,6 +39,12 @@ __all__ = [
     "latency_table",
     "throughput_table",
     "requests_table",
+    "schedule_table",
+    "slo_table",
+    "capacity_headline",
+    "capacity_table",
+    "cost_sentences",
+    "cost_table",
     "headline",
     "balance_step",
     "step_label",
@@ -64,7 +74,12 @@ _THROUGHPUT_ROWS = (
 
 
 def step_label(mode: str, *, plural: bool = False, title: bool = False) -> str:
-    """What a step is called: "batch size" (rounds) or "concurrent users" (concurrency)."""
+    """What a step is called: "batch size" (rounds), "concurrent users" (concurrency) or
+    "request rates" (rate)."""
+    if mode == "rate":
+        return "Rate (req/s)" if title else ("request rates" if plural else "request rate")
+    if mode == "capacity":
+        return "Probe" if title else ("probes" if plural else "probe")
     if mode == "concurrency":
         return "Users" if title else "concurrent users"
     if title:
@@ -87,6 +102,10 @@ def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
                      f"try the tool, not to size a deployment.")
     if result.status != "complete":
         parts.append(f"> **Run {result.status}.** " + _status_sentence(result, steps))
+    capacity = getattr(result, "capacity", None)
+    if capacity is not None:
+        parts.append("### Capacity\n\n" + capacity_headline(capacity) + "\n\n"
+                     + capacity_table(capacity))
     parts.append("### Parameters\n\n" + parameters_table(result))
     figures = telemetry_steps(result)
     flagged = client_bound_steps(figures)
@@ -97,8 +116,20 @@ def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
         parts.append("### Throughput\n\n" + throughput_table(steps, result.config.mode,
                                                                 flagged) + note)
         parts.append("### Requests\n\n" + requests_table(steps, result.config.mode))
+        if result.config.mode == "rate":
+            parts.append("### Schedule\n\n" + schedule_table(steps))
+        slo = slo_of(result.config)
+        if slo is not None and any(s.slo is not None for s in steps):
+            parts.append(f"### Latency targets\n\nGood request: finished and within "
+                         f"{_cell(slo.words())}; target: {slo.attainment:.0%} of requests.\n\n"
+                         + slo_table(steps, result.config.mode))
     else:
         parts.append("No request has been measured yet.")
+    cost = result.cost(steps, figures) if callable(getattr(result, "cost", None)) else None
+    if cost:
+        parts.append("### Cost\n\n" + " ".join(_cell(x) for x in cost_sentences(cost))
+                     + ("\n\n" + cost_table(cost, result.config.mode, steps, capacity)
+                        if cost["steps"] else ""))
     if result_telemetry(result) is not None:
         parts.append("### Telemetry\n\n" + telemetry_table(result, figures))
     return "\n\n".join(parts) + "\n"
@@ -114,15 +145,34 @@ def parameters_table(result: Any) -> str:
         ("Tokenizer", config.tokenizer_name),
         ("Endpoint URL", strip_credentials(config.url)),
         ("API", config.api),
-        ("Load pattern", "rounds (TGI's pattern)" if config.mode == "rounds"
-         else "concurrency (sustained users)"),
-        ("Users" if config.mode == "concurrency" else "Batch Sizes",
-         ", ".join(str(b) for b in config.batch_sizes)),
-        ("Sequence Length", config.sequence_length),
-        ("Decode Length", config.decode_length),
+        ("Load pattern", {"rounds": "rounds (TGI's pattern)",
+                          "concurrency": "concurrency (sustained users)",
+                          "rate": "request rate (open loop)",
+                          "capacity": "find capacity (automatic search)"}.get(config.mode,
+                                                                               config.mode)),
     ]
-    if config.mode == "rounds":
+    if config.mode != "capacity":
+        rows.append(({"concurrency": "Users", "rate": "Rates (req/s)"}.get(config.mode,
+                                                                           "Batch Sizes"),
+                     ", ".join(str(b) for b in config.steps)))
+    rows += [("Sequence Length", config.sequence_length),
+             ("Decode Length", config.decode_length)]
+    slo = slo_of(config)
+    if slo is not None:
+        rows += [("TTFT target (ms)", slo.ttft_ms), ("Time per token target (ms)", slo.tpot_ms),
+                 ("End-to-end target (ms)", slo.e2e_ms),
+                 ("Requests within target", f"{slo.attainment:.0%}")]
+    if config.mode == "capacity":
+        rows += [("Max duration (s)", config.capacity_duration_s),
+                 ("Schedule seed", config.schedule_seed)]
+    elif config.mode == "rounds":
         rows += [("N Runs", config.runs), ("Warmups", config.warmups)]
+    elif config.mode == "rate":
+        rows += [("Arrivals", config.arrivals), ("Burstiness", config.burstiness),
+                 ("Ramp-up (s)", config.ramp_up_s), ("Duration (s)", config.duration_s),
+                 ("Requests per step", config.requests),
+                 ("Max concurrency", config.max_concurrency),
+                 ("Schedule seed", config.schedule_seed)]
     else:
         rows += [("Duration (s)", config.duration_s), ("Requests per step", config.requests),
                  ("Warmups", config.warmups)]
@@ -201,6 +251,50 @@ def requests_table(steps: list[StepSummary], mode: str = "rounds") -> str:
     return _table(header, rows)
 
 
+def schedule_table(steps: list[StepSummary]) -> str:
+    """Rate mode, per rate: how well the schedule was kept and what a user arriving on it saw."""
+    header = ["Rate (req/s)", "Scheduled (req/s)", "Sent (req/s)", "Completed (req/s)",
+              "Schedule lag p50", "Schedule lag p99", "Client queue p99",
+              "E2E from schedule p50", "E2E from schedule p99", "Incomplete"]
+    rows = []
+    for step in steps:
+        def rate(key: str) -> str:
+            value = step.value(key)
+            return MISSING if value is None else f"{value:.2f}"
+
+        def ms(key: str, stat: str) -> str:
+            value = step.value(key, stat)
+            return MISSING if value is None else _ms(value)
+
+        rows.append([f"{step.step:g}", rate("scheduled_rate_per_s"), rate("sent_rate_per_s"),
+                     rate("completed_rate_per_s"), ms("schedule_lag_ms", "p50"),
+                     ms("schedule_lag_ms", "p99"), ms("client_queue_ms", "p99"),
+                     ms("queued_e2e_latency_ms", "p50"), ms("queued_e2e_latency_ms", "p99"),
+                     str(step.incomplete)])
+    return _table(header, rows)
+
+
+def slo_table(steps: list[StepSummary], mode: str = "rounds") -> str:
+    """Per step: requests counted, good ones, attainment against the target, goodput, good
+    output tokens/s and how many missed each target (a request can miss several)."""
+    header = [step_label(mode, title=True), "Requests", "Good", "Attainment", "Target met",
+              "Goodput (req/s)", "Good output tokens/s", "Missed TTFT", "Missed TPOT",
+              "Missed E2E", "Errors"]
+    rows = []
+    for step in steps:
+        slo = step.slo
+        if slo is None:
+            continue
+        rows.append([
+            str(step.step), str(slo.sent), str(slo.good),
+            MISSING if slo.attainment is None else f"{slo.attainment:.1%}",
+            ("yes" if slo.passed else "no") + f" ({slo.target:.0%})",
+            MISSING if slo.goodput_rps is None else f"{slo.goodput_rps:.2f}",
+            MISSING if slo.good_output_tokens_per_s is None
+            else f"{slo.good_output_tokens_per_s:.1f}",
+            *(str(slo.missed.get(k, 0)) for k in ("ttft", "tpot", "e2e", "error")),
+        ])
+    return _table(header, rows)
 def result_telemetry(result: Any) -> Any:
     return getattr(result, "telemetry", None)
 
@@ -265,6 +359,67 @@ def telemetry_table(result: Any, figures: list[dict[str, Any]] | None = None) ->
     for sentence in data.missing:
         parts.append(f"Not measured: {_cell(redact(sentence))}")
     return "\n\n".join(parts)
+
+
+def cost_sentences(cost: dict[str, Any]) -> list[str]:
+    """Plain words of run.json's cost block: the price and where it came from, the cost at the
+    capacity point, and the deployment plan."""
+    out: list[str] = []
+    price = cost.get("price")
+    if price:
+        out.append(f"Price: {dollars(price['usd_per_hour'])} per hour, {price['source']}.")
+    else:
+        out.append("No price was given (--gpu-price-per-hour or --hardware): energy only.")
+    at = cost.get("capacity")
+    if at and at.get("usd_per_million_output_tokens") is not None:
+        out.append(f"At the capacity point ({_rate(at['rate_rps'])} requests/s within the "
+                   f"targets) a million output tokens cost "
+                   f"{dollars(at['usd_per_million_output_tokens'])}, a million tokens in all "
+                   f"(prompt + output) {dollars(at['usd_per_million_tokens'])}, and a thousand "
+                   f"requests {dollars(at['usd_per_thousand_requests'])}"
+                   + (f" ({at['kwh_per_million_output_tokens']:.3g} kWh per million output "
+                      f"tokens)" if at.get("kwh_per_million_output_tokens") is not None else "")
+                   + ".")
+    plan = cost.get("plan")
+    if plan:
+        out.append(str(plan["sentence"]))
+    return out
+
+
+def cost_table(cost: dict[str, Any], mode: str = "rounds",
+               steps: list[StepSummary] | None = None, capacity: Any = None) -> str:
+    """Per step: delivered tokens/s and requests/s over the step, $ per million output tokens,
+    per million tokens (prompt + output), per thousand requests; kWh per million output tokens
+    where telemetry measured energy; with latency targets, whether the step met them (a cheap
+    step that misses them is no offer; a capacity run's probes give their own verdict, as the
+    Capacity table does)."""
+    rows_in = cost.get("steps") or []
+    energy = any(c.get("kwh_per_million_output_tokens") is not None for c in rows_in)
+    judged = {float(s.step): s.slo for s in steps or () if s.slo is not None}
+    verdicts = {float(p.step): p.passed for p in getattr(capacity, "probes", None) or ()}
+    header = [step_label(mode, title=True), "Output tokens/s", "Requests/s",
+              "$ / M output tokens", "$ / M tokens", "$ / 1k requests"]
+    header += ["kWh / M output tokens"] if energy else []
+    header += ["Targets met"] if judged else []
+
+    def money(value: Any) -> str:
+        return MISSING if value is None else dollars(value)
+
+    rows = []
+    for c in rows_in:
+        row = [f"{c['step']:g}", _rate(c.get("output_tokens_per_s")),
+               _rate(c.get("requests_per_s")), money(c.get("usd_per_million_output_tokens")),
+               money(c.get("usd_per_million_tokens")), money(c.get("usd_per_thousand_requests"))]
+        if energy:
+            kwh = c.get("kwh_per_million_output_tokens")
+            row.append(MISSING if kwh is None else f"{kwh:.3g}")
+        if judged:
+            slo = judged.get(float(c["step"]))
+            passed = verdicts.get(float(c["step"]), None if slo is None else slo.passed)
+            row.append(MISSING if slo is None or slo.attainment is None
+                       else ("yes" if passed else "no") + f" ({slo.attainment:.0%})")
+        rows.append(row)
+    return _table(header, rows)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -336,18 +491,26 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
     if result.simulated:
         sentences.append("These numbers come from a simulated server, not a GPU: use them to try "
                          "the tool, not to size a deployment.")
+    capacity = getattr(result, "capacity", None)
+    if capacity is not None:
+        sentences.insert(0, capacity_headline(capacity))
     if result.status != "complete":
         sentences.append(_status_sentence(result, steps))
     if not steps:
         sentences.append("No request has been measured yet.")
         return sentences
+    if capacity is not None:
+        return sentences[:1] + _cost_headline(result, steps) + sentences[1:] \
+            + _failure_sentences(result, steps)
+    sentences += _cost_headline(result, steps)
 
     with_tps = [s for s in steps if s.value("decode_throughput_tok_s") is not None]
     if with_tps:
         best = max(with_tps, key=lambda s: s.value("decode_throughput_tok_s"))
         samples = best.metric("decode_throughput_tok_s").count  # type: ignore[union-attr]
         over = (f"average of {samples} runs" if mode == "rounds" and samples > 1
-                else "measured over the whole step" if mode == "concurrency" else "one run")
+                else "measured over the whole step" if mode in ("concurrency", "rate")
+                else "one run")
         sentences.append(
             f"Highest generation speed: {_rate(best.value('decode_throughput_tok_s'))} tokens per "
             f"second in total {at(best.step)} ({over})."
@@ -368,8 +531,9 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
         base_ms = base.value("decode_token_latency_ms", "p50")
         if balance.step == base.step:
             sentences.append(
-                f"Best balance: {name(base.step)}. Every larger "
-                f"{'number of users' if mode == 'concurrency' else 'batch size'} made each user "
+                f"Best balance: {name(base.step)}. Every "
+                f"{'higher' if mode == 'rate' else 'larger'} "
+                f"{_STEP_NOUN.get(mode, 'batch size')} made each user "
                 f"wait more than {BALANCE_FACTOR:g}x longer per token than the "
                 f"{_short_ms(base_ms)} {at(base.step)}."
             )
@@ -383,6 +547,43 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
                 f"{_short_ms(base_ms)} {at(base.step)})."
             )
 
+    sentences += _slo_sentences(result, steps)
+    return sentences + _failure_sentences(result, steps)
+
+
+def _cost_headline(result: Any, steps: list[StepSummary]) -> list[str]:
+    """With a price: the cost at the capacity point and the plan, or the cheapest step."""
+    cost = result.cost(steps) if callable(getattr(result, "cost", None)) else None
+    if not cost or not cost.get("price"):
+        return []
+    hourly = dollars(cost["price"]["usd_per_hour"])
+    at = cost.get("capacity")
+    if at and at.get("usd_per_million_output_tokens") is not None:
+        out = [f"Within the targets, a million output tokens cost "
+               f"{dollars(at['usd_per_million_output_tokens'])} at {hourly}/hour."]
+        if cost.get("plan"):
+            out.append(str(cost["plan"]["sentence"]))
+        return out
+    priced = [c for c in cost["steps"] if c.get("usd_per_million_output_tokens") is not None]
+    if not priced or result.config.mode == "capacity":
+        return []
+    judged = {float(s.step): s.slo for s in steps if s.slo is not None}
+    within = ""
+    if judged:   # with latency targets, only a step that met them is an offer
+        priced = [c for c in priced if judged.get(float(c["step"])) is not None
+                  and judged[float(c["step"])].passed]
+        within = " within the latency targets"
+        if not priced:
+            return []
+    best = min(priced, key=lambda c: c["usd_per_million_output_tokens"])
+    return [f"Cheapest{within}: {dollars(best['usd_per_million_output_tokens'])} per million "
+            f"output tokens {_at(result.config.mode, best['step'])}, at {hourly}/hour."]
+
+
+def _failure_sentences(result: Any, steps: list[StepSummary]) -> list[str]:
+    """Failed and short requests, client-bound steps and energy: said in every pattern."""
+    at = functools.partial(_at, result.config.mode)
+    sentences: list[str] = []
     total = sum(s.requests for s in steps)
     errors = sum(s.errors for s in steps)
     timeouts = sum(s.timeouts for s in steps)
@@ -412,6 +613,93 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
     return sentences
 
 
+_STEP_NOUN = {"concurrency": "number of users", "rate": "request rate"}
+def capacity_headline(capacity: Any) -> str:
+    """The answer of a capacity run in one sentence a non-engineer can act on (markdown)."""
+    slo = capacity.slo
+    share = f"{slo.attainment:.0%}"
+    if capacity.ended == "running":
+        passed = [p.rate_rps for p in capacity.probes if p.passed and p.kind == "rate"]
+        so_far = (f"; the highest request rate kept so far is {_rps(max(passed))} per second"
+                  if passed else "")
+        return (f"Searching for the highest request rate that keeps {share} of requests within "
+                f"{slo.words()}: {len(capacity.probes)} probe"
+                f"{'' if len(capacity.probes) == 1 else 's'} done{so_far}.")
+    if capacity.rate_rps is None:
+        return capacity.message or (f"No request rate kept {share} of requests within "
+                                    f"{slo.words()}.")
+    parts = []
+    if capacity.in_flight is not None:
+        parts.append(f"about {capacity.in_flight:,.0f} requests in flight")
+    if capacity.output_tokens_per_s is not None:
+        parts.append(f"{capacity.output_tokens_per_s:,.0f} tokens/s")
+    sentence = (f"This server keeps {share} of requests within {slo.words()} up to "
+                f"**{_rps(capacity.rate_rps)} requests per second**")
+    sentence += (": " + ", ".join(parts) + ".") if parts else "."
+    if capacity.bracket is not None:
+        low, high = capacity.bracket
+        if capacity.converged:
+            sentence += (f" (The limit lies between {_rps(low)} and {_rps(high)} requests per "
+                         f"second; found in {len(capacity.probes)} probes.)")
+        else:
+            why = "time ran out" if capacity.ended == "time" else "the probes ran out"
+            sentence += (f" The search stopped before it was within ±5% ({why}): the limit "
+                         f"lies between {_rps(low)} and {_rps(high)} requests per second.")
+    if capacity.message:
+        sentence += " " + capacity.message
+    return sentence
+
+
+def capacity_table(capacity: Any) -> str:
+    """Every probe of a capacity run: rate, attainment, verdict, goodput, TTFT and TPOT."""
+    header = ["Probe", "Kind", "Rate (req/s)", "Requests", "Within target", "Passed",
+              "Goodput (req/s)", "TTFT p50 / p90 / p99 (ms)", "TPOT p50 / p90 / p99 (ms)"]
+    rows = []
+    for probe in capacity.probes:
+        rows.append([
+            str(probe.step), probe.kind + (" (stopped early)" if probe.stopped_early else ""),
+            _rps(probe.rate_rps), str(probe.requests),
+            MISSING if probe.attainment is None else f"{probe.attainment:.1%}",
+            "yes" if probe.passed else "no",
+            MISSING if probe.goodput_rps is None else f"{probe.goodput_rps:.2f}",
+            _triple(probe.ttft_ms), _triple(probe.tpot_ms),
+        ])
+    return _table(header, rows)
+
+
+def _triple(values: dict[str, float] | None) -> str:
+    if not values:
+        return MISSING
+    return " / ".join(f"{values[k]:.0f}" if values[k] >= 100 else f"{values[k]:.1f}"
+                      for k in ("p50", "p90", "p99"))
+
+
+def _rps(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}" if value < 10 else f"{value:.1f}"
+
+
+def _slo_sentences(result: Any, steps: list[StepSummary]) -> list[str]:
+    """Which steps kept the share of requests within the latency targets."""
+    slo = slo_of(result.config)
+    judged = [s for s in steps if s.slo is not None and s.slo.attainment is not None]
+    if slo is None or not judged:
+        return []
+    mode = result.config.mode
+    parts = [f"{s.slo.attainment:.0%} {_at(mode, s.step)}" for s in judged]  # type: ignore[union-attr]
+    sentence = (f"Requests within {slo.words()} (target {slo.attainment:.0%}): "
+                + _join(parts) + ".")
+    passed = [s for s in judged if s.slo.passed]  # type: ignore[union-attr]
+    if passed:
+        best = max(passed, key=lambda s: s.slo.goodput_rps or 0.0)  # type: ignore[union-attr]
+        goodput = best.slo.goodput_rps  # type: ignore[union-attr]
+        if goodput is not None:
+            sentence += (f" The highest goodput within the target: {goodput:.2f} good requests "
+                         f"per second {_at(mode, best.step)}.")
+    else:
+        sentence += " No step met the target."
+    return [sentence]
+
+
 def _status_sentence(result: Any, steps: list[StepSummary]) -> str:
     covered = ", ".join(str(s.step) for s in steps) or "none"
     words = step_label(result.config.mode, plural=True)
@@ -423,8 +711,10 @@ def _status_sentence(result: Any, steps: list[StepSummary]) -> str:
     return f"The run failed.{reason} Results cover {words}: {covered}."
 
 
-def _name(mode: str, step: int) -> str:
-    """Return "batch size 4" or "4 concurrent users"."""
+def _name(mode: str, step: float) -> str:
+    """Return "batch size 4", "4 concurrent users" or "10 requests/s"."""
+    if mode == "rate":
+        return f"{step:g} requests/s"
     if mode == "concurrency":
         return f"{step} concurrent user{'' if step == 1 else 's'}"
     return f"batch size {step}"
@@ -432,7 +722,7 @@ def _name(mode: str, step: int) -> str:
 
 def _at(mode: str, step: int) -> str:
     """Return "at batch size 4" or "with 4 concurrent users"."""
-    return ("with " if mode == "concurrency" else "at ") + _name(mode, step)
+    return ("with " if mode == "concurrency" else "at ") + _name(mode, step)  # "at 10 requests/s"
 
 
 def _join(parts: list[str]) -> str:

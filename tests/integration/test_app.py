@@ -354,3 +354,62 @@ def test_the_page_serves_no_file_outside_the_results_folder(app, tiny_tokenizer)
     served = httpx.get(f"{app.url}gradio_api/file={inside}", timeout=10)
     assert served.status_code == 200 and served.text.startswith("step,metric,unit")
     assert SECRET_TOKEN not in served.text
+
+
+def test_a_capacity_runs_page_plans_servers_for_typed_traffic(app):
+    from benchmark.config import RunConfig
+    from benchmark.core.capacity import Capacity, Probe
+    from benchmark.core.results import RunResult
+    from benchmark.core.slo import Slo
+
+    probe = Probe(kind="rate", step=3, rate_rps=12.4, attainment=0.95, passed=True,
+                  mean_output_tokens=250.0, output_tokens_per_s=3100.0)
+    capacity = Capacity(slo=Slo(ttft_ms=1000), rate_rps=12.4, in_flight=None,
+                        output_tokens_per_s=3100.0, bracket=(12.4, 13.0), converged=True,
+                        ended="converged", max_throughput_rps=20.0, probes=(probe,))
+    run_id = "20261203-120000-planned-abcd"
+    RunResult(run_id=run_id, status="complete", capacity=capacity, simulated=True,
+              config=RunConfig(tokenizer_name="org/tiny", mode="capacity", slo_ttft_ms=1000,
+                               sequence_length=600, hardware="l4x1", plan_peak_rps=40.0)
+              ).save(app.results_dir / run_id)
+    client = Client(app.url, verbose=False)
+    opened = named(client, "/open", client.predict([run_id], api_name="/open"))
+    assert text(opened["Peak traffic (requests/s)"]) == "40"
+    assert text(opened["GPU price ($/hour)"]) == "0.8"
+    assert "you need 4 × L4 (about $2,300 a month)" in text(opened["Deployment plan"])
+    assert "### Cost" in text(opened["Tables"])
+    # New traffic typed on the page: recomputed from the saved capacity, nothing run again.
+    plan = client.predict("100", "", "", "2", "50", "0.8", "", api_name="/plan")
+    assert "At 100 requests/s at peak you need 13 × L4" in plan     # 150 / 12.4 = 12.1
+    refused = client.predict("100", "", "", "2", "150", "", "", api_name="/plan")
+    assert refused.startswith("**Headroom (%):** must be between 0 and 100%")
+    assert sorted(p.name for p in (app.results_dir / run_id).iterdir()) == [
+        "requests.csv", "run.json", "summary.csv"]
+
+
+def test_a_request_rate_run_shows_its_schedule_and_rate_charts(app, tiny_tokenizer):
+    client = Client(app.url, verbose=False)
+    final, steps = run(client, model_id=tiny_tokenizer, mode="Request rate", rates="2.5, 10",
+                       arrivals="constant", duration_s="1", sequence_length="8",
+                       decode_length="4")
+    assert "Benchmark complete" in text(final["Run status"]), app.log()
+    statuses = " ".join(text(s.get("Run status")) for s in steps)
+    assert "2.5 requests/s" in statuses and "10 requests/s" in statuses
+    tables = text(final["Tables"])
+    assert "### Schedule" in tables and "| Rates (req/s)" in tables
+    charts = [final[f"Chart {i}"] for i in range(10)]
+    titles = " | ".join(c["label"] for c in charts if isinstance(c, dict) and c.get("visible"))
+    assert "Latency by request rate" in titles
+    assert "Achieved throughput against offered rate" in titles
+    saved = json.loads((app.results_dir / run_id_of(final) / "run.json").read_text())
+    assert saved["config"]["rates"] == [2.5, 10] and saved["config"]["arrivals"] == "constant"
+    assert len(saved["requests"]) == 2 + 9  # 1 s at 2.5/s and at 10/s, constant gaps
+
+
+def test_a_request_rate_form_mistake_names_the_field(app, tiny_tokenizer):
+    client = Client(app.url, verbose=False)
+    job = submit_and_wait(client, model_id=tiny_tokenizer, mode="Request rate", rates="0",
+                          duration_s="5")
+    final = dict(zip(labels(client, "/run"), job.result()))
+    message = text(final["Form message"])
+    assert "Rates (requests/s)" in message and "greater than 0" in message

@@ -50,7 +50,9 @@ def test_quick_calibration_prints_a_complete_table_and_a_verdict(quick):
                   "send→server p50", "1st token delivery p50",
                   "token err p50", "token err p99", "token events/s", "client CPU %"):
         assert title in header
-    rows = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
+    table = lines[lines.index(header):]
+    table = table[:table.index("")] if "" in table else table  # the concurrency table only
+    rows = [line for line in table if line.startswith("| ") and line[2].isdigit()]
     assert rows, proc.stdout
     levels = [int(line.split("|")[1]) for line in rows]
     assert levels == list(QUICK_LEVELS[:len(levels)])  # climbs in order, may stop early
@@ -85,6 +87,13 @@ def test_quick_calibration_json_is_complete_and_finite(quick):
     verdict = data["verdict"]
     assert verdict["sentence"] in proc.stdout
     assert verdict["highest_measured"] == data["rows"][-1]["concurrency"]
+    users = data["concurrency_rows"]          # the concurrency pattern, at the same levels
+    assert users and [r["concurrency"] for r in users] == [
+        r["concurrency"] for r in data["rows"]][:len(users)]
+    for row in users:
+        assert row["matched"] == row["requests"] - row["failed"] and row["requests"] > 0
+        assert row["ttft_error_p50_ms"] is not None and row["token_events_per_s"] > 0
+    assert "Concurrency pattern" in proc.stdout
     # The app's copy is the same document.
     assert load_latest(results) == data
 
@@ -256,3 +265,50 @@ def test_token_stamps_come_from_socket_reads_with_bytes():
         assert handler.received_ns == stamp
     finally:
         loop.close()
+
+
+def test_quick_calibration_measures_the_rate_schedule(quick):
+    proc, out, _ = quick
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    schedule = json.loads((out / CALIBRATION_FILE).read_text())["schedule"]
+    rows = schedule["rows"]
+    assert [(r["rate"], r["arrivals"]) for r in rows] == [(100, "poisson"), (100, "constant")]
+    for row in rows:
+        assert row["requests"] > 100 and row["matched"] == row["requests"]
+        for key in ("sent_rate", "scheduled_rate", "lag_p50_ms", "lag_p99_ms", "server_cv"):
+            assert row[key] is not None and math.isfinite(row[key]), key
+        assert row["kept"] == (row["missed"] == [])
+    assert schedule["sentence"] in proc.stdout
+    assert "| rate | arrivals |" in proc.stdout
+
+
+def _rate_record(number: int, scheduled: int, lag: int) -> RequestRecord:
+    return RequestRecord(step=100, run=1, request=number, scheduled_ns=scheduled,
+                         step_start_ns=0, queued_ns=scheduled, admitted_ns=scheduled,
+                         sent_ns=scheduled + lag, token_ns=[scheduled + lag + MS],
+                         end_ns=scheduled + lag + 2 * MS, output_tokens=1,
+                         request_id=f"r-{number}")
+
+
+def test_schedule_rows_compare_send_times_with_the_drawn_ones_and_the_server_arrivals():
+    from benchmark.calibration.analysis import schedule_verdict, summarize_schedule
+
+    records = [_rate_record(i, i * 10 * MS, 100_000) for i in range(1, 101)]
+    trace = {r.request_id: {"arrived_ns": r.sent_ns + 50_000} for r in records}
+    row = summarize_schedule(100, "constant", records, trace)
+    assert row.requests == row.matched == 100 and row.failed == 0
+    assert row.scheduled_rate == pytest.approx(100) and row.rate_ratio == pytest.approx(1)
+    assert row.lag_p50_ms == pytest.approx(0.1) and row.server_cv == pytest.approx(0, abs=1e-9)
+    assert row.kept
+    # A client that sends one request in ten 3 ms late: even gaps at the server no more.
+    late = [_rate_record(i, i * 10 * MS, (i % 10 == 0) * 3 * MS) for i in range(1, 101)]
+    jittery = summarize_schedule(100, "constant", late,
+                                 {r.request_id: {"arrived_ns": r.sent_ns} for r in late})
+    assert "server CV" in jittery.missed() and "lag p50" not in jittery.missed()
+    assert "lag p99" not in jittery.missed()
+    slow = summarize_schedule(200, "constant", late[:50],
+                              {r.request_id: {"arrived_ns": r.sent_ns} for r in late[:50]})
+    assert schedule_verdict([row, slow]) [0] == 100
+    assert schedule_verdict([jittery])[0] is None
+    unmatched = summarize_schedule(100, "constant", records, {})
+    assert "failed requests" in unmatched.missed()

@@ -60,6 +60,16 @@ def test_every_flag_reaches_the_config():
         ("out", "concurrency", 60.0, 100)
 
 
+def test_rate_flags_reach_the_config():
+    config = parse("--mode", "rate", "--rate", "5,2.5", "--rate", "40", "--duration", "20",
+                   "--arrivals", "gamma", "--burstiness", "0.5", "--ramp-up", "4",
+                   "--max-concurrency", "16", "--schedule-seed", "99", "--requests", "300")
+    assert (config.mode, config.rates, config.arrivals, config.burstiness) == \
+        ("rate", (2.5, 5, 40), "gamma", 0.5)
+    assert (config.duration_s, config.requests, config.ramp_up_s, config.max_concurrency,
+            config.schedule_seed) == (20.0, 300, 4.0, 16, 99)
+
+
 @pytest.mark.parametrize("argv, words", [
     (["-b", "0"], "argument --batch-size: Batch sizes must be at least 1"),
     (["--sequence-length", "-5"], "argument --sequence-length"),
@@ -69,6 +79,23 @@ def test_every_flag_reaches_the_config():
     (["--top-p", "1.5"], "argument --top-p"),
     (["--mode", "concurrency"], "argument --duration"),
     (["--duration", "5"], "--mode concurrency"),
+    (["--mode", "rate", "--duration", "5"], "argument --rate: Rates (requests/s) is empty: give at least one rate"),
+    (["--mode", "rate", "--rate", "0", "--duration", "5"],
+     "argument --rate: Rates (requests/s) must be greater than 0"),
+    (["--mode", "rate", "--rate", "ten", "--duration", "5"], "argument --rate"),
+    (["--mode", "rate", "--rate", "10"], "argument --duration: The rate pattern needs a duration"),
+    (["--mode", "rate", "--rate", "10", "--duration", "5", "--burstiness", "0.5"],
+     "argument --burstiness: Burstiness is the shape of gamma arrivals: choose gamma arrivals "
+     "(--arrivals gamma)"),
+    (["--mode", "rate", "--rate", "10", "--duration", "5", "--ramp-up", "9"],
+     "argument --ramp-up: Ramp-up (9 s) is longer than the duration (5 s)"),
+    (["--mode", "rate", "--rate", "10", "--duration", "5", "--max-concurrency", "0"],
+     "argument --max-concurrency"),
+    (["--mode", "rate", "--rate", "10", "--duration", "5", "--arrivals", "bursty"],
+     "argument --arrivals: invalid choice"),
+    (["--rate", "10"], "argument --mode: --rate applies to --mode rate"),
+    (["--mode", "rate", "--rate", "10", "-b", "4", "--duration", "5"],
+     "argument --mode: --batch-size applies to --mode rounds or --mode concurrency"),
 ])
 def test_bad_flags_are_argparse_errors(capsys, argv, words):
     with pytest.raises(SystemExit) as info:
@@ -213,3 +240,36 @@ def test_a_query_in_the_url_is_refused_before_it_is_saved(capsys):
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "--url" in err and "--api-key-env" in err and "qsecret123" not in err
+
+
+def test_slo_flags_reach_the_config_and_bad_ones_name_their_flag(capsys):
+    config = parse("--slo-ttft-ms", "1000", "--slo-tpot-ms", "50", "--slo-attainment", "95%")
+    assert (config.slo_ttft_ms, config.slo_tpot_ms, config.slo_e2e_ms) == (1000.0, 50.0, None)
+    assert config.slo_attainment == pytest.approx(0.95)
+    assert parse().slo_attainment == 0.9
+    for argv, words in ((["--slo-ttft-ms", "0"], "argument --slo-ttft-ms: TTFT target (ms) "
+                                                   "must be a positive number"),
+                        (["--slo-e2e-ms", "soon"], "argument --slo-e2e-ms"),
+                        (["--slo-attainment", "90"], "argument --slo-attainment: Requests "
+                                                     "within target (%) must be above 0")):
+        with pytest.raises(SystemExit) as info:
+            main(["--tokenizer-name", "tok", *argv])
+        assert info.value.code == 2
+        assert words in capsys.readouterr().err
+
+
+def test_a_run_with_latency_targets_reports_attainment_and_goodput(capsys, tiny_tokenizer,
+                                                                  tmp_path):
+    out = tmp_path / "run"
+    with run_in_thread(SimulatorConfig(tokenizer=tiny_tokenizer, **FAST)) as sim:
+        # a generous first-token target and an impossible end-to-end one: no request is good
+        code = main(["--tokenizer-name", tiny_tokenizer, "--url", sim.url, "-b", "2",
+                     "--sequence-length", "12", "--decode-length", "4", "--runs", "2",
+                     "--slo-ttft-ms", "60000", "--slo-e2e-ms", "0.001",
+                     "--output-dir", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "### Latency targets" in printed
+    step = json.loads((out / "run.json").read_text())["steps"][0]
+    assert step["slo"]["sent"] == 4 and step["slo"]["good"] == 0
+    assert step["slo"]["missed"] == {"e2e": 4} and step["slo"]["passed"] is False

@@ -138,3 +138,23 @@ def test_a_loop_slower_than_the_calibrated_accuracy_flags_the_step(sim, tiny_tok
     view = results_view([result])
     assert "| Decode (token) | 2 ⚠" in view.tables
     assert "the client, not the server, may have limited this step" in view.headline
+
+
+def test_a_priced_run_with_energy_gets_kwh_beside_the_dollars(sim, tiny_tokenizer, tmp_path):
+    result = run(config(sim.url, tiny_tokenizer, tmp_path / "run", gpu_price_per_hour=3.6),
+                 gpu_reader=ClockGpu())
+    assert result.status == "complete"
+    document = json.loads((tmp_path / "run" / "run.json").read_text())
+    energy = {s["step"]: s["j_per_output_token"] for s in document["telemetry"]["steps"]}
+    for cost in document["cost"]["steps"]:
+        # kWh per million output tokens = J per token x 1e6 / 3.6e6
+        assert cost["kwh_per_million_output_tokens"] == pytest.approx(
+            energy[cost["step"]] / 3.6, rel=1e-6)
+        # $3.60/h = $0.001/s: $ per million output tokens = 1000 / output tokens per second
+        assert cost["usd_per_million_output_tokens"] == pytest.approx(
+            1000.0 / cost["output_tokens_per_s"])
+    with open(tmp_path / "run" / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(r["kwh_per_million_output_tokens"] and r["usd_per_million_tokens"] for r in rows)
+    view = results_view([RunResult.load(tmp_path / "run")], folder=tmp_path / "run")
+    assert "kWh / M output tokens" in view.tables

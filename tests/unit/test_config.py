@@ -177,3 +177,49 @@ def test_a_local_folder_named_like_a_flag_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as err:
         ServerSettings(model_id="--trust-remote-code").validate()
     assert err.value.field == "model_id"
+
+
+# ---------------------------------------------------------------------------------------------
+# The request-rate pattern
+
+
+def rate_config(**changes) -> RunConfig:
+    values = dict(tokenizer_name="org/model", mode="rate", rates=(10,), duration_s=30)
+    values.update(changes)
+    return RunConfig(**values)
+
+
+def test_rates_accept_lists_keep_whole_rates_as_ints_and_sort():
+    from benchmark.config import parse_rates
+
+    assert parse_rates("20, 0.5 10") == (0.5, 10, 20)
+    assert parse_rates(["5", 2.0]) == (2, 5)
+    assert all(type(r) is int for r in parse_rates("1,2"))
+
+
+@pytest.mark.parametrize("changes, field, words", [
+    ({"rates": ("0",)}, "rates", "Rates (requests/s) must be greater than 0"),
+    ({"rates": ("-3",)}, "rates", "greater than 0"),
+    ({"rates": ("fast",)}, "rates", "must be a number"),
+    ({"rates": ("nan",)}, "rates", "finite"),
+    ({"rates": ()}, "rates", "for example 10,20,40"),
+    ({"burstiness": 0.5}, "burstiness", "choose gamma arrivals"),
+    ({"arrivals": "gamma", "burstiness": 0}, "burstiness", "Burstiness must be at least"),
+    ({"arrivals": "bursty"}, "arrivals", "poisson, constant, gamma"),
+    ({"duration_s": None}, "duration_s", "needs a duration"),
+    ({"ramp_up_s": 40}, "ramp_up_s", "at most 30 s"),
+    ({"max_concurrency": 0}, "max_concurrency", "Max concurrency must be at least 1"),
+    ({"rates": (100_000,), "duration_s": 3600}, "duration_s", "bound the step with --requests"),
+])
+def test_bad_rate_settings_are_refused_with_the_field_and_a_fix(changes, field, words):
+    err = field_error(lambda: rate_config(**changes).validate())
+    assert err.field == field
+    assert words in err.message
+
+
+def test_a_rate_run_validates_and_its_steps_are_its_rates():
+    config = rate_config(rates=(5, 20.5), arrivals="gamma", burstiness=0.5, ramp_up_s=10,
+                         max_concurrency=8, requests=100, schedule_seed=3).validate()
+    assert config.steps == (5, 20.5)
+    assert config.planned_requests() == 200
+    assert RunConfig.from_dict(config.to_dict()) == config

@@ -45,6 +45,8 @@ def _non_default(entry, tmp_path: Path):
         return not entry.default
     if entry.kind == "sizes":
         return (3, 5)
+    if entry.kind == "rates":
+        return (2.5, 10)
     if entry.kind == "choice":
         return next(c for c in entry.choices if c != entry.default)
     if entry.kind == "url":
@@ -62,16 +64,18 @@ def _everything_changed(tmp_path: Path, mode: str) -> RunConfig:
     values = {s.name: _non_default(s, tmp_path) for s in settings_of("run")}
     sampling = {s.name: _non_default(s, tmp_path) for s in settings_of("sampling")}
     values["mode"] = mode
-    if mode == "rounds":                   # settings of another pattern are not sent
-        values.update({s.name: None for s in settings_of("run") if s.mode not in (None, mode)})
+    # Settings of another pattern are not sent: they keep their defaults.
+    values.update({s.name: s.default for s in settings_of("run") if not s.applies_to(mode)})
+    if mode == "rate":
+        values["arrivals"] = "gamma"       # burstiness is the shape of gamma arrivals
     return RunConfig(**values, sampling=SamplingParams(**sampling)).validate()
 
 
-@pytest.mark.parametrize("mode", ["concurrency", "rounds"])
+@pytest.mark.parametrize("mode", ["concurrency", "rounds", "rate"])
 def test_config_to_argv_to_config_is_the_identity_for_every_setting(tmp_path, mode):
     config = _everything_changed(tmp_path, mode)
     default = RunConfig(tokenizer_name="")
-    changed = {s.name for s in settings_of("run", "sampling") if s.mode in (None, mode)}
+    changed = {s.name for s in settings_of("run", "sampling") if s.applies_to(mode)}
     for s in settings_of("run", "sampling"):
         holder, base = ((config.sampling, default.sampling) if s.owner == "sampling"
                         else (config, default))
@@ -96,7 +100,9 @@ def test_the_form_and_the_cli_start_from_the_same_defaults():
                            tokenizer_name="org/model")).run
     cli = config_from_args(build_parser().parse_args(["--tokenizer-name", "org/model"]))
     assert form.batch_sizes == cli.batch_sizes == (1, 2, 4, 8, 16, 32)
-    assert dataclasses.replace(form, url=cli.url) == cli
+    # the form alone comes with chat-sized latency targets filled in (the CLI sets none)
+    assert (form.slo_ttft_ms, form.slo_tpot_ms, form.slo_attainment) == (1000.0, 50.0, 0.9)
+    assert dataclasses.replace(form, url=cli.url, slo_ttft_ms=None, slo_tpot_ms=None) == cli
 
 
 # -- the same checks on both faces ------------------------------------------------------------

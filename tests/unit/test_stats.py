@@ -129,7 +129,7 @@ def test_step_throughputs_per_round_by_hand():
 def test_step_counts_failures_without_dropping_them():
     s = summarize_step(two_rounds(), step=2, mode="rounds", sequence_length=10, decode_length=4)
     assert s.counts() == {"requests": 4, "ok": 3, "errors": 1, "timeouts": 1, "cancelled": 0,
-                          "short_outputs": 0}
+                          "short_outputs": 0, "incomplete": 0}
     assert s.rounds == 2
     assert s.input_tokens == 30 and s.output_tokens == 12
     assert s.duration_s == pytest.approx(1.5)
