@@ -4,7 +4,7 @@
                   error_markdown=_error_markdown)        # app: env, runner, form fields
     with gr.Tab("Try the model"):
         tab.build()
-    tab.wire(demo)                # after the form exists
+    tab.wire(demo, tab=chat_tab, other_tabs=[run_tab, history_tab])   # after the form
 
 Each turn goes through ``core.chat.stream_chat`` (``/v1/chat/completions``, else
 ``/generate_stream``) against the server this app launched, or the endpoint URL in the form.
@@ -114,13 +114,19 @@ class ChatTab:
                                               elem_id="chat-temperature",
                                               info="Empty: the server's default. 0: greedy.")
         self.conversation = gr.State([])     # the turns as sent to the server (no speed lines)
-        self.timer = gr.Timer(STATUS_S)
+        self.timer = gr.Timer(STATUS_S, active=False)   # ticks only while the tab is shown
 
-    def wire(self, demo: gr.Blocks) -> None:
+    def wire(self, demo: gr.Blocks, *, tab: Any, other_tabs: list[Any]) -> None:
+        """Events; ``tab`` is this tab (its status refreshes while it is shown), ``other_tabs``
+        the page's others (leaving for one stops the refreshing)."""
         form = [self.app.fields[name] for name in FIELDS]
         status_out = [self.status, self.send_btn, self.start_btn]
         demo.load(self.refresh, form, status_out, api_name="chat_status")
         self.timer.tick(self.refresh, form, status_out, api_name=False, show_progress="hidden")
+        tab.select(lambda: gr.Timer(active=True), None, self.timer, api_name=False).then(
+            self.refresh, form, status_out, api_name=False, show_progress="hidden")
+        for other in other_tabs:
+            other.select(lambda: gr.Timer(active=False), None, self.timer, api_name=False)
         send_inputs = [self.message, self.chatbot, self.conversation, self.system, self.max_new,
                        self.temperature, *form]
         send_outputs = [self.chatbot, self.conversation, self.message, self.error]

@@ -149,13 +149,13 @@ class App:
                                            elem_id="readonly-message")
             with gr.Column() as self.main_col:
                 with gr.Tabs():
-                    with gr.Tab("Run a benchmark", id="run"):
+                    with gr.Tab("Run a benchmark", id="run") as self.run_tab:
                         self._form()
-                    with gr.Tab("Try the model", id="chat"):
+                    with gr.Tab("Try the model", id="chat") as self.chat_tab:
                         self.chat = ChatTab(self, rules=self._access, server_port=server_port,
                                             error_markdown=_error_markdown)
                         self.chat.build()
-                    with gr.Tab("Saved runs", id="history"):
+                    with gr.Tab("Saved runs", id="history") as self.history_tab:
                         self._history()
             self._results()
             self.job_state = gr.State(None)
@@ -397,7 +397,7 @@ class App:
         self.plan_btn.click(self.plan, plan_inputs, [self.plan_md], api_name="plan")
         for box in self.plan_fields.values():
             box.submit(self.plan, plan_inputs, [self.plan_md], api_name=False)
-        self.chat.wire(demo)
+        self.chat.wire(demo, tab=self.chat_tab, other_tabs=[self.run_tab, self.history_tab])
 
     # -- rendering --------------------------------------------------------------------------
     def show(self, view: ResultsView) -> dict[Any, Any]:
