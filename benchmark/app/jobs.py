@@ -42,6 +42,7 @@ LOG_LINES = 30
 QUEUED, STARTING, RUNNING, COMPLETE, CANCELLED, FAILED = (
     "queued", "starting server", "running", "complete", "cancelled", "failed")
 FINISHED = (COMPLETE, CANCELLED, FAILED)
+CHAT_WAIT = "waiting for a chat answer to finish"   # a RUNNING job's phase before it measures
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Job:
     proc: subprocess.Popen | None = None
     after_finish: list[Callable[["Job"], str | None]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    server_only: bool = False    # start the form's server and stop there (the chat tab's offer)
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class JobView:
     launches_server: bool
     output_dir: str
     elapsed_s: float
+    server_only: bool = False
 
     @property
     def finished(self) -> bool:
@@ -147,15 +150,22 @@ class Runner:
         self._jobs: dict[str, Job] = {}
         self._active: Job | None = None
         self._closed = False
+        self._chats: collections.Counter[str] = collections.Counter()   # url -> answers streaming
         self._worker = threading.Thread(target=self._work, name="benchmark-runner", daemon=True)
         self._worker.start()
 
     # -- public -------------------------------------------------------------------------------
     def submit(self, plan: Plan, run_id: str,
-               after_finish: Callable[[Job], str | None] | None = None) -> Job:
+               after_finish: Callable[[Job], str | None] | None = None, *,
+               server_only: bool = False) -> Job:
         """Queue a run. ``after_finish(job)`` runs in the worker once it ended (e.g. an upload);
-        the sentence it returns is shown with the run's status."""
-        job = Job(run_id=run_id, plan=plan, output_dir=self.results_root / run_id)
+        the sentence it returns is shown with the run's status. ``server_only``: start (or
+        reuse) the plan's server and end there, nothing measured or saved (for the chat)."""
+        if server_only and plan.server is None:
+            raise BenchmarkError("There is no server to start: the form points at an endpoint "
+                                 "URL.")
+        job = Job(run_id=run_id, plan=plan, output_dir=self.results_root / run_id,
+                  server_only=server_only)
         if after_finish is not None:
             job.after_finish.append(after_finish)
         with self._wake:
@@ -187,13 +197,61 @@ class Runner:
                 mode=job.plan.run.mode,
                 simulated=job.simulated,
                 launches_server=job.plan.launches_server, output_dir=str(job.output_dir),
-                elapsed_s=elapsed,
+                elapsed_s=elapsed, server_only=job.server_only,
             )
 
     def busy(self) -> tuple[str | None, int]:
         """(run id in progress or None, number of runs waiting)."""
         with self._lock:
             return (self._active.run_id if self._active else None, len(self._queue))
+
+    def benchmark_url(self) -> str | None:
+        """The server URL of the benchmark starting or running now (None when none is): the
+        chat pauses on it so that its messages do not disturb the measurement."""
+        with self._lock:
+            job = self._active
+            if job is None or job.server_only or job.state in FINISHED:
+                return None
+            return job.plan.run.url
+
+    def begin_chat(self, url: str) -> bool:
+        """Count a chat answer about to stream from ``url``; False (nothing counted) when a
+        benchmark is starting or running there. A benchmark that starts meanwhile waits for the
+        answers counted here to end (``end_chat``) before it measures anything."""
+        key = url.rstrip("/")
+        with self._lock:
+            job = self._active
+            if (job is not None and not job.server_only and job.state not in FINISHED
+                    and job.plan.run.url.rstrip("/") == key):
+                return False
+            self._chats[key] += 1
+            return True
+
+    def end_chat(self, url: str) -> None:
+        key = url.rstrip("/")
+        with self._wake:
+            self._chats[key] -= 1
+            if self._chats[key] <= 0:
+                del self._chats[key]
+            self._wake.notify_all()
+
+    def _wait_for_chats(self, job: Job, url: str) -> None:
+        """Hold a benchmark until the chat answers streaming from its server have ended."""
+        key = url.rstrip("/")
+        with self._wake:
+            if self._chats.get(key):
+                job.state, job.phase = RUNNING, CHAT_WAIT
+            while self._chats.get(key) and not job.cancel_event.is_set():
+                self._wake.wait(POLL_S)
+
+    def launched_server(self) -> Any:
+        """The ready server this app launched (a ``ServerHandle``), or None."""
+        if self._manager is None:
+            return None
+        try:
+            return self._manager.handle
+        except Exception:  # noqa: BLE001 - a stand-in manager may have no handle
+            return None
 
     def cancel(self, run_id: str) -> bool:
         """Stop a job: drop it from the queue, stop the server start, or SIGTERM the engine."""
@@ -318,6 +376,14 @@ class Runner:
         except BenchmarkError as exc:
             raise BenchmarkError(f"{exc} The run was refused; nothing was started.") from None
         plan = self._start_server(job) if job.plan.launches_server else job.plan
+        if job.server_only:
+            self._finish(job, COMPLETE, "The server is ready.")
+            return
+        if job.cancel_event.is_set():
+            self._finish(job, CANCELLED, "Stopped before the benchmark started; nothing was "
+                                         "measured.")
+            return
+        self._wait_for_chats(job, plan.run.url)
         if job.cancel_event.is_set():
             self._finish(job, CANCELLED, "Stopped before the benchmark started; nothing was "
                                          "measured.")

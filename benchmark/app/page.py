@@ -9,6 +9,9 @@ hands the run to the app-wide queue (runner.py: starts or reuses TGI with launch
 then runs the engine CLI in a child process), follows its progress stream, and shows the saved
 files with tables.py and charts.py (through ui_render). Who may run is access.py's decision.
 
+The "Try the model" tab (chat.py) talks to the same server, with the same access rules, and
+pauses while a benchmark runs on it.
+
 A link ``<page>?run=<id>`` opens a saved run read-only (also after a restart: runs are folders
 under the results directory); the "Saved runs" tab lists them and compares several on the same
 charts.
@@ -32,6 +35,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import gradio as gr
 
 from . import access, costs, hub
+from .chat import ChatTab
 from ..config import DEFAULT_SERVER_PORT, field_label, parse_int, price_table
 from ..errors import (BenchmarkError, ConfigError, ResultFileError, ServerUnreachable,
                      redact)
@@ -156,9 +160,13 @@ class App:
                                            elem_id="readonly-message")
             with gr.Column() as self.main_col:
                 with gr.Tabs():
-                    with gr.Tab("Run a benchmark", id="run"):
+                    with gr.Tab("Run a benchmark", id="run") as self.run_tab:
                         self._form()
-                    with gr.Tab("Saved runs", id="history"):
+                    with gr.Tab("Try the model", id="chat") as self.chat_tab:
+                        self.chat = ChatTab(self, rules=self._access, server_port=server_port,
+                                            error_markdown=_error_markdown)
+                        self.chat.build()
+                    with gr.Tab("Saved runs", id="history") as self.history_tab:
                         self._history()
             self._results()
             self.job_state = gr.State(None)
@@ -422,6 +430,7 @@ class App:
                                *self.history_outputs], api_name="import")
         self.report_btn.click(self.html_report, [self.shown_run], [self.downloads],
                               api_name="report")
+        self.chat.wire(demo, tab=self.chat_tab, other_tabs=[self.run_tab, self.history_tab])
 
     # -- rendering --------------------------------------------------------------------------
     def show(self, view: ResultsView) -> dict[Any, Any]:

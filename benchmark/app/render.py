@@ -22,7 +22,7 @@ from ..report.tables import md_text
 from ..report.charts import chart_figures
 from ..core.results import REQUESTS_FILE, RUN_FILE, SUMMARY_FILE, RunResult, RunSummaryRow
 from ..core.telemetry_data import TELEMETRY_FILE
-from .jobs import COMPLETE, CANCELLED, FAILED, QUEUED, RUNNING, STARTING, JobView
+from .jobs import CANCELLED, CHAT_WAIT, COMPLETE, FAILED, QUEUED, RUNNING, STARTING, JobView
 from ..core.stats import StepSummary
 
 SIMULATED_BANNER = (
@@ -247,6 +247,9 @@ def progress_html(view: JobView | None) -> str:
         parts.append(f"<p><b>Starting the server:</b> {esc(view.phase or 'starting')} "
                      f"({view.elapsed_s:.0f} s). A large model can take many minutes to "
                      f"download and warm up.</p>")
+    elif view.state == RUNNING and view.phase == CHAT_WAIT:
+        parts.append("<p><b>Waiting for a chat answer to finish</b> (Try the model tab): the "
+                     "benchmark starts measuring right after it.</p>")
     elif view.state == RUNNING:
         parts.append(f"<p><b>Benchmark running</b> ({view.elapsed_s:.0f} s)."
                      + (" Server: simulated." if view.simulated else "") + "</p>")
