@@ -73,7 +73,7 @@ async def run_capacity(engine: Any, session: Any) -> Capacity:
 class _Search:
     def __init__(self, engine: Any, session: Any):
         self.engine = engine
-        self.session = session
+        self._first_session = session
         self.config = engine.config
         slo = slo_of(self.config)
         assert slo is not None, "capacity mode is validated to have a target"
@@ -89,6 +89,14 @@ class _Search:
         return self.budget_s - (time.monotonic() - self.started)
 
     # -- the three phases ----------------------------------------------------------------------
+
+    @property
+    def session(self) -> Any:
+        """The session the engine holds now: a probe whose connection-opening GETs failed
+        makes the engine drop its pooled connections and open a new session (``transformers
+        serve`` answers ``/v1/models`` with 500), so a session kept from the start may be
+        closed."""
+        return getattr(self.engine, "_session", None) or self._first_session
     async def run(self) -> Capacity:
         single, values = await self._closed_loop("one at a time", users=1,
                                                  requests=SINGLE_REQUESTS, warmup_first=True)

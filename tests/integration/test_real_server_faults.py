@@ -182,3 +182,16 @@ def test_the_cli_says_what_v1_models_answered_without_the_usage_text(capsys, tin
     assert "usage:" not in "\n".join(err)
     assert len(err) == 1 and err[0].startswith("python -m benchmark: error: argument --model: ")
     assert "/v1/models answered HTTP 500 (cache folder not found)" in err[0]
+
+
+def test_a_capacity_search_survives_the_connections_it_had_to_drop(tiny_tokenizer, tmp_path):
+    """Found on an H200 against ``transformers serve``: /v1/models answers 500, the engine
+    gives up its pooled connections and opens a new session, and the capacity search went on
+    with the closed one ("RuntimeError: Session is closed", a traceback). Every probe must use
+    the session the engine holds now."""
+    with StandIn(models_status=500, drop_after_error=True, tokens=4) as server:
+        result = run(config_for(server.url, tiny_tokenizer, tmp_path / "run", mode="capacity",
+                                batch_sizes=(1,), slo_ttft_ms=1000.0, max_duration_s=30.0))
+    assert "Session is closed" not in (result.message or "")
+    assert result.status in ("complete", "failed"), result.message
+    assert result.capacity is not None and len(result.capacity.probes) >= 2, result.capacity
