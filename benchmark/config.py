@@ -197,6 +197,10 @@ SETTINGS: tuple[Setting, ...] = (
     _S("timeout_s", "run", "float", "Timeout (s)", "--timeout", default=120.0, metavar="S",
        help="seconds before a request counts as timed out (default 120)",
        **_bounds(0.0, MAX_DURATION_S, True)),
+    _S("workers", "run", "int", "Worker processes", "--workers", default=1, metavar="N|auto",
+       help="processes sending the load, each with its own event loop and connections (one "
+            "process is one CPU core; the merged files are those of one run); auto = one per "
+            "core but one (default 1)", **_bounds(1, 256)),
     _S("seed", "run", "int", "Seed", "--seed",
        help="sampling seed sent with every request; also varies the prompts",
        **_bounds(0, 2**64 - 1)),
@@ -393,6 +397,15 @@ def parse_rates(value: Any, field_name: str = "rates") -> tuple[float, ...]:
     return tuple(int(r) if float(r).is_integer() else float(r) for r in sorted(rates))
 
 
+def auto_workers(cpus: int | None = None) -> int:
+    """``--workers auto``: one worker process per core this process may use, leaving one core
+    for the machine's other work (the parent process, a server running here); at least one."""
+    count = cpus if cpus is not None else (len(os.sched_getaffinity(0))
+                                           if hasattr(os, "sched_getaffinity")
+                                           else os.cpu_count() or 1)
+    return max(1, count - 1)
+
+
 def field_label(field_name: str) -> str:
     """A field's plain-words name, as error messages and the UI's labels show it."""
     return FIELD_LABELS.get(field_name, field_name.replace("_", " ").capitalize())
@@ -455,6 +468,8 @@ def parse_setting(entry: Setting, value: Any) -> Any:
     if value is None:
         return None
     name = entry.name
+    if entry.kind == "int" and entry.name == "workers" and str(value).strip().lower() == "auto":
+        return auto_workers()
     if entry.kind == "int":
         return parse_int(name, value, minimum=int(entry.minimum if entry.minimum is not None
                                                   else -(2**63)),
@@ -635,6 +650,7 @@ class RunConfig:
     duration_s: float | None = default_of("duration_s")
     requests: int | None = default_of("requests")
     timeout_s: float = default_of("timeout_s")
+    workers: int = default_of("workers")
     seed: int | None = default_of("seed")
     sampling: SamplingParams = field(default_factory=SamplingParams)
     rates: tuple[float, ...] = default_of("rates")

@@ -52,7 +52,7 @@ FORM_ORDER: tuple[str, ...] = (
     "target", "model_id", "quantize", "max_input_tokens", "max_total_tokens", "max_batch_size",
     "url", "tokenizer_name", "batch_sizes", "sequence_length", "decode_length", "runs",
     "warmups", "api", "mode", "duration_s", "requests", "rates", "arrivals", "max_concurrency",
-    "timeout_s", "temperature", "top_k",
+    "timeout_s", "workers", "temperature", "top_k",
     "top_p", "typical_p", "repetition_penalty", "frequency_penalty", "top_n_tokens",
     "do_sample", "watermark", "dtype", "num_shard", "max_batch_prefill_tokens",
     "max_concurrent_requests",

@@ -203,6 +203,9 @@ class App:
                 self._text("duration_s", "Concurrency and request rate: seconds per step.")
                 self._text("requests", "Concurrency and request rate: requests per step.")
                 self._text("timeout_s", "Give up on one request after this many seconds.")
+                self._text("workers", "Processes sending the load, each one CPU core (auto: "
+                                      "one per core but one). Keep 1 on a Space: TGI shares "
+                                      "its machine.")
             with gr.Row():
                 self._text("rates", "Request rate pattern: requests per second, each a step, "
                                     "e.g. 5,10,20.")
