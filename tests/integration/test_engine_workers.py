@@ -115,3 +115,23 @@ def test_a_worker_that_dies_fails_the_run_with_its_partial_records(tiny_tokenize
     _, lines = rows(tmp_path)
     assert any(not line["error"] for line in lines)  # what was measured before is kept
     assert {line["run"] for line in lines} >= {"1", "2"}  # from both workers
+
+
+def test_simulator_workers_share_one_port_and_one_trace(simulator_process, tiny_tokenizer,
+                                                        tmp_path):
+    """``python -m benchmark.simulator --workers 2``: one URL, each process with half the
+    batch limits (/info says so), every request in the one trace file as a whole line."""
+    import httpx
+
+    from benchmark.simulator import trace_rows
+
+    trace = tmp_path / "trace.jsonl"
+    url = simulator_process(tokenizer=tiny_tokenizer, workers=2, max_concurrent_requests=64,
+                            trace=str(trace), **FAST)
+    assert httpx.get(url + "/info").json()["max_concurrent_requests"] == 32
+    result = run(config(url, tiny_tokenizer, tmp_path / "out", mode="concurrency",
+                        batch_sizes=(8,), requests=40, workers=2))
+    assert result.status == "complete", result.message
+    ids = {r.request_id for r in result.records}
+    traced = [row for row in trace_rows(trace) if row.get("request_id") in ids]
+    assert len(traced) == 40
