@@ -759,7 +759,9 @@ class _Engine:
             if not told and (self.cancel.is_set() or dead or stopped):
                 pool.cancel()
                 told = True
-            messages = pool.poll()
+            # Wait in a thread for the pipes (the parent's loop idles: no CPU taken from the
+            # workers on a small machine), at most 50 ms so that a cancel is seen.
+            messages = await asyncio.to_thread(pool.poll, 0.05)
             for worker, message in messages:
                 kind = message[0]
                 if kind == "records":
@@ -780,8 +782,6 @@ class _Engine:
                 elif kind in ("dead", "failed"):
                     pending.discard(worker)
                     dead = dead or message[1]
-            if not messages:
-                await asyncio.sleep(0.005)
         if dead is not None:
             raise _RunStopped(
                 f"The run stopped at {self._at(step.size)}: {dead}. The files hold the "
