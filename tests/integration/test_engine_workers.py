@@ -135,3 +135,24 @@ def test_simulator_workers_share_one_port_and_one_trace(simulator_process, tiny_
     ids = {r.request_id for r in result.records}
     traced = [row for row in trace_rows(trace) if row.get("request_id") in ids]
     assert len(traced) == 40
+
+
+def test_cancel_stops_every_worker_and_keeps_what_they_measured(tiny_tokenizer, tmp_path):
+    import threading
+
+    cancel = threading.Event()
+    slow = dict(FAST, decode_base_ms=50.0)
+
+    def stop_after_some(event) -> None:
+        if isinstance(event, RequestsDone) and event.done >= 4:
+            cancel.set()
+
+    with run_in_thread(SimulatorConfig(tokenizer=tiny_tokenizer, **slow)) as s:
+        result = run(config(s.url, tiny_tokenizer, tmp_path, mode="concurrency",
+                            batch_sizes=(4,), duration_s=30.0, decode_length=8, workers=2),
+                     on_progress=stop_after_some, cancel=cancel)
+    assert result.status == "cancelled"
+    _, lines = rows(tmp_path)
+    assert sum(1 for line in lines if not line["error"]) >= 4
+    assert not [p for p in multiprocessing.active_children()
+                if p.name.startswith("benchmark-worker-")]  # none left running
