@@ -201,6 +201,10 @@ SETTINGS: tuple[Setting, ...] = (
        help="processes sending the load, each with its own event loop and connections (one "
             "process is one CPU core; the merged files are those of one run); auto = one per "
             "core but one (default 1)", **_bounds(1, 256)),
+    _S("ray_address", "run", "text", "Ray cluster", "--ray-address", metavar="ADDR",
+       help="run the --workers as Ray actors on the Ray cluster at ADDR ('auto', "
+            "'ray://host:10001', or 'local' for a new cluster on this machine); needs pip "
+            "install -r requirements-distributed.txt"),
     _S("seed", "run", "int", "Seed", "--seed",
        help="sampling seed sent with every request; also varies the prompts",
        **_bounds(0, 2**64 - 1)),
@@ -651,6 +655,7 @@ class RunConfig:
     requests: int | None = default_of("requests")
     timeout_s: float = default_of("timeout_s")
     workers: int = default_of("workers")
+    ray_address: str | None = default_of("ray_address")
     seed: int | None = default_of("seed")
     sampling: SamplingParams = field(default_factory=SamplingParams)
     rates: tuple[float, ...] = default_of("rates")

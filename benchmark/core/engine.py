@@ -62,10 +62,10 @@ from .records import RequestRecord
 from .stats import INCOMPLETE
 from .calibration_note import client_calibration
 from .results import RunResult
-from .workers import (READY_TIMEOUT_S, ROUND_LEAD_NS, STEP_LEAD_NS, Pool, Share, deal, split_cap,
-                      split_quota)
+from .workers import (READY_TIMEOUT_S, ROUND_LEAD_NS, STEP_LEAD_NS, Pool, RayPool, Share, deal,
+                      split_cap, split_quota)
 
-__all__ = ["run", "probe_server", "ServerProbe", "ProgressCallback", "worker_main"]
+__all__ = ["run", "probe_server", "ServerProbe", "ProgressCallback", "worker_main", "RayWorker"]
 
 CANCEL_POLL_S = 0.05
 PROGRESS_EVERY_S = 0.25
@@ -163,7 +163,7 @@ class _Engine:
         self.folder: Path | None = None
         self.run_id = ""
         self.model: str | None = None
-        self.pool: Pool | None = None  # the worker processes (--workers above 1)
+        self.pool: Pool | RayPool | None = None  # worker processes (--workers > 1, Ray)
         self.client: StreamClient | None = None
         self.tokenizer: Any = None
         self._alive_lock: asyncio.Lock | None = None
@@ -310,7 +310,7 @@ class _Engine:
         assert main is not None
         watcher = asyncio.create_task(self._watch_cancel(main))
         try:
-            if self.config.workers > 1:
+            if self.config.workers > 1 or self.config.ray_address:
                 await self._start_pool()
             async with open_session() as session:
                 sizes = self.config.steps
@@ -631,8 +631,18 @@ class _Engine:
     # -- worker processes (--workers above 1): the parent's side ------------------------------
     async def _start_pool(self) -> None:
         """Start the worker processes once for the run and wait until each says it is ready."""
-        pool = Pool.start(self.config.workers, target=worker_main,
-                          args=(self.config, self.model, self.headers, self.run_id))
+        args = (self.config, self.model, self.headers, self.run_id)
+        if self.config.ray_address:
+            try:
+                pool: Pool | RayPool = await asyncio.to_thread(
+                    RayPool.start, self.config.workers, address=self.config.ray_address,
+                    actor=RayWorker, args=args)
+            except Exception as exc:  # noqa: BLE001 - Ray missing, no cluster at the address
+                raise _RunStopped(f"The Ray workers could not start at --ray-address "
+                                  f"{self.config.ray_address}: {type(exc).__name__}: {exc}"
+                                  ) from None
+        else:
+            pool = Pool.start(self.config.workers, target=worker_main, args=args)
         self.pool = pool
         waiting = set(range(pool.size))
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -995,3 +1005,75 @@ class _WorkerEngine(_Engine):
             await asyncio.gather(*(self._send(session, b, r)
                                    for b, r in zip(share.bodies, records)))
             await self._check_alive(records, step)
+
+
+class _Inbox:
+    """A Ray actor's stand-in for the pipe from the parent (``put`` fills it)."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue()
+
+    def recv(self) -> Any:
+        return self.queue.get()
+
+
+class _Outbox:
+    """A Ray actor's stand-in for the pipe to the parent (the parent's ``take`` empties it)."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.lock = threading.Lock()
+
+    def send(self, message: Any) -> None:
+        with self.lock:
+            self.items.append(message)
+
+    def take(self) -> list[Any]:
+        with self.lock:
+            items, self.items = self.items, []
+        return items
+
+
+class RayWorker:
+    """A worker as a Ray actor (``--ray-address``; ``workers.RayPool`` says how it is used):
+    the same ``_WorkerEngine`` as a worker process, run in a thread of the actor's process,
+    fed by ``put`` and read by ``take``. A share's start instant comes as a wall-clock instant
+    and is turned into this machine's ``perf_counter_ns`` here; the records go back moved onto
+    the parent's clock by the same amount (every stamp of a record by the same shift, so its
+    latencies are untouched; across machines they are then comparable to the wall clocks'
+    agreement, and the step's rates and durations can be counted over all records)."""
+
+    def __init__(self, index: int, config: RunConfig, model: str | None,
+                 headers: dict[str, str], run_id: str):
+        self.inbox, self.outbox = _Inbox(), _Outbox()
+        self.shift = 0  # the parent's perf_counter_ns minus this machine's, from the last share
+        try:
+            worker = _WorkerEngine(config, self.inbox, self.outbox, model, headers, run_id)
+        except Exception as exc:  # noqa: BLE001 - said to the parent, which stops the run
+            self.outbox.send(("failed", f"worker {index + 1} (a Ray actor) could not start "
+                                        f"({type(exc).__name__}: {exc})"))
+            return
+        threading.Thread(target=worker.serve, daemon=True).start()
+        self.outbox.send(("ready",))
+
+    def put(self, message: Any, wall_start_ns: int | None = None) -> None:
+        if isinstance(message, Share) and wall_start_ns is not None:
+            local = time.perf_counter_ns() + (wall_start_ns - time.time_ns())
+            self.shift = message.start_ns - local
+            message = dataclasses.replace(message, start_ns=local)
+        self.inbox.queue.put(message)
+
+    def take(self) -> list[Any]:
+        return [("records", [_shifted(r, self.shift) for r in m[1]]) if m[0] == "records" else m
+                for m in self.outbox.take()]
+
+
+def _shifted(record: RequestRecord, shift: int) -> RequestRecord:
+    """A copy of ``record`` with every stamp moved by ``shift`` ns (its latencies unchanged)."""
+    def move(value: int | None) -> int | None:
+        return None if value is None else value + shift
+    return dataclasses.replace(
+        record, scheduled_ns=record.scheduled_ns + shift, sent_ns=move(record.sent_ns),
+        token_ns=[t + shift for t in record.token_ns], end_ns=move(record.end_ns),
+        step_start_ns=move(record.step_start_ns), queued_ns=move(record.queued_ns),
+        admitted_ns=move(record.admitted_ns))

@@ -36,6 +36,8 @@ leaves what it measured) and ``("done", status, message)`` at the end of each sh
 from __future__ import annotations
 
 import multiprocessing
+import os
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
@@ -43,7 +45,7 @@ from typing import Any, Callable
 from ..config import auto_workers
 from .patterns import Slot
 
-__all__ = ["Share", "Pool", "auto_workers", "deal", "split_quota", "split_cap",
+__all__ = ["Share", "Pool", "RayPool", "auto_workers", "deal", "split_quota", "split_cap",
            "STEP_LEAD_NS", "ROUND_LEAD_NS", "READY_TIMEOUT_S"]
 
 # A step's start instant is this far after the shares are sent (workers open their connections
@@ -197,3 +199,87 @@ class Pool:
                 process.join(EXIT_TIMEOUT_S)
         for conn in self.tasks + self.results:
             conn.close()
+
+
+class RayPool:
+    """The same workers as Ray actors (``--ray-address ADDR``), on one machine or many; the same
+    interface as ``Pool``. Each actor runs the engine's worker (``engine.RayWorker``) in a
+    thread of its own process and measures its requests with its own machine's monotonic clock.
+
+    Start instant: a ``Share``'s ``start_ns`` is the parent's ``perf_counter_ns``, which means
+    nothing on another machine; it travels as a wall-clock instant (``time.time_ns``) and each
+    actor turns it back into its own ``perf_counter_ns``. Wall clocks agree only as well as the
+    machines' NTP: that moves when requests are sent (by the clocks' disagreement), never a
+    latency, which is always the difference of two stamps of one machine's monotonic clock.
+    Messages are fetched by polling each actor (``take``)."""
+
+    def __init__(self, ray: Any, actors: list[Any], started_ray: bool):
+        self.ray = ray
+        self.actors = actors
+        self.started_ray = started_ray
+        self.dead: dict[int, str] = {}
+
+    @classmethod
+    def start(cls, count: int, *, address: str, actor: type,
+              args: tuple[Any, ...]) -> "RayPool":
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError("--ray-address needs Ray, an optional extra: pip install -r "
+                               "requirements-distributed.txt") from None
+        started = False
+        if not ray.is_initialized():
+            # The package must be importable by the actors: installed on every node of a real
+            # cluster; on this machine (a local cluster) the folder holding it is put on
+            # PYTHONPATH.
+            root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+            ray.init(address=None if address == "local" else address, log_to_driver=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": path}})
+            started = True
+        remote = ray.remote(num_cpus=1, max_concurrency=4)(actor)
+        actors = [remote.options(name=None).remote(index, *args) for index in range(count)]
+        return cls(ray, actors, started)
+
+    @property
+    def size(self) -> int:
+        return len(self.actors)
+
+    def send(self, worker: int, message: Any) -> None:
+        wall = None
+        if isinstance(message, Share):
+            wall = time.time_ns() + (message.start_ns - time.perf_counter_ns())
+        self.actors[worker].put.remote(message, wall)
+
+    def cancel(self) -> None:
+        for worker in range(self.size):
+            if worker not in self.dead:
+                self.send(worker, "cancel")
+
+    def poll(self, timeout: float = 0.0) -> list[tuple[int, Any]]:
+        alive = [w for w in range(self.size) if w not in self.dead]
+        refs = {self.actors[w].take.remote(): w for w in alive}
+        out: list[tuple[int, Any]] = []
+        for ref, worker in refs.items():
+            try:
+                out += [(worker, message) for message in self.ray.get(ref, timeout=60)]
+            except Exception as exc:  # noqa: BLE001 - RayActorError, a node gone, a timeout
+                self.dead[worker] = (f"worker {worker + 1} of {self.size} (a Ray actor) was "
+                                     f"lost: {type(exc).__name__}")
+                out.append((worker, ("dead", self.dead[worker])))
+        if not out and timeout:
+            time.sleep(timeout)
+        return out
+
+    def close(self) -> None:
+        for worker in range(self.size):
+            if worker not in self.dead:
+                self.send(worker, None)
+        time.sleep(0.2)
+        for actor in self.actors:
+            try:
+                self.ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        if self.started_ray:
+            self.ray.shutdown()
