@@ -472,8 +472,14 @@ def parse_setting(entry: Setting, value: Any) -> Any:
     if value is None:
         return None
     name = entry.name
-    if entry.kind == "int" and entry.name == "workers" and str(value).strip().lower() == "auto":
-        return auto_workers()
+    if entry.kind == "int" and entry.name == "workers":
+        if str(value).strip().lower() == "auto":
+            return auto_workers()
+        try:
+            return parse_int(name, value, minimum=1, maximum=int(entry.maximum or 256))
+        except ConfigError as err:
+            raise ConfigError(name, err.message.rstrip(".") + " (or type auto: one per core "
+                                                              "but one).") from None
     if entry.kind == "int":
         return parse_int(name, value, minimum=int(entry.minimum if entry.minimum is not None
                                                   else -(2**63)),

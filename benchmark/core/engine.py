@@ -19,6 +19,9 @@ What ``run`` does, in order:
    (responses keep being read meanwhile); a late send goes at once and never moves the ones
    after it; a request never waits for another except behind ``--max-concurrency``, and that
    wait is stamped (``queued_ns`` -> ``admitted_ns``);
+   With ``--workers N`` (N > 1) or ``--ray-address``, the steps are dealt to worker processes
+   (``workers.py``) that run this same load code (``worker_main``, ``RayWorker``); this
+   process builds the prompts, draws the schedule, merges records and progress, saves;
 4. saves ``run.json``, ``summary.csv`` and ``requests.csv`` at the start and after every step,
    and once more at the end, then returns the result. ``run.json``'s ``calibration`` says how
    accurate the client was found to be by the latest ``python -m benchmark calibrate`` on

@@ -41,7 +41,7 @@ def test_workers_flag_takes_a_number_or_auto():
     assert auto_workers(2) == 1 and auto_workers(16) == 15 and auto_workers(1) == 1
     with pytest.raises(ConfigError, match="Worker processes must be at least 1"):
         parse_setting(entry, "0")
-    with pytest.raises(ConfigError, match="whole number"):
+    with pytest.raises(ConfigError, match="whole number, got 'many' \\(or type auto"):
         parse_setting(entry, "many")
     with pytest.raises(ConfigError) as err:
         RunConfig(tokenizer_name="t", workers=0).validate()
