@@ -39,6 +39,8 @@ widget in ``app/page.py`` (layout stays a page decision).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ from urllib.parse import unquote, urlparse, urlsplit
 from .errors import ConfigError, ServerLimitError
 
 API_CHOICES = ("tgi", "openai-chat", "openai-completions")
-MODE_CHOICES = ("rounds", "concurrency", "rate")
+MODE_CHOICES = ("rounds", "concurrency", "rate", "capacity")
 ARRIVAL_CHOICES = ("poisson", "constant", "gamma")
 QUANTIZE_CHOICES = (
     "awq", "compressed-tensors", "eetq", "exl2", "gptq", "marlin",
@@ -69,6 +71,9 @@ MAX_DECODE_LENGTH = 100_000
 MAX_RUNS = 10_000
 MAX_WARMUPS = 1_000
 MAX_DURATION_S = 24 * 3600.0
+# Capacity mode: the search's time bound by default, and the least that fits its first probes.
+DEFAULT_CAPACITY_DURATION_S = 300.0
+MIN_CAPACITY_DURATION_S = 30.0
 MAX_REQUESTS = 10_000_000
 # Rate mode: the highest rate one may type (far above what one client process keeps), and the
 # most arrivals one step may plan (the schedule is computed up front and held in memory).
@@ -76,9 +81,32 @@ MAX_RATE = 100_000.0
 MAX_STEP_ARRIVALS = MAX_REQUESTS
 MIN_BURSTINESS = 0.01
 MAX_BURSTINESS = 1_000.0
+MIN_TELEMETRY_INTERVAL_S = 0.1       # faster readings would take time from the load generator
+MAX_TELEMETRY_INTERVAL_S = 3600.0
 TGI_DEFAULT_MAX_CONCURRENT = 128     # TGI's --max-concurrent-requests: past it, HTTP 429
-KINDS = ("int", "float", "text", "choice", "switch", "sizes", "rates", "url")
+KINDS = ("int", "float", "text", "choice", "switch", "sizes", "rates", "url", "ms", "share")
 OWNERS = ("run", "sampling", "server", "cli", "launch")
+# Cost and deployment plan: bounds far above any real price or traffic, to catch typos.
+MAX_GPU_PRICE_PER_HOUR = 10_000.0
+MAX_API_PRICE_PER_MILLION = 10_000.0
+MAX_PEAK_RPS = 10_000_000.0
+MAX_DAILY_USERS = 10_000_000_000
+MAX_REQUESTS_PER_USER = 100_000.0
+MAX_PEAK_FACTOR = 1_000.0
+DEFAULT_PEAK_FACTOR = 2.0       # busiest hour / average hour, when the user does not say
+DEFAULT_HEADROOM_PCT = 20.0     # spare capacity kept above the peak, in percent
+PRICE_TABLE_FILE = os.path.join(os.path.dirname(__file__), "data", "hf_hardware_prices.json")
+
+
+@functools.lru_cache(maxsize=1)
+def price_table() -> dict[str, Any]:
+    """Hugging Face's Space hardware prices (``data/hf_hardware_prices.json``): ``read_on``,
+    ``sources`` and ``hardware`` (name -> label, gpu, gpus, usd_per_hour)."""
+    with open(PRICE_TABLE_FILE, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+_PRICE_TABLE = price_table()
 
 
 @dataclass(frozen=True)
@@ -183,7 +211,8 @@ SETTINGS: tuple[Setting, ...] = (
        help="rounds = TGI's pattern (each round sends a batch at once and waits for all); "
             "concurrency = N virtual users, each sending its next request as soon as the last "
             "ended; rate = open loop, requests sent on a schedule (--rate) whether or not "
-            "earlier ones ended (default rounds)"),
+            "earlier ones ended; capacity = find the highest request rate kept within the "
+            "latency targets (--slo-*) automatically (default rounds)"),
     _S("duration_s", "run", "float", "Duration (s)", "--duration", metavar="S",
        mode=("concurrency", "rate"), help="concurrency and rate modes: seconds per step",
        **_bounds(0.0, MAX_DURATION_S, True)),
@@ -234,8 +263,68 @@ SETTINGS: tuple[Setting, ...] = (
     _S("output_dir", "run", "text", "Output dir", "--output-dir", metavar="DIR",
        help="folder for run.json, summary.csv, requests.csv (default results/<date>-<model>-<id>, "
             "under $RESULTS_DIR if set)"),
+    # -- ours: latency targets (any pattern) and the capacity search ----------------------------
+    _S("slo_ttft_ms", "run", "ms", "TTFT target (ms)", "--slo-ttft-ms", metavar="MS",
+       group="slo", help="target time to first token, in ms (for example 1000)",
+       **_bounds(0.0, MAX_DURATION_S * 1000, True)),
+    _S("slo_tpot_ms", "run", "ms", "Time per token target (ms)", "--slo-tpot-ms", metavar="MS",
+       group="slo", help="target time per output token after the first, in ms (for example "
+                         "50, about reading speed)", **_bounds(0.0, MAX_DURATION_S * 1000, True)),
+    _S("slo_e2e_ms", "run", "ms", "End-to-end target (ms)", "--slo-e2e-ms", metavar="MS",
+       group="slo", help="target time for the whole answer, in ms",
+       **_bounds(0.0, MAX_DURATION_S * 1000, True)),
+    _S("slo_attainment", "run", "share", "Requests within target (%)", "--slo-attainment",
+       default=0.9, metavar="F", group="slo", **_bounds(0.0, 1.0, True),
+       help="share of requests that must be good, a fraction in (0, 1] or a percentage such "
+            "as 90%% (default 0.9)"),
+    _S("max_duration_s", "run", "float", "Max duration (s)", "--max-duration", metavar="S",
+       group="slo", mode="capacity",
+       help="--mode capacity: seconds the whole search may take (default "
+            f"{DEFAULT_CAPACITY_DURATION_S:g})",
+       **_bounds(MIN_CAPACITY_DURATION_S, MAX_DURATION_S)),
+    # -- ours: what it costs (any pattern) and the deployment plan (capacity) -----------------
+    _S("gpu_price_per_hour", "run", "float", "GPU price ($/hour)", "--gpu-price-per-hour",
+       metavar="USD", group="cost",
+       help="what the server's machine costs per hour, all its GPUs together (for example "
+            "0.80); overrides --hardware's price", **_bounds(0.0, MAX_GPU_PRICE_PER_HOUR, True)),
+    _S("hardware", "run", "choice", "Hardware", "--hardware", metavar="NAME", group="cost",
+       choices=tuple(_PRICE_TABLE["hardware"]),
+       help="the machine as Hugging Face names it, to take its price from the table read "
+            f"{_PRICE_TABLE['read_on']} ({', '.join(_PRICE_TABLE['hardware'])})"),
+    _S("plan_peak_rps", "run", "float", "Peak traffic (requests/s)", "--peak-rps", metavar="R",
+       group="cost", mode="capacity",
+       help="your traffic at its busiest, in requests per second (for the deployment plan)",
+       **_bounds(0.0, MAX_PEAK_RPS, True)),
+    _S("plan_daily_users", "run", "int", "Daily users", "--daily-users", metavar="N",
+       group="cost", mode="capacity",
+       help="or your traffic as users per day (with --requests-per-user)",
+       **_bounds(1, MAX_DAILY_USERS)),
+    _S("plan_requests_per_user", "run", "float", "Requests per user per day",
+       "--requests-per-user", metavar="N", group="cost", mode="capacity",
+       help="requests each user sends per day", **_bounds(0.0, MAX_REQUESTS_PER_USER, True)),
+    _S("plan_peak_factor", "run", "float", "Peak factor", "--peak-factor",
+       default=DEFAULT_PEAK_FACTOR, metavar="F", group="cost", mode="capacity",
+       help=f"busiest hour / average hour (default {DEFAULT_PEAK_FACTOR:g})",
+       **_bounds(1.0, MAX_PEAK_FACTOR)),
+    _S("plan_headroom", "run", "float", "Headroom (%)", "--headroom",
+       default=DEFAULT_HEADROOM_PCT, metavar="PCT", group="cost", mode="capacity",
+       help=f"spare capacity kept above the peak, in percent (default "
+            f"{DEFAULT_HEADROOM_PCT:g})", **_bounds(0.0, 100.0)),
+    _S("api_price_per_million", "run", "float", "Hosted API price ($ per million tokens)",
+       "--api-price-per-million", metavar="USD", group="cost", mode="capacity",
+       help="a hosted API's price per million tokens (prompt + output), to compare with and "
+            "find the monthly volume where both cost the same",
+       **_bounds(0.0, MAX_API_PRICE_PER_MILLION, True)),
     _S("progress_jsonl", "cli", "text", "Progress file", "--progress-jsonl", metavar="PATH",
        help="write progress events as JSON lines to PATH ('-' = stdout)"),
+    # -- telemetry (core/telemetry.py): the server's /metrics, the GPUs, the client itself ------
+    _S("telemetry_interval_s", "run", "float", "Telemetry interval (s)", "--telemetry-interval",
+       default=1.0, metavar="S",
+       help="seconds between readings of the server's /metrics, every NVIDIA GPU of this "
+            "machine (NVML) and the client's CPU and event-loop lag, saved to telemetry.csv "
+            "(default 1; 0 turns it off)", **_bounds(0.0, MAX_TELEMETRY_INTERVAL_S)),
+    _S("metrics_url", "run", "url", "Metrics URL", "--metrics-url", metavar="URL",
+       help="where the server's Prometheus metrics are (default <url>/metrics)"),
     # -- the TGI server to launch (text-generation-launcher's names) ---------------------------
     _S("launch", "launch", "switch", "Launch", "--launch", default=False, group="server",
        help="start a TGI server with the flags below and benchmark it"),
@@ -378,6 +467,47 @@ def parse_batch_sizes(value: Any, field_name: str = "batch_sizes") -> tuple[int,
     return tuple(sorted(sizes))
 
 
+def parse_attainment(value: Any, field_name: str = "slo_attainment") -> float:
+    """The share of requests that must meet the targets, as a fraction in (0, 1].
+
+    Takes a fraction (``0.9``) or a percentage written with its sign (``"90%"``); a bare number
+    above 1 is refused rather than guessed at (was 90 meant, or 0.90?)."""
+    label = field_label(field_name)
+    text = value.strip() if isinstance(value, str) else value
+    percent = isinstance(text, str) and text.endswith("%")
+    number = parse_float(field_name, text[:-1] if percent else text)
+    fraction = number / 100.0 if percent else number
+    if not 0.0 < fraction <= 1.0:
+        shown = f"{number:g}%" if percent else f"{number:g}"
+        raise ConfigError(field_name, f"{label} must be above 0 and at most 100%: give a "
+                                      f"fraction such as 0.9 or a percentage such as 90%, got "
+                                      f"{shown}.")
+    return fraction
+
+
+def parse_slo_ms(field_name: str, value: Any) -> float:
+    """A latency target in milliseconds: a positive number, at most a day."""
+    label = field_label(field_name)
+    number = parse_float(field_name, value)
+    if number <= 0:
+        raise ConfigError(field_name, f"{label} must be a positive number of milliseconds, "
+                                      f"for example 1000, got {number:g}.")
+    if number > MAX_DURATION_S * 1000:
+        raise ConfigError(field_name, f"{label} must be at most {MAX_DURATION_S * 1000:g} ms "
+                                      f"(a day), got {number:g}.")
+    return number
+
+
+def check_slo(config: Any) -> None:
+    """Refuse a latency target that is not a positive number of ms, or an attainment outside
+    (0, 1]; ``config`` is any object with ``slo_*`` fields."""
+    for name in ("slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms"):
+        value = getattr(config, name, None)
+        if value is not None:
+            parse_slo_ms(name, value)
+    parse_attainment(getattr(config, "slo_attainment", 0.9))
+
+
 def parse_rates(value: Any, field_name: str = "rates") -> tuple[float, ...]:
     """Request rates (requests/s) from ``"10,20.5"``, ``"10 20"``, ``[10, "20,30"]`` or ``5``;
     sorted, no repeats. A whole rate is kept as an ``int`` (200, not 200.0) so that it reads
@@ -410,6 +540,77 @@ def auto_workers(cpus: int | None = None) -> int:
     return max(1, count - 1)
 
 
+def parse_headroom(value: Any, field_name: str = "plan_headroom") -> float:
+    """Spare capacity typed as a percentage (``20`` or ``"20%"``), in [0, 100]."""
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and text.endswith("%"):
+        text = text[:-1]
+    return check_headroom(text, field_name)
+
+
+def check_headroom(percent: Any, field_name: str = "plan_headroom") -> float:
+    """Spare capacity in percent: refused outside [0, 100]."""
+    number = parse_float(field_name, percent)
+    if not 0.0 <= number <= 100.0:
+        raise ConfigError(field_name, f"{field_label(field_name)} must be between 0 and 100%: "
+                                      f"type a percentage such as 20, got {number:g}%.")
+    return number
+
+
+def parse_positive(field_name: str, value: Any, maximum: float, example: str) -> float:
+    """A number above 0 and at most ``maximum``; the message gives ``example``."""
+    label = field_label(field_name)
+    number = parse_float(field_name, value)
+    if number <= 0:
+        raise ConfigError(field_name, f"{label} must be greater than 0, for example {example}, "
+                                      f"got {number:g}.")
+    if number > maximum:
+        raise ConfigError(field_name, f"{label} must be at most {maximum:,g}, got {number:g}.")
+    return number
+
+
+def check_cost(config: Any) -> None:
+    """The deployment plan's checks that need several fields (each field's own bounds are the
+    settings table's): the traffic given one way, and only where a capacity is measured."""
+    check_traffic(getattr(config, "plan_peak_rps", None),
+                  getattr(config, "plan_daily_users", None),
+                  getattr(config, "plan_requests_per_user", None),
+                  getattr(config, "plan_peak_factor", DEFAULT_PEAK_FACTOR),
+                  getattr(config, "plan_headroom", DEFAULT_HEADROOM_PCT))
+    typed = [n for n in ("plan_peak_rps", "plan_daily_users", "plan_requests_per_user")
+             if getattr(config, n, None) is not None]
+    mode = getattr(config, "mode", "capacity")
+    if typed and mode != "capacity":
+        raise ConfigError(typed[0], f"{field_label(typed[0])} is for the deployment plan, which "
+                                    f"needs the capacity per server: choose Find capacity "
+                                    f"(--mode capacity) or leave the field empty.")
+
+
+def check_traffic(peak_rps: Any, daily_users: Any, requests_per_user: Any, peak_factor: Any,
+                  headroom: Any) -> tuple[float | None, int | None, float | None, float, float]:
+    """The deployment plan's inputs, checked and typed: either a peak rate, or daily users and
+    requests per user together (not both ways); the peak factor at least 1; headroom in percent
+    in [0, 100]. Returns them typed (None where not given)."""
+    factor = parse_float("plan_peak_factor", peak_factor, minimum=1.0, maximum=MAX_PEAK_FACTOR)
+    spare = check_headroom(headroom)
+    empty = ("", None)
+    peak = None if peak_rps in empty else parse_positive("plan_peak_rps", peak_rps,
+                                                         MAX_PEAK_RPS, "40")
+    users = None if daily_users in empty else parse_int("plan_daily_users", daily_users,
+                                                        minimum=1, maximum=MAX_DAILY_USERS)
+    each = None if requests_per_user in empty else parse_positive(
+        "plan_requests_per_user", requests_per_user, MAX_REQUESTS_PER_USER, "20")
+    if peak is not None and (users is not None or each is not None):
+        raise ConfigError("plan_peak_rps", "Give the traffic one way: either Peak traffic "
+                                           "(requests/s), or Daily users with Requests per user "
+                                           "per day, not both.")
+    if (users is None) != (each is None):
+        missing = "plan_requests_per_user" if each is None else "plan_daily_users"
+        raise ConfigError(missing, f"{field_label(missing)} is needed too: the traffic is daily "
+                                   f"users x requests per user per day.")
+    return peak, users, each, factor, spare
+
+
 def field_label(field_name: str) -> str:
     """A field's plain-words name, as error messages and the UI's labels show it."""
     return FIELD_LABELS.get(field_name, field_name.replace("_", " ").capitalize())
@@ -427,11 +628,13 @@ def check_url(url: str, field_name: str = "url") -> str:
     text = (url or "").strip()
     parsed = urlparse(text)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(field_name, f"Endpoint URL must look like http://host:port, got {url!r}.")
+        raise ConfigError(field_name, f"{field_label(field_name)} must look like "
+                                      f"http://host:port, got {url!r}.")
     try:
         parsed.port
     except ValueError:
-        raise ConfigError(field_name, f"Endpoint URL has an invalid port: {url!r}.") from None
+        raise ConfigError(field_name, f"{field_label(field_name)} has an invalid port: "
+                                      f"{url!r}.") from None
     return text.rstrip("/")
 
 
@@ -499,6 +702,10 @@ def parse_setting(entry: Setting, value: Any) -> Any:
         return value
     if entry.kind == "url":
         return check_url(value, name)
+    if entry.kind == "ms":
+        return parse_slo_ms(name, value)
+    if entry.kind == "share":
+        return parse_attainment(value, name)
     if entry.kind == "switch":
         return bool(value)
     return value
@@ -671,8 +878,32 @@ class RunConfig:
     max_concurrency: int | None = default_of("max_concurrency")
     schedule_seed: int | None = default_of("schedule_seed")
     output_dir: str | None = default_of("output_dir")
+    # The sampler: seconds between readings (0 = off); /metrics at metrics_url, else <url>/metrics.
+    telemetry_interval_s: float = default_of("telemetry_interval_s")
+    metrics_url: str | None = default_of("metrics_url")
     # Set by the Space for endpoint runs: refuse configs that would send more requests.
     max_total_requests: int | None = None
+    # Latency targets (SLOs), in ms; None = no target. A request is good when it finished and
+    # met every target given; ``slo_attainment`` is the share of good requests wanted (0-1].
+    slo_ttft_ms: float | None = default_of("slo_ttft_ms")
+    slo_tpot_ms: float | None = default_of("slo_tpot_ms")
+    slo_e2e_ms: float | None = default_of("slo_e2e_ms")
+    slo_attainment: float = default_of("slo_attainment")
+    # Capacity mode: the whole search's time bound (None: DEFAULT_CAPACITY_DURATION_S).
+    max_duration_s: float | None = default_of("max_duration_s")
+    # What the server's machine costs (core/cost.py): its hourly price in USD and/or its
+    # Hugging Face hardware name (a key of the price table; gives the price when none is typed).
+    gpu_price_per_hour: float | None = default_of("gpu_price_per_hour")
+    hardware: str | None = default_of("hardware")
+    # Deployment plan (capacity mode): the user's traffic, as requests/s at peak or as daily
+    # users x requests per user per day (x the peak factor); spare capacity kept (percent);
+    # a hosted API's price per million tokens to compare with.
+    plan_peak_rps: float | None = default_of("plan_peak_rps")
+    plan_daily_users: int | None = default_of("plan_daily_users")
+    plan_requests_per_user: float | None = default_of("plan_requests_per_user")
+    plan_peak_factor: float = default_of("plan_peak_factor")
+    plan_headroom: float = default_of("plan_headroom")
+    api_price_per_million: float | None = default_of("api_price_per_million")
 
     def validate(self) -> "RunConfig":
         """Raise ``ConfigError`` for the first invalid field; return self when all is well."""
@@ -683,12 +914,26 @@ class RunConfig:
             raise ConfigError("mode", f"Load pattern must be one of {', '.join(MODE_CHOICES)}; "
                                       f"got {self.mode!r}.")
         check_settings(self, "run", mode=self.mode)
-        if self.mode != "rounds" and self.duration_s is None and self.requests is None:
+        if 0 < self.telemetry_interval_s < MIN_TELEMETRY_INTERVAL_S:
+            raise ConfigError("telemetry_interval_s",
+                              f"Telemetry interval (s) must be 0 (off) or at least "
+                              f"{MIN_TELEMETRY_INTERVAL_S:g}, got {self.telemetry_interval_s:g}: "
+                              f"faster readings would take time from the load generator.")
+        if (self.mode in ("concurrency", "rate") and self.duration_s is None
+                and self.requests is None):
             raise ConfigError("duration_s", f"The {self.mode} pattern needs a duration "
                                             "(--duration) or a number of requests (--requests).")
         if self.mode == "rate":
             self._check_rate()
+        if self.mode == "capacity" and (self.workers != 1 or self.ray_address):
+            which = "ray_address" if self.ray_address else "workers"
+            raise ConfigError(which, "The capacity search runs in one process: set Worker "
+                                     "processes to 1 (--workers 1, no --ray-address) or choose "
+                                     "the rounds, concurrency or rate pattern.")
         self.sampling.validate()
+        check_slo(self)
+        self._validate_capacity()
+        check_cost(self)
         if self.max_total_requests is not None:
             total = self.planned_requests()
             if total is None or total > self.max_total_requests:
@@ -721,9 +966,36 @@ class RunConfig:
                                                 f"{MAX_STEP_ARRIVALS:,}. Shorten the duration or "
                                                 f"bound the step with --requests.")
 
+    def _validate_capacity(self) -> None:
+        """Capacity mode needs a latency target to search against; its time bound applies to
+        it only."""
+        if self.mode != "capacity":
+            if self.max_duration_s is not None:
+                raise ConfigError("max_duration_s", "Max duration bounds the capacity search "
+                                                    "only: choose it (--mode capacity) or leave "
+                                                    "the field empty.")
+            return
+        if all(getattr(self, n) is None for n in ("slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms")):
+            raise ConfigError("slo_ttft_ms", "Finding the capacity needs at least one latency "
+                                             "target: type a TTFT target (ms), a time per token "
+                                             "target (ms) or an end-to-end target (ms) "
+                                             "(--slo-ttft-ms, --slo-tpot-ms, --slo-e2e-ms), for "
+                                             "example 1000 and 50.")
+        if self.max_duration_s is not None:
+            parse_float("max_duration_s", self.max_duration_s, minimum=MIN_CAPACITY_DURATION_S,
+                        maximum=MAX_DURATION_S)
+
+    @property
+    def capacity_duration_s(self) -> float:
+        """The capacity search's time bound, in seconds."""
+        return float(self.max_duration_s or DEFAULT_CAPACITY_DURATION_S)
+
     @property
     def steps(self) -> tuple[float, ...]:
-        """The run's steps: request rates in rate mode, else batch sizes (users)."""
+        """The run's steps: request rates in rate mode, else batch sizes (users); none known
+        ahead in capacity mode (its probes are numbered as they run)."""
+        if self.mode == "capacity":
+            return ()
         return tuple(self.rates) if self.mode == "rate" else tuple(self.batch_sizes)
 
     def planned_requests(self) -> int | None:

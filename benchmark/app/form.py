@@ -45,20 +45,26 @@ MODE_LABELS = {
     "Rounds (like TGI's benchmark)": "rounds",
     "Sustained concurrency": "concurrency",
     "Request rate": "rate",
+    "Find capacity": "capacity",
 }
 
 # The form's fields in display order: "target" (launch or endpoint) then settings of the table.
 FORM_ORDER: tuple[str, ...] = (
     "target", "model_id", "quantize", "max_input_tokens", "max_total_tokens", "max_batch_size",
     "url", "tokenizer_name", "batch_sizes", "sequence_length", "decode_length", "runs",
-    "warmups", "api", "mode", "duration_s", "requests", "rates", "arrivals", "max_concurrency",
-    "timeout_s", "workers", "temperature", "top_k",
+    "warmups", "slo_ttft_ms", "slo_tpot_ms", "slo_attainment", "api", "mode", "duration_s",
+    "requests", "rates", "arrivals", "max_concurrency", "max_duration_s", "timeout_s", "workers",
+    "temperature", "top_k",
     "top_p", "typical_p", "repetition_penalty", "frequency_penalty", "top_n_tokens",
     "do_sample", "watermark", "dtype", "num_shard", "max_batch_prefill_tokens",
-    "max_concurrent_requests",
+    "max_concurrent_requests", "hardware", "gpu_price_per_hour",
 )
 # Fields that start empty whatever the table's default: the endpoint is the visitor's to type.
 _START_EMPTY = ("url",)
+# Fields the form fills differently from the command line: chat-sized latency targets (the
+# CLI sets none unless asked), and the share of requests typed in percent.
+_FORM_PREFILLED = {"slo_ttft_ms": "1000", "slo_tpot_ms": "50", "slo_attainment": "90"}
+_PERCENT = ("slo_attainment",)
 _FORM_OWNERS = ("server", "run", "sampling")
 
 
@@ -70,6 +76,8 @@ def form_default(entry: Setting) -> Any:
     """A setting's default as its form widget shows it (numbers as text, "none" for no choice)."""
     if entry.name == "mode":
         return next(label for label, mode in MODE_LABELS.items() if mode == entry.default)
+    if entry.name in _FORM_PREFILLED:
+        return _FORM_PREFILLED[entry.name]
     if entry.kind == "switch":
         return bool(entry.default)
     if entry.default is None or entry.name in _START_EMPTY:
@@ -117,6 +125,8 @@ def _value(entry: Setting, raw: Any) -> Any:
         text = MODE_LABELS.get(text, text)
     if text == "" or (entry.kind == "choice" and text == NONE_CHOICE):
         return entry.default
+    if entry.name in _PERCENT:          # typed in percent here, "90" or "90 %"
+        text = text.rstrip("%").strip() + "%"
     return parse_setting(entry, text)
 
 
@@ -166,6 +176,13 @@ def build_plan(
         raise ConfigError("tokenizer_name",
                           "Tokenizer is empty: give the Hub id (or folder) of the model the "
                           "endpoint serves, so prompts have an exact number of tokens.")
+    if endpoint_request_cap is not None and mode == "capacity":
+        raise ConfigError(
+            "mode",
+            f"Find capacity sends as many requests as its search needs, and here a run against "
+            f"an endpoint URL may send at most {endpoint_request_cap}. Launch the model here "
+            f"instead, or choose another load pattern for this endpoint.",
+        )
     if (endpoint_request_cap is not None and mode in ("concurrency", "rate")
             and run_fields["requests"] is None):
         raise ConfigError(

@@ -30,8 +30,8 @@ from typing import Any, Callable, Mapping
 from ..config import run_argv
 from ..errors import BenchmarkError, ServerStartError, redact
 from ..children import with_package_path
-from ..core.progress import (Done, ProgressEvent, RequestsDone, RoundDone, RunWarning, Start,
-                             StepDone, StepStart)
+from ..core.progress import (Done, ProbeDone, ProgressEvent, RequestsDone, RoundDone,
+                             RunWarning, Start, StepDone, StepStart)
 from ..core.results import add_failure_reason
 from ..server.manager import ServerManager
 from .form import Plan
@@ -54,6 +54,8 @@ class StepProgress:
     requests_total: int | None = None
     errors: int = 0
     done: bool = False
+    # Find capacity: the finished probe ("kind", "rate_rps", "attainment", "passed", ...).
+    probe: dict[str, Any] | None = None
 
 
 @dataclass
@@ -420,6 +422,12 @@ class Runner:
                 p = job.progress.setdefault(step, StepProgress(step=step))
                 p.requests_done = int(event.done or 0)
                 p.requests_total = event.total
+            elif isinstance(event, ProbeDone):
+                step = _step_number(event.step)
+                job.progress.setdefault(step, StepProgress(step=step)).probe = {
+                    "kind": event.probe_kind, "rate_rps": event.rate_rps,
+                    "attainment": event.attainment, "passed": event.passed,
+                    "stopped_early": event.stopped_early, "requests": event.requests}
             elif isinstance(event, StepDone):
                 step = _step_number(event.step)
                 job.progress.setdefault(step, StepProgress(step=step)).done = True

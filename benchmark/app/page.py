@@ -31,8 +31,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import gradio as gr
 
-from . import access, hub
-from ..config import DEFAULT_SERVER_PORT, field_label, parse_int
+from . import access, costs, hub
+from ..config import DEFAULT_SERVER_PORT, field_label, parse_int, price_table
 from ..errors import (BenchmarkError, ConfigError, ResultFileError, ServerUnreachable,
                      redact)
 from ..core.calibration_note import load_latest
@@ -64,7 +64,7 @@ from .render import (
     results_view,
 )
 
-MAX_FIGURES = 10
+MAX_FIGURES = 13    # a priced rate run with latency targets draws 12 (13: headroom)
 VIEW_CACHE = 16     # results areas kept drawn (runs being followed)
 MAX_COMPARE = 8      # runs on the same charts at most
 MAX_UPLOAD = "1kb"   # the page has no upload field; Gradio's /upload route stays tiny
@@ -129,6 +129,9 @@ class App:
         self.plots: list[gr.Plot] = []
         self._views: OrderedDict[tuple[Any, ...], ResultsView] = OrderedDict()
         self._views_lock = threading.Lock()
+        # The Space's hardware and its price, to prefill the price fields (read once).
+        self.hardware = costs.space_hardware(self.env)
+        self.plan_fields: dict[str, gr.Textbox] = {}
 
     # -- layout -----------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
@@ -152,8 +155,8 @@ class App:
         return demo
 
     def _text(self, name: str, info: str | None = None, **kwargs: Any) -> gr.Textbox:
-        box = gr.Textbox(value=DEFAULTS[name], label=field_label(name), info=info,
-                         elem_id=f"field-{name}", **kwargs)
+        box = gr.Textbox(value=kwargs.pop("value", DEFAULTS[name]), label=field_label(name),
+                         info=info, elem_id=f"field-{name}", **kwargs)
         self.fields[name] = box
         return box
 
@@ -192,6 +195,28 @@ class App:
             self._text("decode_length", "Tokens to generate per request.")
             self._text("runs", "Measured rounds per batch size.")
             self._text("warmups", "Unmeasured rounds first.")
+        gr.Markdown("#### Latency targets: what counts as a good answer\n\nEvery run reports "
+                    "the share of requests that met them; the **Find capacity** load pattern "
+                    "(Advanced settings) searches the highest request rate that keeps it.")
+        with gr.Row():
+            self._text("slo_ttft_ms", "Wait before the first word appears. 1,000 ms still "
+                                      "feels responsive in a chat. Empty: no target.")
+            self._text("slo_tpot_ms", "Time between words once the answer streams. 50 ms is "
+                                      "20 tokens a second, a bit faster than people read, so "
+                                      "the text never seems to stall. Empty: no target.")
+            self._text("slo_attainment", "Share of requests that must meet both targets. 90% "
+                                         "allows a few slow answers, as users do.")
+        gr.Markdown("#### What it costs (optional)\n\nWith a price, every step shows dollars "
+                    "per million tokens; after **Find capacity**, the results page plans how "
+                    "many servers your traffic needs.")
+        with gr.Row():
+            f["hardware"] = gr.Dropdown(costs.hardware_choices(),
+                                        value=self.hardware.name or DEFAULTS["hardware"],
+                                        label=field_label("hardware"), elem_id="field-hardware",
+                                        info="Hugging Face hardware the server runs on: sets "
+                                             "the price from Hugging Face's price table.")
+            self._text("gpu_price_per_hour", self.hardware.note,
+                       value=self.hardware.price_text or DEFAULTS["gpu_price_per_hour"])
         with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
             gr.Markdown("**API and load pattern**")
             with gr.Row():
@@ -216,6 +241,8 @@ class App:
                                                  "users; constant = even gaps.")
                 self._text("max_concurrency", "Request rate: at most this many requests in "
                                               "flight (the wait is measured). Empty: no cap.")
+                self._text("max_duration_s", "Find capacity: seconds the whole search may "
+                                             "take. Empty: 300.")
             gr.Markdown("**Sampling** (TGI's benchmark flags)")
             with gr.Row():
                 for name in ("temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
@@ -273,6 +300,7 @@ class App:
             for i in range(MAX_FIGURES):
                 self.plots.append(gr.Plot(label=f"Chart {i}", show_label=False, visible=False,
                                           elem_id=f"chart-{i}"))
+            self._plan_section()
             self.tables = gr.Markdown(label="Tables", elem_id="tables")
             self.server_md = gr.Markdown(label="Server info", elem_id="server-info")
             self.downloads = gr.File(label="Downloads",
@@ -288,10 +316,38 @@ class App:
             # Keeps a shared link of a run still in progress up to date.
             self.refresh_timer = gr.Timer(REFRESH_S, active=False)
 
+    def _plan_section(self) -> None:
+        """A capacity run's deployment plan: traffic, headroom and prices typed here recompute
+        it from the saved capacity, without running again."""
+        with gr.Group(visible=False, elem_id="plan") as self.plan_group:
+            gr.Markdown("#### Deployment plan: how many servers your traffic needs\n\nType "
+                        "your traffic at its busiest, or daily users and how many requests each "
+                        "sends a day. Nothing is run again.")
+            hints = {
+                "plan_peak_rps": "Requests per second at the busiest moment, e.g. 40.",
+                "plan_daily_users": "Or: users a day (with requests per user).",
+                "plan_requests_per_user": "Requests each user sends a day.",
+                "plan_peak_factor": "Busiest hour / average hour (2: the peak is twice the "
+                                    "average).",
+                "plan_headroom": "Spare capacity above the peak, in %, for bursts and a server "
+                                 "restarting.",
+                "gpu_price_per_hour": "One server's price per hour. Empty: the run's price.",
+                "api_price_per_million": "Optional: a hosted API's price per million tokens, "
+                                         "to compare.",
+            }
+            with gr.Row():
+                for name in costs.PLAN_FIELDS:
+                    self.plan_fields[name] = gr.Textbox(
+                        value=costs.PLAN_DEFAULTS[name], label=field_label(name),
+                        info=hints[name], elem_id=f"plan-{name}", max_length=40)
+            self.plan_btn = gr.Button("Plan", size="sm", elem_id="plan-button")
+            self.plan_md = gr.Markdown(label="Deployment plan", elem_id="plan-result")
+
     @property
     def result_outputs(self) -> list[Any]:
         return [self.banner, self.title_md, self.share, self.headline, self.calibration,
-                *self.plots, self.tables, self.server_md, self.downloads, self.upload_md,
+                *self.plots, self.plan_group, *self.plan_fields.values(), self.plan_md,
+                self.tables, self.server_md, self.downloads, self.upload_md,
                 self.upload_btn, self.shown_run]
 
     @property
@@ -330,6 +386,12 @@ class App:
                                [self.history_msg, *self.result_outputs], api_name="compare")
         self.upload_btn.click(self.upload_again, [self.shown_run], [self.upload_md],
                               api_name="upload")
+        self.fields["hardware"].change(self.hardware_price, [self.fields["hardware"]],
+                                       [self.fields["gpu_price_per_hour"]], api_name=False)
+        plan_inputs = [self.shown_run, *self.plan_fields.values()]
+        self.plan_btn.click(self.plan, plan_inputs, [self.plan_md], api_name="plan")
+        for box in self.plan_fields.values():
+            box.submit(self.plan, plan_inputs, [self.plan_md], api_name=False)
 
     # -- rendering --------------------------------------------------------------------------
     def show(self, view: ResultsView) -> dict[Any, Any]:
@@ -350,6 +412,11 @@ class App:
                 out[plot] = gr.update(value=figure, label=title, visible=True)
             else:
                 out[plot] = gr.update(value=None, visible=False)
+        values = view.plan_values
+        out[self.plan_group] = gr.update(visible=values is not None)
+        for name, box in self.plan_fields.items():
+            out[box] = (values or costs.PLAN_DEFAULTS)[name]
+        out[self.plan_md] = view.plan
         single = view.run_ids[0] if len(view.run_ids) == 1 else None
         out[self.shown_run] = single
         out.update(self.upload_updates(single))
@@ -416,6 +483,21 @@ class App:
                 self.history_pick: gr.update(choices=ids)}
 
     # -- events -----------------------------------------------------------------------------
+    def hardware_price(self, name: str | None) -> Any:
+        """The chosen hardware's price from the table (``none``: the price stays as typed)."""
+        entry = price_table()["hardware"].get(name or "")
+        return gr.update() if entry is None else f"{entry['usd_per_hour']:g}"
+
+    def plan(self, run_id: str | None, *values: str) -> str:
+        """The deployment plan of the shown capacity run for the typed traffic."""
+        if not run_id:
+            return "Open a capacity run first (load pattern: Find capacity)."
+        try:
+            result, _ = self.load_run(str(run_id))
+        except BenchmarkError as exc:
+            return md_text(exc)
+        return costs.plan_markdown(result, dict(zip(costs.PLAN_FIELDS, values)))
+
     def on_load(self, request: gr.Request, profile: gr.OAuthProfile | None) -> dict[Any, Any]:
         rules = self._access(profile)
         active, waiting = self.runner.busy()

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .costs import plan_defaults, plan_markdown
 from ..core.calibration_note import verdict_for
 from ..errors import redact
 from ..report import tables
 from ..report.charts import chart_figures
 from ..core.results import REQUESTS_FILE, RUN_FILE, SUMMARY_FILE, RunResult, RunSummaryRow
+from ..core.telemetry_data import TELEMETRY_FILE
 from .jobs import COMPLETE, CANCELLED, FAILED, QUEUED, RUNNING, STARTING, JobView
 from ..core.stats import StepSummary
 
@@ -35,7 +37,7 @@ SERVER_INFO_FIELDS = (
     ("max_client_batch_size", "Max client batch size"), ("docker_label", "Docker label"),
     ("sha", "TGI commit"),
 )
-DOWNLOAD_FILES = (SUMMARY_FILE, REQUESTS_FILE, RUN_FILE)
+DOWNLOAD_FILES = (SUMMARY_FILE, REQUESTS_FILE, TELEMETRY_FILE, RUN_FILE)
 
 
 @dataclass
@@ -52,6 +54,10 @@ class ResultsView:
     downloads: list[str] = field(default_factory=list)
     share_url: str = ""
     run_ids: list[str] = field(default_factory=list)
+    # The deployment plan's fields (None: not a capacity run with an answer; section hidden)
+    # and the plan for the run's own traffic when it had one.
+    plan_values: dict[str, str] | None = None
+    plan: str = ""
 
 
 def results_view(results: list[RunResult], share_url: str = "",
@@ -73,6 +79,10 @@ def results_view(results: list[RunResult], share_url: str = "",
         view.server_info = server_info_markdown(result)
         view.calibration = calibration_markdown(result, calibration)
         view.downloads = download_paths(folder) if folder is not None else []
+        view.plan_values = plan_defaults(result)
+        if view.plan_values and (view.plan_values["plan_peak_rps"]
+                                 or view.plan_values["plan_daily_users"]):
+            view.plan = _safe(lambda: plan_markdown(result, view.plan_values or {}))
         return view
     view.title = f"### Comparing {len(results)} runs\n" + "\n".join(
         f"- `{r.run_id}`: {md_text(r.model)}" + (" (simulated server)" if r.simulated else "")
@@ -179,7 +189,8 @@ def calibration_markdown(result: RunResult, latest: dict[str, Any] | None = None
 
 
 def download_paths(folder: Path | str) -> list[str]:
-    """summary.csv, requests.csv and run.json of a run folder (those that exist)."""
+    """summary.csv, requests.csv, telemetry.csv and run.json of a run folder (those that
+    exist)."""
     base = Path(folder)
     return [str(base / name) for name in DOWNLOAD_FILES if (base / name).is_file()]
 
@@ -243,7 +254,12 @@ def progress_html(view: JobView | None) -> str:
         parts.append(f"<p><b>Stopped.</b> {esc(view.message or '')}</p>")
     elif view.state == FAILED:
         parts.append(f"<p><b>The benchmark failed:</b> {esc(view.message or '')}</p>")
-    if view.steps:
+    if view.steps and view.mode == "capacity":
+        parts.append("<p><b>Finding the capacity:</b> one request at a time, then many users at "
+                     "once, then request rates closing in on the limit.</p>")
+        for p in view.progress:
+            parts.append(_probe_line(p, view.current_step))
+    elif view.steps:
         def name(step: float) -> str:
             if view.mode == "rate":
                 return f"{step:g} requests/s"
@@ -275,6 +291,22 @@ def progress_html(view: JobView | None) -> str:
     for note in view.notes:
         parts.append(f"<p class='bench-note'>{esc(note)}</p>")
     return "<div class='bench-progress'>" + "".join(parts) + "</div>"
+
+
+def _probe_line(p: Any, current: int | None) -> str:
+    """One capacity probe: what it was and its verdict, or that it is running."""
+    probe = p.probe
+    if not probe:
+        state = "running" if current == p.step and not p.done else "done"
+        done = f", {p.requests_done} requests so far" if p.requests_done and state == "running" else ""
+        return f"<p>Probe {p.step}: {state}{done}</p>"
+    attainment = probe.get("attainment")
+    share = "no request counted" if attainment is None else f"{attainment:.0%} within target"
+    verdict = "passed" if probe.get("passed") else "missed"
+    early = " (stopped early: already over the limit)" if probe.get("stopped_early") else ""
+    return (f"<p>Probe {p.step} ({html.escape(str(probe.get('kind')))}): "
+            f"{float(probe.get('rate_rps') or 0):.3g} requests/s, {share}: "
+            f"<b>{verdict}</b>{early}</p>")
 
 
 def _bar(label: str, value: int, maximum: int, text: str) -> str:

@@ -43,6 +43,9 @@ class CalibrationSettings:
     quick: bool = False
     workers: tuple[int, ...] = (1,)  # engine worker processes: the climb is made for each
     simulator_workers: int = 1      # simulator processes sharing its port
+    # The run's telemetry sampler, as in real runs (0 = off: tests/perf/telemetry_overhead.py
+    # measures the difference).
+    telemetry_interval_s: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

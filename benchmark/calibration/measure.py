@@ -219,7 +219,8 @@ def measure_level(level: int, settings: CalibrationSettings, server: SimulatedSe
                        decode_length=settings.decode_length, runs=settings.runs,
                        warmups=max(1, settings.warmups), timeout_s=120.0, workers=workers,
                        output_dir=str(work / (f"c{level}" if workers == 1
-                                              else f"c{level}-w{workers}")))
+                                              else f"c{level}-w{workers}")),
+                       telemetry_interval_s=settings.telemetry_interval_s)
     sampler = _Sampler(server)
     result = run(config, on_progress=sampler)
     if result.status == "cancelled":

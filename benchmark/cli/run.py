@@ -49,6 +49,11 @@ GROUP_TITLES = {
     "tgi": "TGI benchmark flags (same names and defaults as text-generation-benchmark)",
     "http": "HTTP, load pattern and files",
     "rate": "Request rate (--mode rate)",
+    "slo": "Latency targets (SLOs): a request is good when it finished and met every target "
+           "given; each step then reports the share of good requests (attainment) and goodput. "
+           "--mode capacity finds the highest request rate that keeps it",
+    "cost": "Cost and deployment plan: $ per million tokens per step (any mode) and, with "
+            "--mode capacity, how many servers a traffic needs",
 }
 
 

@@ -26,6 +26,10 @@ What ``run`` does, in order:
    and once more at the end, then returns the result. ``run.json``'s ``calibration`` says how
    accurate the client was found to be by the latest ``python -m benchmark calibrate`` on
    this machine (``client_calibration``), or null when it was never calibrated.
+5. unless ``telemetry_interval_s`` is 0, runs a ``telemetry.Sampler`` in its own thread from
+   the first save to the end (the server's /metrics, the GPUs through NVML, the client's CPU;
+   a ``LoopProbe`` task inside the event loop measures its lag); each step's start and end are
+   marked on its time axis, and ``telemetry.csv`` is written with the other files.
 
 Progress goes to ``on_progress(event: dict)`` (the events of ``progress.py``). Setting ``cancel``
 (a ``threading.Event``), or SIGINT / SIGTERM when ``run`` is called on the main thread, stops
@@ -49,22 +53,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import results
 from .clients import StreamClient, make_client, open_session
 from .clients.openai import UNSENT_SAMPLING
-from ..config import RunConfig, auto_workers, check_url, parse_rates
+from ..config import RunConfig, auto_workers, check_url, parse_rates, strip_credentials
 from ..errors import BenchmarkError, ConfigError, redact
 from .interrupts import cancel_on_signals
 from .patterns import Concurrency, RateSchedule, Rounds, Slot, arrival_offsets, step_seed
 from .probe import CONTROL_TIMEOUT_S, ServerProbe, probe_server, server_answers
-from .progress import (Done, ProgressCallback, ProgressEvent, RequestsDone, RoundDone, RunWarning,
-                       Start, StepDone, StepStart)
+from .progress import (Done, ProbeDone, ProgressCallback, ProgressEvent, RequestsDone, RoundDone,
+                       RunWarning, Start, StepDone, StepStart)
 from .prompts import PromptSet, build_prompts, load_tokenizer
 from .records import RequestRecord
 from .stats import INCOMPLETE
 from .calibration_note import client_calibration
+from .capacity_run import SATURATION_USERS, run_capacity
 from .results import RunResult
+from .telemetry import GpuReader, LoopProbe, Sampler
 from .workers import (READY_TIMEOUT_S, ROUND_LEAD_NS, STEP_LEAD_NS, Pool, RayPool, Share, deal,
                       split_cap, split_quota)
 
@@ -125,15 +132,19 @@ class _Step:
     bodies: list[bytes] = field(default_factory=list)  # pre-serialised, not yet sent
     built: int = 0  # prompts built so far for this step
     records: list[RequestRecord] = field(default_factory=list)
+    # What progress events call this step (capacity mode: the probe number), else ``size``.
+    label: float | None = None
 
 
 def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None, server: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None) -> RunResult:
+        headers: dict[str, str] | None = None,
+        gpu_reader: GpuReader | None = None) -> RunResult:
     """Run the benchmark described by ``config`` and return its result (see module docstring).
 
     ``headers`` are sent with every request (for example ``Authorization`` for an endpoint that
     needs a token); they are never saved, and their values are masked in every message.
+    ``gpu_reader``: the sampler's GPU source (default NVML; tests pass a fake).
     Raises a ``BenchmarkError`` when the run cannot start (bad config, no server, server limits,
     tokenizer); once it has started, failures end up in ``result.status`` / ``result.message``.
     """
@@ -142,12 +153,14 @@ def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
         config = dataclasses.replace(config, rates=parse_rates(list(config.rates)))
     if str(config.workers).strip().lower() == "auto":  # the count used is the one saved
         config = dataclasses.replace(config, workers=auto_workers())
-    if config.mode == "rate" and config.schedule_seed is None:
+    if config.mode in ("rate", "capacity") and config.schedule_seed is None:
         # Drawn here and saved in run.json's config, so that the run can be replayed exactly.
         config = dataclasses.replace(config, schedule_seed=secrets.randbits(62))
     cancel = cancel if cancel is not None else threading.Event()
     with cancel_on_signals(cancel):
-        return _Engine(config, on_progress, cancel, server, dict(headers or {})).execute()
+        engine = _Engine(config, on_progress, cancel, server, dict(headers or {}))
+        engine.gpu_reader = gpu_reader
+        return engine.execute()
 
 
 class _Engine:
@@ -172,6 +185,9 @@ class _Engine:
         self._alive_lock: asyncio.Lock | None = None
         self._dead: str | None = None
         self._last_progress = 0.0
+        self.gpu_reader: GpuReader | None = None
+        self.sampler: Sampler | None = None
+        self.probe = LoopProbe()
         # Fresh prompts for every run unless --seed is given: a server's prefix cache must not
         # remember the prompts of an earlier run and make prefill look faster than it is.
         self.prompt_seed = config.seed if config.seed is not None else secrets.randbits(31)
@@ -218,16 +234,19 @@ class _Engine:
         self.result = RunResult(run_id=run_id, config=config, server_info=probe.info,
                                 simulated=probe.simulated, server=self.server,
                                 calibration=client_calibration(self._peak_concurrency()))
+        self._start_sampler()
         try:
             self._save()
         except OSError as exc:
+            self._stop_sampler()
             raise ConfigError("output_dir", f"Cannot write the results to {folder} "
                                             f"({exc.strerror or exc}). Choose another output "
                                             f"folder.") from exc
         self.emit(Start(run_id=run_id, output_dir=str(folder), steps=tuple(config.steps),
-                        planned_requests=config.planned_requests(), simulated=probe.simulated))
+                        planned_requests=config.planned_requests(), simulated=probe.simulated,
+                        mode=config.mode))
         limit = probe.info.get("max_concurrent_requests")
-        if (config.mode != "rate" and isinstance(limit, int) and limit > 0
+        if (config.mode in ("rounds", "concurrency") and isinstance(limit, int) and limit > 0
                 and max(config.batch_sizes) > limit):
             self.warn(f"Batch size {max(config.batch_sizes)} is above the server's "
                       f"max_concurrent_requests ({limit}): it will refuse the requests beyond "
@@ -258,6 +277,8 @@ class _Engine:
         """The most requests in flight the run is planned for (for the calibration note)."""
         if self.config.mode == "rate":
             return int(self.config.max_concurrency or 1)
+        if self.config.mode == "capacity":
+            return SATURATION_USERS
         return max(self.config.batch_sizes)
 
     def _at(self, step: float) -> str:
@@ -267,6 +288,30 @@ class _Engine:
         if self.config.mode == "concurrency":
             return f"{step} user{'' if step == 1 else 's'}"
         return f"batch size {step}"
+    def _start_sampler(self) -> None:
+        """The telemetry sampler, in its own thread, from now until the run ends (off when the
+        interval is 0). Its time axis starts now."""
+        assert self.result is not None
+        interval = self.config.telemetry_interval_s
+        if not interval:
+            return
+        url = self.config.metrics_url or f"{self.config.url}/metrics"
+        # The endpoint's token goes to its own host only, never to another metrics host.
+        same_host = urlsplit(url)[:2] == urlsplit(self.config.url)[:2]
+        self.sampler = Sampler(interval_s=interval, origin_ns=time.perf_counter_ns(),
+                               metrics_url=url, headers=self.headers if same_host else {},
+                               gpu_reader=self.gpu_reader, probe=self.probe)
+        self.sampler.data.metrics_url = strip_credentials(url)
+        self.result.telemetry = self.sampler.data
+        self.sampler.start()
+
+    def _stop_sampler(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+            assert self.result is not None
+            self.result.telemetry = self.sampler.data
+            self.sampler.data.missing[:] = [redact(m, self.secrets)
+                                            for m in self.sampler.data.missing]
 
     def _check_cancel_before_start(self) -> None:
         if self.cancel.is_set():
@@ -291,6 +336,7 @@ class _Engine:
 
     def _finish(self, status: str, message: str | None) -> None:
         assert self.result is not None
+        self._stop_sampler()
         self.result.status = status
         self.result.message = redact(message, self.secrets) if message else None
         self.result.ended_at = results.now_iso()
@@ -312,10 +358,15 @@ class _Engine:
         main = asyncio.current_task()
         assert main is not None
         watcher = asyncio.create_task(self._watch_cancel(main))
+        probe = asyncio.create_task(self.probe.run()) if self.sampler is not None else None
         try:
             if self.config.workers > 1 or self.config.ray_address:
                 await self._start_pool()
             async with open_session() as session:
+                if self.config.mode == "capacity":
+                    await run_capacity(self, session)
+                    self._save()
+                    return
                 sizes = self.config.steps
                 for index, size in enumerate(sizes, start=1):
                     if self.cancel.is_set():
@@ -323,6 +374,8 @@ class _Engine:
                     self.emit(StepStart(step=size, index=index, of=len(sizes)))
                     step = _Step(size=size, index=index)
                     _quiet_collector()
+                    if self.sampler is not None:
+                        self.sampler.mark_step(size, "start")
                     try:
                         if self.pool is not None:
                             await self._worker_step(step)
@@ -333,6 +386,8 @@ class _Engine:
                         else:
                             await self._concurrency(session, step)
                     finally:
+                        if self.sampler is not None:
+                            self.sampler.mark_step(size, "end")
                         self._keep(step)
                     self._step_warnings(step)
                     self._save()
@@ -347,12 +402,29 @@ class _Engine:
             if self.pool is not None:
                 self.pool.close()
             gc.unfreeze()
+            if probe is not None:
+                probe.cancel()
 
     async def _watch_cancel(self, main: asyncio.Task[Any]) -> None:
         while not self.cancel.is_set():
             await asyncio.sleep(CANCEL_POLL_S)
         if self.pool is None:  # with workers, the parent's loops see the event and tell them
             main.cancel()
+
+    # -- capacity mode (capacity_run.py runs the probes through these) ----------------------
+    def new_step(self, size: float, index: int) -> _Step:
+        """A step to run one capacity probe in: ``size`` users or requests/s, ``index`` its
+        probe number (the step its records get)."""
+        self.emit(StepStart(step=index, index=index, of=None))
+        return _Step(size=size, index=index, label=index)
+
+    def probe_done(self, probe: Any) -> None:
+        """Save the files and report a finished capacity probe."""
+        self._save()
+        self.emit(ProbeDone(step=probe.step, probe_kind=probe.kind, rate_rps=probe.rate_rps,
+                            attainment=probe.attainment, passed=probe.passed,
+                            stopped_early=probe.stopped_early, requests=probe.requests))
+        self.emit(StepDone(step=probe.step))
 
     def _keep(self, step: _Step) -> None:
         """Move a step's measured records into the result (once, even when interrupted)."""
@@ -608,7 +680,8 @@ class _Engine:
         if not force and now - self._last_progress < PROGRESS_EVERY_S:
             return
         self._last_progress = now
-        self.emit(RequestsDone(step=step.size, done=done, total=total,
+        self.emit(RequestsDone(step=step.size if step.label is None else step.label,
+                               done=done, total=total,
                                elapsed_s=round((time.perf_counter_ns() - started) / 1e9, 3),
                                errors=errors))
 

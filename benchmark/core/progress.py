@@ -8,11 +8,14 @@ and ``from_json`` reads it back (the app reads the engine child's stream this wa
 is also a read-only mapping of its JSON object (``event["step"]``, ``event == {...}``), so a
 callback written for the plain dicts of earlier versions keeps working. The stream's bytes:
 
-    {"event":"start","run_id","output_dir","steps":[1,2,4],"planned_requests":N|null,"simulated":b}
+    {"event":"start","run_id","output_dir","steps":[1,2,4],"planned_requests":N|null,"simulated":b,
+     "mode":"rounds"|"concurrency"|"rate"}
     {"event":"step_start","step":4,"index":1,"of":3}
     {"event":"round_done","step":4,"run":2,"runs":5,"warmup":false,"errors":0}      (rounds)
     {"event":"requests_done","step":4,"done":n,"total":N|null,"elapsed_s":x,"errors":e} (concurrency, rate)
     {"event":"step_done","step":4}            (the files in output_dir already hold this step)
+    {"event":"probe_done","step":3,"probe_kind":"rate","rate_rps":x,"attainment":a|null,
+     "passed":b,"stopped_early":b,"requests":n}      (capacity: step_start has "of": null)
     {"event":"warning","message":"..."}
     {"event":"done","status":"complete"|"cancelled"|"failed","message":str|null,"output_dir"}
 
@@ -35,8 +38,8 @@ from pathlib import Path
 from typing import IO, Any, Callable, ClassVar, Iterator
 
 __all__ = ["ProgressEvent", "Start", "StepStart", "RoundDone", "RequestsDone", "StepDone",
-           "RunWarning", "Done", "EVENT_TYPES", "as_event", "JsonLinesProgress",
-           "ConsoleProgress", "fan_out", "ProgressCallback"]
+           "ProbeDone", "RunWarning", "Done", "EVENT_TYPES", "as_event", "JsonLinesProgress",
+           "ConsoleProgress", "fan_out", "ProgressCallback", "probe_line"]
 
 
 def _dumps(data: Mapping[str, Any]) -> str:
@@ -90,6 +93,7 @@ class Start(ProgressEvent):
     steps: tuple[float, ...]  # batch sizes, users or requests/s
     planned_requests: int | None
     simulated: bool
+    mode: str = "rounds"  # the load pattern (absent from older streams: rounds)
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,7 +101,7 @@ class StepStart(ProgressEvent):
     kind: ClassVar[str] = "step_start"
     step: float
     index: int
-    of: int
+    of: int | None  # None: capacity mode, whose number of probes is not known ahead
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,6 +135,20 @@ class StepDone(ProgressEvent):
 
 
 @dataclass(frozen=True, eq=False)
+class ProbeDone(ProgressEvent):
+    """A capacity probe ended (``step`` is its number); its verdict against the targets."""
+
+    kind: ClassVar[str] = "probe_done"
+    step: int
+    probe_kind: str        # "one at a time", "saturation" or "rate"
+    rate_rps: float
+    attainment: float | None
+    passed: bool
+    stopped_early: bool
+    requests: int
+
+
+@dataclass(frozen=True, eq=False)
 class RunWarning(ProgressEvent):
     kind: ClassVar[str] = "warning"
     message: str
@@ -146,7 +164,8 @@ class Done(ProgressEvent):
 
 EVENT_TYPES: dict[str, type[ProgressEvent]] = {
     cls.kind: cls
-    for cls in (Start, StepStart, RoundDone, RequestsDone, StepDone, RunWarning, Done)}
+    for cls in (Start, StepStart, RoundDone, RequestsDone, StepDone, ProbeDone, RunWarning,
+                Done)}
 
 
 def as_event(data: Mapping[str, Any]) -> ProgressEvent | None:
@@ -160,6 +179,8 @@ def as_event(data: Mapping[str, Any]) -> ProgressEvent | None:
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
+            if f.default is not dataclasses.MISSING:  # a field added later, with a default
+                continue
             return None
         value = data[f.name]
         values[f.name] = tuple(value) if isinstance(value, list) else value
@@ -212,6 +233,17 @@ def fan_out(*callbacks: ProgressCallback | None) -> ProgressCallback:
     return call
 
 
+def probe_line(event: ProbeDone) -> str:
+    """A finished capacity probe in words: "probe 3 (rate): 12.4 req/s, 93% within target,
+    passed"."""
+    attainment = event.attainment
+    share = "no request counted" if attainment is None else f"{attainment:.0%} within target"
+    verdict = "passed" if event.passed else "missed"
+    early = " (stopped early: already over the limit)" if event.stopped_early else ""
+    return (f"probe {event.step} ({event.probe_kind}): {float(event.rate_rps or 0):.3g} req/s, "
+            f"{share}, {verdict}{early}")
+
+
 class ConsoleProgress:
     """A text progress bar: ``[#######-------]  45%  batch size 4 (2/3)  run 3/5  0 errors``."""
 
@@ -224,6 +256,7 @@ class ConsoleProgress:
         self.done = 0
         self.errors = 0
         self.step_label = ""
+        self.mode = "rounds"
         self.detail = ""
         self._step_base = 0
         self._errors_base = 0
@@ -235,11 +268,21 @@ class ConsoleProgress:
         typed = as_event(event)
         if isinstance(typed, Start):
             self.planned = typed.planned_requests
+            self.mode = typed.mode
             simulated = "  (SIMULATED server)" if typed.simulated else ""
-            self._line(f"Benchmark {typed.run_id}: batch sizes "
-                       f"{', '.join(map(str, typed.steps))}{simulated}")
+            steps = {"concurrency": "users", "rate": "rates (requests/s)"}.get(self.mode,
+                                                                             "batch sizes")
+            what = (f"{steps} {', '.join(map(str, typed.steps))}" if typed.steps
+                    else "capacity search")
+            self._line(f"Benchmark {typed.run_id}: {what}{simulated}")
         elif isinstance(typed, StepStart):
-            self.step_label = f"batch size {typed.step} ({typed.index}/{typed.of})"
+            if typed.of is None:     # capacity mode: probes, their number not known ahead
+                self.step_label = f"probe {typed.index}"
+            else:
+                step = {"concurrency": f"{typed.step} users",
+                        "rate": f"{typed.step} requests/s"}.get(self.mode,
+                                                                f"batch size {typed.step}")
+                self.step_label = f"{step} ({typed.index}/{typed.of})"
             self.detail = ""
             self._step_base = self.done
             self._errors_base = self.errors
@@ -258,6 +301,8 @@ class ConsoleProgress:
             self._draw()
         elif isinstance(typed, StepDone):
             self._draw(final=True)
+        elif isinstance(typed, ProbeDone):
+            self._line(probe_line(typed))
         elif isinstance(typed, RunWarning):
             self._line(f"warning: {typed.message}")
         elif isinstance(typed, Done):

@@ -15,6 +15,9 @@ never sees half a file):
   request with its raw stamps (``load`` rebuilds the ``RequestRecord`` list exactly).
 - ``summary.csv``: one row per step and metric (``SUMMARY_COLUMNS``).
 - ``requests.csv``: one row per measured request, warm-ups excluded (``REQUEST_COLUMNS``).
+- ``telemetry.csv``: when the sampler ran (``RunResult.telemetry``), one row per reading
+  (``telemetry_data.TELEMETRY_COLUMNS``); run.json's ``telemetry`` block holds the per-step
+  figures (power, energy per token, peak queue and batch, the client-bound verdict).
 
 Secrets: config and server dicts never hold tokens; messages, warnings and request errors are
 passed through ``errors.redact`` on the way out anyway.
@@ -41,6 +44,9 @@ from .._version import __version__
 from ..config import RunConfig, strip_credentials
 from ..errors import BenchmarkError, ConfigError, ResultFileError, redact
 from .records import RequestRecord
+from .capacity import Capacity, Probe
+from .cost import COST_COLUMNS, cost_document
+from .telemetry_data import TELEMETRY_FILE, Telemetry, read_telemetry_csv, telemetry_csv
 from .stats import COUNT_KEYS, METRIC_KEYS, METRICS, STAT_KEYS, StepSummary, summarize
 
 __all__ = [
@@ -50,6 +56,9 @@ __all__ = [
     "SUMMARY_FILE",
     "REQUESTS_FILE",
     "SUMMARY_COLUMNS",
+    "SLO_COLUMNS",
+    "CAPACITY_COLUMNS",
+    "COST_COLUMNS",
     "REQUEST_COLUMNS",
     "STATUSES",
     "RunResult",
@@ -70,9 +79,17 @@ TOOL_NAME = "tgi-benchmark"
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.csv"
 REQUESTS_FILE = "requests.csv"
+# telemetry.csv (telemetry_data.TELEMETRY_FILE) sits beside them when the sampler ran.
 STATUSES = ("running", "complete", "cancelled", "failed")
 
-SUMMARY_COLUMNS = ("step", "metric", "unit", *STAT_KEYS, "count", "mode", *COUNT_KEYS)
+# The last four: the step's result against the latency targets (empty when none was set).
+SLO_COLUMNS = ("good", "slo_attainment", "goodput_rps", "good_output_tokens_per_s")
+# Capacity runs: each step is a probe; its kind, its rate, its verdict, and the answer.
+CAPACITY_COLUMNS = ("probe_kind", "probe_rate_rps", "probe_passed", "capacity_rps")
+# Cost columns (core/cost.COST_COLUMNS): $ per million tokens and per thousand requests when a
+# price was given, kWh per million output tokens when telemetry measured energy.
+SUMMARY_COLUMNS = ("step", "metric", "unit", *STAT_KEYS, "count", "mode", *COUNT_KEYS,
+                   *SLO_COLUMNS, *CAPACITY_COLUMNS, *COST_COLUMNS)
 REQUEST_COLUMNS = (
     "batch_size", "run", "request", "ttft_ms", "e2e_ms", "decode_ms", "token_latency_ms",
     "input_tokens", "output_tokens", "finish_reason", "error",
@@ -189,6 +206,9 @@ class RunResult:
     tool_version: str = __version__
     schema_version: int = SCHEMA_VERSION
     environment: dict[str, Any] | None = None
+    # A capacity run's answer and probes (None in the other load patterns).
+    capacity: Capacity | None = None
+    telemetry: Telemetry | None = None   # the sampler's readings (None when it was off)
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -212,7 +232,8 @@ class RunResult:
     # -- files -----------------------------------------------------------------------------
     def to_dict(self, steps: list[StepSummary] | None = None) -> dict[str, Any]:
         """The content of run.json (``steps``: already computed summaries, to save work)."""
-        return {
+        steps = self.steps() if steps is None else steps
+        document = {
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": TOOL_NAME, "version": self.tool_version},
             "run_id": self.run_id,
@@ -222,18 +243,50 @@ class RunResult:
             "complete": self.complete,
             "message": None if self.message is None else redact(self.message),
             "simulated": bool(self.simulated),
-            "config": {**self.config.to_dict(), "url": strip_credentials(self.config.url)},
+            "config": {**self.config.to_dict(), "url": strip_credentials(self.config.url),
+                       "metrics_url": self.config.metrics_url and strip_credentials(
+                           self.config.metrics_url)},
             "server_info": self.server_info,
             "server": self.server,
             "environment": self.environment or environment_info(),
             "warnings": [redact(w) for w in self.warnings],
-            "steps": [s.to_dict() for s in (self.steps() if steps is None else steps)],
+            "steps": [s.to_dict() for s in steps],
             "calibration": self.calibration,
+            "capacity": None if self.capacity is None else self.capacity.to_dict(),
+            "files": self.files(),
+            "telemetry": None if self.telemetry is None else self.telemetry.to_dict(
+                self.measured_records, self.calibration),
             "requests": [_record_out(r) for r in self.measured_records],
         }
+        document["cost"] = cost_document(self.config, steps, self.capacity,
+                                         document.get("telemetry"))
+        return document
+
+    def cost(self, steps: list[StepSummary] | None = None,
+             telemetry_steps: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        """run.json's ``cost`` block (core/cost.cost_document): the price, each step's $ per
+        million tokens (and kWh where telemetry measured energy), the capacity point's cost and
+        the deployment plan; None without a price or an energy measurement.
+        ``telemetry_steps``: the telemetry's step figures when already computed."""
+        telemetry = getattr(self, "telemetry", None)
+        block = None if telemetry_steps is None else {"steps": telemetry_steps}
+        if block is None and telemetry is not None and hasattr(telemetry, "to_dict"):
+            try:
+                block = telemetry.to_dict(self.measured_records, self.calibration)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                block = None
+        return cost_document(self.config, self.steps() if steps is None else steps,
+                             self.capacity, block)
+
+    def files(self) -> list[str]:
+        """The files of this run's folder: run.json, summary.csv, requests.csv, and
+        telemetry.csv when the sampler ran."""
+        names = [RUN_FILE, SUMMARY_FILE, REQUESTS_FILE]
+        return names + ([TELEMETRY_FILE] if self.telemetry is not None else [])
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write run.json, summary.csv and requests.csv into ``folder`` (created); return it."""
+        """Write run.json, summary.csv and requests.csv (and telemetry.csv when the sampler
+        ran) into ``folder`` (created); return it."""
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         path = Path(folder)
@@ -241,8 +294,12 @@ class RunResult:
         steps = self.steps()
         document = self.to_dict(steps)
         atomic_write(path / RUN_FILE, run_json_text(document))
-        atomic_write(path / SUMMARY_FILE, summary_csv(steps))
+        atomic_write(path / SUMMARY_FILE, summary_csv(steps, self.capacity,
+                                                      document.get("cost")))
         atomic_write(path / REQUESTS_FILE, requests_csv(self.measured_records, self.config.mode))
+        if self.telemetry is not None:
+            # A copy: the sampler's thread may append while the file is written.
+            atomic_write(path / TELEMETRY_FILE, telemetry_csv(list(self.telemetry.samples)))
         return path
 
     @classmethod
@@ -281,6 +338,9 @@ class RunResult:
                 tool_version=str(tool.get("version") or "unknown"),
                 schema_version=SCHEMA_VERSION,
                 environment=data.get("environment"),
+                capacity=(None if not data.get("capacity")
+                          else Capacity.from_dict(data["capacity"])),
+                telemetry=Telemetry.from_dict(data.get("telemetry")),
             )
         except ResultFileError:
             raise
@@ -314,7 +374,14 @@ class RunResult:
                 f"{file} cannot be read as a benchmark run ({type(exc).__name__}); it may be "
                 f"damaged. Run the benchmark again to get a fresh file."
             ) from exc
-        return cls.from_dict(data, source=str(file))
+        result = cls.from_dict(data, source=str(file))
+        if result.telemetry is not None:
+            try:
+                text = (file.parent / TELEMETRY_FILE).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                text = ""   # no samples: the page says what run.json says, without a timeline
+            result.telemetry.samples = read_telemetry_csv(text)
+        return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,8 +402,15 @@ def run_json_text(document: dict[str, Any]) -> str:
 
 
 
-def summary_csv(steps: list[StepSummary]) -> str:
-    """summary.csv: one row per step and metric; empty cells where a metric has no sample."""
+def summary_csv(steps: list[StepSummary], capacity: Capacity | None = None,
+                cost: dict[str, Any] | None = None) -> str:
+    """summary.csv: one row per step and metric; empty cells where a metric has no sample.
+    ``capacity``: a capacity run's answer, whose probes are the steps; ``cost``: run.json's
+    cost block (its per-step costs fill the cost columns, repeated on each metric's row)."""
+    probes = {} if capacity is None else {p.step: p for p in capacity.probes}
+    costs = {float(c["step"]): [_num(c.get(k)) for k in COST_COLUMNS]
+             for c in (cost or {}).get("steps") or []}
+    answer = "" if capacity is None else _num(capacity.rate_rps)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(SUMMARY_COLUMNS)
@@ -347,8 +421,25 @@ def summary_csv(steps: list[StepSummary]) -> str:
             values = ["" if stats is None else _num(getattr(stats, s)) for s in STAT_KEYS]
             writer.writerow([step.step, key, METRICS[key].unit, *values,
                              0 if stats is None else stats.count, step.mode,
-                             *(counts[k] for k in COUNT_KEYS)])
+                             *(counts[k] for k in COUNT_KEYS), *_slo_cells(step),
+                             *_probe_cells(probes.get(step.step)), answer,
+                             *costs.get(float(step.step), [""] * len(COST_COLUMNS))])
     return buffer.getvalue()
+
+
+def _probe_cells(probe: Probe | None) -> list[str]:
+    if probe is None:
+        return ["", "", ""]
+    return [probe.kind, _num(probe.rate_rps), "true" if probe.passed else "false"]
+
+
+def _slo_cells(step: StepSummary) -> list[Any]:
+    """The SLO_COLUMNS cells of a step: empty without targets or without a number."""
+    slo = step.slo
+    if slo is None:
+        return [""] * len(SLO_COLUMNS)
+    return [slo.good, *(_num(v) for v in
+                        (slo.attainment, slo.goodput_rps, slo.good_output_tokens_per_s))]
 
 
 def requests_csv(records: list[RequestRecord], mode: str) -> str:

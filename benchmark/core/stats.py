@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .records import RequestRecord
+from .slo import Slo, SloOutcome, evaluate, slo_of
 
 __all__ = [
     "METRICS",
@@ -232,6 +233,8 @@ class StepSummary:
     input_tokens: int = 0
     output_tokens: int = 0
     duration_s: float | None = None
+    # How the step did against the run's latency targets (None when the run set none).
+    slo: SloOutcome | None = None
 
     def metric(self, key: str) -> MetricStats | None:
         if key not in METRICS:
@@ -258,6 +261,7 @@ class StepSummary:
             "output_tokens": self.output_tokens,
             "duration_s": self.duration_s,
             "metrics": {k: (None if v is None else v.to_dict()) for k, v in self.metrics.items()},
+            "slo": None if self.slo is None else self.slo.to_dict(),
         }
 
     @classmethod
@@ -266,7 +270,9 @@ class StepSummary:
                    for k, v in (data.get("metrics") or {}).items()}
         known = {"step", "mode", "sequence_length", "decode_length", *COUNT_KEYS, "rounds",
                  "input_tokens", "output_tokens", "duration_s"}
-        return cls(metrics=metrics, **{k: v for k, v in data.items() if k in known})
+        slo = data.get("slo")
+        return cls(metrics=metrics, slo=None if not slo else SloOutcome.from_dict(slo),
+                   **{k: v for k, v in data.items() if k in known})
 
 
 def output_token_count(record: RequestRecord) -> int:
@@ -340,12 +346,14 @@ def _rate_samples(measured: Sequence[RequestRecord], ok: Sequence[RequestRecord]
 
 
 def summarize_step(records: Iterable[RequestRecord], *, step: float, mode: str,
-                   sequence_length: int, decode_length: int) -> StepSummary:
+                   sequence_length: int, decode_length: int,
+                   slo: Slo | None = None) -> StepSummary:
     """Statistics of the measured (non-warm-up) records of ``step``.
 
     Rounds mode: throughputs are computed per round (``record.run``) and summarised over rounds;
     a round with a cancelled request (the user stopped the run) gives no throughput sample.
     Concurrency mode: the whole step is one window and gives one throughput sample.
+    With ``slo``, the step's attainment and goodput (``core.slo.evaluate``) over its duration.
     A prompt length the server did not report is taken as ``sequence_length`` (the engine
     builds prompts of exactly that many tokens); a requested output length the record does not
     carry is taken as ``decode_length``.
@@ -382,7 +390,7 @@ def summarize_step(records: Iterable[RequestRecord], *, step: float, mode: str,
 
     if mode == "rate":
         samples.update(_rate_samples(measured, ok, step))
-    if mode in ("concurrency", "rate"):
+    if mode in ("concurrency", "rate", "capacity"):   # one window per step (capacity: probe)
         groups = [ok]
     else:
         # A round the user stopped midway is not a full batch: its latencies count, its
@@ -408,22 +416,27 @@ def summarize_step(records: Iterable[RequestRecord], *, step: float, mode: str,
         start = min(r.sent_ns for r in spans)  # type: ignore[type-var]
         end = max(r.end_ns for r in spans)  # type: ignore[type-var]
         summary.duration_s = (end - start) / NS_PER_S
+    if slo is not None:
+        summary.slo = evaluate(measured, slo, summary.duration_s)
     return summary
 
 
 def summarize(records: Iterable[RequestRecord], config: Any) -> list[StepSummary]:
     """One ``StepSummary`` per step that has measured records, in the config's batch-size order.
 
-    ``config`` is a ``RunConfig`` (only ``steps``, ``mode``, ``sequence_length`` and
-    ``decode_length`` are read). Steps with records but absent from the config come last.
+    ``config`` is a ``RunConfig`` (only ``steps``, ``mode``, ``sequence_length``,
+    ``decode_length`` and the ``slo_*`` targets are read). Steps with records but absent from
+    the config come last.
     """
     measured = [r for r in records if not r.warmup]
     present = {r.step for r in measured}
     order = [s for s in config.steps if s in present]
     order += sorted(present - set(order))
+    slo = slo_of(config)
     return [
         summarize_step(measured, step=step, mode=config.mode,
-                       sequence_length=config.sequence_length, decode_length=config.decode_length)
+                       sequence_length=config.sequence_length, decode_length=config.decode_length,
+                       slo=slo)
         for step in order
     ]
 

@@ -30,6 +30,7 @@ from plotly.subplots import make_subplots
 
 from ..core.records import RequestRecord
 from ..core.stats import StepSummary, output_token_count
+from ..core.telemetry_data import record_timeline, role_series, series
 
 __all__ = [
     "chart_figures",
@@ -53,6 +54,14 @@ __all__ = [
     "inter_token_latency_distribution",
     "output_length",
     "output_length_differs",
+    "slo_attainment_vs_batch",
+    "has_slo",
+    "capacity_attainment",
+    "capacity_latency",
+    "CAPACITY_CHARTS",
+    "cost_per_million_tokens",
+    "has_cost",
+    "timeline",
     "all_figures",
     "message_figure",
     "run_label",
@@ -233,7 +242,8 @@ def _x_title(results: list[Any]) -> str:
 
 
 def _step_word(result: Any) -> str:
-    return {"concurrency": "users", "rate": "req/s"}.get(result.config.mode, "batch")
+    return {"concurrency": "users", "rate": "req/s", "capacity": "probe"}.get(result.config.mode,
+                                                                         "batch")
 
 
 def _layout(fig: go.Figure, title: str, results: list[Any]) -> go.Figure:
@@ -468,6 +478,216 @@ def output_length(results: list[Any]) -> go.Figure:
 
 
 # ---------------------------------------------------------------------------------------------
+# Latency targets
+
+SLO_TITLE = "Requests within the latency targets, and goodput, by batch size"
+
+
+def has_slo(results: Any) -> bool:
+    """True when some run set latency targets (and so has an attainment per step)."""
+    return any(_slo_target(r) is not None for r in _as_list(results))
+
+
+def _slo_target(result: Any) -> float | None:
+    config = result.config
+    if all(getattr(config, k, None) is None for k in ("slo_ttft_ms", "slo_tpot_ms",
+                                                      "slo_e2e_ms")):
+        return None
+    return float(getattr(config, "slo_attainment", 0.9))
+
+
+@_safe(SLO_TITLE)
+def slo_attainment_vs_batch(results: list[Any],
+                            steps: list[list[StepSummary]] | None = None) -> go.Figure:
+    """Share of good requests (%) per step with the target as a dashed line, and goodput."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["Requests within targets (%)", "Goodput (good requests/s)"])
+    all_steps: set[int] = set()
+    drawn = 0
+    for index, (result, run_steps) in enumerate(zip(results, _run_steps(results, steps))):
+        target = _slo_target(result)
+        judged = [s for s in run_steps if s.slo is not None and s.slo.attainment is not None]
+        if target is None or not judged:
+            continue
+        label = run_label(result, results)
+        xs = [s.step for s in judged]
+        all_steps.update(xs)
+        fig.add_trace(go.Scatter(
+            x=xs, y=[100 * s.slo.attainment for s in judged],  # type: ignore[union-attr,operator]
+            name=label, mode="lines+markers", legendgroup=label,
+            line={"color": _color(index)},
+            hovertemplate=f"{_step_word(result)} %{{x}}<br>%{{y:.1f}}%<extra>{label}</extra>",
+        ), row=1, col=1)
+        fig.add_hline(y=100 * target, line={"color": _color(index), "dash": "dash"},
+                      annotation_text=f"target {target:.0%}", row=1, col=1)
+        fig.add_trace(go.Scatter(
+            x=xs, y=[s.slo.goodput_rps for s in judged],  # type: ignore[union-attr]
+            name=label, mode="lines+markers", legendgroup=label, showlegend=False,
+            line={"color": _color(index)},
+            hovertemplate=f"{_step_word(result)} %{{x}}<br>%{{y:.2f}} req/s<extra>{label}</extra>",
+        ), row=1, col=2)
+        drawn += 1
+    if not drawn:
+        raise _NoData("No latency target was set, or no request has been measured yet.")
+    for col in (1, 2):
+        fig.update_xaxes(title_text=_x_title(results), row=1, col=col, **_batch_axis(all_steps))
+    fig.update_yaxes(title_text="% of requests", range=[0, 105], row=1, col=1)
+    fig.update_yaxes(title_text="good requests/s", rangemode="tozero", row=1, col=2)
+    return _layout(fig, SLO_TITLE, results)
+
+
+# ---------------------------------------------------------------------------------------------
+# Capacity search
+
+CAPACITY_ATTAINMENT_TITLE = "Capacity search: requests within the targets by request rate"
+CAPACITY_LATENCY_TITLE = "Capacity search: time to first token and time per token by request rate"
+
+
+def _capacity_runs(results: list[Any]) -> list[Any]:
+    runs = [r for r in results if getattr(r, "capacity", None) is not None
+            and r.capacity.probes]
+    if not runs:
+        raise _NoData("No capacity search in these results.")
+    return runs
+
+
+def _rate_probes(capacity: Any) -> list[Any]:
+    """The probes drawn against the rate axis, in rate order (one-at-a-time and saturation
+    probes included at the rate they completed)."""
+    return sorted((p for p in capacity.probes if p.rate_rps and p.rate_rps > 0),
+                  key=lambda p: p.rate_rps)
+
+
+@_safe(CAPACITY_ATTAINMENT_TITLE)
+def capacity_attainment(results: list[Any]) -> go.Figure:
+    """Share of requests within the targets at every probe's rate, the target as a dashed
+    line and the capacity found as a vertical line."""
+    fig = go.Figure()
+    for index, result in enumerate(_capacity_runs(results)):
+        capacity = result.capacity
+        label = run_label(result, results)
+        probes = [p for p in _rate_probes(capacity) if p.attainment is not None]
+        fig.add_trace(go.Scatter(
+            x=[p.rate_rps for p in probes], y=[100 * p.attainment for p in probes],
+            mode="lines+markers", name=label, line={"color": _color(index)},
+            marker={"symbol": ["circle" if p.passed else "x" for p in probes], "size": 10},
+            text=[f"probe {p.step} ({p.kind}){', stopped early' if p.stopped_early else ''}"
+                  for p in probes],
+            hovertemplate="%{x:.2f} req/s<br>%{y:.1f}% within target<br>%{text}"
+                          f"<extra>{label}</extra>"))
+        fig.add_hline(y=100 * capacity.slo.attainment, line={"dash": "dash", "color": "gray"},
+                      annotation_text=f"target {capacity.slo.attainment:.0%}")
+        if capacity.rate_rps is not None:
+            fig.add_vline(x=capacity.rate_rps, line={"color": _color(index), "dash": "dot"},
+                          annotation_text=f"capacity {capacity.rate_rps:.3g} req/s")
+    fig.update_xaxes(title_text="Request rate (requests/s)", rangemode="tozero")
+    fig.update_yaxes(title_text="% of requests within the targets", range=[0, 105])
+    return _layout(fig, CAPACITY_ATTAINMENT_TITLE, results)
+
+
+@_safe(CAPACITY_LATENCY_TITLE)
+def capacity_latency(results: list[Any]) -> go.Figure:
+    """TTFT and time per output token (p50, p90, p99) at every probe's rate, with each
+    target as a dashed line."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["Time to first token", "Time per output token"])
+    for index, result in enumerate(_capacity_runs(results)):
+        capacity = result.capacity
+        label = run_label(result, results)
+        probes = _rate_probes(capacity)
+        for col, (attr, target) in enumerate((("ttft_ms", capacity.slo.ttft_ms),
+                                              ("tpot_ms", capacity.slo.tpot_ms)), start=1):
+            points = [p for p in probes if getattr(p, attr)]
+            for stat in ("p50", "p90", "p99"):
+                name = f"{label} {stat}"
+                fig.add_trace(go.Scatter(
+                    x=[p.rate_rps for p in points], y=[getattr(p, attr)[stat] for p in points],
+                    mode="lines+markers", name=name, legendgroup=name, showlegend=col == 1,
+                    line={"color": _color(index), "dash": PERCENTILE_DASH[stat]},
+                    hovertemplate=f"%{{x:.2f}} req/s<br>{stat} %{{y:.1f}} ms<extra>{name}</extra>",
+                ), row=1, col=col)
+            if target is not None:
+                fig.add_hline(y=target, line={"dash": "dash", "color": "red"},
+                              annotation_text=f"target {target:g} ms", row=1, col=col)
+    for col in (1, 2):
+        fig.update_xaxes(title_text="Request rate (requests/s)", rangemode="tozero",
+                         row=1, col=col)
+        fig.update_yaxes(title_text="ms", type="log", row=1, col=col)
+    return _layout(fig, CAPACITY_LATENCY_TITLE, results)
+
+
+CAPACITY_CHARTS = ("capacity_attainment", "capacity_latency")
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost
+
+COST_TITLE = "Cost per million tokens by batch size"
+
+
+def _priced(result: Any, steps: list[StepSummary] | None = None) -> dict[str, Any] | None:
+    """``result``'s cost block when it has a price (None otherwise)."""
+    cost = result.cost(steps) if callable(getattr(result, "cost", None)) else None
+    return cost if cost and cost.get("price") else None
+
+
+def has_cost(results: Any) -> bool:
+    """True when some run was given a price (so its steps have a cost per token)."""
+    return any(getattr(r.config, "gpu_price_per_hour", None) is not None
+               or getattr(r.config, "hardware", None) is not None for r in _as_list(results))
+
+
+@_safe(COST_TITLE)
+def cost_per_million_tokens(results: list[Any],
+                            steps: list[list[StepSummary]] | None = None) -> go.Figure:
+    """Dollars per million output tokens (solid) and per million tokens in all (prompt +
+    output, dashed) at each step; a capacity run's steps are drawn at their probe's rate, with
+    the capacity point marked."""
+    fig = go.Figure()
+    drawn = 0
+    x_titles: set[str] = set()
+    for index, (result, run_steps) in enumerate(zip(results, _run_steps(results, steps))):
+        cost = _priced(result, run_steps)
+        if cost is None:
+            continue
+        label = run_label(result, results)
+        capacity = getattr(result, "capacity", None)
+        rates = {} if capacity is None else {p.step: p.rate_rps for p in capacity.probes}
+        points = []
+        for c in cost["steps"]:
+            x = rates.get(int(c["step"])) if capacity is not None else c["step"]
+            if x and c.get("usd_per_million_output_tokens") is not None:
+                points.append((x, c))
+        points.sort(key=lambda item: item[0])
+        if not points:
+            continue
+        x_titles.add("Request rate (requests/s)" if capacity is not None or
+                     result.config.mode == "rate" else _x_title([result]))
+        for key, dash, what in (("usd_per_million_output_tokens", "solid", "output tokens"),
+                                ("usd_per_million_tokens", "dash", "all tokens")):
+            fig.add_trace(go.Scatter(
+                x=[x for x, _ in points], y=[c.get(key) for _, c in points],
+                mode="lines+markers", name=f"{label}: $ per million {what}",
+                line={"color": _color(index), "dash": dash},
+                hovertemplate=f"%{{x:g}}<br>$%{{y:.3f}} per million {what}<extra>{label}</extra>"))
+        at = cost.get("capacity")
+        if at and at.get("usd_per_million_output_tokens") is not None:
+            fig.add_vline(x=at["rate_rps"], line={"color": _color(index), "dash": "dot"},
+                          annotation_text=(f"capacity: ${at['usd_per_million_output_tokens']:.3g}"
+                                           f" per million output tokens"))
+        drawn += 1
+    if not drawn:
+        raise _NoData("No price was given (--gpu-price-per-hour or --hardware), or no request "
+                      "has been measured yet.")
+    title = COST_TITLE
+    if x_titles == {"Request rate (requests/s)"}:
+        title = title.replace("by batch size", "by request rate")
+    fig.update_xaxes(title_text=" / ".join(sorted(x_titles)), type="log")
+    fig.update_yaxes(title_text="US dollars", type="log")
+    return _layout(fig, title, results)
+
+
+# ---------------------------------------------------------------------------------------------
 # Rate mode: what came out against what was offered
 
 THROUGHPUT_VS_RATE_TITLE = "Achieved throughput against offered rate"
@@ -517,23 +737,148 @@ def throughput_vs_rate(results: list[Any],
 
 
 # ---------------------------------------------------------------------------------------------
+# The run's timeline: our own records, the server's metrics, the GPUs
+
+TIMELINE_TITLE = "Timeline of the run: load, server, GPU"
+TIMELINE_ROW_HEIGHT = 190
+
+
+def _origin(result: Any) -> int | None:
+    data = getattr(result, "telemetry", None)
+    if data is not None and data.origin_ns:
+        return int(data.origin_ns)
+    stamps = [r.sent_ns or r.scheduled_ns for r in result.records if r.sent_ns or r.scheduled_ns]
+    return min(stamps) if stamps else None
+
+
+def _step_starts(result: Any, origin: int) -> list[tuple[float, int]]:
+    """(seconds, step) where each step began: the sampler's marks, else the first request."""
+    data = getattr(result, "telemetry", None)
+    if data is not None and data.steps:
+        return [(float(w["start_s"]), int(w["step"])) for w in data.steps
+                if w.get("start_s") is not None]
+    first: dict[int, int] = {}
+    for r in result.records:
+        stamp = r.sent_ns or r.scheduled_ns
+        if stamp:
+            first[r.step] = min(first.get(r.step, stamp), stamp)
+    return sorted(((t - origin) / 1e9, step) for step, t in first.items())
+
+
+def _bin_s(result: Any, origin: int) -> float:
+    ends = [r.end_ns for r in result.records if r.end_ns is not None]
+    span = (max(ends) - origin) / 1e9 if ends else 1.0
+    return round(max(0.1, min(5.0, span / 100)), 2)
+
+
+def _timeline_rows(result: Any) -> dict[str, list[tuple[str, str, list[float], list[float]]]]:
+    """Per row of the timeline, its traces: (name, dash, x, y)."""
+    origin = _origin(result)
+    rows: dict[str, list[tuple[str, str, list[float], list[float]]]] = {
+        "requests": [], "tokens": [], "gpu_pct": [], "power": []}
+    if origin is None:
+        return rows
+    if any(r.ok for r in result.records):
+        x, in_flight, tokens = record_timeline(result.records, origin, _bin_s(result, origin))
+        rows["requests"].append(("requests in flight (measured)", "solid", x,
+                                 [float(v) for v in in_flight]))
+        rows["tokens"].append(("output tokens/s (measured)", "solid", x, tokens))
+    data = getattr(result, "telemetry", None)
+    samples = list(data.samples) if data is not None else []
+    gpus = max(1, len(data.gpus)) if data is not None else 1
+    for role, name, dash in (("queue", "server queue", "dot"), ("batch", "server batch", "dash")):
+        points = role_series(samples, role)
+        if points:
+            rows["requests"].append((name, dash, [t for t, _ in points],
+                                     [v for _, v in points]))
+    for metric, name, dash in (("utilization_pct", "GPU utilization %", "solid"),
+                               ("memory_used_pct", "GPU memory used %", "dot")):
+        points = series(samples, "gpu", metric)
+        if points:  # the mean over the GPUs
+            rows["gpu_pct"].append((name, dash, [t for t, _ in points],
+                                    [v / gpus for _, v in points]))
+    points = series(samples, "gpu", "power_w")
+    if points:
+        rows["power"].append(("GPU power W (all GPUs)", "solid", [t for t, _ in points],
+                              [v for _, v in points]))
+    return rows
+
+
+_TIMELINE_ROWS = (
+    ("requests", "Requests: in flight (ours), the server's queue and batch", "Requests"),
+    ("tokens", "Output tokens per second (ours)", "Tokens/s"),
+    ("gpu_pct", "GPU utilization and memory (mean of the GPUs)", "%"),
+    ("power", "GPU power (all GPUs together)", "Watts"),
+)
+
+
+@_safe(TIMELINE_TITLE)
+def timeline(results: list[Any]) -> go.Figure:
+    """The run over time, with a line where each step began: requests in flight and output
+    tokens/s from our own records, the server's queue and batch size from its /metrics, GPU
+    utilization, memory and power from NVML (rows without data are left out)."""
+    per_run = [_timeline_rows(r) for r in results]
+    keys = [key for key, _, _ in _TIMELINE_ROWS if any(rows[key] for rows in per_run)]
+    if not any(r.ok for res in results for r in res.records) and keys in ([], ["requests"]):
+        raise _NoData("No successful request has been measured yet.")
+    if not keys:
+        raise _NoData("No successful request has been measured yet.")
+    specs = [spec for spec in _TIMELINE_ROWS if spec[0] in keys]
+    fig = make_subplots(rows=len(specs), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=[title for _, title, _ in specs])
+    for index, (result, rows) in enumerate(zip(results, per_run)):
+        label = run_label(result, results)
+        for row, (key, _, _) in enumerate(specs, start=1):
+            for name, dash, x, y in rows[key]:
+                full = f"{label}: {name}" if len(results) > 1 else name
+                fig.add_trace(go.Scatter(
+                    x=x, y=y, name=full, mode="lines",
+                    line={"color": _color(index if len(results) > 1 else
+                                          len(fig.data)), "dash": dash, "width": 1.6},
+                    hovertemplate=f"%{{x:.1f}} s<br>%{{y:.3g}}<extra>{full}</extra>",
+                ), row=row, col=1)
+        origin = _origin(result)
+        if origin is None:
+            continue
+        for t_s, step in _step_starts(result, origin):
+            fig.add_vline(x=t_s, line={"color": _color(index), "dash": "dot", "width": 1},
+                          row="all", col=1)
+            fig.add_annotation(x=t_s, y=1.0, xref="x", yref="y domain", yanchor="top",
+                               text=f"{_step_word(result)} {step}", showarrow=False,
+                               font={"size": 10, "color": _color(index)}, xanchor="left")
+    for row, (_, _, y_title) in enumerate(specs, start=1):
+        fig.update_yaxes(title_text=y_title, rangemode="tozero", row=row, col=1)
+    fig.update_xaxes(title_text="Seconds since the run started", row=len(specs), col=1)
+    _layout(fig, TIMELINE_TITLE, results)
+    fig.update_layout(height=120 + TIMELINE_ROW_HEIGHT * len(specs), hovermode="x unified",
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.08, "x": 0})
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
 # Everything at once
 
 CHART_FUNCTIONS: dict[str, Callable[[Any], go.Figure]] = {
+    "capacity_attainment": capacity_attainment,
+    "capacity_latency": capacity_latency,
     "throughput_vs_batch": throughput_vs_batch,
     "latency_vs_batch": latency_vs_batch,
     "throughput_vs_rate": throughput_vs_rate,
     "prefill_throughput_over_latency": prefill_throughput_over_latency,
     "decode_throughput_over_latency": decode_throughput_over_latency,
+    "timeline": timeline,
     "ttft_distribution": ttft_distribution,
     "token_latency_distribution": token_latency_distribution,
     "inter_token_latency_distribution": inter_token_latency_distribution,
     "output_length": output_length,
+    "slo_attainment_vs_batch": slo_attainment_vs_batch,
+    "cost_per_million_tokens": cost_per_million_tokens,
 }
 
 
 # The charts drawn from step summaries: they also take ``steps`` (one list per run).
-STEP_CHARTS = frozenset((*LINE_CHARTS, *SCATTER_CHARTS, "throughput_vs_rate"))
+STEP_CHARTS = frozenset((*LINE_CHARTS, *SCATTER_CHARTS, "slo_attainment_vs_batch",
+                         "throughput_vs_rate", "cost_per_million_tokens"))
 
 
 def all_figures(results: Any) -> dict[str, go.Figure]:
@@ -546,11 +891,25 @@ def chart_figures(results: list[Any],
     """(title, plotly figure) for every chart of this module, in its declared order.
 
     ``steps``: each run's summaries when already computed. The output-length chart is left out
-    when every request got the tokens it asked for.
+    when every request got the tokens it asked for, the latency-target chart when no run set
+    a target. Capacity runs get the two capacity charts (with the timeline and output length)
+    instead of the charts by batch size.
     """
     out: list[tuple[str, Any]] = []
+    flags = [getattr(r, "capacity", None) is not None for r in _as_list(results)]
+    all_capacity = bool(flags) and all(flags)
     for name, draw in CHART_FUNCTIONS.items():
+        # A capacity run's steps are probes, not batch sizes: it gets its own two charts.
+        if name in CAPACITY_CHARTS and not all_capacity:
+            continue
+        if all_capacity and name not in (*CAPACITY_CHARTS, "timeline", "output_length",
+                                         "cost_per_million_tokens"):
+            continue
+        if name == "cost_per_million_tokens" and not has_cost(results):
+            continue
         if name == "output_length" and not output_length_differs(results):
+            continue
+        if name == "slo_attainment_vs_batch" and not has_slo(results):
             continue
         if name == "throughput_vs_rate" and not rate_charts_apply(results):
             continue

@@ -26,7 +26,10 @@ from typing import Any
 
 from ..config import strip_credentials
 from ..errors import redact
+from ..core.cost import dollars
+from ..core.slo import slo_of
 from ..core.stats import STAT_KEYS, StepSummary
+from ..core.telemetry_data import CLIENT_BOUND_WORDS, step_figures
 
 __all__ = [
     "BALANCE_FACTOR",
@@ -37,14 +40,27 @@ __all__ = [
     "throughput_table",
     "requests_table",
     "schedule_table",
+    "slo_table",
+    "capacity_headline",
+    "capacity_table",
+    "cost_sentences",
+    "cost_table",
     "headline",
     "balance_step",
     "step_label",
+    "telemetry_table",
+    "telemetry_steps",
+    "client_bound_steps",
+    "CLIENT_BOUND_MARK",
 ]
 
 BALANCE_FACTOR = 1.5
 SIMULATED_LINE = "SIMULATED SERVER — these numbers are not a GPU's."
 MISSING = "n/a"
+CLIENT_BOUND_MARK = "⚠"
+CLIENT_BOUND_NOTE = (f"{CLIENT_BOUND_MARK} {CLIENT_BOUND_WORDS[0].upper()}"
+                     f"{CLIENT_BOUND_WORDS[1:]}: its CPU or event loop could not keep up (see "
+                     f"the Telemetry table).")
 
 _LATENCY_ROWS = (
     ("Prefill", "prefill_latency_ms"),
@@ -62,6 +78,8 @@ def step_label(mode: str, *, plural: bool = False, title: bool = False) -> str:
     "request rates" (rate)."""
     if mode == "rate":
         return "Rate (req/s)" if title else ("request rates" if plural else "request rate")
+    if mode == "capacity":
+        return "Probe" if title else ("probes" if plural else "probe")
     if mode == "concurrency":
         return "Users" if title else "concurrent users"
     if title:
@@ -84,15 +102,36 @@ def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
                      f"try the tool, not to size a deployment.")
     if result.status != "complete":
         parts.append(f"> **Run {result.status}.** " + _status_sentence(result, steps))
+    capacity = getattr(result, "capacity", None)
+    if capacity is not None:
+        parts.append("### Capacity\n\n" + capacity_headline(capacity) + "\n\n"
+                     + capacity_table(capacity))
     parts.append("### Parameters\n\n" + parameters_table(result))
+    figures = telemetry_steps(result)
+    flagged = client_bound_steps(figures)
+    note = f"\n\n{CLIENT_BOUND_NOTE}" if flagged else ""
     if steps:
-        parts.append("### Latency\n\n" + latency_table(steps, result.config.mode))
-        parts.append("### Throughput\n\n" + throughput_table(steps, result.config.mode))
+        parts.append("### Latency\n\n" + latency_table(steps, result.config.mode, flagged)
+                     + note)
+        parts.append("### Throughput\n\n" + throughput_table(steps, result.config.mode,
+                                                                flagged) + note)
         parts.append("### Requests\n\n" + requests_table(steps, result.config.mode))
         if result.config.mode == "rate":
             parts.append("### Schedule\n\n" + schedule_table(steps))
+        slo = slo_of(result.config)
+        if slo is not None and any(s.slo is not None for s in steps):
+            parts.append(f"### Latency targets\n\nGood request: finished and within "
+                         f"{_cell(slo.words())}; target: {slo.attainment:.0%} of requests.\n\n"
+                         + slo_table(steps, result.config.mode))
     else:
         parts.append("No request has been measured yet.")
+    cost = result.cost(steps, figures) if callable(getattr(result, "cost", None)) else None
+    if cost:
+        parts.append("### Cost\n\n" + " ".join(_cell(x) for x in cost_sentences(cost))
+                     + ("\n\n" + cost_table(cost, result.config.mode, steps, capacity)
+                        if cost["steps"] else ""))
+    if result_telemetry(result) is not None:
+        parts.append("### Telemetry\n\n" + telemetry_table(result, figures))
     return "\n\n".join(parts) + "\n"
 
 
@@ -108,13 +147,25 @@ def parameters_table(result: Any) -> str:
         ("API", config.api),
         ("Load pattern", {"rounds": "rounds (TGI's pattern)",
                           "concurrency": "concurrency (sustained users)",
-                          "rate": "request rate (open loop)"}.get(config.mode, config.mode)),
-        ({"concurrency": "Users", "rate": "Rates (req/s)"}.get(config.mode, "Batch Sizes"),
-         ", ".join(str(b) for b in config.steps)),
-        ("Sequence Length", config.sequence_length),
-        ("Decode Length", config.decode_length),
+                          "rate": "request rate (open loop)",
+                          "capacity": "find capacity (automatic search)"}.get(config.mode,
+                                                                               config.mode)),
     ]
-    if config.mode == "rounds":
+    if config.mode != "capacity":
+        rows.append(({"concurrency": "Users", "rate": "Rates (req/s)"}.get(config.mode,
+                                                                           "Batch Sizes"),
+                     ", ".join(str(b) for b in config.steps)))
+    rows += [("Sequence Length", config.sequence_length),
+             ("Decode Length", config.decode_length)]
+    slo = slo_of(config)
+    if slo is not None:
+        rows += [("TTFT target (ms)", slo.ttft_ms), ("Time per token target (ms)", slo.tpot_ms),
+                 ("End-to-end target (ms)", slo.e2e_ms),
+                 ("Requests within target", f"{slo.attainment:.0%}")]
+    if config.mode == "capacity":
+        rows += [("Max duration (s)", config.capacity_duration_s),
+                 ("Schedule seed", config.schedule_seed)]
+    elif config.mode == "rounds":
         rows += [("N Runs", config.runs), ("Warmups", config.warmups)]
     elif config.mode == "rate":
         rows += [("Arrivals", config.arrivals), ("Burstiness", config.burstiness),
@@ -149,8 +200,14 @@ def parameters_table(result: Any) -> str:
     return _table(["Parameter", "Value"], [[name, _plain(value)] for name, value in rows])
 
 
-def latency_table(steps: list[StepSummary], mode: str = "rounds") -> str:
-    """Prefill, Decode (token), Decode (total) per step: avg, lowest, highest, p50, p90, p99."""
+def _step_cell(step: int, flagged: frozenset[int]) -> str:
+    return f"{step} {CLIENT_BOUND_MARK}" if step in flagged else str(step)
+
+
+def latency_table(steps: list[StepSummary], mode: str = "rounds",
+                  flagged: frozenset[int] = frozenset()) -> str:
+    """Prefill, Decode (token), Decode (total) per step: avg, lowest, highest, p50, p90, p99
+    (``flagged``: steps the client may have limited, marked with CLIENT_BOUND_MARK)."""
     header = ["Step", step_label(mode, title=True), "Average", "Lowest", "Highest",
               "p50", "p90", "p99"]
     rows = []
@@ -159,11 +216,12 @@ def latency_table(steps: list[StepSummary], mode: str = "rounds") -> str:
             stats = step.metric(key)
             values = ([MISSING] * 6 if stats is None else
                       [_ms(getattr(stats, s)) for s in STAT_KEYS])
-            rows.append([name, str(step.step), *values])
+            rows.append([name, _step_cell(step.step, flagged), *values])
     return _table(header, rows)
 
 
-def throughput_table(steps: list[StepSummary], mode: str = "rounds") -> str:
+def throughput_table(steps: list[StepSummary], mode: str = "rounds",
+                     flagged: frozenset[int] = frozenset()) -> str:
     """Prefill and Decode throughput per step: avg, lowest, highest (tokens/s)."""
     header = ["Step", step_label(mode, title=True), "Average", "Lowest", "Highest"]
     rows = []
@@ -172,7 +230,7 @@ def throughput_table(steps: list[StepSummary], mode: str = "rounds") -> str:
             stats = step.metric(key)
             values = ([MISSING] * 3 if stats is None else
                       [_tps(getattr(stats, s)) for s in ("avg", "min", "max")])
-            rows.append([name, str(step.step), *values])
+            rows.append([name, _step_cell(step.step, flagged), *values])
     return _table(header, rows)
 
 
@@ -213,6 +271,154 @@ def schedule_table(steps: list[StepSummary]) -> str:
                      ms("schedule_lag_ms", "p99"), ms("client_queue_ms", "p99"),
                      ms("queued_e2e_latency_ms", "p50"), ms("queued_e2e_latency_ms", "p99"),
                      str(step.incomplete)])
+    return _table(header, rows)
+
+
+def slo_table(steps: list[StepSummary], mode: str = "rounds") -> str:
+    """Per step: requests counted, good ones, attainment against the target, goodput, good
+    output tokens/s and how many missed each target (a request can miss several)."""
+    header = [step_label(mode, title=True), "Requests", "Good", "Attainment", "Target met",
+              "Goodput (req/s)", "Good output tokens/s", "Missed TTFT", "Missed TPOT",
+              "Missed E2E", "Errors"]
+    rows = []
+    for step in steps:
+        slo = step.slo
+        if slo is None:
+            continue
+        rows.append([
+            str(step.step), str(slo.sent), str(slo.good),
+            MISSING if slo.attainment is None else f"{slo.attainment:.1%}",
+            ("yes" if slo.passed else "no") + f" ({slo.target:.0%})",
+            MISSING if slo.goodput_rps is None else f"{slo.goodput_rps:.2f}",
+            MISSING if slo.good_output_tokens_per_s is None
+            else f"{slo.good_output_tokens_per_s:.1f}",
+            *(str(slo.missed.get(k, 0)) for k in ("ttft", "tpot", "e2e", "error")),
+        ])
+    return _table(header, rows)
+def result_telemetry(result: Any) -> Any:
+    return getattr(result, "telemetry", None)
+
+
+def telemetry_steps(result: Any) -> list[dict[str, Any]]:
+    """Per-step telemetry figures of ``result`` (``telemetry_data.step_figures``); empty when
+    the sampler was off."""
+    data = result_telemetry(result)
+    if data is None:
+        return []
+    return step_figures(data, result.measured_records, result.calibration)
+
+
+def client_bound_steps(figures: list[dict[str, Any]]) -> frozenset[int]:
+    """The steps the client may have limited."""
+    return frozenset(int(f["step"]) for f in figures if f.get("client_bound"))
+
+
+def _num(value: Any, fmt: str, unit: str = "") -> str:
+    if value is None:
+        return MISSING
+    return f"{value:{fmt}}{unit}"
+
+
+def telemetry_table(result: Any, figures: list[dict[str, Any]] | None = None) -> str:
+    """Per step: GPU power and use, energy per output token, the server's peak queue and batch,
+    the client's CPU and loop lag and its verdict; then the GPUs seen and each source that
+    could not be read."""
+    data = result_telemetry(result)
+    if data is None:
+        return "Telemetry was off for this run (--telemetry-interval 0)."
+    figures = telemetry_steps(result) if figures is None else figures
+    mode = result.config.mode
+    header = [step_label(mode, title=True), "GPU power avg / peak", "GPU use",
+              "Energy per output token", "Output tokens per kWh", "Server queue (peak)",
+              "Server batch (peak)", "Client CPU", "Loop lag p50 / max", "Client"]
+    rows = []
+    for f in figures:
+        power = (MISSING if f.get("power_w_mean") is None else
+                 f"{f['power_w_mean']:.0f} / {f['power_w_peak']:.0f} W")
+        lag = (MISSING if f.get("loop_lag_p50_ms") is None else
+               f"{f['loop_lag_p50_ms']:.2f} / {f.get('loop_lag_max_ms') or 0:.2f} ms")
+        rows.append([
+            _step_cell(int(f["step"]), client_bound_steps([f])), power,
+            _num(f.get("gpu_utilization_pct_mean"), ".0f", "%"),
+            _num(f.get("j_per_output_token"), ".3g", " J"),
+            _num(f.get("output_tokens_per_kwh"), ",.0f"),
+            _num(f.get("peak_queue"), "g"), _num(f.get("peak_batch"), "g"),
+            _num(f.get("client_cpu_pct"), ".0f", "%"), lag,
+            f"{CLIENT_BOUND_MARK} may have limited this step" if f.get("client_bound")
+            else "kept up",
+        ])
+    parts = [_table(header, rows) if rows else "No step has been sampled yet."]
+    if data.gpus:
+        parts.append("GPUs seen (on the machine that ran the benchmark): " + ", ".join(
+            f"{_cell(g.get('name'))} ({int(g.get('memory_total_mib') or 0):,} MiB)"
+            for g in data.gpus) + ".")
+    for f in figures:
+        if f.get("client_bound_reason"):
+            parts.append(f"{CLIENT_BOUND_MARK} {_name(mode, int(f['step'])).capitalize()}: "
+                         f"{_cell(f['client_bound_reason'])}")
+    for sentence in data.missing:
+        parts.append(f"Not measured: {_cell(redact(sentence))}")
+    return "\n\n".join(parts)
+
+
+def cost_sentences(cost: dict[str, Any]) -> list[str]:
+    """Plain words of run.json's cost block: the price and where it came from, the cost at the
+    capacity point, and the deployment plan."""
+    out: list[str] = []
+    price = cost.get("price")
+    if price:
+        out.append(f"Price: {dollars(price['usd_per_hour'])} per hour, {price['source']}.")
+    else:
+        out.append("No price was given (--gpu-price-per-hour or --hardware): energy only.")
+    at = cost.get("capacity")
+    if at and at.get("usd_per_million_output_tokens") is not None:
+        out.append(f"At the capacity point ({_rate(at['rate_rps'])} requests/s within the "
+                   f"targets) a million output tokens cost "
+                   f"{dollars(at['usd_per_million_output_tokens'])}, a million tokens in all "
+                   f"(prompt + output) {dollars(at['usd_per_million_tokens'])}, and a thousand "
+                   f"requests {dollars(at['usd_per_thousand_requests'])}"
+                   + (f" ({at['kwh_per_million_output_tokens']:.3g} kWh per million output "
+                      f"tokens)" if at.get("kwh_per_million_output_tokens") is not None else "")
+                   + ".")
+    plan = cost.get("plan")
+    if plan:
+        out.append(str(plan["sentence"]))
+    return out
+
+
+def cost_table(cost: dict[str, Any], mode: str = "rounds",
+               steps: list[StepSummary] | None = None, capacity: Any = None) -> str:
+    """Per step: delivered tokens/s and requests/s over the step, $ per million output tokens,
+    per million tokens (prompt + output), per thousand requests; kWh per million output tokens
+    where telemetry measured energy; with latency targets, whether the step met them (a cheap
+    step that misses them is no offer; a capacity run's probes give their own verdict, as the
+    Capacity table does)."""
+    rows_in = cost.get("steps") or []
+    energy = any(c.get("kwh_per_million_output_tokens") is not None for c in rows_in)
+    judged = {float(s.step): s.slo for s in steps or () if s.slo is not None}
+    verdicts = {float(p.step): p.passed for p in getattr(capacity, "probes", None) or ()}
+    header = [step_label(mode, title=True), "Output tokens/s", "Requests/s",
+              "$ / M output tokens", "$ / M tokens", "$ / 1k requests"]
+    header += ["kWh / M output tokens"] if energy else []
+    header += ["Targets met"] if judged else []
+
+    def money(value: Any) -> str:
+        return MISSING if value is None else dollars(value)
+
+    rows = []
+    for c in rows_in:
+        row = [f"{c['step']:g}", _rate(c.get("output_tokens_per_s")),
+               _rate(c.get("requests_per_s")), money(c.get("usd_per_million_output_tokens")),
+               money(c.get("usd_per_million_tokens")), money(c.get("usd_per_thousand_requests"))]
+        if energy:
+            kwh = c.get("kwh_per_million_output_tokens")
+            row.append(MISSING if kwh is None else f"{kwh:.3g}")
+        if judged:
+            slo = judged.get(float(c["step"]))
+            passed = verdicts.get(float(c["step"]), None if slo is None else slo.passed)
+            row.append(MISSING if slo is None or slo.attainment is None
+                       else ("yes" if passed else "no") + f" ({slo.attainment:.0%})")
+        rows.append(row)
     return _table(header, rows)
 
 
@@ -285,11 +491,18 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
     if result.simulated:
         sentences.append("These numbers come from a simulated server, not a GPU: use them to try "
                          "the tool, not to size a deployment.")
+    capacity = getattr(result, "capacity", None)
+    if capacity is not None:
+        sentences.insert(0, capacity_headline(capacity))
     if result.status != "complete":
         sentences.append(_status_sentence(result, steps))
     if not steps:
         sentences.append("No request has been measured yet.")
         return sentences
+    if capacity is not None:
+        return sentences[:1] + _cost_headline(result, steps) + sentences[1:] \
+            + _failure_sentences(result, steps)
+    sentences += _cost_headline(result, steps)
 
     with_tps = [s for s in steps if s.value("decode_throughput_tok_s") is not None]
     if with_tps:
@@ -334,6 +547,43 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
                 f"{_short_ms(base_ms)} {at(base.step)})."
             )
 
+    sentences += _slo_sentences(result, steps)
+    return sentences + _failure_sentences(result, steps)
+
+
+def _cost_headline(result: Any, steps: list[StepSummary]) -> list[str]:
+    """With a price: the cost at the capacity point and the plan, or the cheapest step."""
+    cost = result.cost(steps) if callable(getattr(result, "cost", None)) else None
+    if not cost or not cost.get("price"):
+        return []
+    hourly = dollars(cost["price"]["usd_per_hour"])
+    at = cost.get("capacity")
+    if at and at.get("usd_per_million_output_tokens") is not None:
+        out = [f"Within the targets, a million output tokens cost "
+               f"{dollars(at['usd_per_million_output_tokens'])} at {hourly}/hour."]
+        if cost.get("plan"):
+            out.append(str(cost["plan"]["sentence"]))
+        return out
+    priced = [c for c in cost["steps"] if c.get("usd_per_million_output_tokens") is not None]
+    if not priced or result.config.mode == "capacity":
+        return []
+    judged = {float(s.step): s.slo for s in steps if s.slo is not None}
+    within = ""
+    if judged:   # with latency targets, only a step that met them is an offer
+        priced = [c for c in priced if judged.get(float(c["step"])) is not None
+                  and judged[float(c["step"])].passed]
+        within = " within the latency targets"
+        if not priced:
+            return []
+    best = min(priced, key=lambda c: c["usd_per_million_output_tokens"])
+    return [f"Cheapest{within}: {dollars(best['usd_per_million_output_tokens'])} per million "
+            f"output tokens {_at(result.config.mode, best['step'])}, at {hourly}/hour."]
+
+
+def _failure_sentences(result: Any, steps: list[StepSummary]) -> list[str]:
+    """Failed and short requests, client-bound steps and energy: said in every pattern."""
+    at = functools.partial(_at, result.config.mode)
+    sentences: list[str] = []
     total = sum(s.requests for s in steps)
     errors = sum(s.errors for s in steps)
     timeouts = sum(s.timeouts for s in steps)
@@ -343,6 +593,17 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
             f"{errors} of {total} requests failed{extra}. They are listed in requests.csv and "
             f"left out of the latency and throughput numbers."
         )
+    figures = telemetry_steps(result)
+    for f in [f for f in figures if f.get("client_bound")][:3]:
+        sentences.append(f"{at(int(f['step'])).capitalize()}, {CLIENT_BOUND_WORDS}: "
+                         f"{(f.get('client_bound_reason') or '').split(': ', 1)[-1]}")
+    energy = [f for f in figures if f.get("j_per_output_token")]
+    if energy:
+        best = min(energy, key=lambda f: f["j_per_output_token"])
+        sentences.append(
+            f"Lowest energy per output token: {best['j_per_output_token']:.3g} J "
+            f"{at(int(best['step']))} ({best['output_tokens_per_kwh']:,.0f} tokens per kWh, "
+            f"all GPUs of this machine together).")
     short = sum(s.short_outputs for s in steps)
     if short:
         sentences.append(
@@ -353,6 +614,90 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
 
 
 _STEP_NOUN = {"concurrency": "number of users", "rate": "request rate"}
+def capacity_headline(capacity: Any) -> str:
+    """The answer of a capacity run in one sentence a non-engineer can act on (markdown)."""
+    slo = capacity.slo
+    share = f"{slo.attainment:.0%}"
+    if capacity.ended == "running":
+        passed = [p.rate_rps for p in capacity.probes if p.passed and p.kind == "rate"]
+        so_far = (f"; the highest request rate kept so far is {_rps(max(passed))} per second"
+                  if passed else "")
+        return (f"Searching for the highest request rate that keeps {share} of requests within "
+                f"{slo.words()}: {len(capacity.probes)} probe"
+                f"{'' if len(capacity.probes) == 1 else 's'} done{so_far}.")
+    if capacity.rate_rps is None:
+        return capacity.message or (f"No request rate kept {share} of requests within "
+                                    f"{slo.words()}.")
+    parts = []
+    if capacity.in_flight is not None:
+        parts.append(f"about {capacity.in_flight:,.0f} requests in flight")
+    if capacity.output_tokens_per_s is not None:
+        parts.append(f"{capacity.output_tokens_per_s:,.0f} tokens/s")
+    sentence = (f"This server keeps {share} of requests within {slo.words()} up to "
+                f"**{_rps(capacity.rate_rps)} requests per second**")
+    sentence += (": " + ", ".join(parts) + ".") if parts else "."
+    if capacity.bracket is not None:
+        low, high = capacity.bracket
+        if capacity.converged:
+            sentence += (f" (The limit lies between {_rps(low)} and {_rps(high)} requests per "
+                         f"second; found in {len(capacity.probes)} probes.)")
+        else:
+            why = "time ran out" if capacity.ended == "time" else "the probes ran out"
+            sentence += (f" The search stopped before it was within ±5% ({why}): the limit "
+                         f"lies between {_rps(low)} and {_rps(high)} requests per second.")
+    if capacity.message:
+        sentence += " " + capacity.message
+    return sentence
+
+
+def capacity_table(capacity: Any) -> str:
+    """Every probe of a capacity run: rate, attainment, verdict, goodput, TTFT and TPOT."""
+    header = ["Probe", "Kind", "Rate (req/s)", "Requests", "Within target", "Passed",
+              "Goodput (req/s)", "TTFT p50 / p90 / p99 (ms)", "TPOT p50 / p90 / p99 (ms)"]
+    rows = []
+    for probe in capacity.probes:
+        rows.append([
+            str(probe.step), probe.kind + (" (stopped early)" if probe.stopped_early else ""),
+            _rps(probe.rate_rps), str(probe.requests),
+            MISSING if probe.attainment is None else f"{probe.attainment:.1%}",
+            "yes" if probe.passed else "no",
+            MISSING if probe.goodput_rps is None else f"{probe.goodput_rps:.2f}",
+            _triple(probe.ttft_ms), _triple(probe.tpot_ms),
+        ])
+    return _table(header, rows)
+
+
+def _triple(values: dict[str, float] | None) -> str:
+    if not values:
+        return MISSING
+    return " / ".join(f"{values[k]:.0f}" if values[k] >= 100 else f"{values[k]:.1f}"
+                      for k in ("p50", "p90", "p99"))
+
+
+def _rps(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}" if value < 10 else f"{value:.1f}"
+
+
+def _slo_sentences(result: Any, steps: list[StepSummary]) -> list[str]:
+    """Which steps kept the share of requests within the latency targets."""
+    slo = slo_of(result.config)
+    judged = [s for s in steps if s.slo is not None and s.slo.attainment is not None]
+    if slo is None or not judged:
+        return []
+    mode = result.config.mode
+    parts = [f"{s.slo.attainment:.0%} {_at(mode, s.step)}" for s in judged]  # type: ignore[union-attr]
+    sentence = (f"Requests within {slo.words()} (target {slo.attainment:.0%}): "
+                + _join(parts) + ".")
+    passed = [s for s in judged if s.slo.passed]  # type: ignore[union-attr]
+    if passed:
+        best = max(passed, key=lambda s: s.slo.goodput_rps or 0.0)  # type: ignore[union-attr]
+        goodput = best.slo.goodput_rps  # type: ignore[union-attr]
+        if goodput is not None:
+            sentence += (f" The highest goodput within the target: {goodput:.2f} good requests "
+                         f"per second {_at(mode, best.step)}.")
+    else:
+        sentence += " No step met the target."
+    return [sentence]
 
 
 def _status_sentence(result: Any, steps: list[StepSummary]) -> str:

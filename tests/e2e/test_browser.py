@@ -87,6 +87,7 @@ def test_form_run_charts_download_share_and_restart(browser, app, tiny_tokenizer
     expect(page.locator("#form-error")).to_be_hidden()
     expect(page.locator("#chart-0 .js-plotly-plot")).to_be_visible()
     expect(page.locator("#chart-3 .js-plotly-plot")).to_be_visible()
+    expect(page.locator("#chart-4 .js-plotly-plot")).to_contain_text("Timeline of the run")
     expect(page.locator("#simulated-banner")).to_contain_text("SIMULATED SERVER")
     headline = page.locator("#headline").inner_text()
     assert "Highest generation speed" in headline
@@ -194,3 +195,38 @@ def test_saved_runs_are_listed_and_compared(browser, app, tiny_tokenizer):
     page.locator("#results-title").evaluate("element => element.scrollIntoView()")
     page.screenshot(path=str(SCREENSHOTS / "compare.png"))
     page.context.close()
+
+
+def test_a_capacity_runs_page_plans_servers_as_the_visitor_types(browser, app):
+    """A saved capacity run (written directly: its search is tested elsewhere) opened by its
+    link: the plan for its own traffic, then new traffic typed and planned again."""
+    from benchmark.config import RunConfig
+    from benchmark.core.capacity import Capacity, Probe
+    from benchmark.core.results import RunResult
+    from benchmark.core.slo import Slo
+
+    probe = Probe(kind="rate", step=3, rate_rps=12.4, attainment=0.95, passed=True,
+                  mean_output_tokens=250.0, output_tokens_per_s=3100.0)
+    capacity = Capacity(slo=Slo(ttft_ms=1000), rate_rps=12.4, in_flight=None,
+                        output_tokens_per_s=3100.0, bracket=(12.4, 13.0), converged=True,
+                        ended="converged", max_throughput_rps=20.0, probes=(probe,))
+    run_id = "20261203-120000-browser-plan-abcd"
+    RunResult(run_id=run_id, status="complete", capacity=capacity, simulated=True,
+              config=RunConfig(tokenizer_name="org/tiny", mode="capacity", slo_ttft_ms=1000,
+                               sequence_length=600, hardware="l4x1", plan_peak_rps=40.0)
+              ).save(app.results_dir / run_id)
+    page = new_page(browser, f"{app.url}?run={run_id}")
+    result = page.locator("#plan-result")
+    expect(result).to_contain_text("At 40 requests/s at peak you need 4 × L4",
+                                   timeout=30_000)
+    expect(result).to_contain_text("about $2,300 a month")
+    peak = page.locator("#plan-plan_peak_rps").get_by_role("textbox")
+    peak.fill("100")
+    page.locator("#plan-plan_headroom").get_by_role("textbox").fill("50")
+    page.locator("#plan-button").click()
+    expect(result).to_contain_text("At 100 requests/s at peak you need 13 × L4", timeout=30_000)
+    page.locator("#plan-plan_headroom").get_by_role("textbox").fill("150")
+    page.locator("#plan-button").click()
+    expect(result).to_contain_text("Headroom (%):", timeout=30_000)
+    expect(result).not_to_contain_text("you need")
+    page.screenshot(path=str(SCREENSHOTS / "deployment-plan.png"), full_page=False)

@@ -88,7 +88,7 @@ def test_run_shows_results_saves_files_and_a_share_link(app, tiny_tokenizer):
     run_id = run_id_of(final)
     assert text(final["Share link: opens these results read-only"]) == f"{app.url}?run={run_id}"
     folder = app.results_dir / run_id
-    for name in ("run.json", "summary.csv", "requests.csv"):
+    for name in ("run.json", "summary.csv", "requests.csv", "telemetry.csv"):
         assert SECRET_TOKEN not in (folder / name).read_text()
     saved = json.loads((folder / "run.json").read_text())
     assert saved["status"] == "complete" and saved["simulated"] is True
@@ -102,9 +102,11 @@ def test_run_shows_results_saves_files_and_a_share_link(app, tiny_tokenizer):
         assert json.loads(chart["value"]["plot"])["data"], chart["label"]
     titles = " | ".join(c["label"] for c in shown)
     assert "Throughput" in titles and "Latency" in titles and "over latency" in titles
+    assert "Timeline of the run" in titles                   # the sampler ran (default 1 s)
+    assert "Telemetry" in tables
 
     files = {Path(p).name: p for p in value(final["Downloads"])}
-    assert set(files) == {"summary.csv", "requests.csv", "run.json"}
+    assert set(files) == {"summary.csv", "requests.csv", "telemetry.csv", "run.json"}
     summary = read_csv(files["summary.csv"])
     assert {row["step"] for row in summary} == {"1", "2"}
     throughput = [r for r in summary if r["metric"] == "decode_throughput_tok_s"]
@@ -265,8 +267,8 @@ def test_one_run_at_a_time_others_wait_in_line_and_compare(app, tiny_tokenizer):
     assert "two or more" in text(lonely["History message"])
     opened = named(first, "/open", first.predict([id_b], api_name="/open"))
     assert id_b in text(opened["Run title"])
-    assert {Path(p).name for p in value(opened["Downloads"])} == {"summary.csv", "requests.csv",
-                                                                  "run.json"}
+    assert {Path(p).name for p in value(opened["Downloads"])} == {
+        "summary.csv", "requests.csv", "telemetry.csv", "run.json"}
 
 
 def test_hostile_run_ids_get_a_message_and_change_nothing(app):
@@ -352,6 +354,37 @@ def test_the_page_serves_no_file_outside_the_results_folder(app, tiny_tokenizer)
     served = httpx.get(f"{app.url}gradio_api/file={inside}", timeout=10)
     assert served.status_code == 200 and served.text.startswith("step,metric,unit")
     assert SECRET_TOKEN not in served.text
+
+
+def test_a_capacity_runs_page_plans_servers_for_typed_traffic(app):
+    from benchmark.config import RunConfig
+    from benchmark.core.capacity import Capacity, Probe
+    from benchmark.core.results import RunResult
+    from benchmark.core.slo import Slo
+
+    probe = Probe(kind="rate", step=3, rate_rps=12.4, attainment=0.95, passed=True,
+                  mean_output_tokens=250.0, output_tokens_per_s=3100.0)
+    capacity = Capacity(slo=Slo(ttft_ms=1000), rate_rps=12.4, in_flight=None,
+                        output_tokens_per_s=3100.0, bracket=(12.4, 13.0), converged=True,
+                        ended="converged", max_throughput_rps=20.0, probes=(probe,))
+    run_id = "20261203-120000-planned-abcd"
+    RunResult(run_id=run_id, status="complete", capacity=capacity, simulated=True,
+              config=RunConfig(tokenizer_name="org/tiny", mode="capacity", slo_ttft_ms=1000,
+                               sequence_length=600, hardware="l4x1", plan_peak_rps=40.0)
+              ).save(app.results_dir / run_id)
+    client = Client(app.url, verbose=False)
+    opened = named(client, "/open", client.predict([run_id], api_name="/open"))
+    assert text(opened["Peak traffic (requests/s)"]) == "40"
+    assert text(opened["GPU price ($/hour)"]) == "0.8"
+    assert "you need 4 × L4 (about $2,300 a month)" in text(opened["Deployment plan"])
+    assert "### Cost" in text(opened["Tables"])
+    # New traffic typed on the page: recomputed from the saved capacity, nothing run again.
+    plan = client.predict("100", "", "", "2", "50", "0.8", "", api_name="/plan")
+    assert "At 100 requests/s at peak you need 13 × L4" in plan     # 150 / 12.4 = 12.1
+    refused = client.predict("100", "", "", "2", "150", "", "", api_name="/plan")
+    assert refused.startswith("**Headroom (%):** must be between 0 and 100%")
+    assert sorted(p.name for p in (app.results_dir / run_id).iterdir()) == [
+        "requests.csv", "run.json", "summary.csv"]
 
 
 def test_a_request_rate_run_shows_its_schedule_and_rate_charts(app, tiny_tokenizer):

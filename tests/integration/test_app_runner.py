@@ -238,6 +238,7 @@ def test_engine_argv_carries_every_setting():
     argv = engine_argv("python", plan, Path("/out"), Path("/p.jsonl"))
     text = " ".join(argv)
     for piece in ("--batch-size 1 --batch-size 8", "--mode concurrency", "--duration 30",
+                  "--slo-ttft-ms 1000 --slo-tpot-ms 50 --slo-attainment 0.9",
                   "--requests 50", "--temperature 0.5", "--top-k 5", "--do-sample",
                   "--output-dir /out", "--progress-jsonl /p.jsonl", "--tokenizer-name org/model"):
         assert piece in text
@@ -255,6 +256,28 @@ def test_stop_after_the_engine_exited_says_nothing_to_stop(tmp_path, fake_engine
     runner._jobs["run-late"] = job          # the engine is done; the results are being saved
     assert runner.cancel("run-late") is False
     assert not job.cancel_event.is_set()
+
+
+def test_engine_argv_of_find_capacity_passes_the_targets_and_no_batch_sizes():
+    plan = build_plan(dict(DEFAULTS, model_id="org/model", mode="Find capacity",
+                           slo_attainment="95", max_duration_s="120"))
+    argv = engine_argv("python", plan, Path("/out"), Path("/p.jsonl"))
+    assert "--batch-size" not in argv
+    from benchmark.cli import build_parser, config_from_args
+    config = config_from_args(build_parser().parse_args(argv[3:]))   # the real CLI accepts it
+    assert (config.mode, config.slo_ttft_ms, config.slo_tpot_ms) == ("capacity", 1000.0, 50.0)
+    assert config.slo_attainment == 0.95 and config.max_duration_s == 120.0
+
+
+def test_engine_argv_carries_the_price_and_hardware_to_the_cli():
+    plan = build_plan(dict(DEFAULTS, model_id="org/model", hardware="l4x1",
+                           gpu_price_per_hour="0.65"))
+    argv = engine_argv("python", plan, Path("/out"), Path("/p.jsonl"))
+    from benchmark.cli import build_parser, config_from_args
+    config = config_from_args(build_parser().parse_args(argv[3:]))
+    assert (config.hardware, config.gpu_price_per_hour) == ("l4x1", 0.65)
+    plain = build_plan(dict(DEFAULTS, model_id="org/model"))
+    assert "--gpu-price-per-hour" not in engine_argv("python", plain, Path("/o"), Path("/p"))
 
 
 def test_engine_argv_of_a_rate_run_is_accepted_by_the_cli(tmp_path):

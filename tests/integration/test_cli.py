@@ -240,3 +240,36 @@ def test_a_query_in_the_url_is_refused_before_it_is_saved(capsys):
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "--url" in err and "--api-key-env" in err and "qsecret123" not in err
+
+
+def test_slo_flags_reach_the_config_and_bad_ones_name_their_flag(capsys):
+    config = parse("--slo-ttft-ms", "1000", "--slo-tpot-ms", "50", "--slo-attainment", "95%")
+    assert (config.slo_ttft_ms, config.slo_tpot_ms, config.slo_e2e_ms) == (1000.0, 50.0, None)
+    assert config.slo_attainment == pytest.approx(0.95)
+    assert parse().slo_attainment == 0.9
+    for argv, words in ((["--slo-ttft-ms", "0"], "argument --slo-ttft-ms: TTFT target (ms) "
+                                                   "must be a positive number"),
+                        (["--slo-e2e-ms", "soon"], "argument --slo-e2e-ms"),
+                        (["--slo-attainment", "90"], "argument --slo-attainment: Requests "
+                                                     "within target (%) must be above 0")):
+        with pytest.raises(SystemExit) as info:
+            main(["--tokenizer-name", "tok", *argv])
+        assert info.value.code == 2
+        assert words in capsys.readouterr().err
+
+
+def test_a_run_with_latency_targets_reports_attainment_and_goodput(capsys, tiny_tokenizer,
+                                                                  tmp_path):
+    out = tmp_path / "run"
+    with run_in_thread(SimulatorConfig(tokenizer=tiny_tokenizer, **FAST)) as sim:
+        # a generous first-token target and an impossible end-to-end one: no request is good
+        code = main(["--tokenizer-name", tiny_tokenizer, "--url", sim.url, "-b", "2",
+                     "--sequence-length", "12", "--decode-length", "4", "--runs", "2",
+                     "--slo-ttft-ms", "60000", "--slo-e2e-ms", "0.001",
+                     "--output-dir", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "### Latency targets" in printed
+    step = json.loads((out / "run.json").read_text())["steps"][0]
+    assert step["slo"]["sent"] == 4 and step["slo"]["good"] == 0
+    assert step["slo"]["missed"] == {"e2e": 4} and step["slo"]["passed"] is False

@@ -450,16 +450,23 @@ def test_a_token_is_sent_from_the_named_variable_and_never_shown(tmp_path, tiny_
 def test_run_from_another_thread_can_be_cancelled(sim, tiny_tokenizer, tmp_path):
     """The app or a notebook may call run() off the main thread: no signal handlers there."""
     cancel = threading.Event()
+    measuring = threading.Event()
     outcome = {}
+
+    def seen(event):
+        if event["event"] == "round_done":
+            measuring.set()
 
     def target():
         outcome["result"] = run(config_for(sim.url, tiny_tokenizer, tmp_path / "thread",
                                            batch_sizes=(1,), runs=10_000, warmups=0),
-                                cancel=cancel)
+                                cancel=cancel, on_progress=seen)
 
     worker = threading.Thread(target=target)
     worker.start()
-    time.sleep(0.5)
+    # Cancel once rounds are being measured (a fixed sleep raced prompt building on a busy CI).
+    assert measuring.wait(30)
+    time.sleep(0.2)
     cancel.set()
     worker.join(20)
     assert not worker.is_alive()

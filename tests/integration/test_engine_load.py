@@ -125,3 +125,18 @@ def test_console_bar_without_a_terminal_also_prints_every_few_seconds():
         bar(event)
     lines = out.getvalue().splitlines()
     assert len([line for line in lines if "batch size 1 (1/2)" in line]) == 3
+
+
+def test_console_names_rate_steps_as_rates():
+    from benchmark.core.progress import RequestsDone, Start, StepDone, StepStart
+
+    out = io.StringIO()
+    bar = ConsoleProgress(out, tty=False)
+    bar(Start(run_id="r", output_dir="o", steps=(2.5, 10), planned_requests=None,
+              simulated=False, mode="rate"))
+    bar(StepStart(step=2.5, index=1, of=2))
+    bar(RequestsDone(step=2.5, done=5, total=5, elapsed_s=2.0, errors=0))
+    bar(StepDone(step=2.5))
+    text = out.getvalue()
+    assert "rates (requests/s) 2.5, 10" in text and "2.5 requests/s (1/2)" in text
+    assert "batch size" not in text

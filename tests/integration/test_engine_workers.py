@@ -114,7 +114,8 @@ def test_a_worker_that_dies_fails_the_run_with_its_partial_records(tiny_tokenize
     assert saved["status"] == "failed" and saved["message"] == result.message
     _, lines = rows(tmp_path)
     assert any(not line["error"] for line in lines)  # what was measured before is kept
-    assert {line["run"] for line in lines} >= {"1", "2"}  # from both workers
+    # The surviving worker's users (1 and 3 of 4: users are dealt round-robin) are all there.
+    assert {line["run"] for line in lines} >= {"1", "3"}
 
 
 def test_simulator_workers_share_one_port_and_one_trace(simulator_process, tiny_tokenizer,

@@ -134,6 +134,49 @@ def test_capped_endpoint_run_in_concurrency_asks_for_a_request_count():
     assert build_plan(values).run.requests is None          # no cap: a duration is enough
 
 
+def test_find_capacity_takes_the_prefilled_chat_targets():
+    plan = build_plan(form(model_id="org/model", mode="Find capacity"))
+    run = plan.run
+    assert run.mode == "capacity"
+    assert (run.slo_ttft_ms, run.slo_tpot_ms, run.slo_attainment) == (1000.0, 50.0, 0.9)
+    assert run.capacity_duration_s == 300.0
+    plan = build_plan(form(model_id="org/model", mode="Find capacity", slo_attainment="95 %",
+                           slo_tpot_ms="", max_duration_s="120"))
+    assert plan.run.slo_attainment == pytest.approx(0.95) and plan.run.slo_tpot_ms is None
+    assert plan.run.max_duration_s == 120.0
+
+
+def test_latency_targets_apply_to_every_pattern_and_can_be_left_empty():
+    plan = build_plan(form(model_id="org/model"))
+    assert plan.run.mode == "rounds" and plan.run.slo_ttft_ms == 1000.0
+    plan = build_plan(form(model_id="org/model", slo_ttft_ms="", slo_tpot_ms=""))
+    assert plan.run.slo_ttft_ms is None and plan.run.slo_tpot_ms is None
+
+
+@pytest.mark.parametrize("overrides, field, words", [
+    (dict(slo_ttft_ms="0"), "slo_ttft_ms", "TTFT target (ms) must be a positive number"),
+    (dict(slo_tpot_ms="fast"), "slo_tpot_ms", "Time per token target (ms) must be a number"),
+    (dict(slo_attainment="0"), "slo_attainment", "Requests within target (%) must be above 0"),
+    (dict(slo_attainment="120"), "slo_attainment", "at most 100%"),
+    (dict(mode="Find capacity", slo_ttft_ms="", slo_tpot_ms=""), "slo_ttft_ms",
+     "needs at least one latency target"),
+    (dict(mode="Find capacity", max_duration_s="10"), "max_duration_s",
+     "Max duration (s) must be at least 30"),
+])
+def test_bad_targets_name_their_field(overrides, field, words):
+    with pytest.raises(ConfigError) as excinfo:
+        build_plan(form(model_id="org/model", **overrides))
+    assert field_of(excinfo) == field and words in str(excinfo.value)
+
+
+def test_find_capacity_against_a_capped_endpoint_is_refused_plainly():
+    with pytest.raises(ConfigError) as excinfo:
+        build_plan(form(target=TARGET_ENDPOINT, url="http://10.0.0.5:8080",
+                        tokenizer_name="org/model", mode="Find capacity"),
+                   endpoint_request_cap=500)
+    assert field_of(excinfo) == "mode" and "Launch the model here" in str(excinfo.value)
+
+
 def test_request_rate_pattern_reads_its_own_fields():
     plan = build_plan(form(model_id="org/model", mode="Request rate", rates="20, 5",
                            arrivals="constant", duration_s="60", max_concurrency="32"))

@@ -121,3 +121,28 @@ def test_a_hostile_servers_words_cannot_add_links_images_or_html_to_a_shared_pag
     row = next(line for line in single.server_info.splitlines() if "click" in line)
     assert row.count("`") == 2, row
     assert "click" in single.title and "evil.example" in single.title   # still readable
+
+
+def test_capacity_progress_shows_each_probe_as_it_finishes_and_the_headline_comes_first():
+    from benchmark.core.capacity import Capacity, Probe
+    from benchmark.core.slo import Slo
+
+    html_text = progress_html(view(mode="capacity", steps=(1, 2, 3), current_step=3, progress=(
+        StepProgress(1, done=True, probe={"kind": "one at a time", "rate_rps": 1.4,
+                                          "attainment": 1.0, "passed": True}),
+        StepProgress(2, done=True, probe={"kind": "saturation", "rate_rps": 20.0,
+                                          "attainment": 0.05, "passed": False}),
+        StepProgress(3, requests_done=12))))
+    assert "Probe 1 (one at a time): 1.4 requests/s, 100% within target: <b>passed</b>" \
+        in html_text
+    assert "Probe 2 (saturation): 20 requests/s, 5% within target: <b>missed</b>" in html_text
+    assert "Probe 3: running, 12 requests so far" in html_text
+    probes = (Probe(kind="one at a time", step=1, rate_rps=1.4, attainment=1.0, passed=True),)
+    capacity = Capacity(slo=Slo(ttft_ms=1000, tpot_ms=50), rate_rps=12.4, in_flight=37.0,
+                        output_tokens_per_s=1590.0, bracket=(12.4, 13.0), converged=True,
+                        ended="converged", max_throughput_rps=20.0, probes=probes)
+    shown = results_view([result(capacity=capacity)])
+    assert shown.headline.split("\n")[1].startswith(
+        "- This server keeps 90% of requests within 1 s to the first token and 50 ms per token "
+        "up to **12.4 requests per second**")
+    assert shown.tables.index("### Capacity") < shown.tables.index("### Parameters")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 
 import plotly.graph_objects as go
 import pytest
@@ -139,6 +140,15 @@ def test_no_results_and_no_success_give_a_sentence():
         r.error, r.token_ns = "HTTP 500: boom", []
     for name, draw in charts.CHART_FUNCTIONS.items():
         fig = draw([failed])
+        if name == "slo_attainment_vs_batch":   # failed requests are data there (0% good)
+            assert "No latency target was set" in sentence(fig)
+            continue
+        if name in charts.CAPACITY_CHARTS:
+            assert "No capacity search" in sentence(fig)
+            continue
+        if name == "cost_per_million_tokens":
+            assert "No price was given" in sentence(fig)
+            continue
         assert "No successful request has been measured yet." in sentence(fig), name
 
 
@@ -167,6 +177,68 @@ def test_charts_module_does_not_import_gradio():
     imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom)}
     assert "plotly" in imported and "gradio" not in imported
+
+
+def test_slo_chart_draws_attainment_with_its_target_line_only_when_targets_were_set():
+    plain = make_run()
+    assert not charts.has_slo([plain])
+    assert all("latency targets" not in title for title, _ in charts.chart_figures([plain]))
+    # token gap 5 + b ms: within a 7.5 ms per-token target at batch sizes 1 and 2, not at 4
+    config = dataclasses.replace(plain.config, slo_tpot_ms=7.5, slo_attainment=0.9)
+    run = dataclasses.replace(plain, config=config)
+    fig = charts.slo_attainment_vs_batch([run])
+    attainment = fig.data[0]
+    assert list(attainment.x) == [1, 2, 4]
+    assert list(attainment.y) == pytest.approx([100.0, 100.0, 0.0])
+    assert any(shape.y0 == pytest.approx(90.0) for shape in fig.layout.shapes)  # target line
+    assert any("latency targets" in title for title, _ in charts.chart_figures([run]))
+
+
+def test_capacity_charts_mark_the_target_and_the_capacity_and_replace_the_batch_charts():
+    from benchmark.core.capacity import Capacity, Probe
+    from benchmark.core.slo import Slo
+
+    def probe(step, kind, rate, attainment):
+        return Probe(kind=kind, step=step, rate_rps=rate, attainment=attainment,
+                     passed=attainment >= 0.9,
+                     ttft_ms={"p50": 100 * rate, "p90": 150 * rate, "p99": 200 * rate},
+                     tpot_ms={"p50": 2 * rate, "p90": 3 * rate, "p99": 4 * rate})
+
+    probes = (probe(1, "one at a time", 1.0, 1.0), probe(2, "saturation", 20.0, 0.1),
+              probe(3, "rate", 4.5, 0.97), probe(4, "rate", 9.5, 0.4), probe(5, "rate", 6.5, 0.92))
+    capacity = Capacity(slo=Slo(ttft_ms=1000, tpot_ms=50), rate_rps=6.5, in_flight=13.0,
+                        output_tokens_per_s=800.0, bracket=(6.5, 6.9), converged=True,
+                        ended="converged", max_throughput_rps=20.0, probes=probes)
+    run = dataclasses.replace(make_run(), capacity=capacity)
+    fig = charts.capacity_attainment([run])
+    assert list(fig.data[0].x) == [1.0, 4.5, 6.5, 9.5, 20.0]          # in rate order
+    assert list(fig.data[0].y) == pytest.approx([100, 97, 92, 40, 10])
+    lines = [(shape.x0, shape.y0) for shape in fig.layout.shapes]
+    assert any(y == pytest.approx(90) for _, y in lines)               # the target
+    assert any(x == pytest.approx(6.5) for x, _ in lines)              # the capacity
+    latency = charts.capacity_latency([run])
+    assert {shape.y0 for shape in latency.layout.shapes} == {1000, 50}  # both targets drawn
+    titles = [title for title, _ in charts.chart_figures([run])]
+    assert titles[0].startswith("Capacity search") and titles[1].startswith("Capacity search")
+    assert not any("batch size" in title for title in titles)   # no charts by step
+
+
+def test_cost_chart_draws_dollars_per_million_tokens_by_batch_size_only_with_a_price():
+    import dataclasses
+
+    run = make_run()
+    assert "Cost per million tokens" not in [t for t, _ in charts.chart_figures([run])]
+    priced = dataclasses.replace(run, config=dataclasses.replace(run.config,
+                                                                 hardware="l4x1"))
+    titles = [t for t, _ in charts.chart_figures([priced])]
+    assert any(t.startswith("Cost per million tokens by batch size") for t in titles)
+    fig = charts.cost_per_million_tokens([priced])
+    output, total = fig.data[0], fig.data[1]
+    assert list(output.x) == [1, 2, 4]
+    cost = priced.cost()
+    assert list(output.y) == [c["usd_per_million_output_tokens"] for c in cost["steps"]]
+    # prompt tokens make the all-tokens cost lower than the output-only one at every step
+    assert all(t < o for t, o in zip(total.y, output.y))
 
 
 def test_a_rate_run_gets_rate_axes_and_throughput_against_the_diagonal():

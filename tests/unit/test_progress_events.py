@@ -6,9 +6,9 @@ import io
 
 import pytest
 
-from benchmark.core.progress import (EVENT_TYPES, Done, JsonLinesProgress, ProgressEvent,
-                                     RequestsDone, RoundDone, RunWarning, Start, StepDone,
-                                     StepStart)
+from benchmark.core.progress import (EVENT_TYPES, Done, JsonLinesProgress, ProbeDone,
+                                     ProgressEvent, RequestsDone, RoundDone, RunWarning, Start,
+                                     StepDone, StepStart)
 
 # What the engine wrote before progress events were typed: one compact object a line, keys in
 # this order, non-ASCII escaped, null for "nothing".
@@ -25,6 +25,10 @@ PINNED = [
       "errors": 0},
      b'{"event":"requests_done","step":8,"done":17,"total":null,"elapsed_s":3.25,"errors":0}\n'),
     ({"event": "step_done", "step": 4}, b'{"event":"step_done","step":4}\n'),
+    ({"event": "probe_done", "step": 3, "probe_kind": "rate", "rate_rps": 12.5,
+      "attainment": 0.93, "passed": True, "stopped_early": False, "requests": 140},
+     b'{"event":"probe_done","step":3,"probe_kind":"rate","rate_rps":12.5,"attainment":0.93,'
+     b'"passed":true,"stopped_early":false,"requests":140}\n'),
     ({"event": "warning", "message": "Prompts \u00e9t\u00e9 \"re-used\""},
      b'{"event":"warning","message":"Prompts \\u00e9t\\u00e9 \\"re-used\\""}\n'),
     ({"event": "done", "status": "cancelled", "message": None, "output_dir": "out"},
@@ -51,13 +55,26 @@ TYPED = [
     RoundDone(step=4, run=2, runs=5, warmup=True, errors=1),
     RequestsDone(step=8, done=17, total=None, elapsed_s=3.25, errors=0),
     StepDone(step=4),
+    ProbeDone(step=3, probe_kind="rate", rate_rps=12.5, attainment=0.93, passed=True,
+              stopped_early=False, requests=140),
     RunWarning(message="Prompts \u00e9t\u00e9 \"re-used\""),
     Done(status="cancelled", message=None, output_dir="out"),
 ]
 
 
 def test_typed_events_write_the_pinned_bytes():
-    assert _written(TYPED) == b"".join(line for _, line in PINNED)
+    # The start event gained its load pattern, as a last key (older readers ignore it).
+    expected = [line.replace(b'"simulated":false}', b'"simulated":false,"mode":"rounds"}')
+                for _, line in PINNED]
+    assert _written(TYPED) == b"".join(expected)
+
+
+def test_a_start_line_of_an_older_stream_reads_as_rounds():
+    event = ProgressEvent.from_json(PINNED[0][1].decode())
+    assert isinstance(event, Start) and event.mode == "rounds" and event.steps == (1, 2, 4)
+    rate = Start(run_id="r", output_dir="o", steps=(2.5, 10), planned_requests=None,
+                 simulated=True, mode="rate")
+    assert ProgressEvent.from_json(rate.to_json()).mode == "rate"
 
 
 def test_every_kind_reads_back_from_its_line():

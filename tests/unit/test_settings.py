@@ -100,7 +100,9 @@ def test_the_form_and_the_cli_start_from_the_same_defaults():
                            tokenizer_name="org/model")).run
     cli = config_from_args(build_parser().parse_args(["--tokenizer-name", "org/model"]))
     assert form.batch_sizes == cli.batch_sizes == (1, 2, 4, 8, 16, 32)
-    assert dataclasses.replace(form, url=cli.url) == cli
+    # the form alone comes with chat-sized latency targets filled in (the CLI sets none)
+    assert (form.slo_ttft_ms, form.slo_tpot_ms, form.slo_attainment) == (1000.0, 50.0, 0.9)
+    assert dataclasses.replace(form, url=cli.url, slo_ttft_ms=None, slo_tpot_ms=None) == cli
 
 
 # -- the same checks on both faces ------------------------------------------------------------

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from benchmark.config import RunConfig, SamplingParams
 from benchmark.core.records import RequestRecord
+from benchmark.core.cost import dollars
 from benchmark.core.results import RunResult
 from benchmark.report.tables import (
     SIMULATED_LINE,
@@ -180,6 +183,27 @@ def test_a_hostile_model_name_cannot_put_links_images_or_html_in_the_tables():
     assert "Re-run here" in text and "evil.example" in text  # still readable
 
 
+def test_latency_targets_table_and_headline_say_which_steps_kept_the_target():
+    # ttft = 10*b ms: batch sizes 1, 2 and 4 are within a 45 ms target, 8 is not.
+    run = result()
+    run = RunResult(run_id=run.run_id, config=dataclasses.replace(
+        run.config, slo_ttft_ms=45, slo_attainment=0.9), server_info=run.server_info,
+        status="complete", records=run.records)
+    text = markdown_tables(run)
+    assert "### Latency targets" in text and "45 ms to the first token" in text
+    rows = {r[0]: r for r in cells(text.split("### Latency targets")[1])}
+    assert rows["4"][1:5] == ["8", "8", "100.0%", "yes (90%)"]       # 2 rounds of 4
+    assert rows["8"][1:5] == ["16", "0", "0.0%", "no (90%)"]
+    assert rows["8"][7] == "16"                                        # all missed TTFT
+    words = " ".join(headline(run))
+    assert "Requests within 45 ms to the first token (target 90%)" in words
+    assert "0% at batch size 8" in words
+
+
+def test_no_latency_target_means_no_targets_table():
+    assert "### Latency targets" not in markdown_tables(result())
+
+
 def test_a_rate_run_names_its_steps_as_rates_and_has_a_schedule_table():
     from benchmark.config import RunConfig
     from benchmark.core.records import RequestRecord
@@ -208,3 +232,33 @@ def test_a_rate_run_names_its_steps_as_rates_and_has_a_schedule_table():
     assert row[0] == "2.5" and row[1] == "2.50" and row[2] == "2.50"
     assert row[4] == "2.00 ms" and row[6] == "1.00 ms"  # lag p50, client queue p99
     assert any("at 2.5 requests/s" in sentence for sentence in headline(result))
+
+
+def test_cost_section_names_the_price_its_source_and_each_steps_dollars():
+    run = result()
+    assert "### Cost" not in markdown_tables(run)
+    priced = dataclasses.replace(run, config=dataclasses.replace(run.config,
+                                                                 gpu_price_per_hour=3.6))
+    text = markdown_tables(priced)
+    assert "### Cost" in text
+    assert "Price: $3.60 per hour, typed by the user." in text
+    first = priced.cost()["steps"][0]
+    # $3.60/h = $0.001/s: $ per million output tokens = 1000 / output tokens per second
+    assert first["usd_per_million_output_tokens"] == pytest.approx(
+        1000.0 / first["output_tokens_per_s"])
+    row = next(r for r in cells(text) if r[0] == "1" and r[-1].startswith("$")
+               and len(r) == 6)
+    assert row[3] == dollars(first["usd_per_million_output_tokens"])
+    assert dollars(104.6) == "$105" and dollars(0.372) == "$0.372" and dollars(0.0042) == "$0.0042"
+    assert dollars(0.8) == "$0.80" and dollars(12.4) == "$12.40" and dollars(2336) == "$2,336"
+
+
+def test_headline_names_the_cheapest_step_when_priced():
+    run = result()
+    assert not any("per million" in s for s in headline(run))
+    priced = dataclasses.replace(run, config=dataclasses.replace(run.config,
+                                                                 gpu_price_per_hour=3.6))
+    costs = priced.cost()["steps"]
+    best = min(costs, key=lambda c: c["usd_per_million_output_tokens"])
+    assert (f"Cheapest: {dollars(best['usd_per_million_output_tokens'])} per million output "
+            f"tokens at batch size {best['step']:g}, at $3.60/hour.") in headline(priced)

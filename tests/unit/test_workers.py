@@ -46,3 +46,9 @@ def test_workers_flag_takes_a_number_or_auto():
     with pytest.raises(ConfigError) as err:
         RunConfig(tokenizer_name="t", workers=0).validate()
     assert err.value.field == "workers"
+
+
+def test_the_capacity_search_refuses_workers_before_anything_is_sent():
+    with pytest.raises(ConfigError) as err:
+        RunConfig(tokenizer_name="t", mode="capacity", slo_ttft_ms=500.0, workers=2).validate()
+    assert err.value.field == "workers" and "--workers 1" in err.value.message
