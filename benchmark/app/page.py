@@ -32,7 +32,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import gradio as gr
 
 from . import access, costs, hub
-from ..config import DEFAULT_SERVER_PORT, field_label, parse_int, price_table
+from ..config import DEFAULT_SERVER_PORT, auto_workers, field_label, parse_int, price_table
 from ..errors import (BenchmarkError, ConfigError, ResultFileError, ServerUnreachable,
                      redact)
 from ..core.calibration_note import load_latest
@@ -586,7 +586,8 @@ class App:
         try:
             plan = build_plan(form, endpoint_request_cap=rules.request_cap(endpoint=endpoint),
                               allow_trust_remote_code=access.allow_trust_remote_code(self.env),
-                              server_port=server_port(self.env))
+                              server_port=server_port(self.env),
+                              max_workers=auto_workers() if access.is_space(self.env) else None)
         except BenchmarkError as exc:
             yield {self.form_error: _shown(_error_markdown(exc))}
             return

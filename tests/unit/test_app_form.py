@@ -221,3 +221,8 @@ def test_worker_processes_are_one_by_default_and_an_advanced_setting_offers_more
     with pytest.raises(ConfigError) as err:
         build_plan(form(model_id="org/model", workers="0"))
     assert field_of(err) == "workers" and "Worker processes must be at least 1" in str(err.value)
+
+    # On a Space (max_workers: its cores are shared with TGI) more than its share is refused.
+    with pytest.raises(ConfigError) as err:
+        build_plan(form(model_id="org/model", workers="4"), max_workers=1)
+    assert field_of(err) == "workers" and "at most 1 here" in str(err.value)
