@@ -63,6 +63,11 @@ DEFAULT_SERVER_PORT = 1337
 DEFAULT_SERVER_HOST = "127.0.0.1"
 DEFAULT_SERVER_TIMEOUT_S = 1800.0   # seconds to wait until a launched server is ready
 
+# Typed whole numbers longer than this are refused before int() (which refuses 4,300 digits
+# with a traceback); every real bound here has fewer digits.
+MAX_NUMBER_DIGITS = 30
+# Longest endpoint URL accepted (browsers and servers stop far below a megabyte).
+MAX_URL_LENGTH = 2048
 # Upper bounds on what a user may type: far above any sensible run, low enough that a typo
 # (an extra zero or two) cannot tie up a GPU for a day.
 MAX_BATCH_SIZE = 1024
@@ -422,8 +427,12 @@ def parse_int(field_name: str, value: Any, *, minimum: int = 1, maximum: int | N
         value = int(value)
     if isinstance(value, str):
         text = value.strip().replace("_", "")
-        if not re.fullmatch(r"[+-]?\d+", text):
-            raise ConfigError(field_name, f"{label} must be a whole number, got {value!r}.")
+        if not re.fullmatch(r"[+-]?[0-9]+", text):
+            raise ConfigError(field_name, f"{label} must be a whole number{_ascii_hint(text)}, "
+                                          f"got {_shown(value)}.")
+        if len(text.lstrip("+-").lstrip("0")) > MAX_NUMBER_DIGITS:
+            raise ConfigError(field_name, f"{label} is too large: {_shown(value)} has more than "
+                                          f"{MAX_NUMBER_DIGITS} digits.")
         value = int(text)
     if not isinstance(value, int):
         raise ConfigError(field_name, f"{label} must be a whole number, got {value!r}.")
@@ -438,18 +447,40 @@ def parse_float(field_name: str, value: Any, *, minimum: float | None = None,
                 maximum: float | None = None, exclusive_minimum: bool = False) -> float:
     """``value`` as a finite float within bounds, or a ConfigError naming ``field_name``."""
     label = field_label(field_name)
+    if isinstance(value, str) and not _ASCII_NUMBER.fullmatch(value.strip()):
+        raise ConfigError(field_name, f"{label} must be a number{_ascii_hint(value)}, "
+                                      f"got {_shown(value)}.")
     try:
         number = float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        raise ConfigError(field_name, f"{label} must be a number, got {value!r}.") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(field_name, f"{label} must be a number, got {_shown(value)}.") from None
     if number != number or number in (float("inf"), float("-inf")):
-        raise ConfigError(field_name, f"{label} must be a finite number, got {value!r}.")
+        raise ConfigError(field_name, f"{label} must be a finite number, got {_shown(value)}.")
     if minimum is not None and (number <= minimum if exclusive_minimum else number < minimum):
         word = "greater than" if exclusive_minimum else "at least"
         raise ConfigError(field_name, f"{label} must be {word} {minimum:g}, got {number:g}.")
     if maximum is not None and number > maximum:
         raise ConfigError(field_name, f"{label} must be at most {maximum:g}, got {number:g}.")
     return number
+
+
+# A typed number: ASCII digits only (Python's int() and float() also read full-width and
+# Arabic-Indic digits, which a person reading the saved config would not recognise).
+_ASCII_NUMBER = re.compile(r"[+-]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9]+)?"
+                           r"|[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
+
+
+def _ascii_hint(text: str) -> str:
+    """Words added when ``text`` holds digits other than 0-9 (full-width, Arabic-Indic...)."""
+    if any(char.isdigit() and not char.isascii() for char in text):
+        return " written with the digits 0-9"
+    return ""
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error sentence never echoes a huge value."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(str(value)):,} characters)"
 
 
 def parse_batch_sizes(value: Any, field_name: str = "batch_sizes") -> tuple[int, ...]:
@@ -626,15 +657,29 @@ del _entry
 def check_url(url: str, field_name: str = "url") -> str:
     """An http(s) URL with a host, without a trailing slash."""
     text = (url or "").strip()
-    parsed = urlparse(text)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(field_name, f"{field_label(field_name)} must look like "
-                                      f"http://host:port, got {url!r}.")
+    label = field_label(field_name)
+    if len(text) > MAX_URL_LENGTH:
+        raise ConfigError(field_name, f"{label} is {len(text):,} characters long; at most "
+                                      f"{MAX_URL_LENGTH} characters are accepted.")
+    if any(ord(char) < 0x20 or ord(char) == 0x7f or char.isspace() for char in text):
+        raise ConfigError(field_name, f"{label} contains a control character or a space: "
+                                      f"{_shown(text, 80)}. Type only the address, like "
+                                      f"http://host:port.")
+    try:
+        parsed = urlparse(text)
+        host = parsed.hostname
+    except ValueError as exc:
+        raise ConfigError(field_name, f"{label} {_shown(text, 80)} has an invalid host "
+                                      f"({exc}); an IPv6 address goes in brackets, like "
+                                      f"http://[::1]:3000.") from None
+    if parsed.scheme not in ("http", "https") or not host:
+        raise ConfigError(field_name, f"{label} must look like http://host:port, got "
+                                      f"{_shown(url, 80)}.")
     try:
         parsed.port
     except ValueError:
-        raise ConfigError(field_name, f"{field_label(field_name)} has an invalid port: "
-                                      f"{url!r}.") from None
+        raise ConfigError(field_name, f"{label} has an invalid port: {_shown(url, 80)}.") \
+            from None
     return text.rstrip("/")
 
 

@@ -89,6 +89,19 @@ class ResultFileError(BenchmarkError):
     """A saved run is missing, unreadable or of an unknown schema."""
 
 
+class ImportFileError(ResultFileError):
+    """Another tool's result file cannot be imported; the message starts with the file's name
+    and says what was wrong with it."""
+
+    def __init__(self, file_name: str, problem: str):
+        file_name = str(file_name)
+        if len(file_name) > 120:          # a visitor's upload names itself
+            file_name = file_name[:117] + "..."
+        super().__init__(f"{file_name}: {problem}")
+        self.file_name = file_name
+        self.problem = problem
+
+
 # User access tokens (hf_...), OAuth access tokens (hf_oauth_...) and legacy organization
 # tokens (api_org_...): masked even when they are not in this environment.
 _TOKEN_PATTERN = re.compile(r"(hf_(?:oauth_)?|api_org_)[A-Za-z0-9]{6,}")

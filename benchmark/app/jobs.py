@@ -29,10 +29,10 @@ from typing import Any, Callable, Mapping
 
 from ..config import run_argv
 from ..errors import BenchmarkError, ServerStartError, redact
-from ..children import with_package_path
+from ..children import die_with_parent, with_package_path
 from ..core.progress import (Done, ProbeDone, ProgressEvent, RequestsDone, RoundDone,
                              RunWarning, Start, StepDone, StepStart)
-from ..core.results import add_failure_reason
+from ..core.results import add_failure_reason, check_results_dir, mark_interrupted
 from ..server.manager import ServerManager
 from .form import Plan
 POLL_S = 0.2
@@ -42,6 +42,7 @@ LOG_LINES = 30
 QUEUED, STARTING, RUNNING, COMPLETE, CANCELLED, FAILED = (
     "queued", "starting server", "running", "complete", "cancelled", "failed")
 FINISHED = (COMPLETE, CANCELLED, FAILED)
+CHAT_WAIT = "waiting for a chat answer to finish"   # a RUNNING job's phase before it measures
 
 
 @dataclass
@@ -52,7 +53,8 @@ class StepProgress:
     warmup: bool = False
     requests_done: int = 0
     requests_total: int | None = None
-    errors: int = 0
+    errors: int = 0          # measured requests that failed (what the Requests table counts)
+    warmup_errors: int = 0   # failed warm-up requests (not measured)
     done: bool = False
     # Find capacity: the finished probe ("kind", "rate_rps", "attainment", "passed", ...).
     probe: dict[str, Any] | None = None
@@ -80,6 +82,7 @@ class Job:
     proc: subprocess.Popen | None = None
     after_finish: list[Callable[["Job"], str | None]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    server_only: bool = False    # start the form's server and stop there (the chat tab's offer)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class JobView:
     launches_server: bool
     output_dir: str
     elapsed_s: float
+    server_only: bool = False
 
     @property
     def finished(self) -> bool:
@@ -137,7 +141,8 @@ class Runner:
         if server_manager is None:
             # Created here (in the main thread) so that its exit hooks can be installed.
             server_manager = ServerManager(env=self.env,
-                                           allow_trust_remote_code=allow_trust_remote_code)
+                                           allow_trust_remote_code=allow_trust_remote_code,
+                                           die_with_parent=True)
         self._manager = server_manager
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -145,15 +150,22 @@ class Runner:
         self._jobs: dict[str, Job] = {}
         self._active: Job | None = None
         self._closed = False
+        self._chats: collections.Counter[str] = collections.Counter()   # url -> answers streaming
         self._worker = threading.Thread(target=self._work, name="benchmark-runner", daemon=True)
         self._worker.start()
 
     # -- public -------------------------------------------------------------------------------
     def submit(self, plan: Plan, run_id: str,
-               after_finish: Callable[[Job], str | None] | None = None) -> Job:
+               after_finish: Callable[[Job], str | None] | None = None, *,
+               server_only: bool = False) -> Job:
         """Queue a run. ``after_finish(job)`` runs in the worker once it ended (e.g. an upload);
-        the sentence it returns is shown with the run's status."""
-        job = Job(run_id=run_id, plan=plan, output_dir=self.results_root / run_id)
+        the sentence it returns is shown with the run's status. ``server_only``: start (or
+        reuse) the plan's server and end there, nothing measured or saved (for the chat)."""
+        if server_only and plan.server is None:
+            raise BenchmarkError("There is no server to start: the form points at an endpoint "
+                                 "URL.")
+        job = Job(run_id=run_id, plan=plan, output_dir=self.results_root / run_id,
+                  server_only=server_only)
         if after_finish is not None:
             job.after_finish.append(after_finish)
         with self._wake:
@@ -170,7 +182,7 @@ class Runner:
             if job is None:
                 return None
             position = 0
-            if job.state == QUEUED:
+            if job.state == QUEUED and job in self._queue:   # not when just taken off it
                 position = 1 + list(self._queue).index(job)
             elapsed = (0.0 if job.started_ns is None
                        else (time.perf_counter_ns() - job.started_ns) / 1e9)
@@ -185,13 +197,61 @@ class Runner:
                 mode=job.plan.run.mode,
                 simulated=job.simulated,
                 launches_server=job.plan.launches_server, output_dir=str(job.output_dir),
-                elapsed_s=elapsed,
+                elapsed_s=elapsed, server_only=job.server_only,
             )
 
     def busy(self) -> tuple[str | None, int]:
         """(run id in progress or None, number of runs waiting)."""
         with self._lock:
             return (self._active.run_id if self._active else None, len(self._queue))
+
+    def benchmark_url(self) -> str | None:
+        """The server URL of the benchmark starting or running now (None when none is): the
+        chat pauses on it so that its messages do not disturb the measurement."""
+        with self._lock:
+            job = self._active
+            if job is None or job.server_only or job.state in FINISHED:
+                return None
+            return job.plan.run.url
+
+    def begin_chat(self, url: str) -> bool:
+        """Count a chat answer about to stream from ``url``; False (nothing counted) when a
+        benchmark is starting or running there. A benchmark that starts meanwhile waits for the
+        answers counted here to end (``end_chat``) before it measures anything."""
+        key = url.rstrip("/")
+        with self._lock:
+            job = self._active
+            if (job is not None and not job.server_only and job.state not in FINISHED
+                    and job.plan.run.url.rstrip("/") == key):
+                return False
+            self._chats[key] += 1
+            return True
+
+    def end_chat(self, url: str) -> None:
+        key = url.rstrip("/")
+        with self._wake:
+            self._chats[key] -= 1
+            if self._chats[key] <= 0:
+                del self._chats[key]
+            self._wake.notify_all()
+
+    def _wait_for_chats(self, job: Job, url: str) -> None:
+        """Hold a benchmark until the chat answers streaming from its server have ended."""
+        key = url.rstrip("/")
+        with self._wake:
+            if self._chats.get(key):
+                job.state, job.phase = RUNNING, CHAT_WAIT
+            while self._chats.get(key) and not job.cancel_event.is_set():
+                self._wake.wait(POLL_S)
+
+    def launched_server(self) -> Any:
+        """The ready server this app launched (a ``ServerHandle``), or None."""
+        if self._manager is None:
+            return None
+        try:
+            return self._manager.handle
+        except Exception:  # noqa: BLE001 - a stand-in manager may have no handle
+            return None
 
     def cancel(self, run_id: str) -> bool:
         """Stop a job: drop it from the queue, stop the server start, or SIGTERM the engine."""
@@ -311,7 +371,19 @@ class Runner:
         if job.cancel_event.is_set():
             self._finish(job, CANCELLED, "Cancelled before it started.")
             return
+        try:   # before any server is started: a folder the run cannot be saved in
+            check_results_dir(self.results_root, "The results folder")
+        except BenchmarkError as exc:
+            raise BenchmarkError(f"{exc} The run was refused; nothing was started.") from None
         plan = self._start_server(job) if job.plan.launches_server else job.plan
+        if job.server_only:
+            self._finish(job, COMPLETE, "The server is ready.")
+            return
+        if job.cancel_event.is_set():
+            self._finish(job, CANCELLED, "Stopped before the benchmark started; nothing was "
+                                         "measured.")
+            return
+        self._wait_for_chats(job, plan.run.url)
         if job.cancel_event.is_set():
             self._finish(job, CANCELLED, "Stopped before the benchmark started; nothing was "
                                          "measured.")
@@ -346,9 +418,11 @@ class Runner:
         job.output_dir.mkdir(parents=True, exist_ok=True)
         argv = engine_argv(self.python, plan, job.output_dir, progress_path)
         with open(log_path, "wb") as log:
+            # Its own session (a Ctrl-C of the app's terminal does not reach it), and SIGTERM
+            # when the app dies, even by SIGKILL: it saves what it measured and stops.
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=self._child_env(),
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=die_with_parent())
             with self._lock:
                 job.proc = proc
                 cancelled_early = job.cancel_event.is_set()
@@ -389,12 +463,26 @@ class Runner:
             state = {"complete": COMPLETE, "cancelled": CANCELLED}.get(status, FAILED)
             if state == CANCELLED and not message:
                 message = "Stopped: the results measured until then are kept below."
+            if state != COMPLETE:   # the engine's last save may have failed (a full disk)
+                mark_interrupted(job.output_dir, "", message=message or "The run failed.")
             self._finish(job, state, redact(message) if message else None)
             return
-        if job.cancel_event.is_set():
+        if job.cancel_event.is_set() and not (job.output_dir / "run.json").is_file():
             self._finish(job, CANCELLED, "Stopped before the engine reported anything.")
             return
-        tail = _last_lines(log_path, 1)
+        # The engine ended without saying how (killed, crashed): its run.json may still read
+        # "running". End it as interrupted, with the reason, keeping what it measured.
+        reason = _exit_reason(code, log_path)
+        result = mark_interrupted(job.output_dir, reason)
+        with self._lock:
+            job.result_version += 1
+        if result is not None:
+            self._finish(job, FAILED, result.message)
+            return
+        if code is not None and code < 0:
+            self._finish(job, FAILED, f"Interrupted: {reason}.")
+            return
+        tail = _last_lines(log_path, 1)   # it never started a run: its own error line
         reason = tail[0] if tail else f"the benchmark process exited with code {code}"
         self._finish(job, FAILED if code != 0 else COMPLETE, redact(reason) if code else None)
 
@@ -416,12 +504,16 @@ class Runner:
                 p.warmup = bool(event.warmup)
                 p.rounds_done = int(event.run or 0)
                 p.rounds = event.runs
-                p.errors += int(event.errors or 0)
+                if p.warmup:
+                    p.warmup_errors += int(event.errors or 0)
+                else:
+                    p.errors += int(event.errors or 0)
             elif isinstance(event, RequestsDone):
                 step = _step_number(event.step)
                 p = job.progress.setdefault(step, StepProgress(step=step))
                 p.requests_done = int(event.done or 0)
                 p.requests_total = event.total
+                p.errors = int(event.errors or 0)
             elif isinstance(event, ProbeDone):
                 step = _step_number(event.step)
                 job.progress.setdefault(step, StepProgress(step=step)).probe = {
@@ -441,6 +533,21 @@ class Runner:
 
 class _Cancelled(BenchmarkError):
     """Stop was pressed before the engine started."""
+
+
+def _exit_reason(code: int | None, log_path: Path) -> str:
+    """Why the engine ended without a "done" event, in words: the signal that killed it, or its
+    exit code and its last error line (never the progress bar's last line)."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the benchmark process was killed ({name}) before it finished"
+    errors = [line.strip() for line in _last_lines(log_path, 20)
+              if line.strip().lower().startswith("error") or "Error:" in line]
+    said = f": {errors[-1][:300]}" if errors else ""
+    return f"the benchmark process exited with code {code} before it finished{said}"
 
 
 def _last_lines(path: Path, n: int) -> list[str]:

@@ -9,6 +9,9 @@ hands the run to the app-wide queue (runner.py: starts or reuses TGI with launch
 then runs the engine CLI in a child process), follows its progress stream, and shows the saved
 files with tables.py and charts.py (through ui_render). Who may run is access.py's decision.
 
+The "Try the model" tab (chat.py) talks to the same server, with the same access rules, and
+pauses while a benchmark runs on it.
+
 A link ``<page>?run=<id>`` opens a saved run read-only (also after a restart: runs are folders
 under the results directory); the "Saved runs" tab lists them and compares several on the same
 charts.
@@ -32,13 +35,17 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import gradio as gr
 
 from . import access, costs, hub
+from .chat import ChatTab
 from ..config import DEFAULT_SERVER_PORT, auto_workers, field_label, parse_int, price_table
 from ..errors import (BenchmarkError, ConfigError, ResultFileError, ServerUnreachable,
                      redact)
 from ..core.calibration_note import load_latest
 from ..core.probe import probe_server
-from ..core.results import (RUN_FILE, RunResult, list_runs, new_run_id, record_server_settings,
-                            run_dir)
+from ..core.importers import import_files
+from ..core.results import (RUN_FILE, RunResult, check_results_dir, list_runs, new_run_id,
+                            reconcile_runs, record_server_settings, run_dir)
+from ..report.html import write_html_report
+from ..server.process import reap_orphans
 from .jobs import FINISHED, STARTING, Job, Runner
 from .form import (
     API_OPTIONS,
@@ -58,6 +65,7 @@ from .form import (
 from .render import (
     HISTORY_HEADERS,
     ResultsView,
+    download_paths,
     history_rows,
     md_text,
     progress_html,
@@ -67,7 +75,12 @@ from .render import (
 MAX_FIGURES = 13    # a priced rate run with latency targets draws 12 (13: headroom)
 VIEW_CACHE = 16     # results areas kept drawn (runs being followed)
 MAX_COMPARE = 8      # runs on the same charts at most
-MAX_UPLOAD = "1kb"   # the page has no upload field; Gradio's /upload route stays tiny
+# Gradio's /upload route takes files this large: enough for other tools' result files in the
+# import box (a GuideLLM report holds ~20 kB per request), small enough that nobody fills the
+# disk through it. The CLI (python -m benchmark import) reads files up to 64 MiB.
+MAX_UPLOAD = "16mb"
+IMPORT_TYPES = [".json", ".jsonl", ".yaml", ".yml"]
+MAX_IMPORT_FILES = 8
 POLL_S = 0.5
 REFRESH_S = 3.0
 STALE_S = 15 * 60   # a "running" run.json untouched this long is not followed any more
@@ -101,18 +114,20 @@ def _shown(message: str) -> Any:
 
 
 def _error_markdown(exc: BenchmarkError) -> str:
-    message = redact(str(exc))
+    """The form's error box: the field's label in bold, then the sentence as text (it may
+    echo what the visitor typed or what a server said: md_text keeps that from being markup)."""
+    message = str(exc)
     if isinstance(exc, ConfigError):
         label = field_label(exc.field)
         if message.startswith(label + " "):       # "Runs must be ..." -> "**Runs:** must be ..."
             message = message[len(label) + 1:]
-        return f"**{label}:** {message}"
+        return f"**{label}:** {md_text(message)}"
     if isinstance(exc, ServerUnreachable) and exc.reason:
         # The engine's advice speaks to the command line (--url); the page has a field.
-        return (f"**{field_label('url')}:** nothing answers at {exc.url} "
-                f"({redact(exc.reason)}). Check the address and port, and that the server is "
+        return (f"**{field_label('url')}:** nothing answers at {md_text(exc.url)} "
+                f"({md_text(exc.reason)}). Check the address and port, and that the server is "
                 f"running and reachable from here.")
-    return message
+    return md_text(message)
 
 
 class App:
@@ -145,9 +160,13 @@ class App:
                                            elem_id="readonly-message")
             with gr.Column() as self.main_col:
                 with gr.Tabs():
-                    with gr.Tab("Run a benchmark", id="run"):
+                    with gr.Tab("Run a benchmark", id="run") as self.run_tab:
                         self._form()
-                    with gr.Tab("Saved runs", id="history"):
+                    with gr.Tab("Try the model", id="chat") as self.chat_tab:
+                        self.chat = ChatTab(self, rules=self._access, server_port=server_port,
+                                            error_markdown=_error_markdown)
+                        self.chat.build()
+                    with gr.Tab("Saved runs", id="history") as self.history_tab:
                         self._history()
             self._results()
             self.job_state = gr.State(None)
@@ -284,7 +303,22 @@ class App:
             self.open_btn = gr.Button("Open", size="sm", scale=0, elem_id="open-button")
             self.compare_btn = gr.Button("Compare", size="sm", scale=0,
                                          elem_id="compare-button")
-        self.history_msg = gr.Markdown(label="History message", elem_id="history-message")
+        found = getattr(self, "startup_notes", None) or []
+        self.history_msg = gr.Markdown(
+            "\n".join(f"- **At start-up:** {md_text(note)}" for note in found),
+            label="History message", elem_id="history-message")
+        with gr.Accordion("Import results from another tool", open=False,
+                          elem_id="import-accordion"):
+            gr.Markdown("GuideLLM `benchmarks.json`/`.yaml`, vLLM `bench serve --save-result` "
+                        "JSON, AIPerf `profile_export_aiperf.json` (with its "
+                        "`profile_export.jsonl`), inference-benchmarker results, llmperf "
+                        "`_summary.json` (with its `_individual_responses.json`). Each file "
+                        "becomes a saved run that opens, compares and shares like any other.")
+            self.import_files = gr.File(label="Result files", file_count="multiple",
+                                        file_types=IMPORT_TYPES, type="filepath",
+                                        elem_id="import-files")
+            self.import_btn = gr.Button("Import", size="sm", elem_id="import-button")
+            self.import_msg = gr.Markdown(label="Import message", elem_id="import-message")
 
     def _results(self) -> None:
         with gr.Column(elem_id="results"):
@@ -306,6 +340,8 @@ class App:
             self.downloads = gr.File(label="Downloads",
                                      file_count="multiple", interactive=False, visible=False,
                                      elem_id="downloads")
+            self.report_btn = gr.Button("Download as one HTML file (works offline)",
+                                        size="sm", visible=False, elem_id="report-button")
             with gr.Row():
                 self.upload_md = gr.Markdown(label="Results dataset", visible=False,
                                              elem_id="upload-status")
@@ -347,7 +383,7 @@ class App:
     def result_outputs(self) -> list[Any]:
         return [self.banner, self.title_md, self.share, self.headline, self.calibration,
                 *self.plots, self.plan_group, *self.plan_fields.values(), self.plan_md,
-                self.tables, self.server_md, self.downloads, self.upload_md,
+                self.tables, self.server_md, self.downloads, self.report_btn, self.upload_md,
                 self.upload_btn, self.shown_run]
 
     @property
@@ -392,6 +428,12 @@ class App:
         self.plan_btn.click(self.plan, plan_inputs, [self.plan_md], api_name="plan")
         for box in self.plan_fields.values():
             box.submit(self.plan, plan_inputs, [self.plan_md], api_name=False)
+        self.import_btn.click(self.import_runs, [self.import_files],
+                              [self.import_msg, self.import_files, *self.result_outputs,
+                               *self.history_outputs], api_name="import")
+        self.report_btn.click(self.html_report, [self.shown_run], [self.downloads],
+                              api_name="report")
+        self.chat.wire(demo, tab=self.chat_tab, other_tabs=[self.run_tab, self.history_tab])
 
     # -- rendering --------------------------------------------------------------------------
     def show(self, view: ResultsView) -> dict[Any, Any]:
@@ -405,6 +447,7 @@ class App:
             self.server_md: view.server_info,
             self.downloads: gr.update(value=view.downloads or None,
                                       visible=bool(view.downloads)),
+            self.report_btn: gr.update(visible=len(view.run_ids) == 1),
         }
         for i, plot in enumerate(self.plots):
             if i < len(view.figures) and view.figures[i][1] is not None:
@@ -671,9 +714,52 @@ class App:
         try:
             folder = run_dir(self.root, run_id)
         except BenchmarkError as exc:
-            return gr.update(value=redact(str(exc)), visible=True)
+            return gr.update(value=md_text(exc), visible=True)
         status = self.repo.upload_run(folder)
         return gr.update(value=status.message, visible=True)
+
+    def import_runs(self, paths: list[Any] | None, request: gr.Request,
+                    profile: gr.OAuthProfile | None) -> dict[Any, Any]:
+        """The import box: other tools' files become saved runs; the first one is opened.
+
+        Only for visitors who may run (it writes into the results folder). Every file is
+        checked before anything is written; a bad one is named with what was wrong."""
+        rules = self._access(profile)
+        if not rules.can_run:
+            return {self.import_msg: f"**Not allowed to import here.** {md_text(rules.reason)}"}
+        files = [str(getattr(p, "name", p)) for p in (paths or []) if p]
+        if not files:
+            return {self.import_msg: "Choose one or more result files first."}
+        if len(files) > MAX_IMPORT_FILES:
+            return {self.import_msg: f"Import at most {MAX_IMPORT_FILES} files at once "
+                                     f"({len(files)} chosen)."}
+        try:
+            folders = import_files(files, self.root, names=[Path(f).name for f in files])
+        except BenchmarkError as exc:
+            return {self.import_msg: f"**Not imported:** {md_text(exc)} Nothing was saved."}
+        if self.repo is not None:      # kept with the other runs, so links survive restarts
+            for folder in folders:
+                self.repo.upload_with_retries(folder)
+        out = self._show_runs([folders[0].name], request)
+        out.pop(self.history_msg, None)
+        out.update(self.history_updates())
+        names = ", ".join(f"`{f.name}`" for f in folders)
+        out[self.import_msg] = (f"Imported {len(folders)} run{'s' if len(folders) != 1 else ''}"
+                                f": {names}. The first one is shown below.")
+        out[self.import_files] = None
+        return out
+
+    def html_report(self, run_id: str | None) -> Any:
+        """Write the shown run's report.html and offer it with the run's other files."""
+        if not run_id:
+            return gr.update()
+        try:
+            folder = run_dir(self.root, run_id)
+            path = write_html_report(folder)
+        except (BenchmarkError, OSError) as exc:
+            gr.Warning(f"The report could not be written: {redact(str(exc))}")
+            return gr.update()
+        return gr.update(value=[str(path), *download_paths(folder)], visible=True)
 
     def stop(self, run_id: str | None, request: gr.Request) -> Any:
         """Stop this visitor's run (the one in the page's state, else the session's latest)."""
@@ -751,7 +837,7 @@ def _results_repo(env: Mapping[str, str]) -> tuple[Any, str]:
     try:
         return hub.from_env(env), ""
     except BenchmarkError as exc:
-        return None, f"Results are kept on this disk only: {redact(str(exc))}"
+        return None, f"Results are kept on this disk only: {md_text(exc)}"
 
 
 def server_port(env: Mapping[str, str]) -> int:
@@ -770,14 +856,18 @@ def build_app(results_root: str | os.PathLike[str] | None = None,
     """Build the app (its page is ``app.blocks``). ``results_root`` defaults to $RESULTS_DIR,
     then ``results``."""
     environment = dict(os.environ if env is None else env)
-    root = _root_from(results_root, environment)
-    root.mkdir(parents=True, exist_ok=True)
+    root = check_results_dir(_root_from(results_root, environment))
+    # What a dead predecessor left: runs still "running", servers it had started.
+    found = reconcile_runs(root) + reap_orphans()
+    for sentence in found:
+        print(f"At start-up: {sentence}", file=sys.stderr, flush=True)
     try:
         remote_code = access.allow_trust_remote_code(environment)
     except BenchmarkError:
         remote_code = False   # a mistyped switch stays off; the form says why when asked
     runner = Runner(root, env=environment, allow_trust_remote_code=remote_code)
     app = App(root, environment, runner)
+    app.startup_notes = found
     app.blocks = app.build()
     return app
 
@@ -808,8 +898,12 @@ def launch_options(app: App, env: Mapping[str, str] | None = None) -> dict[str, 
 def main() -> None:
     """``python app.py``: build the app and serve it until stopped; the engine child and the
     TGI server it launched stop with it."""
-    app = build_app()
-    options = launch_options(app)
+    try:
+        app = build_app()
+        options = launch_options(app)
+    except BenchmarkError as exc:   # a setting of the environment: one sentence, no traceback
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)
     atexit.register(app.runner.close)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app.blocks.launch(**options)

@@ -17,12 +17,12 @@ from typing import Any
 
 from .costs import plan_defaults, plan_markdown
 from ..core.calibration_note import verdict_for
-from ..errors import redact
 from ..report import tables
+from ..report.tables import md_text
 from ..report.charts import chart_figures
 from ..core.results import REQUESTS_FILE, RUN_FILE, SUMMARY_FILE, RunResult, RunSummaryRow
 from ..core.telemetry_data import TELEMETRY_FILE
-from .jobs import COMPLETE, CANCELLED, FAILED, QUEUED, RUNNING, STARTING, JobView
+from .jobs import CANCELLED, CHAT_WAIT, COMPLETE, FAILED, QUEUED, RUNNING, STARTING, JobView
 from ..core.stats import StepSummary
 
 SIMULATED_BANNER = (
@@ -77,7 +77,8 @@ def results_view(results: list[RunResult], share_url: str = "",
         view.headline = _safe(lambda: headline_markdown(result, steps[0]))
         view.tables = _safe(lambda: tables.markdown_tables(result, steps[0]))
         view.server_info = server_info_markdown(result)
-        view.calibration = calibration_markdown(result, calibration)
+        view.calibration = ("" if result.source is not None
+                            else calibration_markdown(result, calibration))
         view.downloads = download_paths(folder) if folder is not None else []
         view.plan_values = plan_defaults(result)
         if view.plan_values and (view.plan_values["plan_peak_rps"]
@@ -96,6 +97,10 @@ def results_view(results: list[RunResult], share_url: str = "",
         f"{_safe(lambda r=r, s=s: tables.markdown_tables(r, s))}"
         for r, s in zip(results, steps))
     view.server_info = "\n\n".join(server_info_markdown(r, name_run=True) for r in results)
+    if len(results) == 2 and None not in steps:
+        differences = _safe(lambda: tables.compare_table(results, steps))  # type: ignore[arg-type]
+        if differences:
+            view.tables = differences + "\n\n" + view.tables
     return view
 
 
@@ -117,7 +122,7 @@ def _safe(make: Any) -> str:
     try:
         return str(make())
     except Exception as exc:  # noqa: BLE001 - one broken part must not blank the page
-        return f"_This part could not be shown ({type(exc).__name__}: {redact(str(exc))})._"
+        return f"_This part could not be shown ({type(exc).__name__}: {md_text(exc)})._"
 
 
 def run_title(result: RunResult) -> str:
@@ -128,7 +133,11 @@ def run_title(result: RunResult) -> str:
         "failed": "failed: partial results",
     }.get(result.status, result.status)
     lines = [f"### {md_text(result.model)}", f"Run `{result.run_id}` · started "
-                                    f"{readable_time(result.started_at)} · **{status}**"]
+                                    f"{md_text(readable_time(result.started_at))} · **{md_text(status)}**"]
+    if result.source is not None:
+        lines.append(f"Imported from **{md_text(result.source.get('tool'))}** (version "
+                     f"{md_text(result.source.get('tool_version'))}), file "
+                     f"{md_text(result.source.get('file'))}.")
     if result.message:
         lines.append(f"> {md_text(result.message)}")
     for warning in result.warnings:
@@ -148,17 +157,21 @@ def readable_time(stamp: Any) -> str:
 
 
 def server_info_markdown(result: RunResult, *, name_run: bool = False) -> str:
+    if result.source is not None:
+        whose = f" of run `{result.run_id}`" if name_run else ""
+        return (f"_The run{whose} was imported from a {md_text(result.source.get('tool'))} file: "
+                f"the server's /info is not in the source file._")
     info = result.server_info or {}
     rows = [(label, info[key]) for key, label in SERVER_INFO_FIELDS if info.get(key) is not None]
     whose = f" of run `{result.run_id}`" if name_run else ""
     if not rows:
         return f"_The server{whose} did not report its /info._"
-    text = [f"**Server{whose}** (`/info` of `{_cell(result.config.url)}`)", "",
+    text = [f"**Server{whose}** (/info of {md_text(result.config.url)})", "",
             "| Reported by the server | Value |", "|---|---|"]
-    text += [f"| {label} | `{_cell(value)}` |" for label, value in rows]
+    text += [f"| {label} | {md_text(value)} |" for label, value in rows]
     if result.server:
         launched = {k: v for k, v in result.server.items() if v not in (None, False, "")}
-        text += ["", "Launched with: " + ", ".join(f"`{k}={_cell(v)}`"
+        text += ["", "Launched with: " + ", ".join(f"{md_text(k)}={md_text(v)}"
                                                    for k, v in launched.items())]
     return "\n".join(text)
 
@@ -181,11 +194,11 @@ def calibration_markdown(result: RunResult, latest: dict[str, Any] | None = None
     concurrency = max(result.config.batch_sizes or (1,))
     warning = verdict_for(concurrency, calibration)
     if warning:
-        return f"**Measurement check:** {_cell(warning)}"
+        return f"**Measurement check:** {md_text(warning)}"
     sentence = (calibration.get("verdict") or {}).get("sentence") if isinstance(
         calibration, dict) else None
     within = f"batch size {concurrency} is within what the client measures accurately."
-    return f"**Measurement check:** {within}" + (f" {_cell(sentence)}" if sentence else "")
+    return f"**Measurement check:** {within}" + (f" {md_text(sentence)}" if sentence else "")
 
 
 def download_paths(folder: Path | str) -> list[str]:
@@ -195,25 +208,13 @@ def download_paths(folder: Path | str) -> list[str]:
     return [str(base / name) for name in DOWNLOAD_FILES if (base / name).is_file()]
 
 
-def md_text(value: Any) -> str:
-    """Text from a run (a model name from a server's /info, an error a server sent) as plain
-    markdown: no links, images, HTML or formatting of its own on a shared page."""
-    text = redact(str(value)).replace("\\", "\\\\")
-    for char in "`*_[]()#|!~":
-        text = text.replace(char, "\\" + char)
-    return " ".join(text.replace("<", "&lt;").replace(">", "&gt;").split())
-
-
-def _cell(value: Any) -> str:
-    return redact(str(value)).replace("|", "\\|").replace("`", "'")
-
-
 # ---------------------------------------------------------------------------------------------
 # History
 
 
 HISTORY_HEADERS = ["Run id", "Model", "Started (UTC)", "Status", "Simulated", "Batch sizes",
-                   "Best decode throughput (tok/s)", "At batch size", "Requests", "Errors"]
+                   "Best decode throughput (tok/s)", "At batch size", "Requests", "Errors",
+                   "Measured by"]
 
 
 def history_rows(rows: list[RunSummaryRow]) -> list[list[Any]]:
@@ -221,7 +222,8 @@ def history_rows(rows: list[RunSummaryRow]) -> list[list[Any]]:
              "yes" if r.simulated else "no", ",".join(str(b) for b in r.batch_sizes),
              None if r.best_decode_throughput_tok_s is None
              else round(r.best_decode_throughput_tok_s, 1),
-             r.best_batch_size, r.requests, r.errors] for r in rows]
+             r.best_batch_size, r.requests, r.errors,
+             f"{r.source} (imported)" if r.source else "TGI Benchmark"] for r in rows]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,6 +247,9 @@ def progress_html(view: JobView | None) -> str:
         parts.append(f"<p><b>Starting the server:</b> {esc(view.phase or 'starting')} "
                      f"({view.elapsed_s:.0f} s). A large model can take many minutes to "
                      f"download and warm up.</p>")
+    elif view.state == RUNNING and view.phase == CHAT_WAIT:
+        parts.append("<p><b>Waiting for a chat answer to finish</b> (Try the model tab): the "
+                     "benchmark starts measuring right after it.</p>")
     elif view.state == RUNNING:
         parts.append(f"<p><b>Benchmark running</b> ({view.elapsed_s:.0f} s)."
                      + (" Server: simulated." if view.simulated else "") + "</p>")
@@ -273,16 +278,17 @@ def progress_html(view: JobView | None) -> str:
         parts.append(_bar("All " + unit, done, total, f"{done} of {total} {unit}"))
         for p in view.progress:
             if p.done:
-                parts.append(_bar(name(p.step), 1, 1, "done"))
+                parts.append(_bar(name(p.step), 1, 1, "done" + _errors_text(p)))
             elif p.requests_total or p.requests_done:
                 label = (f"{p.requests_done} of {p.requests_total} requests" if p.requests_total
                          else f"{p.requests_done} requests")
                 parts.append(_bar(name(p.step), p.requests_done,
-                                  p.requests_total or 0, label))
+                                  p.requests_total or 0, label + _errors_text(p)))
             elif p.rounds:
                 kind = "warm-up" if p.warmup else "run"
                 parts.append(_bar(name(p.step), 0 if p.warmup else p.rounds_done,
-                                  p.rounds, f"{kind} {p.rounds_done} of {p.rounds}"))
+                                  p.rounds, f"{kind} {p.rounds_done} of {p.rounds}"
+                                  + _errors_text(p)))
             else:
                 waiting = "running" if view.current_step == p.step else "waiting"
                 parts.append(_bar(name(p.step), 0, 1, waiting))
@@ -293,6 +299,16 @@ def progress_html(view: JobView | None) -> str:
     return "<div class='bench-progress'>" + "".join(parts) + "</div>"
 
 
+def _errors_text(progress: Any) -> str:
+    """`` · 1 error · 2 warm-up errors (not measured)``: measured errors, as the Requests table
+    counts them, and the failures of warm-up rounds apart; empty when nothing failed."""
+    text = ""
+    if progress.errors:
+        text += f" · {progress.errors} error{'s' if progress.errors != 1 else ''}"
+    warmups = progress.warmup_errors
+    if warmups:
+        text += f" · {warmups} warm-up error{'s' if warmups != 1 else ''} (not measured)"
+    return text
 def _probe_line(p: Any, current: int | None) -> str:
     """One capacity probe: what it was and its verdict, or that it is running."""
     probe = p.probe

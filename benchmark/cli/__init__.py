@@ -3,6 +3,8 @@
     python -m benchmark [flags]              run a benchmark (``run``), or start TGI first
                                              with ``--launch`` (``launch``)
     python -m benchmark calibrate [flags]    measure the client's own error (``calibrate``)
+    python -m benchmark import FILE...       other tools' result files -> runs (``imports``)
+    python -m benchmark report RUN_DIR       one self-contained HTML report (``imports``)
 
 ``main`` is the one dispatch; ``build_parser`` is the run's parser with the server's flags.
 """
@@ -13,7 +15,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import calibrate, launch, run
+from . import calibrate, imports, launch, run
 from ..errors import ConfigError
 from .run import config_from_args
 
@@ -31,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "calibrate":
         return int(calibrate.main(argv[1:]) or 0)
+    if argv and argv[0] == "import":
+        return imports.import_main(argv[1:])
+    if argv and argv[0] == "report":
+        return imports.report_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     launched = launch.launch_from_cli(args, parser)

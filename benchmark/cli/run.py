@@ -38,7 +38,7 @@ from ..errors import BenchmarkError, ConfigError, redact
 from ..report.tables import markdown_tables
 
 __all__ = ["base_parser", "add_benchmark_arguments", "add_setting_argument", "config_from_args",
-           "run_cli", "usage_error", "auth_headers", "FLAG_FOR_FIELD"]
+           "run_cli", "usage_error", "flag_error", "auth_headers", "FLAG_FOR_FIELD"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -146,6 +146,17 @@ def usage_error(parser: argparse.ArgumentParser, err: ConfigError,
     parser.error(f"argument {flag}: {err.message}" if flag else err.message)
 
 
+def flag_error(parser: argparse.ArgumentParser, err: ConfigError) -> int:
+    """A flag found wrong once the run started (the server named no model, the output folder
+    cannot be written): argparse's ``error: argument --flag: message`` line without the usage
+    text (the flags parsed; what matters is what the server or the disk said). Returns 2."""
+    flag = FLAG_FOR_FIELD.get(err.field)
+    message = redact(err.message)
+    print(f"{parser.prog}: error: " + (f"argument {flag}: {message}" if flag else message),
+          file=sys.stderr)
+    return EXIT_USAGE
+
+
 def run_cli(config: RunConfig, args: argparse.Namespace, parser: argparse.ArgumentParser,
             *, server: dict[str, Any] | None = None) -> int:
     """Run ``config`` with console progress and print the tables; return the exit code."""
@@ -154,12 +165,18 @@ def run_cli(config: RunConfig, args: argparse.Namespace, parser: argparse.Argume
     except OSError as exc:
         usage_error(parser, ConfigError("progress_jsonl", f"Cannot write {args.progress_jsonl} "
                                                           f"({exc.strerror or exc})."))
+    try:
+        headers = auth_headers(args)
+    except ConfigError as err:
+        if stream is not None:
+            stream.close()
+        usage_error(parser, err)
     cancel = threading.Event()
     try:
         result = run(config, on_progress=fan_out(ConsoleProgress(sys.stderr), stream),
-                     cancel=cancel, server=server, headers=auth_headers(args))
+                     cancel=cancel, server=server, headers=headers)
     except ConfigError as err:
-        usage_error(parser, err)
+        return flag_error(parser, err)
     except BenchmarkError as err:
         print(f"error: {redact(str(err))}", file=sys.stderr)
         return EXIT_ERROR

@@ -45,6 +45,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import os
 import queue
 import secrets
 import signal
@@ -55,11 +56,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
+
 from . import results
-from .clients import StreamClient, make_client, open_session
+from .clients import StreamClient, error_message, make_client, open_session
 from .clients.openai import UNSENT_SAMPLING
 from ..config import RunConfig, auto_workers, check_url, parse_rates, strip_credentials
-from ..errors import BenchmarkError, ConfigError, redact
+from ..errors import BenchmarkError, ConfigError, ResultFileError, redact
 from .interrupts import cancel_on_signals
 from .patterns import Concurrency, RateSchedule, Rounds, Slot, arrival_offsets, step_seed
 from .probe import CONTROL_TIMEOUT_S, ServerProbe, probe_server, server_answers
@@ -95,6 +98,13 @@ INCOMPLETE_GRACE_S = 5.0
 # While a step runs, the objects alive are frozen again every this many requests (see
 # _quiet_collector): the step's own records then never pile up under the collector either.
 FREEZE_EVERY = 1_000
+# Sentences about what was cut from the server's /info, at most (one per cut field).
+MAX_PROBE_NOTES = 5
+
+
+def _short(exc: BaseException) -> str:
+    """An exception's message on one line, shortened (for a warning)."""
+    return " ".join(str(exc).split())[:200] or "no message"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,6 +193,8 @@ class _Engine:
         self.client: StreamClient | None = None
         self.tokenizer: Any = None
         self._alive_lock: asyncio.Lock | None = None
+        self._session: Any = None  # the aiohttp session in use (replaced when found unusable)
+        self._sessions: contextlib.AsyncExitStack | None = None  # sessions replacing the first
         self._dead: str | None = None
         self._last_progress = 0.0
         self.gpu_reader: GpuReader | None = None
@@ -191,6 +203,7 @@ class _Engine:
         # Fresh prompts for every run unless --seed is given: a server's prefix cache must not
         # remember the prompts of an earlier run and make prefill look faster than it is.
         self.prompt_seed = config.seed if config.seed is not None else secrets.randbits(31)
+        self.parent_pid = os.getppid()
 
     # -- progress ----------------------------------------------------------------------------
     def emit(self, event: ProgressEvent) -> None:
@@ -231,6 +244,10 @@ class _Engine:
             run_id = results.new_run_id(model)
         self.folder = folder
         self.run_id = run_id
+        # The run id may be a folder's name (--output-dir /tmp/runs/rounds gives "rounds"):
+        # a random part makes the X-Request-Id of this run unique among runs, so a server's
+        # logs and traces never mix two runs.
+        self.request_prefix = f"{run_id}-{secrets.token_hex(3)}"
         self.result = RunResult(run_id=run_id, config=config, server_info=probe.info,
                                 simulated=probe.simulated, server=self.server,
                                 calibration=client_calibration(self._peak_concurrency()))
@@ -245,6 +262,11 @@ class _Engine:
         self.emit(Start(run_id=run_id, output_dir=str(folder), steps=tuple(config.steps),
                         planned_requests=config.planned_requests(), simulated=probe.simulated,
                         mode=config.mode))
+        for note in probe.notes[:MAX_PROBE_NOTES]:
+            self.warn(note)
+        if len(probe.notes) > MAX_PROBE_NOTES:
+            self.warn(f"{len(probe.notes) - MAX_PROBE_NOTES} more parts of the server's /info "
+                      f"were cut or left out.")
         limit = probe.info.get("max_concurrent_requests")
         if (config.mode in ("rounds", "concurrency") and isinstance(limit, int) and limit > 0
                 and max(config.batch_sizes) > limit):
@@ -264,12 +286,21 @@ class _Engine:
         except (_Cancelled, KeyboardInterrupt):
             status = "cancelled"
             message = f"Stopped before the end; the files hold {self._kept_words()}."
+            if os.getppid() != self.parent_pid:   # the app that started us died (SIGTERM)
+                status = "failed"
+                message = (f"Interrupted: the app that started this run (process "
+                           f"{self.parent_pid}) stopped; the files hold {self._kept_words()}.")
         except _RunStopped as exc:
             status, message = "failed", str(exc)
+        except OSError as exc:   # the results could not be saved (disk full, folder removed)
+            status, message = "failed", self._cannot_save(exc)
         except BaseException as exc:
             self._finish("failed", f"The benchmark stopped on an unexpected error: "
                                    f"{type(exc).__name__}: {exc}")
             raise
+        if status == "complete":
+            message = self._nothing_measured()
+            status = "failed" if message else status
         self._finish(status, message)
         return self.result
 
@@ -313,6 +344,23 @@ class _Engine:
             self.sampler.data.missing[:] = [redact(m, self.secrets)
                                             for m in self.sampler.data.missing]
 
+    def _nothing_measured(self) -> str | None:
+        """Why a run that went to its end measured nothing (every request failed), or None.
+        Timings of failed requests are not measurements: such a run must not read "complete"."""
+        assert self.result is not None
+        measured = self.result.measured_records
+        if not measured or any(r.ok for r in measured):
+            return None
+        timeouts = sum(1 for r in measured if r.error_kind == "timeout")
+        how = f", {timeouts} timed out" if timeouts else ""
+        return (f"Every measured request failed ({len(measured)} requests{how}), so nothing was "
+                f"measured. First error: {measured[0].error}. Check the server, or raise "
+                f"--timeout if it is just slow.")
+
+    def _cannot_save(self, exc: OSError) -> str:
+        return (f"The results could not be saved to {self.folder} ({exc.strerror or exc}); "
+                f"the run stopped. Free some space or choose another output folder.")
+
     def _check_cancel_before_start(self) -> None:
         if self.cancel.is_set():
             raise KeyboardInterrupt
@@ -340,7 +388,15 @@ class _Engine:
         self.result.status = status
         self.result.message = redact(message, self.secrets) if message else None
         self.result.ended_at = results.now_iso()
-        self._save()
+        try:
+            self._save()
+        except OSError as exc:
+            # The files keep their last saved state; say so once, as the run's failure.
+            message = self._cannot_save(exc)
+            self.result.status, self.result.message = "failed", redact(message, self.secrets)
+            self.emit(Done(status="failed", message=self.result.message,
+                           output_dir=str(self.folder)))
+            raise ResultFileError(self.result.message) from None
         self.emit(Done(status=status, message=self.result.message, output_dir=str(self.folder)))
 
     def _run_loop(self) -> None:
@@ -362,9 +418,10 @@ class _Engine:
         try:
             if self.config.workers > 1 or self.config.ray_address:
                 await self._start_pool()
-            async with open_session() as session:
+            async with contextlib.AsyncExitStack() as self._sessions, \
+                    open_session() as self._session:
                 if self.config.mode == "capacity":
-                    await run_capacity(self, session)
+                    await run_capacity(self, self._session)
                     self._save()
                     return
                 sizes = self.config.steps
@@ -380,11 +437,11 @@ class _Engine:
                         if self.pool is not None:
                             await self._worker_step(step)
                         elif self.config.mode == "rounds":
-                            await self._rounds(session, step)
+                            await self._rounds(self._session, step)
                         elif self.config.mode == "rate":
-                            await self._rate(session, step)
+                            await self._rate(self._session, step)
                         else:
-                            await self._concurrency(session, step)
+                            await self._concurrency(self._session, step)
                     finally:
                         if self.sampler is not None:
                             self.sampler.mark_step(size, "end")
@@ -469,22 +526,46 @@ class _Engine:
         return RequestRecord(step=slot.step, run=slot.run, request=slot.request,
                              warmup=slot.warmup,
                              requested_output_tokens=self.config.decode_length,
-                             request_id=f"{self.run_id}-{slot.step}-{run}-{slot.request}")
+                             request_id=f"{self.request_prefix}-{slot.step}-{run}-{slot.request}")
 
-    async def _open_connections(self, session: Any, count: int) -> None:
-        """Open ``count`` keep-alive connections (small GETs at once) before the load starts.
+    async def _open_connections(self, session: Any, step: float, count: int) -> Any:
+        """Open ``count`` keep-alive connections (small GETs at once) before the load starts;
+        return the session the step uses.
 
         ``/info`` (``/v1/models`` on OpenAI APIs) costs the server nothing, unlike TGI's
-        ``/health``, which may run a generation to check the model."""
-        url = self.config.url + ("/info" if self.config.api == "tgi" else "/v1/models")
+        ``/health``, which may run a generation to check the model. A GET answered with an
+        error may leave a connection the server has closed without saying so (``transformers
+        serve`` answers ``/v1/models`` with 500 and drops the socket): the first requests would
+        go out on dead sockets. Then the pooled connections are given up: the step gets a new
+        session, whose requests open their own connections, and a warning says why."""
+        path = "/info" if self.config.api == "tgi" else "/v1/models"
+        failures: list[str] = []
 
         async def one() -> None:
-            async with session.get(url, headers=self.headers) as response:
-                await response.read()
+            try:
+                async with session.get(self.config.url + path,
+                                       headers=self.headers) as response:
+                    raw = await response.read()
+                    if response.status >= 400:
+                        failures.append(f"answered HTTP {response.status} "
+                                        f"({error_message(raw, response.reason)})")
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                failures.append(f"failed ({type(exc).__name__}: {_short(exc)})")
 
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CONTROL_TIMEOUT_S):
-                await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+                await asyncio.gather(*(one() for _ in range(count)))
+        if not failures:
+            return session
+        self.warn(f"Opening connections for {self._at(step)}: GET {path} "
+                  f"{failures[0]} ({len(failures)} of {count}). Those connections may "
+                  f"have been closed by the server, so they were dropped: the measured requests "
+                  f"open their own, and their time to first token includes connecting.",
+                  key="open-connections")
+        await session.close()
+        assert self._sessions is not None
+        self._session = await self._sessions.enter_async_context(open_session())
+        return self._session
 
     async def _send(self, session: Any, body: bytes, record: RequestRecord) -> None:
         assert self.client is not None
@@ -495,7 +576,7 @@ class _Engine:
         pattern = Rounds(step.size, config.runs, config.warmups)
         total = pattern.total
         self._build(step, min(total, max(step.size, PROMPT_CHUNK)))  # before opening connections
-        await self._open_connections(session, step.size)
+        session = await self._open_connections(session, step.size, step.size)
         for round_ in pattern.rounds():
             if self.cancel.is_set():
                 raise _Cancelled
@@ -533,7 +614,7 @@ class _Engine:
                               names=users, step=step.size)
         if share is None:
             self._build_concurrency(step)
-        await self._open_connections(session, len(users))
+        session = await self._open_connections(session, step.size, len(users))
         done = errors = 0
         if share is not None:
             await _until(share.start_ns)
@@ -608,8 +689,9 @@ class _Engine:
         total = len(offsets)
         if total == 0:
             return
-        await self._open_connections(session, min(total, cap or RATE_CONNECTIONS,
-                                                  RATE_CONNECTIONS * 4))
+        session = await self._open_connections(session, step.size,
+                                               min(total, cap or RATE_CONNECTIONS,
+                                                   RATE_CONNECTIONS * 4))
         slots = asyncio.Semaphore(cap) if cap else None
         bodies = step.bodies
         done = errors = 0
@@ -628,8 +710,16 @@ class _Engine:
             errors += 0 if record.ok else 1
             self._requests_progress(step, done, errors, total, start)
             if record.error_kind in ("connection", "stream"):
-                with contextlib.suppress(_RunStopped):  # the dispatcher stops the step
+                try:
                     await self._check_alive([record], step)
+                except _RunStopped:
+                    pass  # the dispatcher stops the step
+                except OSError as exc:  # the client itself, e.g. out of file descriptors
+                    self.warn(f"The client could not check the server ({exc.strerror or exc}) "
+                              f"with {len(tasks)} requests in flight at "
+                              f"{self._at(step.size)}: the server is not keeping up and "
+                              f"requests pile up. Lower the rate or cap the requests in "
+                              f"flight with --max-concurrency.", key="rate-client-limit")
 
         start = share.start_ns if share is not None else time.perf_counter_ns()
         perf_ns = time.perf_counter_ns
@@ -707,7 +797,7 @@ class _Engine:
     # -- worker processes (--workers above 1): the parent's side ------------------------------
     async def _start_pool(self) -> None:
         """Start the worker processes once for the run and wait until each says it is ready."""
-        args = (self.config, self.model, self.headers, self.run_id)
+        args = (self.config, self.model, self.headers, self.request_prefix)
         if self.config.ray_address:
             try:
                 pool: Pool | RayPool = await asyncio.to_thread(
@@ -899,17 +989,33 @@ class _Engine:
         if ok and all(r.input_tokens is None for r in ok):
             self.warn(f"The server did not report prompt token counts: prefill throughput assumes "
                       f"the {expected} tokens the prompts were built with.", key="input-unknown")
-        if ok and all(r.output_tokens is None for r in ok):
-            self.warn("The server did not report output token counts: tokens are counted from "
-                      "stream events, which undercounts when an event carries several tokens.",
-                      key="output-unknown")
+        where = self._at(step.size)
+        counted = [r for r in ok if r.tokens_from_events]
+        if counted:
+            self.warn(f"The server did not report output token counts for {len(counted)} of "
+                      f"{len(ok)} requests at {where} (it may ignore stream_options): their "
+                      f"tokens were counted from stream events, which undercounts when an "
+                      f"event carries several tokens. requests.csv marks them "
+                      f"(tokens_from_events).", key=f"output-unknown:{step.size}")
         short = [r for r in ok if r.output_token_count < config.decode_length]
         if short:
             self.warn(f"Outputs were shorter than asked: {len(short)} of {len(ok)} requests at "
                       f"{self._at(step.size)} stopped before {config.decode_length} tokens "
                       f"(finish reason: {short[0].finish_reason or 'not given'}). Throughput and "
                       f"token latency count only the tokens that really came.",
-                      key="short-outputs")
+                      key=f"short-outputs:{step.size}")
+        retried = [r for r in records if r.retried]
+        if retried:
+            self.warn(f"{len(retried)} of {len(records)} requests at {where} went out on a "
+                      f"kept-alive connection the server had closed and got no answer: each was "
+                      f"sent again once on a fresh connection (requests.csv: retried).",
+                      key=f"retried:{step.size}")
+        coalesced = sum(r.coalesced_events for r in ok)
+        if coalesced:
+            self.warn(f"{coalesced} token events at {where} arrived in the same read as the "
+                      f"event before them: the client cannot time them apart, so they give no "
+                      f"inter-token latency sample (requests.csv: coalesced_events).",
+                      key=f"coalesced:{step.size}")
         self._error_warning(records, warmup=False)
 
     def _error_warning(self, records: list[RequestRecord], *, warmup: bool) -> None:
@@ -977,7 +1083,7 @@ class _WorkerEngine(_Engine):
                  headers: dict[str, str], run_id: str):
         super().__init__(config, None, threading.Event(), None, headers)
         self.on_progress = self._forward
-        self.run_id = run_id
+        self.run_id = self.request_prefix = run_id  # the parent's request-id prefix
         self.client = make_client(config, model=model, headers=headers)
         self.out = results_pipe
         self.outbox: list[RequestRecord] = []
@@ -1028,12 +1134,15 @@ class _WorkerEngine(_Engine):
     async def _serve(self) -> None:
         self._alive_lock = asyncio.Lock()
         loop = asyncio.get_running_loop()
-        async with open_session() as session:
+        async with contextlib.AsyncExitStack() as self._sessions, \
+                open_session() as self._session:
             while True:
                 share = await loop.run_in_executor(None, self.shares.get)
                 if not isinstance(share, Share):
                     return
-                await self._run_share(session, share)
+                # _open_connections may replace a session found unusable: the next share
+                # takes the one in use.
+                await self._run_share(self._session, share)
 
     async def _run_share(self, session: Any, share: Share) -> None:
         step = _Step(size=share.step, index=share.index, bodies=list(share.bodies),
@@ -1073,7 +1182,7 @@ class _WorkerEngine(_Engine):
             await self._rate(session, step, share)
         else:  # a part of one round: all sent at the common instant, as one process does
             if share.connections:
-                await self._open_connections(session, share.connections)
+                session = await self._open_connections(session, share.step, share.connections)
             await _until(share.start_ns)
             records.extend(self._record(slot) for slot in share.slots)
             for record in records:

@@ -245,7 +245,11 @@ def probe_line(event: ProbeDone) -> str:
 
 
 class ConsoleProgress:
-    """A text progress bar: ``[#######-------]  45%  batch size 4 (2/3)  run 3/5  0 errors``."""
+    """A text progress bar: ``[#######-------]  45%  batch size 4 (2/3)  run 3/5  0 errors``.
+
+    Errors are the measured requests' (what the Requests table counts); failures of warm-up
+    rounds, which are not measured, are shown apart: ``0 errors  2 warm-up errors (not
+    measured)``."""
 
     def __init__(self, stream: IO[str] | None = None, *, width: int = 28,
                  tty: bool | None = None, line_every_s: float = 10.0):
@@ -255,6 +259,7 @@ class ConsoleProgress:
         self.planned: int | None = None
         self.done = 0
         self.errors = 0
+        self.warmup_errors = 0
         self.step_label = ""
         self.mode = "rounds"
         self.detail = ""
@@ -289,7 +294,10 @@ class ConsoleProgress:
             self._draw()
         elif isinstance(typed, RoundDone):
             self.done += int(typed.step)
-            self.errors += int(typed.errors or 0)
+            if typed.warmup:
+                self.warmup_errors += int(typed.errors or 0)
+            else:
+                self.errors += int(typed.errors or 0)
             phase = "warm-up" if typed.warmup else "run"
             self.detail = f"{phase} {typed.run}/{typed.runs}"
             self._draw()
@@ -317,7 +325,9 @@ class ConsoleProgress:
         else:
             bar = f"{self.done} requests"
         errors = f"{self.errors} error{'s' if self.errors != 1 else ''}"
-        parts = [bar, self.step_label, self.detail, errors]
+        warmups = (f"{self.warmup_errors} warm-up error{'s' if self.warmup_errors != 1 else ''} "
+                   f"(not measured)" if self.warmup_errors else "")
+        parts = [bar, self.step_label, self.detail, errors, warmups]
         return "  ".join(p for p in parts if p)
 
     def _draw(self, final: bool = False) -> None:

@@ -41,6 +41,10 @@ class RequestRecord:
     queued_ns: rate mode: when the scheduler released it (at or after ``scheduled_ns``)
     admitted_ns: rate mode: when it got a place under --max-concurrency (= ``queued_ns``
                without a cap); it is sent right after
+    retried:   True when the request was lost on a kept-alive connection the server had closed
+               (no answer at all) and was sent again, once, on a fresh connection; its stamps
+               are those of the second attempt (``scheduled_ns`` is unchanged, so the first
+               attempt counts as dispatch lag)
     """
 
     step: int
@@ -62,6 +66,7 @@ class RequestRecord:
     step_start_ns: int | None = None
     queued_ns: int | None = None
     admitted_ns: int | None = None
+    retried: bool = False
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -142,9 +147,24 @@ class RequestRecord:
 
     @property
     def itl_ms(self) -> list[float]:
-        """Gaps between consecutive token events (inter-token latency)."""
+        """Gaps between consecutive token events that arrived in different reads (inter-token
+        latency). Events that came in one read share a stamp; the zero gap between them is not
+        a measurement and is left out (``coalesced_events`` counts them)."""
         stamps = self.token_ns
-        return [(b - a) / NS_PER_MS for a, b in zip(stamps, stamps[1:])]
+        return [(b - a) / NS_PER_MS for a, b in zip(stamps, stamps[1:]) if b != a]
+
+    @property
+    def coalesced_events(self) -> int:
+        """Token events that arrived in the same read as the event before them (same stamp):
+        the client cannot tell when each was sent, so they give no inter-token gap."""
+        stamps = self.token_ns
+        return sum(1 for a, b in zip(stamps, stamps[1:]) if b == a)
+
+    @property
+    def tokens_from_events(self) -> bool:
+        """A success whose output tokens were counted from stream events (the server did not
+        report its count, e.g. an OpenAI server that ignores ``stream_options``)."""
+        return self.error is None and self.output_tokens is None
 
     # -- files -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

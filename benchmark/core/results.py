@@ -34,6 +34,7 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,7 +48,8 @@ from .records import RequestRecord
 from .capacity import Capacity, Probe
 from .cost import COST_COLUMNS, cost_document
 from .telemetry_data import TELEMETRY_FILE, Telemetry, read_telemetry_csv, telemetry_csv
-from .stats import COUNT_KEYS, METRIC_KEYS, METRICS, STAT_KEYS, StepSummary, summarize
+from .stats import (ALL_METRICS, COUNT_KEYS, METRIC_KEYS, STAT_KEYS, StepSummary,
+                    summarize)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -69,9 +71,13 @@ __all__ = [
     "results_root",
     "default_output_dir",
     "check_output_dir_free",
+    "check_results_dir",
+    "mark_interrupted",
+    "reconcile_runs",
     "list_runs",
     "now_iso",
     "environment_info",
+    "save_new_run",
 ]
 
 SCHEMA_VERSION = 1
@@ -95,7 +101,7 @@ REQUEST_COLUMNS = (
     "input_tokens", "output_tokens", "finish_reason", "error",
     "requested_output_tokens", "token_events", "dispatch_lag_ms", "status", "error_kind",
     "request_id", "mode", "scheduled_ms", "sent_ms", "schedule_lag_ms", "client_queue_ms",
-    "queued_e2e_ms",
+    "queued_e2e_ms", "retried", "coalesced_events", "tokens_from_events",
 )
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -108,13 +114,15 @@ def now_iso() -> str:
 
 
 def environment_info() -> dict[str, Any]:
-    """Where the client ran (no host name)."""
+    """Where the client ran (no host name); ``pid``: the process writing the run (its owner:
+    while it runs, the run is "running"; once it is gone, ``reconcile_runs`` ends the run)."""
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "pid": os.getpid(),
     }
 
 
@@ -150,6 +158,24 @@ def results_root() -> Path:
     return Path(os.environ.get("RESULTS_DIR") or "results")
 
 
+def check_results_dir(root: str | os.PathLike[str], name: str = "RESULTS_DIR") -> Path:
+    """``root`` created if needed and proved writable (a file written and removed), so that a
+    folder the runs cannot be saved in is refused before anything starts; ``ConfigError``
+    naming ``name`` (the variable or flag it came from) otherwise."""
+    path = Path(root)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError("results_dir", f"{name} ({path}) cannot be used to save runs "
+                                         f"({exc.strerror or type(exc).__name__}). Set "
+                                         f"RESULTS_DIR to a folder this user can create and "
+                                         f"write to.") from None
+    return path
+
+
 def run_dir(root: str | os.PathLike[str], run_id: str) -> Path:
     """The folder of ``run_id`` under ``root``; refuses ids that would leave ``root``."""
     base = Path(root)
@@ -164,17 +190,45 @@ def default_output_dir(model: str) -> Path:
     return results_root() / new_run_id(model)
 
 
-def check_output_dir_free(folder: str | os.PathLike[str]) -> None:
-    """Refuse a folder that already holds a run: a new run never overwrites an earlier one.
+# Folders a run must never be written into, even when empty (``--output-dir /`` as root once
+# wrote /run.json): the file system's root, its standard top-level folders, the home folder.
+SYSTEM_FOLDERS = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32",
+                            "/lib64", "/media", "/mnt", "/opt", "/proc", "/root", "/run",
+                            "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var"})
 
-    Raises ``ConfigError("output_dir", ...)``; a folder that does not exist yet, or holds no
-    ``run.json``, is fine."""
-    file = Path(folder) / RUN_FILE
-    if not file.exists():
-        return
-    raise ConfigError("output_dir", f"{Path(folder)} already holds a run ({RUN_FILE}); a new "
-                                    "run would overwrite it. Choose a new folder, or move "
-                                    "that run away first.")
+
+def check_output_dir_free(folder: str | os.PathLike[str]) -> None:
+    """Refuse a folder a new run must not write into: one that already holds a run or any other
+    file (a run never overwrites or mixes with what is there), or a system folder.
+
+    Raises ``ConfigError("output_dir", ...)``; a folder that does not exist yet, or is empty,
+    is fine."""
+    path = Path(folder)
+    try:
+        resolved = path.expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ConfigError("output_dir", f"Output folder {str(path)[:200]!r} cannot be used "
+                                        f"({exc}).") from None
+    if str(resolved) in SYSTEM_FOLDERS or resolved == Path.home().resolve() \
+            or resolved.parent == resolved:
+        raise ConfigError("output_dir", f"Output folder {resolved} is a system folder: a run "
+                                        f"writes run.json, summary.csv and requests.csv there. "
+                                        f"Give a new folder, like ./results/my-run.")
+    if (path / RUN_FILE).exists():
+        raise ConfigError("output_dir", f"{path} already holds a run ({RUN_FILE}); a new "
+                                        "run would overwrite it. Choose a new folder, or move "
+                                        "that run away first.")
+    try:
+        busy = path.is_dir() and any(path.iterdir())
+    except OSError as exc:
+        raise ConfigError("output_dir", f"Output folder {path} cannot be read "
+                                        f"({exc.strerror or exc}).") from None
+    if busy:
+        raise ConfigError("output_dir", f"Output folder {path} is not empty: a run writes its "
+                                        f"files into a folder of its own. Give a new or empty "
+                                        f"folder.")
+    if path.exists() and not path.is_dir():
+        raise ConfigError("output_dir", f"Output folder {path} is a file, not a folder.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,6 +243,11 @@ class RunResult:
     ``server_info``: the server's ``/info``; ``server``: the launched ``ServerSettings`` as a
     dict (None when an existing endpoint was benchmarked); ``calibration``: the client's own
     measurement error when known; ``environment``: where the client ran (filled on save).
+
+    Runs imported from another tool (``benchmark.core.importers``) carry ``source`` (the tool,
+    its version, the file's name, what the file held) and ``stored_steps``: the statistics the
+    file gave, which ``steps()`` returns as they are (there are no raw stamps to recompute them
+    from). Their ``records`` are the per-request rows the file had, when it had any.
     """
 
     run_id: str
@@ -209,6 +268,8 @@ class RunResult:
     # A capacity run's answer and probes (None in the other load patterns).
     capacity: Capacity | None = None
     telemetry: Telemetry | None = None   # the sampler's readings (None when it was off)
+    source: dict[str, Any] | None = None
+    stored_steps: list[StepSummary] | None = None
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -225,8 +286,16 @@ class RunResult:
     def measured_records(self) -> list[RequestRecord]:
         return [r for r in self.records if not r.warmup]
 
+    @property
+    def imported(self) -> bool:
+        """True for a run converted from another tool's file (see ``source``)."""
+        return self.source is not None
+
     def steps(self) -> list[StepSummary]:
-        """Per-step statistics of the measured records (computed, never stale)."""
+        """Per-step statistics of the measured records (computed, never stale); for an imported
+        run, the statistics its source file gave."""
+        if self.stored_steps is not None:
+            return list(self.stored_steps)
         return summarize(self.measured_records, self.config)
 
     # -- files -----------------------------------------------------------------------------
@@ -256,6 +325,7 @@ class RunResult:
             "files": self.files(),
             "telemetry": None if self.telemetry is None else self.telemetry.to_dict(
                 self.measured_records, self.calibration),
+            "source": self.source,
             "requests": [_record_out(r) for r in self.measured_records],
         }
         document["cost"] = cost_document(self.config, steps, self.capacity,
@@ -281,7 +351,9 @@ class RunResult:
     def files(self) -> list[str]:
         """The files of this run's folder: run.json, summary.csv, requests.csv, and
         telemetry.csv when the sampler ran."""
-        names = [RUN_FILE, SUMMARY_FILE, REQUESTS_FILE]
+        names = [RUN_FILE, SUMMARY_FILE]
+        if not (self.imported and not self.measured_records):
+            names.append(REQUESTS_FILE)   # an imported file without per-request rows has none
         return names + ([TELEMETRY_FILE] if self.telemetry is not None else [])
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
@@ -295,8 +367,12 @@ class RunResult:
         document = self.to_dict(steps)
         atomic_write(path / RUN_FILE, run_json_text(document))
         atomic_write(path / SUMMARY_FILE, summary_csv(steps, self.capacity,
-                                                      document.get("cost")))
-        atomic_write(path / REQUESTS_FILE, requests_csv(self.measured_records, self.config.mode))
+                                                      document.get("cost"),
+                                                      imported=self.imported))
+        if not (self.imported and not self.measured_records):
+            # (an imported file without per-request rows has no requests.csv)
+            atomic_write(path / REQUESTS_FILE, requests_csv(
+                self.measured_records, self.config.mode, imported=self.imported))
         if self.telemetry is not None:
             # A copy: the sampler's thread may append while the file is written.
             atomic_write(path / TELEMETRY_FILE, telemetry_csv(list(self.telemetry.samples)))
@@ -318,6 +394,11 @@ class RunResult:
             config = RunConfig.from_dict(data["config"])
             records = [_record_in(r) for r in data.get("requests") or []]
             tool = data.get("tool") or {}
+            origin = data.get("source")     # another tool's file, for an imported run
+            if origin is not None and not isinstance(origin, dict):
+                raise TypeError("source is not a JSON object")
+            stored = ([StepSummary.from_dict(s) for s in data.get("steps") or []]
+                      if origin is not None else None)
             status = str(data.get("status") or "running")
             if status not in STATUSES:
                 raise ResultFileError(f"{source} has an unknown status {status!r}; it was not "
@@ -341,6 +422,8 @@ class RunResult:
                 capacity=(None if not data.get("capacity")
                           else Capacity.from_dict(data["capacity"])),
                 telemetry=Telemetry.from_dict(data.get("telemetry")),
+                source=origin,
+                stored_steps=stored,
             )
         except ResultFileError:
             raise
@@ -403,10 +486,12 @@ def run_json_text(document: dict[str, Any]) -> str:
 
 
 def summary_csv(steps: list[StepSummary], capacity: Capacity | None = None,
-                cost: dict[str, Any] | None = None) -> str:
+                cost: dict[str, Any] | None = None, *, imported: bool = False) -> str:
     """summary.csv: one row per step and metric; empty cells where a metric has no sample.
     ``capacity``: a capacity run's answer, whose probes are the steps; ``cost``: run.json's
-    cost block (its per-step costs fill the cost columns, repeated on each metric's row)."""
+    cost block (its per-step costs fill the cost columns, repeated on each metric's row).
+    ``imported``: a run converted from another tool's file lists only the metrics the file
+    had (a missing one is not in the source file, not a measurement of nothing)."""
     probes = {} if capacity is None else {p.step: p for p in capacity.probes}
     costs = {float(c["step"]): [_num(c.get(k)) for k in COST_COLUMNS]
              for c in (cost or {}).get("steps") or []}
@@ -416,11 +501,15 @@ def summary_csv(steps: list[StepSummary], capacity: Capacity | None = None,
     writer.writerow(SUMMARY_COLUMNS)
     for step in steps:
         counts = step.counts()
-        for key in METRIC_KEYS:
+        extra = [k for k in ALL_METRICS if k not in METRIC_KEYS and step.metrics.get(k)]
+        for key in (*METRIC_KEYS, *extra):
             stats = step.metrics.get(key)
+            if imported and stats is None:
+                continue
             values = ["" if stats is None else _num(getattr(stats, s)) for s in STAT_KEYS]
-            writer.writerow([step.step, key, METRICS[key].unit, *values,
-                             0 if stats is None else stats.count, step.mode,
+            count = 0 if stats is None else stats.count
+            writer.writerow([step.step, key, ALL_METRICS[key].unit, *values,
+                             "" if count is None else count, step.mode,
                              *(counts[k] for k in COUNT_KEYS), *_slo_cells(step),
                              *_probe_cells(probes.get(step.step)), answer,
                              *costs.get(float(step.step), [""] * len(COST_COLUMNS))])
@@ -442,8 +531,11 @@ def _slo_cells(step: StepSummary) -> list[Any]:
                         (slo.attainment, slo.goodput_rps, slo.good_output_tokens_per_s))]
 
 
-def requests_csv(records: list[RequestRecord], mode: str) -> str:
-    """requests.csv: one row per record of ``records`` (a run's measured requests)."""
+def requests_csv(records: list[RequestRecord], mode: str, *, imported: bool = False) -> str:
+    """requests.csv: one row per record of ``records`` (a run's measured requests).
+
+    ``imported``: the records came from another tool's file, which says nothing of when a
+    request was meant to go: the dispatch lag is left empty instead of a made-up 0."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(REQUEST_COLUMNS)
@@ -457,12 +549,15 @@ def requests_csv(records: list[RequestRecord], mode: str) -> str:
             "finish_reason": _opt(r.finish_reason),
             "error": "" if r.error is None else redact(r.error),
             "requested_output_tokens": _opt(r.requested_output_tokens),
-            "token_events": len(r.token_ns), "dispatch_lag_ms": _num(r.dispatch_lag_ms),
+            "token_events": len(r.token_ns),
+            "dispatch_lag_ms": "" if imported else _num(r.dispatch_lag_ms),
             "status": _opt(r.status), "error_kind": _opt(r.error_kind),
             "request_id": _opt(r.request_id), "mode": mode,
             "scheduled_ms": _num(r.scheduled_ms), "sent_ms": _num(r.sent_ms),
             "schedule_lag_ms": _num(r.dispatch_lag_ms if mode == "rate" else None),
             "client_queue_ms": _num(r.client_queue_ms), "queued_e2e_ms": _num(r.queued_e2e_ms),
+            "retried": _flag(r.retried), "coalesced_events": r.coalesced_events,
+            "tokens_from_events": _flag(r.tokens_from_events),
         }
         writer.writerow([row[c] for c in REQUEST_COLUMNS])
     return buffer.getvalue()
@@ -472,6 +567,11 @@ def _num(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return ""
     return repr(round(float(value), 6))
+
+
+def _flag(value: bool) -> str:
+    """A yes/no column as ``true`` / ``false`` (pandas reads them as booleans)."""
+    return "true" if value else "false"
 
 
 def _opt(value: Any) -> str:
@@ -520,6 +620,7 @@ def _record_in(data: Any) -> RequestRecord:
             isinstance(t, int) for t in record.token_ns):
         raise TypeError("request field token_ns is not a list of whole numbers")
     record.warmup = bool(record.warmup)
+    record.retried = bool(record.retried)
     return record
 
 
@@ -546,6 +647,95 @@ def record_server_settings(folder: str | os.PathLike[str], server: dict[str, Any
     if not result.server:
         result.server = server
         result.save(folder)
+
+
+def mark_interrupted(folder: str | os.PathLike[str], reason: str, *,
+                     message: str | None = None) -> RunResult | None:
+    """End the run saved in ``folder`` that still reads "running" though nothing measures it
+    any more: status "failed", message "Interrupted: <reason> ..." (or ``message`` as it is:
+    the engine's own sentence when it could not save it), with what it had measured.
+    Returns the updated run, or None when there was nothing to change (or it cannot be read
+    or written)."""
+    try:
+        result = RunResult.load(folder)
+    except BenchmarkError:
+        return None
+    if result.status != "running":
+        return None
+    kept = len(result.measured_records)
+    result.status = "failed"
+    result.message = redact(message or f"Interrupted: {reason}. The files hold the {kept} "
+                                       f"request{'s' if kept != 1 else ''} measured until then.")
+    result.ended_at = result.ended_at or now_iso()
+    try:
+        result.save(folder)
+    except OSError:
+        return None
+    return result
+
+
+def owner_alive(pid: Any) -> bool:
+    """Whether process ``pid`` (a run's owner) still runs; a zombie does not. (A pid reused by
+    an unrelated process after a reboot reads as alive: the run then waits for the next
+    start-up.)"""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def reconcile_runs(root: str | os.PathLike[str] | None = None) -> list[str]:
+    """At start-up: end every run under ``root`` left "running" by a process that is gone (an
+    engine killed with SIGKILL, a full disk, a machine that restarted); one sentence per run
+    ended, to tell the user what was found."""
+    found: list[str] = []
+    for row in list_runs(root):
+        if row.status != "running":
+            continue
+        try:
+            data = json.loads((row.path / RUN_FILE).read_text(encoding="utf-8"))
+            pid = (data.get("environment") or {}).get("pid")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if owner_alive(pid):
+            continue
+        who = f"process {pid}" if pid else "the process that wrote it"
+        if mark_interrupted(row.path, f"{who} ended without finishing the run (found at "
+                                      f"start-up)") is not None:
+            found.append(f"Run {row.run_id} was left running by {who}, which is gone: marked "
+                         f"interrupted, its partial results kept.")
+    return found
+
+
+def save_new_run(result: RunResult, root: str | os.PathLike[str]) -> Path:
+    """Save ``result`` as the new folder ``root/<run_id>``, all or nothing.
+
+    The files are written into a hidden temporary folder of ``root`` (``list_runs`` skips it,
+    its name is not a run id) that is then renamed: a reader never sees half a run, and a
+    failure leaves nothing behind. Refuses (``ResultFileError``) a run id already present.
+    """
+    base = Path(root)
+    base.mkdir(parents=True, exist_ok=True)
+    final = run_dir(base, result.run_id)
+    if final.exists():
+        raise ResultFileError(f"{final} already exists; a saved run is never overwritten.")
+    tmp = Path(tempfile.mkdtemp(dir=base, prefix=".incoming-"))
+    try:
+        result.save(tmp)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
 
 
 def finite(value: Any) -> Any:
@@ -599,6 +789,7 @@ class RunSummaryRow:
     requests: int
     errors: int
     path: Path
+    source: str | None = None     # "guidellm 0.5.0" for a run imported from another tool
 
 
 def list_runs(root: str | os.PathLike[str] | None = None) -> list[RunSummaryRow]:
@@ -676,6 +867,7 @@ def _summary_row(folder: Path) -> RunSummaryRow | None:
             requests=sum(int(s.get("requests") or 0) for s in steps),
             errors=sum(int(s.get("errors") or 0) for s in steps),
             path=folder,
+            source=_source_name(data.get("source")),
         )
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
@@ -687,6 +879,15 @@ def _step_number(value: Any) -> float:
     if not math.isfinite(number):
         raise ValueError("step is not a finite number")
     return int(number) if number.is_integer() else number
+
+
+def _source_name(source: Any) -> str | None:
+    if not isinstance(source, dict):
+        return None
+    tool, version = source.get("tool") or "unknown", source.get("tool_version")
+    if not version or version == "not in the source file":
+        return f"{tool} (version not in the source file)"
+    return f"{tool} {version}"
 
 
 def _sort_time(text: str) -> float:

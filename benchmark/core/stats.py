@@ -22,7 +22,9 @@ Metric keys (also the ``metric`` column of summary.csv), see ``METRICS`` for lab
     decode_token_latency_ms   per request: (last token - first token) / (output tokens - 1)
     decode_total_latency_ms   per request: last token - first token
     e2e_latency_ms            per request: end of response - send
-    inter_token_latency_ms    every gap between consecutive token events, all requests pooled
+    inter_token_latency_ms    every gap between consecutive token events that arrived in
+                              different reads, all requests pooled (events that came in one
+                              read share a stamp: no gap; ``coalesced_events`` counts them)
     output_tokens             per request: tokens the server reported
     dispatch_lag_ms           per request: send - scheduled (the client's own delay)
     prefill_throughput_tok_s  per round: prompt tokens / (last first token - first send)
@@ -57,6 +59,8 @@ from .slo import Slo, SloOutcome, evaluate, slo_of
 __all__ = [
     "METRICS",
     "METRIC_KEYS",
+    "SOURCE_METRICS",
+    "ALL_METRICS",
     "COUNT_KEYS",
     "STAT_KEYS",
     "MetricInfo",
@@ -100,7 +104,9 @@ METRICS: dict[str, MetricInfo] = {m.key: m for m in (
     MetricInfo("e2e_latency_ms", "End-to-end latency", "ms", "request",
                "Time from sending the request to the end of its response."),
     MetricInfo("inter_token_latency_ms", "Inter-token latency", "ms", "gap",
-               "Every gap between two consecutive token events, all requests pooled."),
+               "Every gap between two consecutive token events that arrived in different "
+               "reads, all requests pooled; events that arrived together in one read give no "
+               "gap (counted as coalesced events)."),
     MetricInfo("output_tokens", "Output tokens", "tokens", "request",
                "Tokens the server reported generating for a request."),
     MetricInfo("dispatch_lag_ms", "Dispatch lag (client delay)", "ms", "request",
@@ -131,9 +137,28 @@ METRICS: dict[str, MetricInfo] = {m.key: m for m in (
                "last response end."),
 )}
 METRIC_KEYS: tuple[str, ...] = tuple(METRICS)
+
+# Metrics that only runs imported from another tool carry (``benchmark.core.importers``): their
+# definitions differ from ours, so they get their own keys rather than borrowing one of ours.
+SOURCE_METRICS: dict[str, MetricInfo] = {m.key: m for m in (
+    MetricInfo("output_throughput_tok_s", "Output throughput (whole run)", "tokens/s", "run",
+               "Output tokens of all successful requests divided by the run's duration, as the "
+               "source tool computed it."),
+    MetricInfo("total_throughput_tok_s", "Total token throughput (whole run)", "tokens/s", "run",
+               "Prompt plus output tokens divided by the run's duration, as the source tool "
+               "computed it."),
+    MetricInfo("time_per_output_token_incl_ttft_ms", "Time per output token, TTFT included",
+               "ms", "request",
+               "End-to-end latency divided by output tokens (GuideLLM's time per output token; "
+               "llmperf's inter-token latency): it includes the wait for the first token."),
+    MetricInfo("input_tokens", "Prompt tokens", "tokens", "request",
+               "Prompt tokens of a request, as the source tool counted them."),
+)}
+ALL_METRICS: dict[str, MetricInfo] = {**METRICS, **SOURCE_METRICS}
 STAT_KEYS: tuple[str, ...] = ("avg", "min", "max", "p50", "p90", "p99")
 COUNT_KEYS: tuple[str, ...] = (
     "requests", "ok", "errors", "timeouts", "cancelled", "short_outputs", "incomplete",
+    "retried", "coalesced_events", "tokens_from_events",
 )
 INCOMPLETE = "incomplete"  # error_kind of a request still running when its step's time was up
 
@@ -165,23 +190,31 @@ def _percentile_sorted(data: list[float], q: float) -> float:
 
 @dataclass(frozen=True)
 class MetricStats:
-    """Average, lowest, highest, p50, p90, p99 and the number of samples of one metric."""
+    """Average, lowest, highest, p50, p90, p99 and the number of samples of one metric.
 
-    avg: float
-    min: float
-    max: float
-    p50: float
-    p90: float
-    p99: float
-    count: int
+    Our own runs always have every number (``describe``). A run imported from another tool has
+    only the numbers its file held: the others are ``None`` ("not in the source file"), never 0.
+    """
+
+    avg: float | None
+    min: float | None
+    max: float | None
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    count: int | None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MetricStats":
-        return cls(**{k: (int(data[k]) if k == "count" else float(data[k]))
-                      for k in (*STAT_KEYS, "count")})
+        def value(key: str) -> float | int | None:
+            raw = data.get(key)
+            if raw is None:
+                return None
+            return int(raw) if key == "count" else float(raw)
+        return cls(**{k: value(k) for k in (*STAT_KEYS, "count")})
 
 
 def describe(values: Iterable[float | None]) -> MetricStats | None:
@@ -214,7 +247,11 @@ class StepSummary:
     ``ok`` succeeded, ``errors`` failed (timeouts included), ``timeouts`` the part of ``errors``
     that timed out, ``cancelled`` stopped by the user (not errors), ``short_outputs``
     successful requests that produced fewer tokens than asked, ``incomplete`` (rate mode)
-    still running when the step's time was up and never ended (also errors and timeouts).
+    still running when the step's time was up and never ended (also errors and timeouts),
+    ``retried`` requests sent again after their kept-alive connection was found dead,
+    ``coalesced_events`` token events of successful requests that arrived in the same read as
+    the one before (no inter-token gap sample), ``tokens_from_events`` successful requests whose
+    output tokens were counted from stream events because the server did not report a count.
     """
 
     step: float
@@ -229,6 +266,9 @@ class StepSummary:
     cancelled: int = 0
     short_outputs: int = 0
     incomplete: int = 0
+    retried: int = 0
+    coalesced_events: int = 0
+    tokens_from_events: int = 0
     rounds: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -237,7 +277,7 @@ class StepSummary:
     slo: SloOutcome | None = None
 
     def metric(self, key: str) -> MetricStats | None:
-        if key not in METRICS:
+        if key not in ALL_METRICS:
             raise KeyError(f"unknown metric {key!r}")
         return self.metrics.get(key)
 
@@ -373,6 +413,9 @@ def summarize_step(records: Iterable[RequestRecord], *, step: float, mode: str,
         1 for r in ok
         if output_token_count(r) < (r.requested_output_tokens or decode_length)
     )
+    summary.retried = sum(1 for r in measured if r.retried)
+    summary.coalesced_events = sum(r.coalesced_events for r in ok)
+    summary.tokens_from_events = sum(1 for r in ok if r.tokens_from_events)
     summary.input_tokens = sum(_input_token_count(r, sequence_length) for r in ok)
     summary.output_tokens = sum(output_token_count(r) for r in ok)
 

@@ -210,6 +210,9 @@ class _NoData(Exception):
 def run_label(result: Any, results: list[Any]) -> str:
     """Legend name of ``result``: its model, with the run id when several runs are compared."""
     label = result.model
+    source = getattr(result, "source", None)
+    if isinstance(source, dict):
+        label = f"{label} [{source.get('tool')}]"
     if len(results) > 1:
         label = f"{label} · {result.run_id}"
     if result.simulated:
@@ -231,6 +234,10 @@ def _title(title: str, results: list[Any]) -> str:
 
 
 def _x_title(results: list[Any]) -> str:
+    for result in results:
+        source = getattr(result, "source", None)
+        if isinstance(source, dict) and not source.get("steps_are_concurrency", True):
+            return "Load level (the source file's order; see the tables)"
     modes = {r.config.mode for r in results}
     if modes == {"concurrency"}:
         return "Concurrent users"
@@ -293,7 +300,9 @@ def _line_chart(results: list[Any], spec: LineChart,
                 ys = [getattr(stats, stat) for _, stats in points]
                 name = label if len(spec.stats) == 1 else f"{label} {stat}"
                 error = None
-                if spec.error_bars:
+                if spec.error_bars and all(
+                        st.min is not None and st.max is not None and y is not None
+                        for (_, st), y in zip(points, ys)):
                     error = {"type": "data", "symmetric": False,
                              "array": [st.max - y for (_, st), y in zip(points, ys)],
                              "arrayminus": [y - st.min for (_, st), y in zip(points, ys)]}
@@ -381,9 +390,19 @@ def _measured_ok(result: Any) -> list[RequestRecord]:
     return [r for r in result.records if not r.warmup and r.ok]
 
 
+def _every_gap_known(result: Any) -> bool:
+    """False for a run imported from a file that gave only first/last token times: its
+    records' stamps do not hold the gaps between tokens."""
+    source = getattr(result, "source", None)
+    return not isinstance(source, dict) or bool(source.get("every_token_stamp"))
+
+
 def _distribution_chart(results: list[Any], spec: DistributionChart) -> go.Figure:
     fig = go.Figure()
     for index, result in enumerate(results):
+        if spec is DISTRIBUTION_CHARTS["inter_token_latency_distribution"] and not \
+                _every_gap_known(result):
+            continue
         xs: list[str] = []
         ys: list[float] = []
         for record in sorted(_measured_ok(result), key=lambda r: r.step):
@@ -896,6 +915,7 @@ def chart_figures(results: list[Any],
     instead of the charts by batch size.
     """
     out: list[tuple[str, Any]] = []
+    imported = any(getattr(r, "source", None) for r in _as_list(results))
     flags = [getattr(r, "capacity", None) is not None for r in _as_list(results)]
     all_capacity = bool(flags) and all(flags)
     for name, draw in CHART_FUNCTIONS.items():
@@ -907,7 +927,11 @@ def chart_figures(results: list[Any],
             continue
         if name == "cost_per_million_tokens" and not has_cost(results):
             continue
-        if name == "output_length" and not output_length_differs(results):
+        if name == "output_length" and (imported or not output_length_differs(results)):
+            continue
+        if imported and (name == "timeline" or not _has_data(name, results, steps)):
+            # A file without these numbers: say nothing rather than "no data". The timeline
+            # is our own load and the server's and GPUs' readings, which no file carries.
             continue
         if name == "slo_attainment_vs_batch" and not has_slo(results):
             continue
@@ -918,6 +942,27 @@ def chart_figures(results: list[Any],
         title = getattr(getattr(figure.layout, "title", None), "text", None) or name
         out.append((_plain(str(title)), figure))
     return out
+
+
+def _has_data(name: str, results: list[Any], steps: list[list[StepSummary]] | None) -> bool:
+    """Whether chart ``name`` has anything to draw for ``results`` (imported runs lack some)."""
+    runs = _as_list(results)
+    if name in LINE_CHARTS or name in SCATTER_CHARTS:
+        keys = ([p.metric for p in LINE_CHARTS[name].panels] if name in LINE_CHARTS
+                else [SCATTER_CHARTS[name].x_metric, SCATTER_CHARTS[name].y_metric])
+        need_all = name in SCATTER_CHARTS
+        for run_steps in _run_steps(runs, steps):
+            for step in run_steps:
+                present = [step.metrics.get(k) is not None for k in keys]
+                if all(present) if need_all else any(present):
+                    return True
+        return False
+    spec = DISTRIBUTION_CHARTS.get(name)
+    if spec is None:
+        return True
+    return any(spec.values(r) for result in runs for r in _measured_ok(result)
+               if spec is not DISTRIBUTION_CHARTS["inter_token_latency_distribution"]
+               or _every_gap_known(result))
 
 
 def _plain(title: str) -> str:

@@ -22,13 +22,15 @@ the balance point.
 from __future__ import annotations
 
 import functools
+import math
+import re
 from typing import Any
 
 from ..config import strip_credentials
 from ..errors import redact
 from ..core.cost import dollars
 from ..core.slo import slo_of
-from ..core.stats import STAT_KEYS, StepSummary
+from ..core.stats import ALL_METRICS, METRICS, STAT_KEYS, StepSummary
 from ..core.telemetry_data import CLIENT_BOUND_WORDS, step_figures
 
 __all__ = [
@@ -52,6 +54,10 @@ __all__ = [
     "telemetry_steps",
     "client_bound_steps",
     "CLIENT_BOUND_MARK",
+    "md_text",
+    "NOT_IN_SOURCE",
+    "imported_tables",
+    "compare_table",
 ]
 
 BALANCE_FACTOR = 1.5
@@ -61,6 +67,7 @@ CLIENT_BOUND_MARK = "⚠"
 CLIENT_BOUND_NOTE = (f"{CLIENT_BOUND_MARK} {CLIENT_BOUND_WORDS[0].upper()}"
                      f"{CLIENT_BOUND_WORDS[1:]}: its CPU or event loop could not keep up (see "
                      f"the Telemetry table).")
+NOT_IN_SOURCE = "not in the source file"
 
 _LATENCY_ROWS = (
     ("Prefill", "prefill_latency_ms"),
@@ -96,6 +103,8 @@ def markdown_tables(result: Any, steps: list[StepSummary] | None = None) -> str:
     (``steps``: its summaries when already computed)."""
     if steps is None:
         steps = result.steps()
+    if getattr(result, "source", None):
+        return imported_tables(result, steps)
     parts: list[str] = []
     if result.simulated:
         parts.append(f"> **{SIMULATED_LINE}** The server was the built-in simulator; use them to "
@@ -187,11 +196,11 @@ def parameters_table(result: Any) -> str:
         ("Watermark", sampling.watermark),
         ("Do Sample", sampling.do_sample),
         ("Seed", config.seed),
-        ("Server version", info.get("version")),
+        ("Server version", NOT_REPORTED if info.get("version") is None else info["version"]),
     ]
     if result.server:
         quantize = result.server.get("quantize") or result.server.get("dtype")
-        rows.append(("Server quantization", quantize))
+        rows.append(("Server quantization", quantize or "none (the server's default)"))
     rows += [
         ("Simulated server", "yes" if result.simulated else "no"),
         ("Started", result.started_at),
@@ -245,7 +254,8 @@ def requests_table(steps: list[StepSummary], mode: str = "rounds") -> str:
         rows.append([
             str(step.step), str(step.requests), str(step.ok), str(step.errors),
             str(step.timeouts), str(step.cancelled), str(step.short_outputs),
-            MISSING if tokens is None else f"{tokens:.1f} of {step.decode_length}",
+            MISSING if tokens is None else f"{_tokens(tokens, step.decode_length)} of "
+                                           f"{step.decode_length}",
             MISSING if rps is None else f"{rps:.2f}",
         ])
     return _table(header, rows)
@@ -431,18 +441,47 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _cell(value: Any) -> str:
-    """A table cell as plain text: a name from a server's /info or a typed field cannot add
-    links, images or HTML to a page that renders the markdown (a shared run on the Space)."""
-    text = str(value).replace("\\", "\\\\")
-    for char in "|[]`":
-        text = text.replace(char, "\\" + char)
-    return text.replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+# Characters with a meaning in markdown (links, images, code, emphasis, tables, maths) that a
+# text must not use on a page; "<", ">" and "&" become HTML entities (no tags, no entities).
+# "_" is left as it is, so that names like max_total_tokens stay readable in the markdown
+# the CLI prints: at worst an "_x_" shows in italics, it cannot link, load or break a table.
+# "$" alone is a price ($3.60); only "$$" (the page's LaTeX delimiter) is broken up.
+_MARKDOWN_CHARS = "\\`*[]|~"
+_LATEX_DELIMITER = re.compile(r"\$(?=\$)|(?<=\$)\$")
+_MARKDOWN_ESCAPES = str.maketrans({**{c: "\\" + c for c in _MARKDOWN_CHARS},
+                                   "<": "&lt;", ">": "&gt;", "&": "&amp;"})
+
+
+def md_text(value: Any) -> str:
+    """THE one place where text from a server, a file or a visitor (a model id from /info, an
+    error a server sent, a typed value echoed back) becomes markdown that means only itself:
+    secrets masked, every run of whitespace (newlines too: a blank line would end a table or
+    a code span) made one space, markdown's own characters escaped and ``< > &`` made entities,
+    so no link, image, HTML tag or formatting can come from it. Used for table cells too."""
+    text = _LATEX_DELIMITER.sub(r"\\$", redact(str(value)).translate(_MARKDOWN_ESCAPES))
+    return " ".join(text.split())
+
+
+_cell = md_text
+
+
+def _tokens(average: float, asked: int) -> str:
+    """An average output length to one decimal, never rounded up to the length asked when it
+    is below it (127.98 of 128 is "127.9", not "128.0" beside a short output)."""
+    text = f"{average:.1f}"
+    if average < asked and float(text) >= asked:
+        text = f"{math.floor(average * 10) / 10:.1f}"
+    return text
+
+
+NOT_REPORTED = "not reported by the server"
+NOT_SET = "not set"
 
 
 def _plain(value: Any) -> str:
+    """A parameter's value as text; a setting left unset is "not set" (never "None")."""
     if value is None:
-        return "None"
+        return NOT_SET
     if isinstance(value, bool):
         return "true" if value else "false"
     return redact(str(value))
@@ -484,6 +523,8 @@ def headline(result: Any, steps: list[StepSummary] | None = None) -> list[str]:
     (``steps``: the summaries of ``result`` when already computed)."""
     if steps is None:
         steps = result.steps()
+    if getattr(result, "source", None):
+        return _imported_headline(result, steps)
     mode = result.config.mode
     at = functools.partial(_at, mode)
     name = functools.partial(_name, mode)
@@ -707,7 +748,7 @@ def _status_sentence(result: Any, steps: list[StepSummary]) -> str:
         return f"The run is still going; results so far cover {words}: {covered}."
     if result.status == "cancelled":
         return f"The run was stopped before the end; results cover {words}: {covered}."
-    reason = f" {redact(result.message)}" if result.message else ""
+    reason = f" {md_text(result.message)}" if result.message else ""   # the server's words
     return f"The run failed.{reason} Results cover {words}: {covered}."
 
 
@@ -739,3 +780,155 @@ def _rate(value: float | None) -> str:
     if value is None:
         return MISSING
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs imported from another tool's file
+
+
+def _source(result: Any) -> dict[str, Any]:
+    return result.source if isinstance(getattr(result, "source", None), dict) else {}
+
+
+def _level(result: Any, step: int) -> str:
+    labels = _source(result).get("step_labels") or {}
+    return str(labels.get(str(step)) or step)
+
+
+def imported_tables(result: Any, steps: list[StepSummary]) -> str:
+    """Where the run came from, then every metric its file had, per load level; a statistic
+    the file lacked reads "not in the source file"."""
+    source = _source(result)
+    rows = [
+        ("Source tool", source.get("tool")),
+        ("Tool version", source.get("tool_version")),
+        ("Source file", source.get("file")),
+        ("Per-request file", source.get("companion_file") or NOT_IN_SOURCE
+         if not result.records else source.get("companion_file") or source.get("file")),
+        ("Format", source.get("format")),
+        ("Model", result.model),
+        ("Endpoint URL", strip_credentials(result.config.url) or NOT_IN_SOURCE),
+        ("Started", result.started_at),
+        ("Imported", source.get("imported_at")),
+        ("Status", result.status),
+    ]
+    parts = ["### Source\n\n" + _table(["Field", "Value"],
+                                          [[n, _plain(v)] for n, v in rows])]
+    notes = [str(n) for n in source.get("notes") or []]
+    if notes:
+        parts.append("\n".join(f"> {_cell(n)}" for n in notes))
+    if not steps:
+        parts.append("The file held no benchmark.")
+        return "\n\n".join(parts) + "\n"
+    header = ["Metric", "Level", "Average", "Lowest", "Highest", "p50", "p90", "p99",
+              "Samples"]
+    table_rows = []
+    for key, info in ALL_METRICS.items():
+        if not any(s.metrics.get(key) for s in steps):
+            continue
+        for step in steps:
+            stats = step.metrics.get(key)
+            values = [_unit(None if stats is None else getattr(stats, s), info.unit)
+                      for s in STAT_KEYS]
+            count = None if stats is None else stats.count
+            table_rows.append([info.label, _level(result, step.step), *values,
+                               NOT_IN_SOURCE if count is None else str(count)])
+    parts.append("### Metrics\n\n" + _table(header, table_rows))
+    missing = [info.label for key, info in METRICS.items()
+               if not any(s.metrics.get(key) for s in steps)]
+    if missing:
+        parts.append("Not in the source file: " + _cell(", ".join(missing)) + ".")
+    count_rows = [[_level(result, s.step), *(_known(getattr(s, k, None)) for k in (
+        "requests", "ok", "errors", "cancelled", "input_tokens", "output_tokens")),
+        NOT_IN_SOURCE if s.duration_s is None else f"{s.duration_s:.2f}"] for s in steps]
+    parts.append("### Requests\n\n" + _table(
+        ["Level", "Requests", "OK", "Errors", "Incomplete", "Prompt tokens", "Output tokens",
+         "Duration (s)"], count_rows))
+    return "\n\n".join(parts) + "\n"
+
+
+def _unit(value: float | None, unit: str) -> str:
+    if value is None:
+        return NOT_IN_SOURCE
+    return f"{value:.2f} {unit}"
+
+
+def _known(value: Any) -> str:
+    return NOT_IN_SOURCE if value is None else str(value)
+
+
+def _imported_headline(result: Any, steps: list[StepSummary]) -> list[str]:
+    source = _source(result)
+    sentences = [f"Imported from {_who(result)}, file {source.get('file')}: the numbers are "
+                 f"the ones that file holds."]
+    if result.status != "complete":
+        sentences.append("The source tool says the benchmark was stopped before the end.")
+    for key, words in (("prefill_latency_ms", "Wait for the first token (median)"),
+                       ("decode_token_latency_ms", "Time per output token after the first "
+                                                   "(median)")):
+        parts = [f"{_short_ms(s.value(key, 'p50'))} at {_level(result, s.step)}"
+                 for s in steps if s.value(key, "p50") is not None]
+        if parts:
+            sentences.append(f"{words}: " + _join(parts) + ".")
+    rates = [f"{_rate(s.value('output_throughput_tok_s'))} tokens/s at "
+             f"{_level(result, s.step)}" for s in steps
+             if s.metrics.get("output_throughput_tok_s") is not None
+             and s.value("output_throughput_tok_s") is not None]
+    if rates:
+        sentences.append("Output throughput over the whole run: " + _join(rates) + ".")
+    errors = [s.errors for s in steps if s.errors]
+    if errors:
+        sentences.append(f"{sum(errors)} requests failed in the source run.")
+    return sentences
+
+
+def compare_table(results: list[Any], steps: list[list[StepSummary]]) -> str:
+    """For two runs: every statistic both have at the same step, side by side, with the
+    difference (second minus first) and its share of the first. Steps match by number (the
+    batch size or number of concurrent users); two single-step runs are matched anyway.
+    Steps that are not numbers of concurrent requests (an imported file's rate levels) are
+    never matched by number. Empty when nothing is in common."""
+    if len(results) != 2 or len(steps) != 2:
+        return ""
+    (first, second), (a_steps, b_steps) = results, steps
+    pairs = []
+    if _concurrency_steps(first) and _concurrency_steps(second):
+        pairs = [(a, b) for a in a_steps for b in b_steps if a.step == b.step]
+    if not pairs and len(a_steps) == 1 and len(b_steps) == 1:
+        pairs = [(a_steps[0], b_steps[0])]
+    rows = []
+    for a, b in pairs:
+        for key, info in ALL_METRICS.items():
+            sa, sb = a.metrics.get(key), b.metrics.get(key)
+            if sa is None or sb is None:
+                continue
+            for stat in STAT_KEYS:
+                va, vb = getattr(sa, stat), getattr(sb, stat)
+                if va is None or vb is None:
+                    continue
+                share = "n/a" if va == 0 else f"{(vb - va) / abs(va) * 100:+.1f}%"
+                rows.append([info.label, f"{a.step}" if a.step == b.step
+                             else f"{a.step} / {b.step}", stat, f"{va:.2f}", f"{vb:.2f}",
+                             f"{vb - va:+.2f} {info.unit}", share])
+    if not rows:
+        return ""
+    return (f"### Differences (B − A)\n\nA: `{_cell(first.run_id)}` ({_cell(_who(first))}); "
+            f"B: `{_cell(second.run_id)}` ({_cell(_who(second))}). Only the statistics both "
+            f"runs have at the same step are listed.\n\n"
+            + _table(["Metric", "Step", "Statistic", "A", "B", "B − A", "Change"], rows))
+
+
+def _concurrency_steps(result: Any) -> bool:
+    """Whether ``result``'s step numbers count concurrent requests (ours always do; an
+    imported file's levels may be rates numbered 1, 2, ...)."""
+    source = _source(result)
+    return not source or bool(source.get("steps_are_concurrency", True))
+
+
+def _who(result: Any) -> str:
+    source = _source(result)
+    if source:
+        version = source.get("tool_version")
+        return (f"{source.get('tool')} {version}" if version != NOT_IN_SOURCE
+                else f"{source.get('tool')}, version not in the source file")
+    return f"TGI Benchmark {getattr(result, 'tool_version', '')}".strip()

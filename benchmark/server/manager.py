@@ -41,7 +41,8 @@ import httpx
 from . import logs
 from ..config import DEFAULT_SERVER_TIMEOUT_S, ServerSettings, parse_float
 from ..config import allow_trust_remote_code as allowed_by_env
-from ..errors import ServerStartError, redact
+from ..errors import ServerError, ServerStartError, redact
+from ..core.probe import bound_info, parse_json_object
 from ..children import with_package_path
 from .process import (DEFAULT_GRACE_S, RUNNING, SECRET_ENV, Adopted, Launch, forget_state,
                       install_exit_hooks, is_our_server, load_state, mask_line, pid_running,
@@ -154,13 +155,15 @@ class ServerManager:
     simulator_args: extra flags for the simulated server when it stands in for TGI (by
                    default it gets ``--tokenizer <model_id>``, so that it counts prompt tokens
                    the way TGI would)
+    die_with_parent: the launcher gets SIGTERM when this process dies, even by SIGKILL (the
+                   app; never with ``keep``, whose server must outlive the process)
     """
 
     def __init__(self, log_dir: Path | str | None = None, env: dict[str, str] | None = None,
                  launcher_cmd: str = LAUNCHER, *, grace_s: float = DEFAULT_GRACE_S,
                  allow_trust_remote_code: bool | None = None,
                  fallback_to_simulator: bool = True, simulator_args: list[str] | None = None,
-                 poll_interval_s: float = POLL_INTERVAL_S):
+                 poll_interval_s: float = POLL_INTERVAL_S, die_with_parent: bool = False):
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.env = dict(os.environ if env is None else env)
         self.launcher_cmd = launcher_cmd
@@ -171,6 +174,9 @@ class ServerManager:
         self.fallback_to_simulator = fallback_to_simulator
         self.simulator_args = list(simulator_args or [])
         self.poll_interval_s = poll_interval_s
+        # The app's servers stop when the app dies, even by SIGKILL (never kept by the app);
+        # the CLI's --launch --keep must outlive its process, so it leaves this off.
+        self.die_with_parent = die_with_parent
         self._start_lock = threading.RLock()
         self._launch: Launch | None = None        # the current process (None when stopped)
         self._last: Launch | None = None          # the latest one, kept for its log
@@ -403,7 +409,8 @@ class ServerManager:
         self._last_notified = None
         install_exit_hooks()
         launch = Launch(argv, env, settings, simulated=simulated, log_path=log_path,
-                         secrets=self.secrets, on_change=self._notify)
+                         secrets=self.secrets, on_change=self._notify,
+                         die_with_parent=self.die_with_parent)
         save_state(launch, kept=False)
         self._launch = self._last = launch
         self._handle = None
@@ -444,10 +451,10 @@ class ServerManager:
             response = client.get(f"{url}/info")
             if response.status_code != 200:
                 return None
-            info = response.json()
-        except (httpx.HTTPError, ValueError):
+            info = parse_json_object(response.content, f"{url}/info")
+        except (httpx.HTTPError, ServerError):
             return None
-        return info if isinstance(info, dict) else None
+        return None if info is None else bound_info(info)[0]
 
     def _answers(self, launch: Launch) -> bool:
         try:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import logs
+from .. import children
 from ..children import with_package_path
 from ..config import ServerSettings
 from ..core.results import atomic_write
@@ -96,7 +97,7 @@ class Launch:
 
     def __init__(self, argv: list[str], env: dict[str, str], settings: ServerSettings, *,
                  simulated: bool, log_path: Path, secrets: list[str],
-                 on_change: Callable[[], None]):
+                 on_change: Callable[[], None], die_with_parent: bool = False):
         self.settings = settings
         self.simulated = simulated
         self.log_path = log_path
@@ -126,6 +127,7 @@ class Launch:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 env=env, start_new_session=True, close_fds=True,
+                preexec_fn=children.die_with_parent() if die_with_parent else None,
             )
         except OSError as exc:
             self._log.close()
@@ -482,6 +484,34 @@ def stop_all(grace_s: float = DEFAULT_GRACE_S) -> None:
             launch.terminate(grace_s)
         except Exception:  # noqa: BLE001 - best effort while exiting
             pass
+
+
+def reap_orphans(grace_s: float = DEFAULT_GRACE_S) -> list[str]:
+    """At start-up: stop every server an earlier process started for itself (not kept) and left
+    behind when it died (SIGKILL leaves no time for the exit hooks); one sentence per server
+    found, to tell the user."""
+    found: list[str] = []
+    try:
+        files = sorted(state_dir().glob("server-*.json"))
+    except OSError:
+        return found
+    for file in files:
+        try:
+            port = int(file.stem.split("-", 1)[1])
+        except ValueError:
+            continue
+        data = load_state(port)
+        if data is None or data.get("kept"):
+            continue
+        owner, pid = data.get("owner_pid"), int(data["pid"])
+        if isinstance(owner, int) and owner != os.getpid() and pid_running(owner):
+            continue   # its owner still runs and stops it itself
+        if pid_running(pid) and is_our_server(pid, port):
+            _terminate_pgid(pid, grace_s)
+            found.append(f"A server on port {port} (process {pid}) left by an app that died "
+                         f"(process {owner}) was stopped.")
+        forget_state(port, pid)
+    return found
 
 
 def _on_signal(previous: Any, signum: int, frame: Any) -> None:

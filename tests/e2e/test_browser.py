@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import re
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -230,3 +234,100 @@ def test_a_capacity_runs_page_plans_servers_as_the_visitor_types(browser, app):
     expect(result).to_contain_text("Headroom (%):", timeout=30_000)
     expect(result).not_to_contain_text("you need")
     page.screenshot(path=str(SCREENSHOTS / "deployment-plan.png"), full_page=False)
+
+
+def test_chat_streams_an_answer_with_its_speed(browser, app, tiny_tokenizer):
+    """The "Try the model" tab: start the form's server if none runs, send, read the answer."""
+    page = new_page(browser, app.url)
+    field(page, "model_id").fill(tiny_tokenizer)
+    page.get_by_role("tab", name="Try the model").click()
+    status = page.locator("#chat-status")
+    expect(status).to_contain_text(re.compile("No server is running yet|Chatting with"),
+                                   timeout=15_000)
+    if "No server is running yet" in status.inner_text():
+        page.locator("#chat-start-button").click()
+        expect(page.locator("#chat-start-status")).to_contain_text("The server is ready",
+                                                                   timeout=RUN_TIMEOUT_MS)
+    expect(status).to_contain_text("SIMULATED", timeout=15_000)
+    page.locator("#chat-settings").get_by_text("Chat settings").click()
+    page.locator("#chat-system").get_by_role("textbox").fill("Answer in one sentence.")
+    page.locator("#chat-max-new-tokens").get_by_role("textbox").fill("48")
+    box = page.get_by_label("Message", exact=True)
+    box.fill("   ")
+    box.press("Enter")                                   # an empty message does nothing
+    log = page.locator("#chat-log")
+    box.fill("Hello there, model")
+    page.locator("#chat-send").click()
+    expect(log).to_contain_text("Hello there, model")
+    expect(log).to_contain_text("tokens/s", timeout=60_000)
+    expect(log).to_contain_text("SIMULATED · time to first token")
+    expect(log).to_contain_text(" tokens/s · 48 tokens")
+    expect(box).to_have_value("")
+    assert log.inner_text().count("Hello there, model") == 1
+    page.screenshot(path=str(SCREENSHOTS / "chat.png"), full_page=True)
+    # A second turn by Enter, in the same conversation.
+    box.fill("And a second question")
+    box.press("Enter")
+    expect(log).to_contain_text("And a second question")
+    expect(log.get_by_text("time to first token")).to_have_count(2, timeout=60_000)
+    page.context.close()
+
+
+HOSTILE_ANSWER = ('<img src=x onerror="document.title=\'owned\'"> **bold** '
+                  '[link](http://example.invalid) <b>tag</b>')
+
+
+class HostileServer(BaseHTTPRequestHandler):
+    """An endpoint whose answer is full of HTML and markdown: the page must show it as text."""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        body = json.dumps({"model_id": "<i>hostile</i>"} if self.path == "/info" else {}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for event in ({"choices": [{"index": 0, "delta": {"content": HOSTILE_ANSWER[:20]}}]},
+                      {"choices": [{"index": 0, "delta": {"content": HOSTILE_ANSWER[20:]},
+                                    "finish_reason": "stop"}]},
+                      {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 9}}):
+            self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_chat_with_an_endpoint_shows_its_answer_as_text(browser, app, tiny_tokenizer):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HostileServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = new_page(browser, app.url)
+        page.get_by_label("Benchmark an existing server (endpoint URL)").check()
+        field(page, "url").fill(f"http://127.0.0.1:{server.server_port}")
+        field(page, "tokenizer_name").fill(tiny_tokenizer)
+        page.get_by_role("tab", name="Try the model").click()
+        expect(page.locator("#chat-status")).to_contain_text("Chatting with the endpoint",
+                                                             timeout=15_000)
+        box = page.get_by_label("Message", exact=True)
+        box.fill("Say something nasty")
+        box.press("Enter")
+        log = page.locator("#chat-log")
+        expect(log).to_contain_text("time to first token", timeout=30_000)
+        expect(log).to_contain_text("9 tokens")
+        assert "SIMULATED" not in log.inner_text()
+        expect(log).to_contain_text('<img src=x onerror="document.title=\'owned\'">')
+        expect(log).to_contain_text("**bold** [link](http://example.invalid) <b>tag</b>")
+        assert log.locator("img[src=x]").count() == 0
+        assert log.locator("a[href='http://example.invalid']").count() == 0
+        assert page.title() != "owned"
+        page.context.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -330,10 +330,10 @@ def test_anyone_calling_compare_or_upload_directly_cannot_tie_up_the_machine(app
     ids = [f"20261128-000000-run-{i:04d}" for i in range(500)]
     out = named(client, "/compare", client.predict(ids, api_name="/compare"))
     assert "at most 8 runs" in text(out["History message"])
-    # Gradio accepts uploads on /gradio_api/upload even with no file field; the app keeps them
-    # tiny so that nobody can fill the disk or host files on the app's address.
+    # Gradio accepts uploads on /gradio_api/upload; the app keeps them to the import box's
+    # 16 MB so that nobody can fill the disk or host large files on the app's address.
     response = httpx.post(app.url + "gradio_api/upload",
-                          files={"files": ("big.bin", b"x" * 200_000)}, timeout=30)
+                          files={"files": ("big.bin", b"x" * 17_000_000)}, timeout=60)
     assert response.status_code == 413, (response.status_code, response.text[:200])
 
 

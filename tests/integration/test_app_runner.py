@@ -20,9 +20,10 @@ import pytest
 
 from benchmark.config import ServerSettings
 from benchmark.errors import ServerStartError
-from benchmark.app.jobs import (CANCELLED, COMPLETE, FAILED, QUEUED, RUNNING, Job, Runner,
-                              engine_argv)
+from benchmark.app.jobs import (CANCELLED, CHAT_WAIT, COMPLETE, FAILED, QUEUED, RUNNING, Job,
+                                Runner, engine_argv)
 from benchmark.app.form import TARGET_ENDPOINT, build_plan, DEFAULTS
+from benchmark.app.render import progress_html
 from support.helpers import wait_until
 
 FAKE_ENGINE = textwrap.dedent("""\
@@ -293,3 +294,48 @@ def test_engine_argv_of_a_rate_run_is_accepted_by_the_cli(tmp_path):
     from benchmark.cli import build_parser, config_from_args
     config = config_from_args(build_parser().parse_args(argv[3:]))
     assert (config.rates, config.arrivals, config.max_concurrency) == ((2.5, 10), "constant", 16)
+
+
+def test_server_only_job_starts_the_server_and_measures_nothing(tmp_path, fake_engine):
+    """The chat tab's "Start the server in the form": the launcher runs, the engine does not."""
+    manager = FakeManager()
+    runner = make_runner(tmp_path, fake_engine, manager)
+    plan = build_plan(dict(DEFAULTS, model_id="org/model", batch_sizes="1", runs="1"))
+    runner.submit(plan, "chat-server", server_only=True)
+    view = wait_done(runner, "chat-server")
+    assert view.state == COMPLETE and view.message == "The server is ready."
+    assert view.server_only and len(manager.started) == 1
+    assert not (tmp_path / "argv.json").exists(), "the engine must not run"
+    assert not (tmp_path / "results" / "chat-server").exists()
+    assert runner.benchmark_url() is None
+    with pytest.raises(Exception, match="no server to start"):
+        runner.submit(endpoint_plan(), "nothing", server_only=True)
+
+
+def test_benchmark_url_names_the_server_a_benchmark_is_using(tmp_path, fake_engine):
+    runner = make_runner(tmp_path, fake_engine, mode="slow")
+    assert runner.benchmark_url() is None
+    runner.submit(endpoint_plan(), "busy")
+    assert wait_until(lambda: runner.view("busy").state == RUNNING, 10)
+    assert runner.benchmark_url() == "http://127.0.0.1:5998"
+    runner.cancel("busy")
+    wait_done(runner, "busy")
+    assert runner.benchmark_url() is None
+
+
+def test_a_benchmark_waits_for_a_chat_answer_on_its_server(tmp_path, fake_engine):
+    """A chat answer still streaming when a run starts would disturb its first requests."""
+    runner = make_runner(tmp_path, fake_engine)
+    assert runner.begin_chat("http://127.0.0.1:5998/")
+    runner.submit(endpoint_plan(), "after-chat")
+    assert wait_until(lambda: runner.view("after-chat").phase == CHAT_WAIT, 10)
+    assert "Waiting for a chat answer to finish" in progress_html(runner.view("after-chat"))
+    assert not (tmp_path / "argv.json").exists(), "the engine must wait"
+    assert not runner.begin_chat("http://127.0.0.1:5998"), "no new chat once a run is due"
+    assert runner.begin_chat("http://127.0.0.1:7777")           # another server is not held
+    runner.end_chat("http://127.0.0.1:7777")
+    runner.end_chat("http://127.0.0.1:5998/")
+    assert wait_done(runner, "after-chat").state == COMPLETE
+    assert (tmp_path / "argv.json").exists()
+    assert runner.begin_chat("http://127.0.0.1:5998")           # free again after the run
+    runner.end_chat("http://127.0.0.1:5998")

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from support.app_harness import (FIELDS_SMALL_RUN, AppProcess, named, session_cookie, submit_and_wait,
-                         text)
+from support.app_harness import (FIELDS_SMALL_RUN, AppProcess, form_values, named,
+                                 session_cookie, submit_and_wait, text)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -88,6 +88,28 @@ def test_anonymous_and_strangers_cannot_run_and_nothing_launches(space, tiny_tok
     assert not port_open(space.tgi_port), "no TGI server may start for them"
 
 
+def chat(client: Client, message: str, **fields) -> tuple:
+    """The last outputs of /chat: (Conversation, Message, Chat message)."""
+    values = form_values(**fields)
+    return client.predict(message, [], "", "8", "", *values, api_name="/chat")
+
+
+def test_visitors_without_rights_cannot_chat_nor_start_a_server(space, tiny_tokenizer):
+    for username, words in ((None, "Sign in with Hugging Face"),
+                            ("stranger", "not allowed to run benchmarks")):
+        client = visitor(space, username)
+        status = client.predict(*form_values(model_id=tiny_tokenizer), api_name="/chat_status")
+        assert "Not allowed to chat here" in text(status) and words in text(status)
+        for fields in ({"model_id": tiny_tokenizer},
+                       {"target": ENDPOINT, "url": f"http://127.0.0.1:{space.tgi_port}"}):
+            shown, _, message = chat(client, "Hello", **fields)
+            assert "Not allowed to chat here" in text(message) and words in text(message)
+            assert not text(shown)
+        started = client.predict(*form_values(model_id=tiny_tokenizer), api_name="/chat_start")
+        assert "Not allowed to start a server here" in text(started[0])
+    assert not port_open(space.tgi_port), "no TGI server may start for them"
+
+
 def test_owner_and_allowed_users_run_and_everyone_opens_shared_results(space, tiny_tokenizer):
     owner = visitor(space, "owner")
     final = run(owner, model_id=tiny_tokenizer, **FIELDS_SMALL_RUN)
@@ -120,3 +142,28 @@ def test_owner_and_allowed_users_run_and_everyone_opens_shared_results(space, ti
     opened = named(anonymous, "/open", anonymous.predict([owner_run], api_name="/open"))
     assert owner_run in text(opened["Run title"])
     assert "Highest generation speed" in text(opened["Headline"])
+
+    # The owner's server is up: an allowed user chats with it, a stranger still may not.
+    shown, _, _ = chat(friend, "Hello", model_id=tiny_tokenizer)
+    assert "tokens/s" in str(shown), shown
+    _, _, message = chat(visitor(space, "stranger"), "Hello", model_id=tiny_tokenizer)
+    assert "Not allowed to chat here" in text(message)
+
+def test_only_visitors_who_may_run_can_import_files(space):
+    """The import box writes into the results folder: the same rule as running."""
+    from pathlib import Path
+
+    from gradio_client import handle_file
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "imports" / "llmperf_summary.json"
+    before = sorted(p.name for p in space.results_dir.iterdir())
+    for username in (None, "stranger"):
+        client = visitor(space, username)
+        out = named(client, "/import", client.predict([handle_file(str(fixture))],
+                                                      api_name="/import"))
+        assert "Not allowed to import here" in text(out["Import message"])
+    assert sorted(p.name for p in space.results_dir.iterdir()) == before
+    friend = visitor(space, "friend")
+    out = named(friend, "/import", friend.predict([handle_file(str(fixture))],
+                                                  api_name="/import"))
+    assert "Imported 1 run" in text(out["Import message"])

@@ -273,3 +273,44 @@ def test_a_run_with_latency_targets_reports_attainment_and_goodput(capsys, tiny_
     step = json.loads((out / "run.json").read_text())["steps"][0]
     assert step["slo"]["sent"] == 4 and step["slo"]["good"] == 0
     assert step["slo"]["missed"] == {"e2e": 4} and step["slo"]["passed"] is False
+
+
+def test_a_run_whose_every_request_timed_out_fails_and_exits_1(tiny_tokenizer, tmp_path,
+                                                               capsys):
+    with run_in_thread(SimulatorConfig(tokenizer=tiny_tokenizer,
+                                       **dict(FAST, decode_base_ms=50.0))) as s:
+        code = main(["--tokenizer-name", tiny_tokenizer, "--url", s.url, "-b", "2",
+                     "--sequence-length", "8", "--decode-length", "40", "--runs", "1",
+                     "--warmups", "0", "--timeout", "0.4", "--output-dir", str(tmp_path / "r")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "Every measured request failed" in captured.err and "2 timed out" in captured.err
+    assert "Run complete" not in captured.err + captured.out
+
+
+@pytest.mark.parametrize("full_at", [2, 3])   # run.json's 2nd save (after the step), 3rd (final)
+def test_a_full_disk_mid_run_is_one_sentence_and_exit_1(tiny_tokenizer, tmp_path, capsys,
+                                                       monkeypatch, full_at):
+    import errno
+
+    from benchmark.core import results
+
+    saves = []
+    real = results.atomic_write
+
+    def filling(path, text):
+        if path.name == results.RUN_FILE:
+            saves.append(path)
+        if len(saves) >= full_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, text)
+
+    monkeypatch.setattr(results, "atomic_write", filling)
+    with run_in_thread(SimulatorConfig(tokenizer=tiny_tokenizer, **FAST)) as s:
+        code = main(["--tokenizer-name", tiny_tokenizer, "--url", s.url, "-b", "1",
+                     "--sequence-length", "8", "--decode-length", "3", "--runs", "1",
+                     "--warmups", "0", "--output-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" not in err and "During handling" not in err
+    assert "No space left on device" in err and "could not be saved" in err

@@ -69,7 +69,9 @@ def test_each_api_measures_every_request(sim, tiny_tokenizer, tmp_path, api):
     assert all(i.startswith(result.run_id + "-") for i in ids)
     seen = {row["request_id"] for row in trace_rows(sim.trace_path)}
     assert ids <= seen
-    assert f"{result.run_id}-3-w1-2" in seen
+    prefix = records[0].request_id.rsplit("-", 3)[0]   # <run id>-<random>
+    assert all(i.startswith(prefix + "-") for i in ids)
+    assert f"{prefix}-3-w1-2" in seen
     # progress stream: start ... done, one round_done per round
     kinds = events.kinds()
     assert kinds[0] == "start" and kinds[-1] == "done"
@@ -308,7 +310,11 @@ def test_timeouts_are_records_not_dropped(tiny_tokenizer, tmp_path):
                                        **dict(FAST, decode_base_ms=50.0))) as s:
         result = run(config_for(s.url, tiny_tokenizer, tmp_path / "t", batch_sizes=(2,),
                                 decode_length=40, runs=1, warmups=0, timeout_s=0.4))
-    assert result.status == "complete"
+    # Every request timed out: nothing was measured to the end, so the run failed and says so.
+    assert result.status == "failed"
+    assert "Every measured request failed" in result.message
+    assert "2 timed out" in result.message
+    assert RunResult.load(tmp_path / "t").status == "failed"
     assert len(result.records) == 2
     for r in result.records:
         assert r.error_kind == "timeout" and r.error == "timeout after 0.4 s"

@@ -70,8 +70,8 @@ def test_two_workers_write_the_files_one_process_writes(sim, tiny_tokenizer, tmp
     saved = json.loads((tmp_path / "two" / "run.json").read_text())
     assert saved["config"]["workers"] == 2
     if mode == "rounds":  # the same request ids as one process: step-run-request
-        assert ([r["request_id"].split("-", 1)[-1] for r in rows(tmp_path / "one")[1]]
-                == [r["request_id"].split("-", 1)[-1] for r in rows(tmp_path / "two")[1]])
+        assert ([r["request_id"].split("-", 2)[-1] for r in rows(tmp_path / "one")[1]]
+                == [r["request_id"].split("-", 2)[-1] for r in rows(tmp_path / "two")[1]])
 
 
 def test_rate_workers_send_on_the_parents_one_schedule(sim, tiny_tokenizer, tmp_path):

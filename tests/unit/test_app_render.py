@@ -23,11 +23,12 @@ CALIBRATION = {
 }
 
 
-def result(batch_sizes=(1, 2), simulated=True, **extra) -> RunResult:
+def result(batch_sizes=(1, 2), simulated=True, server_info=None, **extra) -> RunResult:
     config = RunConfig(tokenizer_name="org/model", batch_sizes=batch_sizes)
     return RunResult(run_id="20261128-120000-model-abcd", config=config, simulated=simulated,
                      server_info={"model_id": "org/model", "version": "3.3.6",
-                                  "max_total_tokens": 4096, "router": "text-generation-router"},
+                                  "max_total_tokens": 4096, "router": "text-generation-router"}
+                     if server_info is None else server_info,
                      status="complete", **extra)
 
 
@@ -121,6 +122,24 @@ def test_a_hostile_servers_words_cannot_add_links_images_or_html_to_a_shared_pag
     row = next(line for line in single.server_info.splitlines() if "click" in line)
     assert row.count("`") == 2, row
     assert "click" in single.title and "evil.example" in single.title   # still readable
+
+
+def test_progress_names_warm_up_errors_apart_from_measured_errors():
+    page = progress_html(view(progress=(
+        StepProgress(1, done=True, warmup_errors=2),
+        StepProgress(2, rounds_done=3, rounds=10, errors=1, warmup_errors=4))))
+    assert "1 error" in page and "4 warm-up errors (not measured)" in page
+    assert "2 warm-up errors (not measured)" in page
+    clean = progress_html(view())
+    assert "error" not in clean
+
+
+def test_an_openai_server_that_reports_no_info_never_shows_none_on_the_page():
+    page = results_view([result(server_info={}, simulated=False)])
+    text = "\n".join([page.title, page.headline, page.tables, page.server_info,
+                      page.calibration])
+    assert "None" not in text
+    assert "not reported by the server" in page.tables
 
 
 def test_capacity_progress_shows_each_probe_as_it_finishes_and_the_headline_comes_first():

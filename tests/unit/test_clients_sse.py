@@ -372,3 +372,41 @@ def test_a_200_that_is_not_an_event_stream_says_what_came_instead():
     assert record.status == 200 and record.error_kind == "stream"
     assert "not an event stream" in record.error and "application/json" in record.error
     assert "a whole answer at once" in record.error
+
+
+def test_an_event_that_never_ends_is_refused_past_the_cap():
+    """One event without a boundary must not be buffered without limit (a server once sent
+    400 MB that were held until the timeout)."""
+    from benchmark.core.clients.sse import EventTooLarge
+
+    parser = SSEParser(max_event_bytes=1024)
+    parser.feed(b"data: " + b"x" * 1000)
+    with pytest.raises(EventTooLarge) as info:
+        parser.feed(b"x" * 100)
+    assert "1024 bytes" in str(info.value)
+    crlf = SSEParser(max_event_bytes=1024)
+    with pytest.raises(EventTooLarge):
+        crlf.feed(b"data: a\r\n" * 200)
+    # events within the cap pass, however many arrive at once
+    many = SSEParser(max_event_bytes=1024)
+    assert len(many.feed(b"data: " + b"y" * 1000 + b"\n\n" * 1 + b"data: z\n\n" * 500)) == 501
+
+
+def test_a_server_sending_one_endless_event_fails_the_request_at_the_cap():
+    """The request ends as a stream error once one event passes the cap, long before the
+    timeout, and the bytes beyond it are not held."""
+    from benchmark.core.clients.sse import MAX_EVENT_BYTES
+
+    async def endless(request):
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        piece = b"x" * 65536
+        await response.write(b"data: ")
+        for _ in range(2 * MAX_EVENT_BYTES // len(piece) + 2):
+            await response.write(piece)
+        return response
+
+    record = asyncio.run(send_to_local_server(endless, timeout_s=20))
+    assert record.error_kind == "stream", record.error
+    assert "without ending it" in record.error

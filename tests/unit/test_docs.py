@@ -67,6 +67,7 @@ def help_flags(*args: str) -> set[str]:
 
 
 @pytest.mark.parametrize("command", [("benchmark",), ("benchmark", "calibrate"),
+                                     ("benchmark", "import"), ("benchmark", "report"),
                                      ("benchmark.simulator",)])
 def test_every_flag_is_documented(command):
     flags = help_flags(*command)

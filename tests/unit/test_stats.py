@@ -129,7 +129,8 @@ def test_step_throughputs_per_round_by_hand():
 def test_step_counts_failures_without_dropping_them():
     s = summarize_step(two_rounds(), step=2, mode="rounds", sequence_length=10, decode_length=4)
     assert s.counts() == {"requests": 4, "ok": 3, "errors": 1, "timeouts": 1, "cancelled": 0,
-                          "short_outputs": 0, "incomplete": 0}
+                          "short_outputs": 0, "incomplete": 0, "retried": 0,
+                          "coalesced_events": 0, "tokens_from_events": 0}
     assert s.rounds == 2
     assert s.input_tokens == 30 and s.output_tokens == 12
     assert s.duration_s == pytest.approx(1.5)
@@ -237,3 +238,16 @@ def test_step_summary_round_trips_through_dict():
     assert s.value("prefill_latency_ms", "p50") == 100
     with pytest.raises(KeyError):
         s.metric("no_such_metric")
+
+
+def test_events_of_one_read_give_no_zero_inter_token_gap_and_are_counted():
+    # tokens 2 and 3 arrived in one read (same stamp), as did 4 and 5 of the second request
+    records = [rec(1, 0, 0, 0, [100, 110, 110, 130], 130),
+               rec(1, 0, 1, 0, [100, 120, 140, 140, 150], 150, requested=5)]
+    s = summarize_step(records, step=1, mode="rounds", sequence_length=10, decode_length=4)
+    itl = s.metric("inter_token_latency_ms")
+    assert itl.min == pytest.approx(10.0) and itl.count == 5
+    assert s.coalesced_events == 2
+    assert [r.coalesced_events for r in records] == [1, 1]
+    # decode token latency still divides by the tokens the server counted
+    assert records[0].token_latency_ms == pytest.approx(30 / 3)

@@ -16,6 +16,7 @@ from benchmark.report.tables import (
     headline,
     latency_table,
     markdown_tables,
+    requests_table,
     throughput_table,
 )
 
@@ -181,6 +182,32 @@ def test_a_hostile_model_name_cannot_put_links_images_or_html_in_the_tables():
     for active in ("![x](", "[Re-run here](", "<img", "<b>"):
         assert active not in text
     assert "Re-run here" in text and "evil.example" in text  # still readable
+
+
+def test_a_short_average_output_is_never_rounded_up_to_the_length_asked():
+    # 49 requests of 128 tokens and one of 127: 127.98 on average, and one short output
+    records = [rec(1, run, 0, ttft=10, gap=1.0, tokens=128, requested=128) for run in range(49)]
+    records.append(rec(1, 49, 0, ttft=10, gap=1.0, tokens=127, requested=128))
+    config = RunConfig(tokenizer_name="t", url="http://h:1", batch_sizes=(1,), sequence_length=16,
+                       decode_length=128, runs=50)
+    run_result = RunResult(run_id="r", config=config, records=records)
+    row = next(r for r in cells(requests_table(run_result.steps())) if r[0] == "1")
+    assert row[6] == "1"                          # short outputs
+    assert row[7] == "127.9 of 128"               # not "128.0 of 128"
+    full = RunResult(run_id="r", config=config, records=records[:49])
+    assert next(r for r in cells(requests_table(full.steps())) if r[0] == "1")[7] == "128.0 of 128"
+
+
+def test_what_the_server_did_not_report_is_said_in_words_never_none():
+    config = RunConfig(tokenizer_name="t", url="http://h:1", api="openai-chat", model="m",
+                       batch_sizes=(1,), sequence_length=16, decode_length=5, runs=1)
+    text = markdown_tables(RunResult(run_id="r", config=config, server_info={},
+                                     server={"quantize": None, "dtype": None},
+                                     records=[rec(1, 0, 0, ttft=10, gap=1.0)]))
+    assert "None" not in text
+    rows = dict(r[:2] for r in cells(text) if len(r) >= 2)
+    assert rows["Server version"] == "not reported by the server"
+    assert rows["Seed"] == "not set" and rows["Top K"] == "not set"
 
 
 def test_latency_targets_table_and_headline_say_which_steps_kept_the_target():

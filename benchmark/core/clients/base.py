@@ -38,7 +38,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from ...errors import redact
 from ..records import RequestRecord
-from .sse import SSEParser
+from .sse import EventTooLarge, SSEParser
 
 __all__ = ["StreamDecoder", "StreamClient", "open_session", "error_message"]
 
@@ -113,7 +113,23 @@ class StreamClient(ABC):
 
     async def send(self, session: aiohttp.ClientSession, body: bytes, record: RequestRecord,
                    *, timeout_s: float) -> RequestRecord:
-        """POST ``body`` and fill ``record``; never raises except ``asyncio.CancelledError``."""
+        """POST ``body`` and fill ``record``; never raises except ``asyncio.CancelledError``.
+
+        A request lost on a kept-alive connection before any answer came (the server had closed
+        the socket while it sat in the pool) was never measured: it is sent again, once, on a
+        fresh connection, and ``record.retried`` says so."""
+        context = SimpleNamespace(record=record, reused=False)
+        await self._attempt(session, body, record, context, timeout_s=timeout_s)
+        if _lost_before_an_answer(record, context):
+            _reset(record)
+            record.retried = True
+            async with open_session(fresh=True) as fresh:
+                await self._attempt(fresh, body, record, SimpleNamespace(record=record),
+                                    timeout_s=timeout_s)
+        return record
+
+    async def _attempt(self, session: aiohttp.ClientSession, body: bytes, record: RequestRecord,
+                       context: SimpleNamespace, *, timeout_s: float) -> None:
         decoder = self.decoder(record)
         headers = dict(self.headers)
         if record.request_id:
@@ -121,7 +137,7 @@ class StreamClient(ABC):
         deadline = asyncio.timeout(timeout_s)
         try:
             async with deadline:
-                await self._stream(session, body, headers, record, decoder)
+                await self._stream(session, body, headers, record, decoder, context)
         except TimeoutError as exc:
             if record.end_ns is not None:
                 pass  # the response had ended: only the drain after it was cut
@@ -140,11 +156,10 @@ class StreamClient(ABC):
             decoder.fail("connection", f"client error: {_describe(exc)}")
         if record.end_ns is None:
             record.end_ns = time.perf_counter_ns()
-        return record
 
     async def _stream(self, session: aiohttp.ClientSession, body: bytes, headers: dict[str, str],
-                      record: RequestRecord, decoder: StreamDecoder) -> None:
-        context = SimpleNamespace(record=record)
+                      record: RequestRecord, decoder: StreamDecoder,
+                      context: SimpleNamespace) -> None:
         # Overwritten by the trace hook when the bytes are written (the stamp that counts).
         record.sent_ns = time.perf_counter_ns()
         async with session.post(self.url, data=body, headers=headers,
@@ -179,7 +194,13 @@ class StreamClient(ABC):
                     arrived = previous = received
                 if not events and len(first_bytes) < 200:
                     first_bytes += chunk[:200]
-                for data in parser.feed(chunk):
+                try:
+                    completed = parser.feed(chunk)
+                except EventTooLarge as exc:
+                    decoder.fail("stream", str(exc))
+                    record.end_ns = arrived
+                    return
+                for data in completed:
                     events += 1
                     if decoder.on_event(data, arrived):
                         done = True
@@ -226,6 +247,22 @@ def error_message(raw: bytes, fallback: str | None = None) -> str:
     return redact(" ".join(text.split()))[:_MAX_ERROR_CHARS]
 
 
+def _lost_before_an_answer(record: RequestRecord, context: SimpleNamespace) -> bool:
+    """A connection error on a connection taken from the pool, before any status line came:
+    the server never answered this request (it had dropped the kept-alive socket)."""
+    return (record.error_kind == "connection" and record.status is None
+            and not record.token_ns and bool(getattr(context, "reused", False)))
+
+
+def _reset(record: RequestRecord) -> None:
+    """Forget what a lost attempt left on ``record`` (its schedule and identity stay)."""
+    record.sent_ns = record.end_ns = None
+    record.token_ns = []
+    record.input_tokens = record.output_tokens = None
+    record.finish_reason = record.error = record.error_kind = None
+    record.status = None
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return " ".join(text.split())
@@ -237,10 +274,18 @@ async def _on_chunk_sent(session: Any, context: SimpleNamespace, params: Any) ->
         record.sent_ns = time.perf_counter_ns()
 
 
+async def _on_connection_reused(session: Any, context: SimpleNamespace, params: Any) -> None:
+    request = context.trace_request_ctx
+    if request is not None and hasattr(request, "reused"):
+        request.reused = True
+
+
 def trace_config() -> aiohttp.TraceConfig:
-    """Stamps ``record.sent_ns`` when aiohttp writes the request bytes to the socket."""
+    """Stamps ``record.sent_ns`` when aiohttp writes the request bytes to the socket, and notes
+    when a request went out on a connection taken from the pool (``context.reused``)."""
     config = aiohttp.TraceConfig()
     config.on_request_chunk_sent.append(_on_chunk_sent)
+    config.on_connection_reuseconn.append(_on_connection_reused)
     return config
 
 
@@ -270,10 +315,13 @@ class _StampingConnector(aiohttp.TCPConnector):
 
 
 @asynccontextmanager
-async def open_session() -> AsyncIterator[aiohttp.ClientSession]:
-    """One session for a whole run: no connection limit, keep-alive, no total timeout."""
-    connector = _StampingConnector(limit=0, limit_per_host=0, ttl_dns_cache=300,
-                                   keepalive_timeout=60)
+async def open_session(*, fresh: bool = False) -> AsyncIterator[aiohttp.ClientSession]:
+    """One session for a whole run: no connection limit, keep-alive, no total timeout.
+
+    ``fresh``: a session whose connections are new and closed after use (to send a request
+    again after its kept-alive connection was found dead)."""
+    keep = {"force_close": True} if fresh else {"keepalive_timeout": 60}
+    connector = _StampingConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, **keep)
     session = aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),

@@ -15,6 +15,10 @@ Rules (the parts of the SSE format that servers really use):
 - lines starting with ``:`` are comments (keep-alives) and are ignored, as are ``event:``,
   ``id:`` and ``retry:`` lines; an event without data yields nothing.
 
+- one event may hold at most ``max_event_bytes`` (default ``MAX_EVENT_BYTES``, 1 MiB; a token
+  event is a few hundred bytes): past that, ``feed`` raises ``EventTooLarge`` instead of holding
+  whatever a broken or hostile server keeps sending without a blank line.
+
 The parser never parses JSON: the caller stamps the arrival time of the chunk first.
 """
 
@@ -22,7 +26,13 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["SSEParser"]
+__all__ = ["SSEParser", "EventTooLarge", "MAX_EVENT_BYTES"]
+
+MAX_EVENT_BYTES = 1024 * 1024
+
+
+class EventTooLarge(ValueError):
+    """An event grew past the parser's cap without ending; ``str()`` says so in words."""
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 
@@ -30,10 +40,20 @@ _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 class SSEParser:
     """Incremental SSE parser: ``feed(bytes) -> list[str]`` of completed events' data."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "_max")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self._buffer = b""
+        self._max = max_event_bytes
+
+    def _check(self, events: list[str]) -> list[str]:
+        """``events``, once the unfinished rest is known to be within the cap."""
+        if len(self._buffer) > self._max:
+            size = len(self._buffer)
+            self._buffer = b""
+            raise EventTooLarge(f"the server sent an event of more than {self._max} bytes "
+                                f"without ending it ({size:,} bytes so far)")
+        return events
 
     def feed(self, chunk: bytes) -> list[str]:
         """Add ``chunk`` and return the data of every event it completed (oldest first)."""
@@ -63,7 +83,7 @@ class SSEParser:
         # Keep the lines of the unfinished event (and the unterminated tail) for next time.
         rest = lines[consumed_upto:]
         self._buffer = b"".join(line + b"\n" for line in rest) + pending + (b"\r" if keep_cr else b"")
-        return events
+        return self._check(events)
 
     def _feed_lf(self, buffer: bytes) -> list[str]:
         """The common case (no ``\\r``): split on blank lines; one ``data:`` line per event
@@ -79,7 +99,7 @@ class SSEParser:
                 data = _event_data(part.split(b"\n"))
                 if data is not None:
                     events.append(data)
-        return events
+        return self._check(events)
 
     def close(self) -> list[str]:
         """The data of an event the stream ended without terminating (servers sometimes do)."""
