@@ -231,6 +231,14 @@ SETTINGS: tuple[Setting, ...] = (
     _S("timeout_s", "run", "float", "Timeout (s)", "--timeout", default=120.0, metavar="S",
        help="seconds before a request counts as timed out (default 120)",
        **_bounds(0.0, MAX_DURATION_S, True)),
+    _S("workers", "run", "int", "Worker processes", "--workers", default=1, metavar="N|auto",
+       help="processes sending the load, each with its own event loop and connections (one "
+            "process is one CPU core; the merged files are those of one run); auto = one per "
+            "core but one (default 1)", **_bounds(1, 256)),
+    _S("ray_address", "run", "text", "Ray cluster", "--ray-address", metavar="ADDR",
+       help="run the --workers as Ray actors on the Ray cluster at ADDR ('auto', "
+            "'ray://host:10001', or 'local' for a new cluster on this machine); needs pip "
+            "install -r requirements-distributed.txt"),
     _S("seed", "run", "int", "Seed", "--seed",
        help="sampling seed sent with every request; also varies the prompts",
        **_bounds(0, 2**64 - 1)),
@@ -554,6 +562,15 @@ def parse_rates(value: Any, field_name: str = "rates") -> tuple[float, ...]:
     return tuple(int(r) if float(r).is_integer() else float(r) for r in sorted(rates))
 
 
+def auto_workers(cpus: int | None = None) -> int:
+    """``--workers auto``: one worker process per core this process may use, leaving one core
+    for the machine's other work (the parent process, a server running here); at least one."""
+    count = cpus if cpus is not None else (len(os.sched_getaffinity(0))
+                                           if hasattr(os, "sched_getaffinity")
+                                           else os.cpu_count() or 1)
+    return max(1, count - 1)
+
+
 def parse_headroom(value: Any, field_name: str = "plan_headroom") -> float:
     """Spare capacity typed as a percentage (``20`` or ``"20%"``), in [0, 100]."""
     text = value.strip() if isinstance(value, str) else value
@@ -703,6 +720,14 @@ def parse_setting(entry: Setting, value: Any) -> Any:
     if value is None:
         return None
     name = entry.name
+    if entry.kind == "int" and entry.name == "workers":
+        if str(value).strip().lower() == "auto":
+            return auto_workers()
+        try:
+            return parse_int(name, value, minimum=1, maximum=int(entry.maximum or 256))
+        except ConfigError as err:
+            raise ConfigError(name, err.message.rstrip(".") + " (or type auto: one per core "
+                                                              "but one).") from None
     if entry.kind == "int":
         return parse_int(name, value, minimum=int(entry.minimum if entry.minimum is not None
                                                   else -(2**63)),
@@ -887,6 +912,8 @@ class RunConfig:
     duration_s: float | None = default_of("duration_s")
     requests: int | None = default_of("requests")
     timeout_s: float = default_of("timeout_s")
+    workers: int = default_of("workers")
+    ray_address: str | None = default_of("ray_address")
     seed: int | None = default_of("seed")
     sampling: SamplingParams = field(default_factory=SamplingParams)
     rates: tuple[float, ...] = default_of("rates")
@@ -943,6 +970,11 @@ class RunConfig:
                                             "(--duration) or a number of requests (--requests).")
         if self.mode == "rate":
             self._check_rate()
+        if self.mode == "capacity" and (self.workers != 1 or self.ray_address):
+            which = "ray_address" if self.ray_address else "workers"
+            raise ConfigError(which, "The capacity search runs in one process: set Worker "
+                                     "processes to 1 (--workers 1, no --ray-address) or choose "
+                                     "the rounds, concurrency or rate pattern.")
         self.sampling.validate()
         check_slo(self)
         self._validate_capacity()

@@ -53,7 +53,7 @@ FORM_ORDER: tuple[str, ...] = (
     "target", "model_id", "quantize", "max_input_tokens", "max_total_tokens", "max_batch_size",
     "url", "tokenizer_name", "batch_sizes", "sequence_length", "decode_length", "runs",
     "warmups", "slo_ttft_ms", "slo_tpot_ms", "slo_attainment", "api", "mode", "duration_s",
-    "requests", "rates", "arrivals", "max_concurrency", "max_duration_s", "timeout_s",
+    "requests", "rates", "arrivals", "max_concurrency", "max_duration_s", "timeout_s", "workers",
     "temperature", "top_k",
     "top_p", "typical_p", "repetition_penalty", "frequency_penalty", "top_n_tokens",
     "do_sample", "watermark", "dtype", "num_shard", "max_batch_prefill_tokens",
@@ -140,12 +140,25 @@ def build_plan(
     endpoint_request_cap: int | None = None,
     allow_trust_remote_code: bool = False,
     server_port: int = DEFAULT_SERVER_PORT,
+    max_workers: int | None = None,
 ) -> Plan:
     """Validate the form; raise ConfigError (with ``.field``) or ServerLimitError on bad input.
 
     ``endpoint_request_cap`` limits the total requests of a run against an existing endpoint
     (set on a public Space so that it cannot be used to flood someone else's server).
+    ``max_workers`` caps the worker processes (set on a Space: its cores are shared with TGI).
     """
+    plan = _build_plan(values, endpoint_request_cap=endpoint_request_cap,
+                       allow_trust_remote_code=allow_trust_remote_code, server_port=server_port)
+    if max_workers is not None and plan.run.workers > max_workers:
+        raise ConfigError("workers", f"Worker processes: at most {max_workers} here (one per "
+                                     f"core but one: the machine is shared with the server); "
+                                     f"got {plan.run.workers}. Type {max_workers} or less.")
+    return plan
+
+
+def _build_plan(values: Mapping[str, Any], *, endpoint_request_cap: int | None,
+                allow_trust_remote_code: bool, server_port: int) -> Plan:
     launching = _text(values.get("target")) != TARGET_ENDPOINT
     mode = _value(_entries("mode")[0], values.get("mode")) or "rounds"
     typed: dict[str, dict[str, Any]] = {owner: {} for owner in _FORM_OWNERS}

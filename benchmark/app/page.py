@@ -36,7 +36,7 @@ import gradio as gr
 
 from . import access, costs, hub
 from .chat import ChatTab
-from ..config import DEFAULT_SERVER_PORT, field_label, parse_int, price_table
+from ..config import DEFAULT_SERVER_PORT, auto_workers, field_label, parse_int, price_table
 from ..errors import (BenchmarkError, ConfigError, ResultFileError, ServerUnreachable,
                      redact)
 from ..core.calibration_note import load_latest
@@ -247,6 +247,9 @@ class App:
                 self._text("duration_s", "Concurrency and request rate: seconds per step.")
                 self._text("requests", "Concurrency and request rate: requests per step.")
                 self._text("timeout_s", "Give up on one request after this many seconds.")
+                self._text("workers", "Processes sending the load, each one CPU core (auto: "
+                                      "one per core but one). Keep 1 on a Space: TGI shares "
+                                      "its machine.")
             with gr.Row():
                 self._text("rates", "Request rate pattern: requests per second, each a step, "
                                     "e.g. 5,10,20.")
@@ -626,7 +629,8 @@ class App:
         try:
             plan = build_plan(form, endpoint_request_cap=rules.request_cap(endpoint=endpoint),
                               allow_trust_remote_code=access.allow_trust_remote_code(self.env),
-                              server_port=server_port(self.env))
+                              server_port=server_port(self.env),
+                              max_workers=auto_workers() if access.is_space(self.env) else None)
         except BenchmarkError as exc:
             yield {self.form_error: _shown(_error_markdown(exc))}
             return

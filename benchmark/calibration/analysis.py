@@ -41,6 +41,8 @@ class CalibrationSettings:
     max_error_ms: float = 10.0      # stop climbing once an error passes this
     max_cpu_pct: float = 90.0       # ... or the client uses this much of one core
     quick: bool = False
+    workers: tuple[int, ...] = (1,)  # engine worker processes: the climb is made for each
+    simulator_workers: int = 1      # simulator processes sharing its port
     # The run's telemetry sampler, as in real runs (0 = off: tests/perf/telemetry_overhead.py
     # measures the difference).
     telemetry_interval_s: float = 1.0
@@ -83,6 +85,7 @@ class Row:
     server_read_wait_p99_ms: float | None = None
     arrival_clock: str | None = None  # the server's arrival stamps: "kernel" or "read"
     accurate: bool = False
+    workers: int = 1                  # the engine's worker processes (--workers)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: finite(v) for k, v in asdict(self).items()}
@@ -486,3 +489,35 @@ def schedule_table(rows: Sequence[ScheduleRow]) -> str:
         kept = "yes" if r.kept else "no: " + ", ".join(r.missed())
         body.append("| " + " | ".join(cells) + f" | {kept} |")
     return "\n".join([head, rule, *body])
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker processes: which count this machine needs
+
+
+def workers_verdict(rows: Sequence[Row], *, tolerance_ms: float = 1.0
+                    ) -> tuple[dict[int, int | None], str]:
+    """For each worker count climbed, the highest level of its unbroken accurate run from the
+    lowest level (None: not even the lowest), and a sentence saying which worker count a load
+    needs: the fewest workers that measured it within the tolerance."""
+    counts = sorted({r.workers for r in rows})
+    best: dict[int, int | None] = {}
+    for count in counts:
+        best[count] = decide([r for r in rows if r.workers == count],
+                             tolerance_ms=tolerance_ms).accurate_concurrency
+    parts: list[str] = []
+    reached = 0
+    for count in counts:
+        level = best[count]
+        if level is not None and level > reached:
+            word = "worker" if count == 1 else "workers"
+            parts.append(f"up to {level} streams: {count} {word}")
+            reached = level
+    if not parts:
+        return best, (f"No worker count measured within {tolerance_ms:g} ms even at the "
+                      f"lowest level: use a quieter or bigger client machine.")
+    highest = max((r.concurrency for r in rows), default=reached)
+    tail = (f"; above {reached} streams none of {', '.join(map(str, counts))} workers was "
+            f"within {tolerance_ms:g} ms" if reached < highest
+            else f"; above {reached} streams was not measured")
+    return best, f"This machine needs, for {'; '.join(parts)}{tail}."

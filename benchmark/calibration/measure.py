@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import tempfile
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -24,7 +26,8 @@ from ..core.results import TOOL_NAME, atomic_write, environment_info, now_iso
 from ..errors import BenchmarkError, ServerStartError
 from ..simulator.process import SimulatorProcess
 from .analysis import (CalibrationSettings, Row, ScheduleRow, Verdict, decide,
-                       schedule_verdict, stop_reason, summarize_level, summarize_schedule)
+                       schedule_verdict, stop_reason, summarize_level, summarize_schedule,
+                       workers_verdict)
 
 __all__ = ["SimulatedServer", "cpu_seconds", "measure_level", "Calibration", "calibrate",
            "write_json", "CALIBRATION_FILE", "latest_path", "ZeroCostServer", "measure_schedule",
@@ -50,7 +53,7 @@ class SimulatedServer:
         self.trace = trace
         top = max(settings.levels)
         self.process = SimulatorProcess([
-            "--trace", str(trace),
+            "--trace", str(trace), "--workers", str(settings.simulator_workers),
             "--prefill-base-ms", f"{settings.prefill_ms:g}", "--prefill-per-token-ms", "0",
             "--decode-base-ms", f"{settings.token_ms:g}", "--decode-per-seq-ms", "0",
             "--decode-per-context-token-us", "0",
@@ -71,8 +74,10 @@ class SimulatedServer:
         return self
 
     def cpu_s(self) -> float | None:
+        """CPU seconds of the server's busiest process (with --workers, its worker
+        processes: each is one core)."""
         proc = self.process.proc
-        return cpu_seconds(proc.pid) if proc is not None else None
+        return busiest_cpu_seconds(proc.pid) if proc is not None else None
 
     def rows(self, wait_for: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
         """The trace rows by request id; with ``wait_for``, read again for up to a second until
@@ -128,6 +133,38 @@ def cpu_seconds(pid: int | None = None) -> float | None:
     return t.user + t.system
 
 
+def busiest_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of ``pid`` or, when it has child processes (worker processes), of the
+    busiest of them: one process is one core, so the busiest one is where the limit is."""
+    try:
+        import psutil
+        children = [c.pid for c in psutil.Process(pid).children()]
+    except Exception:  # noqa: BLE001 - psutil missing or the process gone: the process alone
+        children = []
+    values = [v for v in (cpu_seconds(c) for c in children) if v is not None]
+    return max(values) if values else cpu_seconds(pid)
+
+
+def client_cpu_seconds() -> dict[int, float]:
+    """CPU seconds of this process and of each engine worker process alive, by pid."""
+    out: dict[int, float] = {}
+    own = cpu_seconds()
+    if own is not None:
+        out[os.getpid()] = own
+    for child in multiprocessing.active_children():
+        if child.name.startswith("benchmark-worker-") and child.pid is not None:
+            value = cpu_seconds(child.pid)
+            if value is not None:
+                out[child.pid] = value
+    return out
+
+
+def _busiest(before: dict[int, float], after: dict[int, float]) -> float | None:
+    """The largest CPU seconds spent by one client process between two samples."""
+    spent = [after[pid] - before[pid] for pid in after if pid in before]
+    return max(spent) if spent else None
+
+
 def _proc_stat_cpu_s(pid: int) -> float | None:
     """Linux without psutil: utime + stime from /proc/PID/stat."""
     try:
@@ -147,21 +184,23 @@ class _Sampler:
 
     def __init__(self, server: SimulatedServer):
         self.server = server
-        self.marks: list[tuple[int, float | None, float | None]] = []
+        self.marks: list[tuple[int, dict[int, float], float | None]] = []
 
     def __call__(self, event: ProgressEvent) -> None:
         if not isinstance(event, RoundDone):
             return
         if event.run == event.runs:  # the last warm-up or the last measured round
-            self.marks.append((time.perf_counter_ns(), cpu_seconds(),
+            self.marks.append((time.perf_counter_ns(), client_cpu_seconds(),
                                self.server.cpu_s()))
 
     def window(self) -> tuple[float | None, float | None, float | None]:
+        """Seconds, the busiest client process's CPU seconds (the engine, or its busiest
+        worker), the server's, between the end of the warm-up and of the last round."""
         if len(self.marks) < 2:
             return None, None, None
         (t0, c0, s0), (t1, c1, s1) = self.marks[0], self.marks[-1]
         diff = (lambda a, b: b - a if a is not None and b is not None else None)
-        return (t1 - t0) / 1e9, diff(c0, c1), diff(s0, s1)
+        return (t1 - t0) / 1e9, _busiest(c0, c1), diff(s0, s1)
 
 
 @dataclass
@@ -174,12 +213,13 @@ class Level:
 
 
 def measure_level(level: int, settings: CalibrationSettings, server: SimulatedServer,
-                  tokenizer: str, work: Path) -> Level:
+                  tokenizer: str, work: Path, workers: int = 1) -> Level:
     config = RunConfig(tokenizer_name=tokenizer, url=server.url, batch_sizes=(level,),
                        sequence_length=settings.sequence_length,
                        decode_length=settings.decode_length, runs=settings.runs,
-                       warmups=max(1, settings.warmups), timeout_s=120.0,
-                       output_dir=str(work / f"c{level}"),
+                       warmups=max(1, settings.warmups), timeout_s=120.0, workers=workers,
+                       output_dir=str(work / (f"c{level}" if workers == 1
+                                              else f"c{level}-w{workers}")),
                        telemetry_interval_s=settings.telemetry_interval_s)
     sampler = _Sampler(server)
     result = run(config, on_progress=sampler)
@@ -196,7 +236,7 @@ def measure_level(level: int, settings: CalibrationSettings, server: SimulatedSe
                           client_cpu_s=client_cpu, server_cpu_s=server_cpu,
                           tolerance_ms=settings.tolerance_ms,
                           arrival_clock=clock if isinstance(clock, str) else None)
-    return Level(row, list(result.records), trace)
+    return Level(dataclasses.replace(row, workers=workers), list(result.records), trace)
 
 
 def measure_concurrency(users: int, settings: CalibrationSettings, server: SimulatedServer,
@@ -292,6 +332,7 @@ class Calibration:
     server_argv: list[str] = field(default_factory=list)
     concurrency_rows: list[Row] = field(default_factory=list)
     schedule: list[ScheduleRow] = field(default_factory=list)
+    worker_rows: list[Row] = field(default_factory=list)  # the climbs with --workers above 1
 
     @property
     def verdict(self) -> Verdict:
@@ -340,8 +381,22 @@ class Calibration:
             "rows": [r.to_dict() for r in self.rows],
             "verdict": self.verdict.to_dict(),
             "concurrency_rows": [r.to_dict() for r in self.concurrency_rows],
+            "workers": self.workers_dict(),
             "schedule": self.schedule_dict(),
         }
+
+    def workers_dict(self) -> dict[str, Any] | None:
+        """Each worker count's climb (rows), its highest accurate level and the sentence saying
+        which count a load needs (None when only one worker was measured)."""
+        if not self.worker_rows:
+            return None
+        rows = self.rows + self.worker_rows
+        best, sentence = workers_verdict(rows, tolerance_ms=self.settings.tolerance_ms)
+        return {"rows": [r.to_dict() for r in self.worker_rows],
+                "accurate_concurrency": {str(k): v for k, v in best.items()},
+                "sentence": sentence,
+                "cpu_pct": "client CPU % is the busiest client process's (the engine's, or "
+                           "its busiest worker's): one process is one core"}
 
     def schedule_dict(self) -> dict[str, Any] | None:
         """The rate mode's schedule measurement (None when it was not measured)."""
@@ -369,15 +424,20 @@ def calibrate(settings: CalibrationSettings, *, tokenizer: str | None = None,
         result.server_argv = list(server.process.argv)
         server.start()
         try:
-            for level in sorted(set(settings.levels)):
-                row = measure_level(level, settings, server, name, work).row
-                result.rows.append(row)
-                if on_row is not None:
-                    on_row(row)
-                reason = stop_reason(row, settings)
-                if reason is not None:
-                    result.stopped_because = reason
-                    break
+            counts = sorted(set(settings.workers)) or [1]
+            for count in counts:
+                # The first count's climb is the verdict's (rows); others go to worker_rows.
+                into = result.rows if count == counts[0] else result.worker_rows
+                for level in sorted(set(settings.levels)):
+                    row = measure_level(level, settings, server, name, work, count).row
+                    into.append(row)
+                    if on_row is not None:
+                        on_row(row)
+                    reason = stop_reason(row, settings)
+                    if reason is not None:
+                        if count == counts[0]:
+                            result.stopped_because = reason
+                        break
             for row in list(result.rows):
                 users_row = measure_concurrency(row.concurrency, settings, server, name, work)
                 result.concurrency_rows.append(users_row)

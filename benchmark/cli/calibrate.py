@@ -37,12 +37,14 @@ Poisson and constant arrivals, ``--rate-duration`` seconds each, 16-token reques
 p99, and the spread of the gaps between the server's kernel arrival stamps; it says the
 highest rate this machine keeps within the bounds (``--rates none`` skips it).
 
+``--workers 1,2,4`` climbs once per engine worker-process count and prints, for each, the highest
+level within the tolerance and which count a load needs (``workers`` in calibration.json);
+``--simulator-workers N`` runs the simulated server as N processes sharing its port.
+
 Files: ``calibration.json`` in ``--output-dir`` (default ``$RESULTS_DIR/calibration-<date>``),
 and a copy of the latest one at ``$RESULTS_DIR/calibration.json`` for the app, which calls
 ``verdict_for(concurrency, load_latest())`` to show a warning beside runs beyond the verdict.
 """
-
-from __future__ import annotations
 
 from __future__ import annotations
 
@@ -74,6 +76,10 @@ def _checked(parse: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def _levels(text: str) -> tuple[int, ...]:
     return _checked(parse_batch_sizes, text, "concurrency")  # 1..MAX_BATCH_SIZE (1024)
+
+
+def _workers(text: str) -> tuple[int, ...]:
+    return _checked(parse_batch_sizes, text, "workers")
 
 
 def _rates(text: str) -> tuple[float, ...]:
@@ -115,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{','.join(map(str, QUICK_RATES))}; 'none' skips it)")
     p.add_argument("--rate-duration", type=_positive, default=None, metavar="S",
                    help="seconds per rate and arrival kind (default 10; --quick 2)")
+    p.add_argument("--workers", type=_workers, default=(1,), metavar="N[,N...]",
+                   help="climb once per engine worker-process count (e.g. 1,2,4) and say which "
+                        "count a load needs (default 1)")
+    p.add_argument("--simulator-workers", type=int, default=1, metavar="N",
+                   help="processes of the simulated server sharing its port, so that the "
+                        "server is not the limit (default 1)")
     p.add_argument("--tokenizer-name", default=None,
                    help="tokenizer for the prompts (default: a tiny one built offline)")
     p.add_argument("--output-dir", default=None, metavar="DIR",
@@ -133,7 +145,11 @@ def settings_from_args(args: argparse.Namespace) -> CalibrationSettings:
     return CalibrationSettings(levels=tuple(levels), token_ms=args.token_ms,
                                prefill_ms=args.token_ms, decode_length=decode, runs=runs,
                                tolerance_ms=args.tolerance_ms, max_error_ms=args.max_error_ms,
-                               max_cpu_pct=args.max_cpu, quick=quick)
+                               max_cpu_pct=args.max_cpu, quick=quick,
+                               workers=tuple(args.workers),
+                               simulator_workers=_checked(parse_int, "simulator_workers",
+                                                          args.simulator_workers, minimum=1,
+                                                          maximum=256))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           flush=True)
 
     def on_row(row: Row, unit: str = "streams") -> None:
+        if len(settings.workers) > 1 and unit == "streams":
+            unit = f"streams, {row.workers} worker{'s' if row.workers > 1 else ''}"
         print(f"  {row.concurrency:>5} {unit}: TTFT error p50 {_fmt(row.ttft_error_p50_ms)} ms "
               f"(send→server {_fmt(row.send_to_server_p50_ms)}, first token delivery "
               f"{_fmt(row.first_delivery_p50_ms)}), "
@@ -199,6 +217,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result.stopped_because:
         print(f"Stopped climbing: {result.stopped_because}.")
     print(result.verdict.sentence)
+    workers = result.workers_dict()
+    if workers is not None:
+        for count in sorted(set(settings.workers))[1:]:
+            print()
+            print(f"With --workers {count}:")
+            print()
+            print(markdown_table([r for r in result.worker_rows if r.workers == count],
+                                 settings.tolerance_ms))
+        print()
+        print(workers["sentence"])
     if result.concurrency_rows:
         print()
         print("Concurrency pattern (N virtual users, each sending its next request as soon as "

@@ -19,6 +19,9 @@ What ``run`` does, in order:
    (responses keep being read meanwhile); a late send goes at once and never moves the ones
    after it; a request never waits for another except behind ``--max-concurrency``, and that
    wait is stamped (``queued_ns`` -> ``admitted_ns``);
+   With ``--workers N`` (N > 1) or ``--ray-address``, the steps are dealt to worker processes
+   (``workers.py``) that run this same load code (``worker_main``, ``RayWorker``); this
+   process builds the prompts, draws the schedule, merges records and progress, saves;
 4. saves ``run.json``, ``summary.csv`` and ``requests.csv`` at the start and after every step,
    and once more at the end, then returns the result. ``run.json``'s ``calibration`` says how
    accurate the client was found to be by the latest ``python -m benchmark calibrate`` on
@@ -43,7 +46,9 @@ import contextlib
 import dataclasses
 import gc
 import os
+import queue
 import secrets
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -56,7 +61,7 @@ import aiohttp
 from . import results
 from .clients import StreamClient, error_message, make_client, open_session
 from .clients.openai import UNSENT_SAMPLING
-from ..config import RunConfig, check_url, parse_rates, strip_credentials
+from ..config import RunConfig, auto_workers, check_url, parse_rates, strip_credentials
 from ..errors import BenchmarkError, ConfigError, ResultFileError, redact
 from .interrupts import cancel_on_signals
 from .patterns import Concurrency, RateSchedule, Rounds, Slot, arrival_offsets, step_seed
@@ -70,8 +75,10 @@ from .calibration_note import client_calibration
 from .capacity_run import SATURATION_USERS, run_capacity
 from .results import RunResult
 from .telemetry import GpuReader, LoopProbe, Sampler
+from .workers import (READY_TIMEOUT_S, ROUND_LEAD_NS, STEP_LEAD_NS, Pool, RayPool, Share, deal,
+                      split_cap, split_quota)
 
-__all__ = ["run", "probe_server", "ServerProbe", "ProgressCallback"]
+__all__ = ["run", "probe_server", "ServerProbe", "ProgressCallback", "worker_main", "RayWorker"]
 
 CANCEL_POLL_S = 0.05
 PROGRESS_EVERY_S = 0.25
@@ -154,6 +161,8 @@ def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
     config = dataclasses.replace(config.validate(), url=check_url(config.url))
     if config.mode == "rate":  # a whole rate is an int: step 200, not 200.0, in every file
         config = dataclasses.replace(config, rates=parse_rates(list(config.rates)))
+    if str(config.workers).strip().lower() == "auto":  # the count used is the one saved
+        config = dataclasses.replace(config, workers=auto_workers())
     if config.mode in ("rate", "capacity") and config.schedule_seed is None:
         # Drawn here and saved in run.json's config, so that the run can be replayed exactly.
         config = dataclasses.replace(config, schedule_seed=secrets.randbits(62))
@@ -178,6 +187,9 @@ class _Engine:
         self.error_warnings = 0
         self.result: RunResult | None = None
         self.folder: Path | None = None
+        self.run_id = ""
+        self.model: str | None = None
+        self.pool: Pool | RayPool | None = None  # worker processes (--workers > 1, Ray)
         self.client: StreamClient | None = None
         self.tokenizer: Any = None
         self._alive_lock: asyncio.Lock | None = None
@@ -221,6 +233,7 @@ class _Engine:
         self.tokenizer = load_tokenizer(config.tokenizer_name, config.revision)
         self._check_cancel_before_start()
         self.client = make_client(config, model=probe.model, headers=self.headers)
+        self.model = probe.model
 
         model = str(probe.info.get("model_id") or probe.model or config.tokenizer_name)
         folder = Path(config.output_dir) if config.output_dir else results.default_output_dir(model)
@@ -230,6 +243,7 @@ class _Engine:
         except BenchmarkError:
             run_id = results.new_run_id(model)
         self.folder = folder
+        self.run_id = run_id
         # The run id may be a folder's name (--output-dir /tmp/runs/rounds gives "rounds"):
         # a random part makes the X-Request-Id of this run unique among runs, so a server's
         # logs and traces never mix two runs.
@@ -402,6 +416,8 @@ class _Engine:
         watcher = asyncio.create_task(self._watch_cancel(main))
         probe = asyncio.create_task(self.probe.run()) if self.sampler is not None else None
         try:
+            if self.config.workers > 1 or self.config.ray_address:
+                await self._start_pool()
             async with contextlib.AsyncExitStack() as self._sessions, \
                     open_session() as self._session:
                 if self.config.mode == "capacity":
@@ -418,7 +434,9 @@ class _Engine:
                     if self.sampler is not None:
                         self.sampler.mark_step(size, "start")
                     try:
-                        if self.config.mode == "rounds":
+                        if self.pool is not None:
+                            await self._worker_step(step)
+                        elif self.config.mode == "rounds":
                             await self._rounds(self._session, step)
                         elif self.config.mode == "rate":
                             await self._rate(self._session, step)
@@ -438,6 +456,8 @@ class _Engine:
             raise
         finally:
             watcher.cancel()
+            if self.pool is not None:
+                self.pool.close()
             gc.unfreeze()
             if probe is not None:
                 probe.cancel()
@@ -445,7 +465,8 @@ class _Engine:
     async def _watch_cancel(self, main: asyncio.Task[Any]) -> None:
         while not self.cancel.is_set():
             await asyncio.sleep(CANCEL_POLL_S)
-        main.cancel()
+        if self.pool is None:  # with workers, the parent's loops see the event and tell them
+            main.cancel()
 
     # -- capacity mode (capacity_run.py runs the probes through these) ----------------------
     def new_step(self, size: float, index: int) -> _Step:
@@ -501,7 +522,6 @@ class _Engine:
                   f"The files show the length the server reported.", key="prompt-length")
 
     def _record(self, slot: Slot) -> RequestRecord:
-        assert self.result is not None
         run = f"w{slot.run}" if slot.warmup else str(slot.run)
         return RequestRecord(step=slot.step, run=slot.run, request=slot.request,
                              warmup=slot.warmup,
@@ -577,17 +597,30 @@ class _Engine:
             await self._check_alive(records, step)
             self._stop_if_all_refused(step, records)
 
-    async def _concurrency(self, session: Any, step: _Step) -> None:
-        config = self.config
-        pattern = Concurrency(step.size, duration_s=config.duration_s, requests=config.requests)
-        # All prompts of a step are built before its load starts (none while it runs).
-        if config.requests is not None:
-            self._build(step, min(config.requests, PROMPT_POOL_MAX * 8))
+    def _build_concurrency(self, step: _Step) -> None:
+        """All prompts of a concurrency step, built before its load starts (none while it runs)."""
+        if self.config.requests is not None:
+            self._build(step, min(self.config.requests, PROMPT_POOL_MAX * 8))
         else:
             self._build(step, min(max(step.size * 8, 64), PROMPT_POOL_MAX))
-        session = await self._open_connections(session, step.size, step.size)
+
+    async def _concurrency(self, session: Any, step: _Step, share: Share | None = None) -> None:
+        """The concurrency pattern; in a worker process, ``share`` names its users, its part of
+        --requests and the common start instant (the prompts come with it)."""
+        config = self.config
+        users = share.users if share is not None else tuple(range(step.size))
+        pattern = Concurrency(len(users), duration_s=config.duration_s,
+                              requests=share.requests if share is not None else config.requests,
+                              names=users, step=step.size)
+        if share is None:
+            self._build_concurrency(step)
+        session = await self._open_connections(session, step.size, len(users))
         done = errors = 0
-        started = time.perf_counter_ns()
+        if share is not None:
+            await _until(share.start_ns)
+            started = share.start_ns
+        else:
+            started = time.perf_counter_ns()
         pattern.start(started)
 
         async def user(index: int) -> None:
@@ -614,13 +647,15 @@ class _Engine:
                 if record.error_kind in ("connection", "stream"):
                     await self._check_alive([record], step)
 
-        await asyncio.gather(*(user(i) for i in range(step.size)))
+        await asyncio.gather(*(user(i) for i in range(len(users))))
         if self.cancel.is_set():
             raise _Cancelled
         self._requests_progress(step, done, errors, pattern.total, started, force=True)
 
-    async def _rate(self, session: Any, step: _Step) -> None:
-        """Open loop: send on the step's schedule whatever the server does (module docstring)."""
+    def _schedule(self, step: _Step) -> Any:
+        """The step's send times (ns from its start) with its prompts built (none are built
+        while it runs, they are re-used past PROMPT_POOL_MAX * 8); empty when none falls
+        within the step (warned)."""
         config = self.config
         assert config.schedule_seed is not None
         offsets = arrival_offsets(RateSchedule(
@@ -632,14 +667,28 @@ class _Engine:
             self.warn(f"No request was scheduled at {self._at(step.size)}: at that rate the "
                       f"first arrival falls after the duration. Raise the rate or the duration.",
                       key=f"empty-step:{step.size}")
-            return
-        # Every prompt is built before the step starts (none while it runs), then re-used.
+            return offsets
         self._build(step, min(total, PROMPT_POOL_MAX * 8))
         if total > len(step.bodies):
             self.warn(f"Prompts are re-used after the first {len(step.bodies)} requests of a "
                       f"step: a server with a prefix cache may answer them faster than new "
                       f"prompts.", key="prompt-reuse")
-        cap = config.max_concurrency
+        return offsets
+
+    async def _rate(self, session: Any, step: _Step, share: Share | None = None) -> None:
+        """Open loop: send on the step's schedule whatever the server does (module docstring).
+        In a worker process, ``share`` holds its arrivals of the parent's schedule (numbers and
+        offsets from the common start instant), its part of --max-concurrency and the prompts."""
+        config = self.config
+        if share is None:
+            offsets: Any = self._schedule(step)
+            numbers: Any = range(1, len(offsets) + 1)
+            cap = config.max_concurrency
+        else:
+            offsets, numbers, cap = share.offsets, share.numbers, share.cap
+        total = len(offsets)
+        if total == 0:
+            return
         session = await self._open_connections(session, step.size,
                                                min(total, cap or RATE_CONNECTIONS,
                                                    RATE_CONNECTIONS * 4))
@@ -672,10 +721,10 @@ class _Engine:
                               f"requests pile up. Lower the rate or cap the requests in "
                               f"flight with --max-concurrency.", key="rate-client-limit")
 
-        start = time.perf_counter_ns()
+        start = share.start_ns if share is not None else time.perf_counter_ns()
         perf_ns = time.perf_counter_ns
         try:
-            for number, offset in enumerate(offsets, start=1):
+            for number, offset in zip(numbers, offsets):
                 due = start + offset
                 while (left := due - perf_ns()) > 0:
                     await asyncio.sleep((left - SPIN_NS) / 1e9 if left > SPIN_NS else 0)
@@ -744,6 +793,184 @@ class _Engine:
                         f"was measured until then; restart the server and run again.")
         if self._dead is not None:
             raise _RunStopped(self._dead)
+
+    # -- worker processes (--workers above 1): the parent's side ------------------------------
+    async def _start_pool(self) -> None:
+        """Start the worker processes once for the run and wait until each says it is ready."""
+        args = (self.config, self.model, self.headers, self.request_prefix)
+        if self.config.ray_address:
+            try:
+                pool: Pool | RayPool = await asyncio.to_thread(
+                    RayPool.start, self.config.workers, address=self.config.ray_address,
+                    actor=RayWorker, args=args)
+            except Exception as exc:  # noqa: BLE001 - Ray missing, no cluster at the address
+                raise _RunStopped(f"The Ray workers could not start at --ray-address "
+                                  f"{self.config.ray_address}: {type(exc).__name__}: {exc}"
+                                  ) from None
+        else:
+            pool = Pool.start(self.config.workers, target=worker_main, args=args)
+        self.pool = pool
+        waiting = set(range(pool.size))
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while waiting:
+            if self.cancel.is_set():
+                raise _Cancelled
+            for worker, message in pool.poll():
+                if message[0] == "ready":
+                    waiting.discard(worker)
+                elif message[0] in ("dead", "failed"):
+                    raise _RunStopped(f"The load could not start: {message[1]}. Run with fewer "
+                                      f"--workers (or 1).")
+            if time.monotonic() > deadline:
+                raise _RunStopped(f"{len(waiting)} of {pool.size} worker processes were not "
+                                  f"ready after {READY_TIMEOUT_S:g} s (a machine this loaded "
+                                  f"cannot send the load either). Run with fewer --workers.")
+            await asyncio.sleep(0.01)
+
+    async def _worker_step(self, step: _Step) -> None:
+        """One step dealt over the worker processes (``workers.py`` says how), its records
+        merged into ``step.records`` in the order one process would have written them."""
+        if self.config.mode == "rounds":
+            await self._rounds_workers(step)
+            return
+        try:
+            if self.config.mode == "rate":
+                await self._rate_workers(step)
+            else:
+                await self._concurrency_workers(step)
+        finally:
+            if self.config.mode == "rate":
+                step.records.sort(key=lambda r: r.request)
+            else:
+                step.records.sort(key=lambda r: r.scheduled_ns)
+
+    async def _rounds_workers(self, step: _Step) -> None:
+        config, pool = self.config, self.pool
+        assert pool is not None
+        pattern = Rounds(step.size, config.runs, config.warmups)
+        total = pattern.total
+        self._build(step, min(total, max(step.size, PROMPT_CHUNK)))
+        first = True
+        for round_ in pattern.rounds():
+            if self.cancel.is_set():
+                raise _Cancelled
+            bodies = self._take(step, len(round_.slots), total)
+            start = time.perf_counter_ns() + (STEP_LEAD_NS if first else ROUND_LEAD_NS)
+            busy = set()
+            for worker, mine in enumerate(deal(len(round_.slots), pool.size)):
+                if mine:
+                    pool.send(worker, Share("rounds", step.size, step.index, start,
+                                            len(mine) if first else 0,
+                                            tuple(bodies[i] for i in mine),
+                                            slots=tuple(round_.slots[i] for i in mine)))
+                    busy.add(worker)
+            first = False
+            records: list[RequestRecord] = []
+            try:
+                await self._collect(step, busy, None, start, records.extend)
+            finally:
+                records.sort(key=lambda r: r.request)
+                if not round_.warmup:
+                    step.records.extend(records)
+            errors = sum(1 for r in records if not r.ok)
+            self.emit(RoundDone(step=step.size, run=round_.run,
+                                runs=config.warmups if round_.warmup else config.runs,
+                                warmup=round_.warmup, errors=errors))
+            if round_.warmup and errors:
+                self._error_warning(records, warmup=True)
+            self._stop_if_all_refused(step, records)
+
+    async def _concurrency_workers(self, step: _Step) -> None:
+        config, pool = self.config, self.pool
+        assert pool is not None
+        self._build_concurrency(step)
+        users = deal(int(step.size), pool.size)
+        quotas = split_quota(config.requests, [len(mine) for mine in users])
+        start = time.perf_counter_ns() + STEP_LEAD_NS
+        busy = set()
+        for worker, mine in enumerate(users):
+            if mine and quotas[worker] != 0:
+                bodies = tuple(step.bodies[worker::pool.size]) or tuple(step.bodies)
+                pool.send(worker, Share("concurrency", step.size, step.index, start, len(mine),
+                                        bodies, users=tuple(mine), requests=quotas[worker]))
+                busy.add(worker)
+        await self._collect(step, busy, config.requests, start, step.records.extend)
+
+    async def _rate_workers(self, step: _Step) -> None:
+        """One schedule, drawn here, its arrivals dealt round-robin in arrival order."""
+        config, pool = self.config, self.pool
+        assert pool is not None
+        offsets = self._schedule(step)
+        total = len(offsets)
+        if total == 0:
+            return
+        caps = split_cap(config.max_concurrency, pool.size)
+        start = time.perf_counter_ns() + STEP_LEAD_NS
+        bodies = tuple(step.bodies)
+        busy = set()
+        for worker, mine in enumerate(deal(total, pool.size)):
+            if mine:
+                pool.send(worker, Share(
+                    "rate", step.size, step.index, start,
+                    min(len(mine), caps[worker] or RATE_CONNECTIONS, RATE_CONNECTIONS * 4),
+                    bodies, numbers=tuple(i + 1 for i in mine),
+                    offsets=tuple(offsets[i] for i in mine), cap=caps[worker]))
+                busy.add(worker)
+        await self._collect(step, busy, total, start, step.records.extend)
+
+    async def _collect(self, step: _Step, busy: set[int], total: int | None, started: int,
+                       keep: Any) -> None:
+        """Take what the workers in ``busy`` send until each has finished its share: records
+        (to ``keep``), progress (summed over workers) and warnings. A cancel, a worker that
+        stopped (server gone) or one that died tells the others to stop; then the step ends
+        with _Cancelled or _RunStopped, after every record that came back was kept."""
+        pool = self.pool
+        assert pool is not None
+        pending = set(busy)
+        counts: dict[int, tuple[int, int]] = {}
+        dead: str | None = None
+        stopped: str | None = None
+        told = False
+        while pending:
+            if not told and (self.cancel.is_set() or dead or stopped):
+                pool.cancel()
+                told = True
+            # Wait in a thread for the pipes (the parent's loop idles: no CPU taken from the
+            # workers on a small machine), at most 50 ms so that a cancel is seen.
+            messages = await asyncio.to_thread(pool.poll, 0.05)
+            for worker, message in messages:
+                kind = message[0]
+                if kind == "records":
+                    keep(message[1])
+                elif kind == "event":
+                    event = message[1]
+                    if isinstance(event, RequestsDone):
+                        counts[worker] = (event.done, event.errors)
+                        self._requests_progress(step, sum(c[0] for c in counts.values()),
+                                                sum(c[1] for c in counts.values()), total,
+                                                started)
+                    elif isinstance(event, RunWarning):
+                        self.warn(event.message)
+                elif kind == "done":
+                    pending.discard(worker)
+                    if message[1] == "stopped":
+                        stopped = stopped or message[2]
+                elif kind in ("dead", "failed"):
+                    pending.discard(worker)
+                    dead = dead or message[1]
+        if dead is not None:
+            raise _RunStopped(
+                f"The run stopped at {self._at(step.size)}: {dead}. The files hold the "
+                f"requests every worker sent back until then (those in flight in that worker "
+                f"are lost). Run again, with fewer --workers if the machine ran out of memory.")
+        if stopped is not None:
+            raise _RunStopped(stopped)
+        if self.cancel.is_set():
+            raise _Cancelled
+        if total is not None or counts:
+            self._requests_progress(step, sum(c[0] for c in counts.values()),
+                                    sum(c[1] for c in counts.values()), total, started,
+                                    force=True)
 
     # -- after a step --------------------------------------------------------------------------
     def _step_warnings(self, step: _Step) -> None:
@@ -820,3 +1047,218 @@ class _Engine:
             raise _RunStopped(
                 f"The server refused every request at {self._at(step.size)}: "
                 f"{refused[0].error}. Fix the settings it complains about and run again.")
+
+
+# ---------------------------------------------------------------------------------------------
+# A worker process (--workers above 1): the same per-process load code, fed by the parent
+
+
+async def _until(instant_ns: int) -> None:
+    """Sleep until ``perf_counter_ns()`` reaches ``instant_ns`` (the last SPIN_NS by yielding
+    to the event loop, as the rate dispatcher does)."""
+    while (left := instant_ns - time.perf_counter_ns()) > 0:
+        await asyncio.sleep((left - SPIN_NS) / 1e9 if left > SPIN_NS else 0)
+
+
+def worker_main(index: int, tasks: Any, results_pipe: Any, config: RunConfig,
+                model: str | None, headers: dict[str, str], run_id: str) -> None:
+    """A worker process's entry: run the shares the parent sends until told to exit. Ctrl-C
+    reaches the parent, which tells the workers (SIGINT is ignored here)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        worker = _WorkerEngine(config, tasks, results_pipe, model, headers, run_id)
+    except Exception as exc:  # noqa: BLE001 - said to the parent, which stops the run
+        results_pipe.send(("failed", f"worker process {index + 1} could not start "
+                                     f"({type(exc).__name__}: {exc})"))
+        return
+    results_pipe.send(("ready",))
+    worker.serve()
+
+
+class _WorkerEngine(_Engine):
+    """The engine's load code in a worker process: no probe, no tokenizer, no files; progress,
+    warnings and finished records go to the parent through ``results_pipe``."""
+
+    def __init__(self, config: RunConfig, tasks: Any, results_pipe: Any, model: str | None,
+                 headers: dict[str, str], run_id: str):
+        super().__init__(config, None, threading.Event(), None, headers)
+        self.on_progress = self._forward
+        self.run_id = self.request_prefix = run_id  # the parent's request-id prefix
+        self.client = make_client(config, model=model, headers=headers)
+        self.out = results_pipe
+        self.outbox: list[RequestRecord] = []
+        self.sent: set[str] = set()
+        self.shares: queue.Queue[Any] = queue.Queue()
+        threading.Thread(target=self._read, args=(tasks,), daemon=True).start()
+
+    def _read(self, tasks: Any) -> None:
+        """The parent's messages: "cancel" at once (even mid-share), shares in order."""
+        while True:
+            try:
+                message = tasks.recv()
+            except (EOFError, OSError):  # the parent is gone: stop
+                message = None
+            if message == "cancel" or message is None:
+                self.cancel.set()
+            if message != "cancel":
+                self.shares.put(message)
+            if message is None:
+                return
+
+    def _forward(self, event: ProgressEvent) -> None:
+        if isinstance(event, RequestsDone):
+            self._flush()
+        self.out.send(("event", event))
+
+    def _flush(self) -> None:
+        if self.outbox:
+            batch, self.outbox = self.outbox, []
+            self.sent.update(r.request_id for r in batch if r.request_id)
+            self.out.send(("records", batch))
+
+    async def _send(self, session: Any, body: bytes, record: RequestRecord) -> None:
+        try:
+            await super()._send(session, body, record)
+        finally:
+            self.outbox.append(record)
+
+    def serve(self) -> None:
+        try:
+            import uvloop  # noqa: F401  (optional, as in the parent)
+            factory: Any = uvloop.new_event_loop
+        except ImportError:  # pragma: no cover - uvloop is in requirements
+            factory = None
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._alive_lock = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        async with contextlib.AsyncExitStack() as self._sessions, \
+                open_session() as self._session:
+            while True:
+                share = await loop.run_in_executor(None, self.shares.get)
+                if not isinstance(share, Share):
+                    return
+                # _open_connections may replace a session found unusable: the next share
+                # takes the one in use.
+                await self._run_share(self._session, share)
+
+    async def _run_share(self, session: Any, share: Share) -> None:
+        step = _Step(size=share.step, index=share.index, bodies=list(share.bodies),
+                     built=len(share.bodies))
+        records: list[RequestRecord] = []
+        status, message = "ok", None
+        _quiet_collector()
+        job = asyncio.create_task(self._share_job(session, share, step, records))
+        watcher = asyncio.create_task(self._cancel_when_told(job))
+        try:
+            await job
+        except (_Cancelled, asyncio.CancelledError):
+            status = "cancelled"
+        except _RunStopped as exc:
+            status, message = "stopped", str(exc)
+        except Exception as exc:  # noqa: BLE001 - the parent ends the run with this sentence
+            status, message = "stopped", (f"A worker process failed: {type(exc).__name__}: "
+                                          f"{exc}")
+        finally:
+            watcher.cancel()
+        waiting = {id(r) for r in self.outbox}
+        self.outbox.extend(r for r in records + step.records
+                           if r.request_id not in self.sent and id(r) not in waiting)
+        self._flush()
+        self.out.send(("done", status, message))
+
+    async def _cancel_when_told(self, job: asyncio.Task[Any]) -> None:
+        while not self.cancel.is_set():
+            await asyncio.sleep(CANCEL_POLL_S)
+        job.cancel()
+
+    async def _share_job(self, session: Any, share: Share, step: _Step,
+                         records: list[RequestRecord]) -> None:
+        if share.kind == "concurrency":
+            await self._concurrency(session, step, share)
+        elif share.kind == "rate":
+            await self._rate(session, step, share)
+        else:  # a part of one round: all sent at the common instant, as one process does
+            if share.connections:
+                session = await self._open_connections(session, share.step, share.connections)
+            await _until(share.start_ns)
+            records.extend(self._record(slot) for slot in share.slots)
+            for record in records:
+                record.scheduled_ns = share.start_ns
+            await asyncio.gather(*(self._send(session, b, r)
+                                   for b, r in zip(share.bodies, records)))
+            await self._check_alive(records, step)
+
+
+class _Inbox:
+    """A Ray actor's stand-in for the pipe from the parent (``put`` fills it)."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue()
+
+    def recv(self) -> Any:
+        return self.queue.get()
+
+
+class _Outbox:
+    """A Ray actor's stand-in for the pipe to the parent (the parent's ``take`` empties it)."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.lock = threading.Lock()
+
+    def send(self, message: Any) -> None:
+        with self.lock:
+            self.items.append(message)
+
+    def take(self) -> list[Any]:
+        with self.lock:
+            items, self.items = self.items, []
+        return items
+
+
+class RayWorker:
+    """A worker as a Ray actor (``--ray-address``; ``workers.RayPool`` says how it is used):
+    the same ``_WorkerEngine`` as a worker process, run in a thread of the actor's process,
+    fed by ``put`` and read by ``take``. A share's start instant comes as a wall-clock instant
+    and is turned into this machine's ``perf_counter_ns`` here; the records go back moved onto
+    the parent's clock by the same amount (every stamp of a record by the same shift, so its
+    latencies are untouched; across machines they are then comparable to the wall clocks'
+    agreement, and the step's rates and durations can be counted over all records)."""
+
+    def __init__(self, index: int, config: RunConfig, model: str | None,
+                 headers: dict[str, str], run_id: str):
+        self.inbox, self.outbox = _Inbox(), _Outbox()
+        self.shift = 0  # the parent's perf_counter_ns minus this machine's, from the last share
+        try:
+            worker = _WorkerEngine(config, self.inbox, self.outbox, model, headers, run_id)
+        except Exception as exc:  # noqa: BLE001 - said to the parent, which stops the run
+            self.outbox.send(("failed", f"worker {index + 1} (a Ray actor) could not start "
+                                        f"({type(exc).__name__}: {exc})"))
+            return
+        threading.Thread(target=worker.serve, daemon=True).start()
+        self.outbox.send(("ready",))
+
+    def put(self, message: Any, wall_start_ns: int | None = None) -> None:
+        if isinstance(message, Share) and wall_start_ns is not None:
+            local = time.perf_counter_ns() + (wall_start_ns - time.time_ns())
+            self.shift = message.start_ns - local
+            message = dataclasses.replace(message, start_ns=local)
+        self.inbox.queue.put(message)
+
+    def take(self) -> list[Any]:
+        return [("records", [_shifted(r, self.shift) for r in m[1]]) if m[0] == "records" else m
+                for m in self.outbox.take()]
+
+
+def _shifted(record: RequestRecord, shift: int) -> RequestRecord:
+    """A copy of ``record`` with every stamp moved by ``shift`` ns (its latencies unchanged)."""
+    def move(value: int | None) -> int | None:
+        return None if value is None else value + shift
+    return dataclasses.replace(
+        record, scheduled_ns=record.scheduled_ns + shift, sent_ns=move(record.sent_ns),
+        token_ns=[t + shift for t in record.token_ns], end_ns=move(record.end_ns),
+        step_start_ns=move(record.step_start_ns), queued_ns=move(record.queued_ns),
+        admitted_ns=move(record.admitted_ns))

@@ -71,13 +71,19 @@ class Rounds:
 class Concurrency:
     """``users`` virtual users, each sending its next request as soon as the last one ended,
     until ``duration_s`` has passed since ``start`` or ``requests`` requests went out (both
-    bounds apply when both are given)."""
+    bounds apply when both are given).
+
+    ``names``: with worker processes, the global 0-based indexes of the users this process runs
+    (its slots then name them, and the step, ``step``, is the users of the whole step)."""
 
     def __init__(self, users: int, *, duration_s: float | None = None,
-                 requests: int | None = None):
+                 requests: int | None = None, names: tuple[int, ...] | None = None,
+                 step: int | None = None):
         if duration_s is None and requests is None:
             raise ValueError("Concurrency needs a duration or a number of requests")
         self.users = users
+        self.names = tuple(names) if names is not None else tuple(range(users))
+        self.step = step if step is not None else users
         self.duration_s = duration_s
         self.requests = requests
         self.issued = 0
@@ -98,7 +104,7 @@ class Concurrency:
             return None
         self.issued += 1
         self._per_user[user] += 1
-        return Slot(self.users, user + 1, self._per_user[user], False)
+        return Slot(self.step, self.names[user] + 1, self._per_user[user], False)
 
     @property
     def total(self) -> int | None:

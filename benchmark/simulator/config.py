@@ -55,6 +55,10 @@ class SimulatorConfig:
     trace: str | None = None
     startup_delay_s: float = 0.0
     keep_alive_s: float = 15.0  # an SSE comment line ":" after this long without an event
+    # --workers N: N processes share the port (SO_REUSEPORT), each its own router and batch
+    # with 1/N of the batch limits (see ``share``); reuse_port is set in those processes.
+    workers: int = 1
+    reuse_port: bool = False
     # Accepted for launcher compatibility, logged, otherwise ignored.
     revision: str | None = None
     quantize: str | None = None
@@ -104,6 +108,8 @@ class SimulatorConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative")
         if self.keep_alive_s <= 0:
             raise ValueError("--keep-alive-s must be positive")
+        if not 1 <= self.workers <= 256:
+            raise ValueError("--workers must be between 1 and 256")
         if not 0 <= self.port <= 65535:
             raise ValueError("--port must be between 0 and 65535")
         return self
@@ -194,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds of pretend download, loading and warm-up before the port opens")
     add("--keep-alive-s", type=float, default=d.keep_alive_s,
         help="send an SSE comment line after this many seconds without an event")
+    add("--workers", type=int, default=d.workers,
+        help="processes serving the port (SO_REUSEPORT), each an independent server with "
+             "1/N of --max-batch-size, --max-batch-total-tokens and --max-concurrent-requests "
+             "(N replicas behind one port; the kernel spreads connections, not requests); "
+             "their traces append whole lines to the one --trace file (default 1)")
     ignored = parser.add_argument_group("accepted for launcher compatibility (logged, ignored)")
     ignored.add_argument("--revision")
     ignored.add_argument("--quantize")
@@ -201,6 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     ignored.add_argument("--num-shard", type=int)
     ignored.add_argument("--trust-remote-code", action="store_true")
     return parser
+
+
+def share(config: SimulatorConfig, workers: int, port: int) -> SimulatorConfig:
+    """One worker process's config: 1/``workers`` of the batch limits (rounded up, never
+    below what one request needs), the shared ``port``, SO_REUSEPORT on."""
+    def part(value: int) -> int:
+        return max(1, -(-value // workers))
+    return dataclasses.replace(
+        config, workers=1, reuse_port=True, port=port,
+        max_batch_size=None if config.max_batch_size is None else part(config.max_batch_size),
+        max_batch_total_tokens=max(config.max_total_tokens, part(config.max_batch_total_tokens)),
+        max_concurrent_requests=part(config.max_concurrent_requests))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> SimulatorConfig:

@@ -92,7 +92,9 @@ class Simulator:
         self.scheduler: Scheduler | None = None
         self._task: asyncio.Task | None = None
         self._runner: web.AppRunner | None = None
-        self._trace = open(config.trace, "a", encoding="utf-8") if config.trace else None
+        # Unbuffered appends, one write per line: with --workers several processes append to
+        # the one file, and O_APPEND keeps each whole line together.
+        self._trace = open(config.trace, "ab", buffering=0) if config.trace else None
         # Like TGI's validation workers: real tokenization runs off the event loop so a long
         # prompt does not delay the batch's next step.
         self._pool = (ThreadPoolExecutor(max(1, config.validation_workers),
@@ -126,7 +128,7 @@ class Simulator:
                                          handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.hostname, self.config.port,
-                           reuse_address=True)
+                           reuse_address=True, reuse_port=self.config.reuse_port or None)
         try:
             await site.start()
         except OSError:
@@ -198,8 +200,7 @@ class Simulator:
 
     def write_trace(self, row: dict[str, Any]) -> None:
         if self._trace is not None and not self._trace.closed:
-            self._trace.write(json.dumps(row, separators=(",", ":")) + "\n")
-            self._trace.flush()
+            self._trace.write((json.dumps(row, separators=(",", ":")) + "\n").encode())
 
     def _trace_error(self, request: web.Request, route: str, stamps: tuple[int, int, int],
                      status: int, message: str) -> None:

@@ -396,7 +396,7 @@ def test_tokens_never_reach_the_log(monkeypatch, capsys):
     secret = "hf_" + "abcdefghijklmnopqrstuvwxyz012345"
     monkeypatch.setenv("HF_TOKEN", secret)
     TokenCounter.load(f"/nonexistent/{secret}")
-    from benchmark.simulator.__main__ import log
+    from benchmark.simulator.serving import log
 
     log("text_generation_launcher", f"Args {{ tokenizer: Some(\"{secret}\") }}")
     out = capsys.readouterr()

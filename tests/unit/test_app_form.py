@@ -212,3 +212,17 @@ def test_capped_endpoint_run_at_a_rate_asks_for_a_request_count():
         build_plan(values, endpoint_request_cap=100)
     assert field_of(excinfo) == "requests"
     assert build_plan({**values, "requests": "50"}, endpoint_request_cap=100).run.requests == 50
+
+
+def test_worker_processes_are_one_by_default_and_an_advanced_setting_offers_more():
+    assert DEFAULTS["workers"] == "1"
+    assert build_plan(form(model_id="org/model")).run.workers == 1
+    assert build_plan(form(model_id="org/model", workers="2")).run.workers == 2
+    with pytest.raises(ConfigError) as err:
+        build_plan(form(model_id="org/model", workers="0"))
+    assert field_of(err) == "workers" and "Worker processes must be at least 1" in str(err.value)
+
+    # On a Space (max_workers: its cores are shared with TGI) more than its share is refused.
+    with pytest.raises(ConfigError) as err:
+        build_plan(form(model_id="org/model", workers="4"), max_workers=1)
+    assert field_of(err) == "workers" and "at most 1 here" in str(err.value)
