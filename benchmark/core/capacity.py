@@ -89,6 +89,20 @@ def probe_plan(rate_rps: float, *, warmup_s: float = WARMUP_S, min_s: float = MI
     return ProbePlan(rate_rps=rate_rps, warmup_s=warmup_s, measure_s=measure)
 
 
+def saturation_rate(ended_in_window: int, window_s: float, users: int,
+                    e2e_ms: Iterable[float]) -> float | None:
+    """The saturation probe's maximum throughput (requests/s): the steady completion rate
+    (requests that ended within the counted window / its length); when none ended there (a
+    slow server: each request outlasts the window), Little's law over the requests that did
+    finish: ``users`` in flight / mean end-to-end seconds. None when nothing finished."""
+    if ended_in_window and window_s > 0:
+        return ended_in_window / window_s
+    times = [t for t in e2e_ms if t and t > 0]
+    if not times or users <= 0:
+        return None
+    return users / (sum(times) / len(times) / 1000.0)
+
+
 def _percentiles(stats: Any) -> dict[str, float] | None:
     return None if stats is None else {"p50": stats.p50, "p90": stats.p90, "p99": stats.p99}
 

@@ -41,6 +41,7 @@ from .capacity import (
     probe_from_step,
     probe_plan,
     record_probe,
+    saturation_rate,
     too_slow_alone,
 )
 from .records import RequestRecord
@@ -178,8 +179,8 @@ class _Search:
                 record.warmup = record.scheduled_ns < first
             ended = sum(1 for r in records if r.ok and r.end_ns is not None
                         and first <= r.end_ns <= last)
-            if ended and last > first:
-                rate = ended * NS_PER_S / (last - first)
+            rate = saturation_rate(ended, (last - first) / NS_PER_S, users,
+                                   [r.e2e_ms for r in records if r.ok and r.e2e_ms is not None])
         probe = self._probe(kind, step.index, rate, records, stopped_early=False)
         counted = [r for r in records if not r.warmup and r.ok]
         values = {"ttft": [r.ttft_ms for r in counted if r.ttft_ms is not None],

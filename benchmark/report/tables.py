@@ -667,8 +667,16 @@ def capacity_headline(capacity: Any) -> str:
                 f"{slo.words()}: {len(capacity.probes)} probe"
                 f"{'' if len(capacity.probes) == 1 else 's'} done{so_far}.")
     if capacity.rate_rps is None:
-        return capacity.message or (f"No request rate kept {share} of requests within "
-                                    f"{slo.words()}.")
+        if capacity.message:
+            return capacity.message
+        single = next((p for p in capacity.probes if p.kind == "one at a time"), None)
+        if single is not None and single.passed and single.rate_rps:
+            return (f"No request rate with overlapping requests kept {share} of requests "
+                    f"within {slo.words()}: only one request at a time did "
+                    f"({_rps(single.rate_rps)} requests per second, each sent when the "
+                    f"previous one ended). The targets are at the edge of what this server "
+                    f"does alone.")
+        return f"No request rate kept {share} of requests within {slo.words()}."
     parts = []
     if capacity.in_flight is not None:
         parts.append(f"about {capacity.in_flight:,.0f} requests in flight")

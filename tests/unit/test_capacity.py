@@ -196,3 +196,27 @@ def test_a_saturation_estimate_that_was_too_low_is_checked_and_the_top_doubled()
     assert 20.0 in server.rates          # the top was probed and passed
     assert search.converged and search.low <= 30.0 <= search.high
     assert 27.0 <= search.rate_rps <= 30.0
+
+
+def test_a_slow_servers_saturation_is_estimated_when_nothing_ended_in_the_window():
+    """Found on an H200 (an 8B model under transformers serve): with 128 users each request
+    outlasted the saturation window, the probe read "0 req/s, no request counted", and the
+    search had no upper bound. Then Little's law over the requests that did finish gives it."""
+    from benchmark.core.capacity import saturation_rate
+
+    assert saturation_rate(30, 10.0, 128, [1000.0]) == 3.0        # the steady rate first
+    assert saturation_rate(0, 15.0, 128, [20_000.0, 30_000.0]) == pytest.approx(128 / 25.0)
+    assert saturation_rate(0, 15.0, 128, []) is None               # nothing finished at all
+
+
+def test_when_only_one_request_at_a_time_kept_the_target_the_headline_says_so():
+    from benchmark.report.tables import capacity_headline
+
+    probes = (Probe(kind="one at a time", step=1, rate_rps=0.179, attainment=1.0, passed=True),
+              Probe(kind="rate", step=3, rate_rps=0.179, attainment=0.5, passed=False))
+    capacity = Capacity(slo=SLO, rate_rps=None, in_flight=None, output_tokens_per_s=None,
+                        bracket=(0.179, 0.179), converged=True, ended="converged",
+                        max_throughput_rps=None, probes=probes)
+    text = capacity_headline(capacity)
+    assert "only one request at a time did (0.179 requests per second" in text
+    assert "No request rate with overlapping requests kept 90% of requests" in text
