@@ -103,6 +103,16 @@ def saturation_rate(ended_in_window: int, window_s: float, users: int,
     return users / (sum(times) / len(times) / 1000.0)
 
 
+def server_failing(where: str, failed: int, requests: int, first_error: str) -> str:
+    """The sentence a capacity search ends with when the server broke during a probe (most of
+    its requests failed: errors, not missed targets), with the server's first error, cut."""
+    error = " ".join(str(first_error).split())
+    error = error if len(error) <= 300 else error[:299] + "…"
+    return (f"The search stopped: the server failed {failed} of {requests} requests {where} "
+            f"(first error: {error}). Its capacity cannot "
+            f"be measured while it fails; check the server's log, restart it and search again.")
+
+
 def _percentiles(stats: Any) -> dict[str, float] | None:
     return None if stats is None else {"p50": stats.p50, "p90": stats.p90, "p99": stats.p99}
 

@@ -42,6 +42,7 @@ from .capacity import (
     probe_plan,
     record_probe,
     saturation_rate,
+    server_failing,
     too_slow_alone,
 )
 from .records import RequestRecord
@@ -71,10 +72,26 @@ async def run_capacity(engine: Any, session: Any) -> Capacity:
         raise
 
 
+class _ServerFailing(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def _check_server(where: str, records: list[RequestRecord]) -> None:
+    """Raise ``_ServerFailing`` when most of a probe's requests failed (errors, not missed
+    targets; requests the search cancelled do not count)."""
+    sent = [r for r in records if r.error_kind != "cancelled"]
+    failed = [r.error for r in sent if r.error]
+    if failed and 2 * len(failed) >= len(sent):
+        raise _ServerFailing(server_failing(where, len(failed), len(sent), failed[0]))
+
+
 class _Search:
     def __init__(self, engine: Any, session: Any):
         self.engine = engine
         self._first_session = session
+        self.failure: str | None = None   # why the search ended early, when the server broke
         self.config = engine.config
         slo = slo_of(self.config)
         assert slo is not None, "capacity mode is validated to have a target"
@@ -109,27 +126,40 @@ class _Search:
         users = SATURATION_USERS
         if isinstance(limit, int) and limit > 0:
             users = min(users, limit)
-        saturation, _ = await self._closed_loop(
-            "saturation", users=users, duration_s=min(SATURATION_S, max(self.time_left() / 4,
-                                                                        WARMUP_S + 2.0)))
+        try:
+            saturation, _ = await self._closed_loop(
+                "saturation", users=users, duration_s=min(SATURATION_S, max(
+                    self.time_left() / 4, WARMUP_S + 2.0)))
+        except _ServerFailing as failing:
+            return self._answer(single, None, None, message=failing.message)
         low = single.rate_rps
         high = max(saturation.rate_rps, low)
         search = await self._search(low, high)
-        return self._answer(single, saturation, search)
+        return self._answer(single, saturation, search, message=self.failure)
 
     async def _search(self, low: float, high: float) -> Search:
-        """``capacity.next_rate`` chooses, a probe measures, ``record_probe`` narrows."""
+        """``capacity.next_rate`` chooses, a probe measures, ``record_probe`` narrows. A probe
+        most of whose requests failed (the server broke, not a target missed) ends the search
+        with the server's error: a broken server has no capacity to bisect."""
         state = SearchState.start(low, high)
         while True:
             out_of_time = self.time_left() < WARMUP_S + MIN_MEASURE_S
             rate, ended = next_rate(state, out_of_time=out_of_time)
             if rate is None:
                 return finish(state, ended or "converged")
-            state = record_probe(state, rate, await self._rate_probe(rate))
+            try:
+                probe = await self._rate_probe(rate)
+            except _ServerFailing as failing:
+                self.failure = failing.message
+                return finish(state, "server failed")
+            state = record_probe(state, rate, probe)
 
     def _answer(self, single: Probe, saturation: Probe | None, search: Any, *,
                 message: str | None = None) -> Capacity:
         capacity = Capacity.from_search(self.slo, single, saturation, search, message=message)
+        if message is not None and search is None:   # the server broke: every probe it took
+            capacity = dataclasses.replace(capacity, probes=tuple(self.probes),
+                                           ended="server failed")
         self.engine.result.capacity = capacity
         return capacity
 
@@ -182,6 +212,7 @@ class _Search:
             rate = saturation_rate(ended, (last - first) / NS_PER_S, users,
                                    [r.e2e_ms for r in records if r.ok and r.e2e_ms is not None])
         probe = self._probe(kind, step.index, rate, records, stopped_early=False)
+        _check_server(f"with {users} user{'s' if users != 1 else ''} in flight", records)
         counted = [r for r in records if not r.warmup and r.ok]
         values = {"ttft": [r.ttft_ms for r in counted if r.ttft_ms is not None],
                   "tpot": [r.token_latency_ms for r in counted if r.token_latency_ms is not None],
@@ -221,6 +252,7 @@ class _Search:
                 start = min((r.step_start_ns for r in records if r.step_start_ns), default=0)
                 self._settle(step, "rate", warmup_before_ns=start + int(plan.warmup_s * NS_PER_S))
         probe = self._probe("rate", step.index, rate, records, stopped_early=stopped)
+        _check_server(f"at {rate:.3g} requests per second", records)
         return probe
 
     def _certainly_failed(self, records: list[RequestRecord], plan: Any) -> bool:

@@ -195,3 +195,23 @@ def test_a_capacity_search_survives_the_connections_it_had_to_drop(tiny_tokenize
     assert "Session is closed" not in (result.message or "")
     assert result.status in ("complete", "failed"), result.message
     assert result.capacity is not None and len(result.capacity.probes) >= 2, result.capacity
+
+
+def test_a_capacity_search_ends_with_the_servers_error_when_the_server_breaks(tiny_tokenizer,
+                                                                              tmp_path):
+    """Found on an H200: transformers serve's batching worker died (a CUDA error) after the
+    saturation probe, every later request got HTTP 503, and the search went on bisecting down
+    to 'only one request at a time kept the targets'. A broken server has no capacity: the
+    search stops and says what the server answered."""
+    from benchmark.report.tables import capacity_headline
+
+    with StandIn(tokens=4, fail_after=200) as server:
+        result = run(config_for(server.url, tiny_tokenizer, tmp_path / "run", mode="capacity",
+                                batch_sizes=(1,), slo_ttft_ms=1000.0, max_duration_s=60.0))
+    capacity = result.capacity
+    assert capacity is not None and capacity.rate_rps is None
+    text = capacity_headline(capacity)
+    assert text.startswith("The search stopped: the server failed"), text
+    assert "CB worker is dead" in text
+    # it broke under the saturation probe: no rate was bisected on a broken server
+    assert [p.kind for p in capacity.probes] == ["one at a time", "saturation"]

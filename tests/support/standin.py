@@ -17,7 +17,9 @@ Behaviours (keyword arguments):
 - ``usage``: send the ``usage`` chunk (``completion_tokens`` = ``tokens``) before ``[DONE]``;
 - ``per_write``: token events written to the socket at once (2 = every two events arrive in
   one read);
-- ``gap_s``: pause between writes.
+- ``gap_s``: pause between writes;
+- ``fail_after``: POSTs past this many answer 503 with the error a crashed batching worker
+  gave (``transformers serve`` after a CUDA error: "CB worker is dead").
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from typing import Any
 class StandIn:
     def __init__(self, *, models_status: int = 200, models: tuple[str, ...] = ("stand-in",),
                  drop_after_error: bool = False, drop_reused: int = 0, tokens: int | list[int] = 4,
-                 usage: bool = True, per_write: int = 1, gap_s: float = 0.002):
+                 usage: bool = True, per_write: int = 1, gap_s: float = 0.002,
+                 fail_after: int | None = None):
+        self.fail_after = fail_after
         self.models_status = models_status
         self.models = models
         self.drop_after_error = drop_after_error
@@ -120,6 +124,9 @@ class StandIn:
         if method == "POST" and path in ("/v1/chat/completions", "/v1/completions"):
             self.posts += 1
             self.request_ids.append(headers.get("x-request-id", ""))
+            if self.fail_after is not None and self.posts > self.fail_after:
+                return self._json(writer, 503, {"error": "CB worker is dead and cannot accept "
+                                                         "request"})
             await self._stream(writer, chat=path.endswith("chat/completions"))
             return 200
         return self._json(writer, 404, {"error": "not found"})
