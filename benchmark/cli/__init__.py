@@ -6,7 +6,8 @@
     python -m benchmark import FILE...       other tools' result files -> runs (``imports``)
     python -m benchmark report RUN_DIR       one self-contained HTML report (``imports``)
 
-``main`` is the one dispatch; ``build_parser`` is the run's parser with the server's flags.
+``main`` is the one dispatch; ``build_parser`` is the run's parser with the server's flags;
+the exit codes are ``exits``' (0 complete, 1 error, 2 bad input, 130 cancelled).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import sys
 from typing import Sequence
 
 from . import calibrate, imports, launch, run
-from ..errors import ConfigError
+from ..errors import BenchmarkError, ConfigError, redact
+from .exits import EXIT_ERROR
 from .run import config_from_args
 
 __all__ = ["main", "build_parser", "config_from_args"]
@@ -30,7 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to a subcommand and return its exit code (``exits``): each subcommand says
+    what went wrong in one line; an error none of them expected still ends as one line and
+    exit 1 here, never as a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except BenchmarkError as err:
+        print(f"error: {redact(str(err))}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "calibrate":
         return int(calibrate.main(argv[1:]) or 0)
     if argv and argv[0] == "import":

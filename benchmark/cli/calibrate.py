@@ -62,6 +62,7 @@ from ..calibration.measure import (CALIBRATION_FILE, calibrate, latest_path, mea
 from ..config import parse_batch_sizes, parse_float, parse_int, parse_rates
 from ..core.results import results_root
 from ..errors import BenchmarkError, ConfigError, redact
+from .exits import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK
 
 __all__ = ["build_parser", "settings_from_args", "main"]
 
@@ -196,10 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 on_row=on_schedule)
     except BenchmarkError as err:
         print(f"error: {redact(str(err))}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("Calibration interrupted; nothing was saved.", file=sys.stderr)
-        return 130
+        return EXIT_CANCELLED
     document = result.to_dict()
     try:
         write_json(folder / CALIBRATION_FILE, document)
@@ -210,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: could not save the calibration ({err.strerror or err}: "
               f"{err.filename or folder}); choose a writable --output-dir or RESULTS_DIR.",
               file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     print(markdown_table(result.rows, settings.tolerance_ms))
     print()
     print(NOTE)
@@ -238,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(schedule_table(result.schedule))
         print(schedule_verdict(result.schedule)[1])
     print(f"Saved: {folder / CALIBRATION_FILE}")
-    return 0
+    return EXIT_OK
 
 
 def _fmt(value: float | None, fmt: str = "{:+.3f}") -> str:

@@ -22,6 +22,7 @@ from ..core.results import RunResult, results_root
 from ..errors import BenchmarkError, redact
 from ..report.html import REPORT_FILE, write_html_report
 from ..report.tables import NOT_IN_SOURCE
+from .exits import EXIT_OK, EXIT_USAGE
 
 __all__ = ["import_main", "report_main", "import_parser", "report_parser"]
 
@@ -52,7 +53,7 @@ def import_main(argv: Sequence[str]) -> int:
     except BenchmarkError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         print("Nothing was imported.", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     for folder in folders:
         result = RunResult.load(folder)
         source = result.source or {}
@@ -62,7 +63,7 @@ def import_main(argv: Sequence[str]) -> int:
         print(f"{folder}  {tool}  {result.model}  from {source.get('file')}")
     print(f"Imported {len(folders)} run{'s' if len(folders) != 1 else ''}. Open them in the "
           f"app's Saved runs, or write a report: python -m benchmark report {folders[0]}")
-    return 0
+    return EXIT_OK
 
 
 def report_parser() -> argparse.ArgumentParser:
@@ -86,9 +87,9 @@ def report_main(argv: Sequence[str]) -> int:
         path = write_html_report(args.run_dir, args.output)
     except BenchmarkError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except OSError as exc:
         print(f"error: cannot write the report ({exc.strerror or exc}).", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     print(path)
-    return 0
+    return EXIT_OK

@@ -21,6 +21,7 @@ from ..core.results import add_failure_reason
 from ..errors import ConfigError, ServerLimitError, ServerStartError
 from ..server.manager import DEFAULT_TIMEOUT_S, ServerHandle, ServerManager, ServerStatus
 from . import run as cli
+from .exits import EXIT_CANCELLED, EXIT_ERROR
 
 __all__ = ["add_server_arguments", "settings_from_args", "launch_from_cli", "launch_and_run",
            "SERVER_FLAG_FOR_FIELD"]
@@ -101,7 +102,7 @@ def launch_from_cli(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         cli.usage_error(parser, err)
     except ServerLimitError as err:
         print(f"error: {err}", file=sys.stderr)
-        return cli.EXIT_ERROR
+        return EXIT_ERROR
 
     def run(handle: ServerHandle, manager: ServerManager) -> int:
         return cli.run_cli(config, args, parser, server=settings.to_dict())
@@ -150,7 +151,7 @@ def launch_and_run(settings: ServerSettings, run: Callable[[ServerHandle, Server
     def interrupted() -> int:
         manager.stop()
         print("Start-up interrupted: the server was stopped.", file=out, flush=True)
-        return 130
+        return EXIT_CANCELLED
 
     try:
         try:
@@ -169,7 +170,7 @@ def launch_and_run(settings: ServerSettings, run: Callable[[ServerHandle, Server
                     print(f"  {line}", file=out)
             if manager.log_path is not None:
                 print(f"Full log: {manager.log_path}", file=out, flush=True)
-            return 1
+            return EXIT_ERROR
         if cancel.is_set():  # the signal came as the server became ready
             return interrupted()
         label = "simulated server" if handle.simulated else "TGI server"
@@ -184,7 +185,7 @@ def launch_and_run(settings: ServerSettings, run: Callable[[ServerHandle, Server
             print(f"error: {err}", file=out, flush=True)
             if on_crash is not None:
                 on_crash(err)
-            code = code or 1
+            code = code or EXIT_ERROR
         return code
     finally:
         if keep and manager.handle is not None:

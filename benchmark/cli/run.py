@@ -40,7 +40,7 @@ from ..report.tables import markdown_tables
 __all__ = ["base_parser", "add_benchmark_arguments", "add_setting_argument", "config_from_args",
            "run_cli", "usage_error", "flag_error", "auth_headers", "FLAG_FOR_FIELD"]
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+from .exits import EXIT_CANCELLED, EXIT_ERROR, EXIT_USAGE, for_status
 
 # The flag a RunConfig field is typed with (to word ConfigErrors like argparse does).
 FLAG_FOR_FIELD = flag_map("run", "sampling", "cli")
@@ -190,12 +190,9 @@ def run_cli(config: RunConfig, args: argparse.Namespace, parser: argparse.Argume
     if result.records:
         print(markdown_tables(result))
     print(f"Results: {result_folder(result, config)}")
-    if result.status == "complete":
-        return EXIT_OK
-    if result.status == "cancelled":
-        return EXIT_CANCELLED
-    print(f"error: {result.message}", file=sys.stderr)
-    return EXIT_ERROR
+    if result.status not in ("complete", "cancelled"):
+        print(f"error: {result.message}", file=sys.stderr)
+    return for_status(result.status)
 
 
 def auth_headers(args: argparse.Namespace) -> dict[str, str]:
