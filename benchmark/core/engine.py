@@ -173,6 +173,16 @@ def run(config: RunConfig, *, on_progress: ProgressCallback | None = None,
         return engine.execute()
 
 
+def loop_factory() -> Any:
+    """uvloop's event loop when it is installed (less client overhead per token event), else
+    asyncio's: the engine's run and each worker process use the same."""
+    try:
+        import uvloop  # optional: a faster event loop
+    except ImportError:  # pragma: no cover - uvloop is in requirements
+        return None
+    return uvloop.new_event_loop
+
+
 class _Engine:
     def __init__(self, config: RunConfig, on_progress: ProgressCallback | None,
                  cancel: threading.Event, server: dict[str, Any] | None,
@@ -400,12 +410,7 @@ class _Engine:
         self.emit(Done(status=status, message=self.result.message, output_dir=str(self.folder)))
 
     def _run_loop(self) -> None:
-        try:
-            import uvloop  # noqa: F401  (optional: a faster event loop, less client overhead)
-            factory: Any = uvloop.new_event_loop
-        except ImportError:  # pragma: no cover - uvloop is in requirements
-            factory = None
-        with asyncio.Runner(loop_factory=factory) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(self._all_steps())
 
     # -- steps ---------------------------------------------------------------------------------
@@ -1123,12 +1128,7 @@ class _WorkerEngine(_Engine):
             self.outbox.append(record)
 
     def serve(self) -> None:
-        try:
-            import uvloop  # noqa: F401  (optional, as in the parent)
-            factory: Any = uvloop.new_event_loop
-        except ImportError:  # pragma: no cover - uvloop is in requirements
-            factory = None
-        with asyncio.Runner(loop_factory=factory) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(self._serve())
 
     async def _serve(self) -> None:
