@@ -867,7 +867,8 @@ def _known(value: Any) -> str:
 
 def _imported_headline(result: Any, steps: list[StepSummary]) -> list[str]:
     source = _source(result)
-    sentences = [f"Imported from {_who(result)}, file {source.get('file')}: the numbers are "
+    sentences = [f"Imported from {md_text(_who(result))}, file {md_text(source.get('file'))}: "
+                 f"the numbers are "
                  f"the ones that file holds."]
     if result.status != "complete":
         sentences.append("The source tool says the benchmark was stopped before the end.")

@@ -449,3 +449,16 @@ def test_the_app_shows_an_imported_run_like_any_other(tmp_path):
 def test_no_timeline_for_imported_runs():
     titles = [t for t, _ in charts.chart_figures([run_of("guidellm_benchmarks.json")])]
     assert not any(t.startswith("Timeline") for t in titles)
+
+
+def test_a_hostile_tool_version_or_file_name_stays_text_in_the_headline():
+    """An uploaded file's own words (its tool version, its name) reach the headline only
+    through the one escaping function: no image, link or tag can come from them."""
+    from benchmark.report.tables import headline
+
+    result = run_of("guidellm_benchmarks.json")
+    payload = "PWN<img src=x>![trk](http://127.0.0.1:9/t.png)\n\n"
+    result.source = {**result.source, "tool_version": payload, "file": payload}
+    text = " ".join(headline(result))
+    assert "<img" not in text and "![trk](" not in text and "\n" not in text
+    assert "PWN&lt;img src=x&gt;" in text
