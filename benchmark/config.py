@@ -69,8 +69,9 @@ MAX_NUMBER_DIGITS = 30
 # Longest endpoint URL accepted (browsers and servers stop far below a megabyte).
 MAX_URL_LENGTH = 2048
 # Upper bounds on what a user may type: far above any sensible run, low enough that a typo
-# (an extra zero or two) cannot tie up a GPU for a day.
-MAX_BATCH_SIZE = 1024
+# (an extra zero or two) cannot tie up a GPU for a day. Batch sizes reach 8,192 streams: a node
+# of 8 GPUs behind one endpoint takes thousands, and --workers spreads them over cores.
+MAX_BATCH_SIZE = 8192
 MAX_SEQUENCE_LENGTH = 1_000_000
 MAX_DECODE_LENGTH = 100_000
 MAX_RUNS = 10_000

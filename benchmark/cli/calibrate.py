@@ -76,7 +76,7 @@ def _checked(parse: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def _levels(text: str) -> tuple[int, ...]:
-    return _checked(parse_batch_sizes, text, "concurrency")  # 1..MAX_BATCH_SIZE (1024)
+    return _checked(parse_batch_sizes, text, "concurrency")  # 1..MAX_BATCH_SIZE (8192)
 
 
 def _workers(text: str) -> tuple[int, ...]:

@@ -125,7 +125,7 @@ def test_typed_mistakes_are_refused_with_the_field_named_and_nothing_starts(app,
     before = set(p.name for p in app.results_dir.iterdir())
     cases = [
         (dict(runs="ten"), "**Runs:**", "whole number"),
-        (dict(batch_sizes="1,5000"), "**Batch sizes:**", "at most 1024"),
+        (dict(batch_sizes="1,50000"), "**Batch sizes:**", "at most 8192"),
         (dict(sequence_length="1.5"), "**Sequence length:**", "whole number"),
         (dict(max_total_tokens="20"), "max_total_tokens = 20", "Lower one of them"),
         (dict(model_id=""), "**Model ID:**", "empty"),

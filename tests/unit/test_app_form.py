@@ -52,7 +52,7 @@ def test_empty_number_fields_take_the_defaults():
 @pytest.mark.parametrize("overrides, field, words", [
     (dict(runs="ten"), "runs", "Runs must be a whole number"),
     (dict(warmups="-1"), "warmups", "at least 0"),
-    (dict(batch_sizes="1,2,100000"), "batch_sizes", "at most 1024"),
+    (dict(batch_sizes="1,2,100000"), "batch_sizes", "at most 8192"),
     (dict(batch_sizes="1,two"), "batch_sizes", "whole number"),
     (dict(sequence_length="1e3"), "sequence_length", "whole number"),
     (dict(max_batch_size="big"), "max_batch_size", "Max batch size must be a whole number"),
