@@ -237,9 +237,9 @@ SETTINGS: tuple[Setting, ...] = (
             "process is one CPU core; the merged files are those of one run); auto = one per "
             "core but one (default 1)", **_bounds(1, 256)),
     _S("ray_address", "run", "text", "Ray cluster", "--ray-address", metavar="ADDR",
-       help="run the --workers as Ray actors on the Ray cluster at ADDR ('auto', "
-            "'ray://host:10001', or 'local' for a new cluster on this machine); needs pip "
-            "install -r requirements-distributed.txt"),
+       help="run the --workers as Ray actors on the Ray cluster at ADDR ('HEAD:6379', "
+            "'auto', 'ray://HEAD:10001', or 'local' for a new cluster on this machine); needs "
+            "pip install -r requirements-distributed.txt"),
     _S("seed", "run", "int", "Seed", "--seed",
        help="sampling seed sent with every request; also varies the prompts",
        **_bounds(0, 2**64 - 1)),

@@ -75,6 +75,7 @@ from .calibration_note import client_calibration
 from .capacity_run import SATURATION_USERS, run_capacity
 from .results import RunResult
 from .telemetry import GpuReader, LoopProbe, Sampler
+from .telemetry_data import WorkerUsage
 from .workers import (READY_TIMEOUT_S, ROUND_LEAD_NS, STEP_LEAD_NS, Pool, RayPool, Share, deal,
                       split_cap, split_quota)
 
@@ -815,6 +816,8 @@ class _Engine:
         else:
             pool = Pool.start(self.config.workers, target=worker_main, args=args)
         self.pool = pool
+        if self.sampler is not None:  # the workers' own CPU and loop lag, as they report them
+            self.sampler.worker_usage = pool.take_usage
         waiting = set(range(pool.size))
         deadline = time.monotonic() + READY_TIMEOUT_S
         while waiting:
@@ -1152,6 +1155,8 @@ class _WorkerEngine(_Engine):
         _quiet_collector()
         job = asyncio.create_task(self._share_job(session, share, step, records))
         watcher = asyncio.create_task(self._cancel_when_told(job))
+        usage = (asyncio.create_task(self._report_usage(self.config.telemetry_interval_s))
+                 if self.config.telemetry_interval_s else None)
         try:
             await job
         except (_Cancelled, asyncio.CancelledError):
@@ -1163,11 +1168,38 @@ class _WorkerEngine(_Engine):
                                           f"{exc}")
         finally:
             watcher.cancel()
+            if usage is not None:  # its last report goes before "done"
+                usage.cancel()
+                await asyncio.gather(usage, return_exceptions=True)
         waiting = {id(r) for r in self.outbox}
         self.outbox.extend(r for r in records + step.records
                            if r.request_id not in self.sent and id(r) not in waiting)
         self._flush()
         self.out.send(("done", status, message))
+
+    async def _report_usage(self, interval_s: float) -> None:
+        """While a share runs: every ``interval_s`` (and once more when it ends), this process's
+        CPU use, its event loop's (this thread's) and the loop's lags to the parent, whose
+        telemetry has no other view of a worker (a Ray actor may be on another machine)."""
+        probe = LoopProbe()
+        lags = asyncio.create_task(probe.run())
+        last = (time.perf_counter(), time.process_time(), time.thread_time())
+
+        def report() -> None:
+            nonlocal last
+            now = (time.perf_counter(), time.process_time(), time.thread_time())
+            self.out.send(("usage", WorkerUsage(
+                wall_s=now[0] - last[0], cpu_s=now[1] - last[1], loop_cpu_s=now[2] - last[2],
+                lags_ms=tuple(probe.take()[0]))))
+            last = now
+
+        try:
+            while True:
+                await asyncio.sleep(interval_s)
+                report()
+        finally:
+            lags.cancel()
+            report()
 
     async def _cancel_when_told(self, job: asyncio.Task[Any]) -> None:
         while not self.cancel.is_set():

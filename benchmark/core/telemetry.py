@@ -1,5 +1,6 @@
-"""The run's sampler: the server's /metrics, every NVIDIA GPU (NVML) and the client itself,
-read once per interval in a thread of its own, onto the run's time axis.
+"""The run's sampler: the server's /metrics, every NVIDIA GPU (NVML) and the client itself
+(with ``--workers``, also what each worker reported of its own CPU and loop lag), read once
+per interval in a thread of its own, onto the run's time axis.
 
     probe = LoopProbe()                          # started inside the engine's event loop
     sampler = Sampler(interval_s=1.0, origin_ns=time.perf_counter_ns(),
@@ -19,11 +20,11 @@ import asyncio
 import statistics
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import httpx
 
-from .telemetry_data import Sample, Telemetry, parse_server_metrics
+from .telemetry_data import Sample, Telemetry, WorkerUsage, parse_server_metrics, worker_samples
 
 __all__ = ["GpuReader", "NvmlReader", "SourceMissing", "LoopProbe", "Sampler",
            "LAG_PROBE_S", "MAX_METRICS_BYTES"]
@@ -186,6 +187,9 @@ class Sampler:
         self.headers = dict(headers or {})
         self.gpu_reader = gpu_reader if gpu_reader is not None else NvmlReader()
         self.probe = probe
+        # With worker processes (or Ray actors): what they reported of themselves since the
+        # last call, ``[(worker index, WorkerUsage), ...]`` (set by the engine once they run).
+        self.worker_usage: Callable[[], list[tuple[int, WorkerUsage]]] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._http: httpx.Client | None = None
@@ -344,4 +348,6 @@ class Sampler:
                 rows.append(Sample(t_s, "client", "loop_lag_p50_ms", "",
                                    round(statistics.median(lags), 4)))
                 rows.append(Sample(t_s, "client", "loop_lag_max_ms", "", round(max(lags), 4)))
+        if self.worker_usage is not None:
+            rows += worker_samples(t_s, self.worker_usage())
         return rows

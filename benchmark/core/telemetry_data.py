@@ -25,7 +25,8 @@ __all__ = ["Sample", "Telemetry", "TELEMETRY_FILE", "TELEMETRY_COLUMNS", "SERVER
            "SERVER_HISTOGRAMS", "ROLES", "CPU_SATURATED_PCT", "DEFAULT_LAG_LIMIT_MS",
            "CLIENT_BOUND_WORDS", "parse_server_metrics", "prefilter_metrics", "telemetry_csv",
            "read_telemetry_csv", "step_figures", "output_tokens_between", "record_timeline",
-           "series", "role_series", "client_bound"]
+           "series", "role_series", "client_bound", "WorkerUsage", "worker_samples", "WORKER_METRICS",
+           "busiest_series"]
 
 TELEMETRY_FILE = "telemetry.csv"
 TELEMETRY_COLUMNS = ("t_s", "source", "metric", "labels", "value")
@@ -52,6 +53,9 @@ ROLES = ("queue", "batch", "batch_tokens", "kv_cache")
 CPU_SATURATED_PCT = 90.0
 DEFAULT_LAG_LIMIT_MS = 1.0
 CLIENT_BOUND_WORDS = "the client, not the server, may have limited this step"
+# A worker process's (or Ray actor's) readings, one row per worker (labels ``worker=N``).
+WORKER_METRICS = ("worker_cpu_pct", "worker_loop_cpu_pct", "worker_loop_lag_p50_ms",
+                  "worker_loop_lag_max_ms")
 MAX_LABELS_CHARS = 200
 
 
@@ -112,6 +116,45 @@ class Telemetry:
     def seconds(self, stamp_ns: int) -> float:
         """A ``perf_counter_ns`` stamp on this run's time axis."""
         return (stamp_ns - self.origin_ns) / 1e9
+
+
+@dataclass(frozen=True)
+class WorkerUsage:
+    """What one worker process (``--workers``) or Ray actor measured of itself over ``wall_s``
+    seconds of a share: its process's CPU seconds, its event-loop thread's CPU seconds, and the
+    loop's lags (ms, one per probe turn). Sent to the parent, which has no other view of a
+    worker (a Ray actor may be on another machine)."""
+
+    wall_s: float
+    cpu_s: float
+    loop_cpu_s: float
+    lags_ms: tuple[float, ...] = ()
+
+
+def worker_samples(t_s: float, reports: Iterable[tuple[int, WorkerUsage]]) -> list[Sample]:
+    """The client rows for the workers' reports that arrived since the last reading: per worker
+    (0-based index; labels ``worker=N`` 1-based) its process's and its loop's CPU use (% of one
+    core, over all its reports together) and its loop lag's median and maximum."""
+    merged: dict[int, list[WorkerUsage]] = {}
+    for worker, usage in reports:
+        merged.setdefault(worker, []).append(usage)
+    out = []
+    for worker in sorted(merged):
+        usages = merged[worker]
+        label = f"worker={worker + 1}"
+        wall = sum(u.wall_s for u in usages)
+        if wall > 0:
+            out.append(Sample(t_s, "client", "worker_cpu_pct", label,
+                              round(100.0 * sum(u.cpu_s for u in usages) / wall, 2)))
+            out.append(Sample(t_s, "client", "worker_loop_cpu_pct", label,
+                              round(100.0 * sum(u.loop_cpu_s for u in usages) / wall, 2)))
+        lags = [lag for u in usages for lag in u.lags_ms]
+        if lags:
+            out.append(Sample(t_s, "client", "worker_loop_lag_p50_ms", label,
+                              round(statistics.median(lags), 4)))
+            out.append(Sample(t_s, "client", "worker_loop_lag_max_ms", label,
+                              round(max(lags), 4)))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,6 +254,17 @@ def series(samples: Iterable[Sample], source: str, metric: str) -> list[tuple[fl
         if s.source == source and s.metric == metric:
             total[s.t_s] = total.get(s.t_s, 0.0) + s.value
     return sorted(total.items())
+
+
+def busiest_series(samples: Iterable[Sample], source: str, metric: str
+                   ) -> list[tuple[float, float]]:
+    """(t_s, value) of one metric, the largest over its label sets at each time (the busiest
+    worker: one process is one core, so the busiest one is where the client's limit is)."""
+    top: dict[float, float] = {}
+    for s in samples:
+        if s.source == source and s.metric == metric:
+            top[s.t_s] = max(top.get(s.t_s, s.value), s.value)
+    return sorted(top.items())
 
 
 def role_series(samples: Iterable[Sample], role: str) -> list[tuple[float, float]]:
@@ -332,25 +386,37 @@ def _span(data: Telemetry, records: list[RequestRecord]) -> tuple[float, float] 
     return data.seconds(min(starts)), data.seconds(max(ends))
 
 
-def client_bound(cpu_pct: float | None, lag_ms: float | None, lag_limit_ms: float
+def client_bound(cpu_pct: float | None, lag_ms: float | None, lag_limit_ms: float,
+                 worker_cpu_pct: float | None = None, worker_lag_ms: float | None = None
                  ) -> str | None:
-    """Why the client may have limited a step (a sentence), or None when it kept up."""
-    reasons = []
-    if cpu_pct is not None and cpu_pct >= CPU_SATURATED_PCT:
-        reasons.append(f"its event loop used {cpu_pct:.0f}% of a CPU core (median)")
-    if lag_ms is not None and lag_ms > lag_limit_ms:
-        reasons.append(f"its event loop ran {lag_ms:.2f} ms late (median), more than the "
-                       f"{lag_limit_ms:g} ms the client is accurate within")
+    """Why the client may have limited a step (a sentence), or None when it kept up: the
+    parent's event loop (``cpu_pct``, ``lag_ms``) or, with worker processes, the busiest
+    worker's (``worker_cpu_pct``, ``worker_lag_ms``), each judged alone: one loop is one core."""
+    reasons = (_loop_reasons("its event loop", cpu_pct, lag_ms, lag_limit_ms)
+               + _loop_reasons("its busiest worker's event loop", worker_cpu_pct, worker_lag_ms,
+                               lag_limit_ms))
     if not reasons:
         return None
     return f"{CLIENT_BOUND_WORDS[0].upper()}{CLIENT_BOUND_WORDS[1:]}: {' and '.join(reasons)}."
+
+
+def _loop_reasons(who: str, cpu_pct: float | None, lag_ms: float | None, lag_limit_ms: float
+                  ) -> list[str]:
+    reasons = []
+    if cpu_pct is not None and cpu_pct >= CPU_SATURATED_PCT:
+        reasons.append(f"{who} used {cpu_pct:.0f}% of a CPU core (median)")
+    if lag_ms is not None and lag_ms > lag_limit_ms:
+        reasons.append(f"{who} ran {lag_ms:.2f} ms late (median), more than the "
+                       f"{lag_limit_ms:g} ms the client is accurate within")
+    return reasons
 
 
 def step_figures(data: Telemetry, records: list[RequestRecord],
                  calibration: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Per step window: GPU power (mean, peak; all GPUs together), energy per output token and
     tokens per kWh (when the GPUs count energy), peak server queue / batch / KV-cache use, the
-    client's CPU and loop lag, and the client-bound verdict."""
+    client's CPU and loop lag (the parent's, and with worker processes the busiest worker's),
+    and the client-bound verdict."""
     limit = DEFAULT_LAG_LIMIT_MS
     if isinstance(calibration, dict):
         tol = calibration.get("tolerance_ms") or (calibration.get("settings") or {}).get(
@@ -370,6 +436,13 @@ def step_figures(data: Telemetry, records: list[RequestRecord],
     cpu = get("client", "loop_cpu_pct")
     lag = get("client", "loop_lag_p50_ms")
     lag_max = get("client", "loop_lag_max_ms")
+
+    def busiest(metric: str) -> list[tuple[float, float]]:
+        return busiest_series(groups.get(("client", metric), []), "client", metric)
+
+    worker_cpu = busiest("worker_loop_cpu_pct")
+    worker_lag = busiest("worker_loop_lag_p50_ms")
+    worker_lag_max = busiest("worker_loop_lag_max_ms")
     out = []
     for window in data.steps:
         start = window.get("start_s")
@@ -392,7 +465,12 @@ def step_figures(data: Telemetry, records: list[RequestRecord],
         cpu_median = statistics.median(cpus) if cpus else None
         lags = _within(lag, low, high)
         lag_median = statistics.median(lags) if lags else None
-        reason = client_bound(cpu_median, lag_median, limit)
+        worker_cpus = _within(worker_cpu, low, high)
+        worker_cpu_median = statistics.median(worker_cpus) if worker_cpus else None
+        worker_lags = _within(worker_lag, low, high)
+        worker_lag_median = statistics.median(worker_lags) if worker_lags else None
+        reason = client_bound(cpu_median, lag_median, limit, worker_cpu_median,
+                              worker_lag_median)
         util_points = [v / max(1, len(data.gpus)) for v in _within(util, start, end)]
         out.append({
             "step": step, "start_s": _round(float(start)),
@@ -410,6 +488,9 @@ def step_figures(data: Telemetry, records: list[RequestRecord],
             "client_cpu_pct": _round(cpu_median, 1),
             "loop_lag_p50_ms": _round(lag_median),
             "loop_lag_max_ms": _round(_peak(_within(lag_max, low, high))),
+            "worker_loop_cpu_pct": _round(worker_cpu_median, 1),
+            "worker_loop_lag_p50_ms": _round(worker_lag_median),
+            "worker_loop_lag_max_ms": _round(_peak(_within(worker_lag_max, low, high))),
             "lag_limit_ms": limit,
             "client_bound": reason is not None,
             "client_bound_reason": reason,

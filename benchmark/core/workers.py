@@ -28,7 +28,9 @@ How a step is dealt (pure functions below):
 
 Messages from a worker: ``("ready",)`` once started, ``("event", ProgressEvent)``,
 ``("records", [RequestRecord, ...])`` (finished records, streamed so that a worker that dies
-leaves what it measured) and ``("done", status, message)`` at the end of each share (status
+leaves what it measured), ``("usage", WorkerUsage)`` (its own CPU and loop lag, every telemetry
+interval while a share runs: kept by the pool for the telemetry sampler, ``take_usage()``, not
+returned by ``poll``) and ``("done", status, message)`` at the end of each share (status
 "ok", "stopped" with the reason, or "cancelled"). To a worker: a ``Share``, ``"cancel"``, or
 ``None`` (exit).
 """
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -44,6 +47,7 @@ from typing import Any, Callable
 
 from ..config import auto_workers
 from .patterns import Slot
+from .telemetry_data import WorkerUsage
 
 __all__ = ["Share", "Pool", "RayPool", "auto_workers", "deal", "split_quota", "split_cap",
            "STEP_LEAD_NS", "ROUND_LEAD_NS", "READY_TIMEOUT_S"]
@@ -56,6 +60,8 @@ ROUND_LEAD_NS = 20_000_000
 READY_TIMEOUT_S = 120.0
 # How long a worker may take to exit after being told to.
 EXIT_TIMEOUT_S = 5.0
+# A Ray actor that has not answered a poll after this long is lost (or was never placed).
+RAY_ANSWER_TIMEOUT_S = 60.0
 
 
 def deal(count: int, workers: int) -> list[list[int]]:
@@ -109,6 +115,28 @@ class Share:
     cap: int | None = None
 
 
+class _Usage:
+    """The workers' ``("usage", WorkerUsage)`` reports, kept from ``poll`` (the engine's loop)
+    until the telemetry sampler (its own thread) takes them."""
+
+    def __init__(self) -> None:
+        self._reports: list[tuple[int, WorkerUsage]] = []
+        self._lock = threading.Lock()
+
+    def keep(self, out: list[tuple[int, Any]], worker: int, message: Any) -> None:
+        """``message`` into ``out``, unless it is a usage report (kept here)."""
+        if isinstance(message, tuple) and message and message[0] == "usage":
+            with self._lock:
+                self._reports.append((worker, message[1]))
+        else:
+            out.append((worker, message))
+
+    def take(self) -> list[tuple[int, WorkerUsage]]:
+        with self._lock:
+            reports, self._reports = self._reports, []
+        return reports
+
+
 class WorkerDied(Exception):
     """A worker process ended without being told to; str() says which and how."""
 
@@ -122,6 +150,8 @@ class Pool:
         self.tasks = tasks
         self.results = results
         self.dead: dict[int, str] = {}
+        self.usage = _Usage()
+        self.take_usage = self.usage.take
 
     @classmethod
     def start(cls, count: int, *, target: Callable[..., None], args: tuple[Any, ...]) -> "Pool":
@@ -168,7 +198,7 @@ class Pool:
                 continue
             try:
                 while conn.poll():
-                    out.append((worker, conn.recv()))
+                    self.usage.keep(out, worker, conn.recv())
             except (EOFError, OSError):
                 pass
             else:
@@ -218,6 +248,8 @@ class RayPool:
         self.actors = actors
         self.started_ray = started_ray
         self.dead: dict[int, str] = {}
+        self.usage = _Usage()
+        self.take_usage = self.usage.take
 
     @classmethod
     def start(cls, count: int, *, address: str, actor: type,
@@ -234,7 +266,9 @@ class RayPool:
             # PYTHONPATH.
             root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
             path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-            ray.init(address=None if address == "local" else address, log_to_driver=False,
+            # "local" is Ray's own word for a new cluster on this machine, even where one is
+            # running or RAY_ADDRESS names one (None would join those).
+            ray.init(address=address, log_to_driver=False,
                      runtime_env={"env_vars": {"PYTHONPATH": path}})
             started = True
         remote = ray.remote(num_cpus=1, max_concurrency=4)(actor)
@@ -262,14 +296,30 @@ class RayPool:
         out: list[tuple[int, Any]] = []
         for ref, worker in refs.items():
             try:
-                out += [(worker, message) for message in self.ray.get(ref, timeout=60)]
+                for message in self.ray.get(ref, timeout=RAY_ANSWER_TIMEOUT_S):
+                    self.usage.keep(out, worker, message)
             except Exception as exc:  # noqa: BLE001 - RayActorError, a node gone, a timeout
                 self.dead[worker] = (f"worker {worker + 1} of {self.size} (a Ray actor) was "
                                      f"lost: {type(exc).__name__}")
+                if type(exc).__name__ == "GetTimeoutError":
+                    self.dead[worker] = self._unanswered(worker)
                 out.append((worker, ("dead", self.dead[worker])))
         if not out and timeout:
             time.sleep(timeout)
         return out
+
+    def _unanswered(self, worker: int) -> str:
+        """Why an actor did not answer for a minute: most often it was never placed, each
+        actor needing one CPU of the cluster that nothing else holds."""
+        try:
+            cpus = f"{self.ray.cluster_resources().get('CPU', 0):g}"
+        except Exception:  # noqa: BLE001 - the cluster itself is gone
+            cpus = "an unknown number of"
+        return (f"worker {worker + 1} of {self.size} (a Ray actor) did not answer for "
+                f"{RAY_ANSWER_TIMEOUT_S:g} s: "
+                f"each actor needs one CPU of the Ray cluster that nothing else holds, and the "
+                f"cluster has {cpus} CPUs (`ray status` shows what is free); a node may also "
+                f"be unreachable")
 
     def close(self) -> None:
         for worker in range(self.size):

@@ -347,13 +347,19 @@ def telemetry_table(result: Any, figures: list[dict[str, Any]] | None = None) ->
                  f"{f['power_w_mean']:.0f} / {f['power_w_peak']:.0f} W")
         lag = (MISSING if f.get("loop_lag_p50_ms") is None else
                f"{f['loop_lag_p50_ms']:.2f} / {f.get('loop_lag_max_ms') or 0:.2f} ms")
+        cpu = _num(f.get("client_cpu_pct"), ".0f", "%")
+        if f.get("worker_loop_cpu_pct") is not None:  # --workers: the busiest worker's too
+            cpu += f"; busiest worker {f['worker_loop_cpu_pct']:.0f}%"
+        if f.get("worker_loop_lag_p50_ms") is not None:
+            lag += (f"; busiest worker {f['worker_loop_lag_p50_ms']:.2f} / "
+                    f"{f.get('worker_loop_lag_max_ms') or 0:.2f} ms")
         rows.append([
             _step_cell(int(f["step"]), client_bound_steps([f])), power,
             _num(f.get("gpu_utilization_pct_mean"), ".0f", "%"),
             _num(f.get("j_per_output_token"), ".3g", " J"),
             _num(f.get("output_tokens_per_kwh"), ",.0f"),
             _num(f.get("peak_queue"), "g"), _num(f.get("peak_batch"), "g"),
-            _num(f.get("client_cpu_pct"), ".0f", "%"), lag,
+            cpu, lag,
             f"{CLIENT_BOUND_MARK} may have limited this step" if f.get("client_bound")
             else "kept up",
         ])

@@ -1,6 +1,7 @@
 """--workers N against the simulated server: the merged files are those of one run (same
-columns, same request count, unique ids), rate mode keeps the parent's one schedule, and a
-worker that dies ends the run "failed" with what was measured and a sentence saying so."""
+columns, same request count, unique ids), rate mode keeps the parent's one schedule, the
+telemetry reads each worker's own CPU and loop, and a worker that dies ends the run "failed"
+with what was measured and a sentence saying so."""
 
 from __future__ import annotations
 
@@ -90,6 +91,27 @@ def test_rate_workers_send_on_the_parents_one_schedule(sim, tiny_tokenizer, tmp_
     # ...and each request went out at (not before) its time: the order at the server is the
     # schedule's, up to the lateness the file shows.
     assert all(r.sent_ns is not None and r.sent_ns >= r.scheduled_ns for r in measured)
+
+
+def test_telemetry_reads_each_workers_own_cpu_and_loop(sim, tiny_tokenizer, tmp_path):
+    # The parent only deals and merges: the sending happens in the workers, so each reports its
+    # process's CPU, its event loop's and the loop's lag, one row per worker in telemetry.csv,
+    # and the step's figures (and client-bound verdict) see the busiest worker.
+    result = run(config(sim.url, tiny_tokenizer, tmp_path, mode="concurrency", batch_sizes=(4,),
+                        requests=80, decode_length=20, workers=2, telemetry_interval_s=0.1))
+    assert result.status == "complete", result.message
+    with open(tmp_path / "telemetry.csv", newline="", encoding="utf-8") as handle:
+        client = [r for r in csv.DictReader(handle) if r["source"] == "client"]
+    found = {(r["metric"], r["labels"]) for r in client}
+    for worker in ("worker=1", "worker=2"):
+        assert {("worker_cpu_pct", worker), ("worker_loop_cpu_pct", worker),
+                ("worker_loop_lag_p50_ms", worker), ("worker_loop_lag_max_ms", worker)} <= found
+    loop = [float(r["value"]) for r in client if r["metric"] == "worker_loop_cpu_pct"]
+    assert max(loop) > 0 and all(0 <= v < 200 for v in loop)
+    [figure] = json.loads((tmp_path / "run.json").read_text())["telemetry"]["steps"]
+    assert figure["worker_loop_cpu_pct"] is not None and figure["worker_loop_cpu_pct"] > 0
+    assert figure["worker_loop_lag_p50_ms"] is not None
+    assert ("loop_cpu_pct", "") in found  # the parent's own readings stay
 
 
 def test_a_worker_that_dies_fails_the_run_with_its_partial_records(tiny_tokenizer, tmp_path):

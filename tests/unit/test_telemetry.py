@@ -15,8 +15,8 @@ from benchmark.core.records import RequestRecord
 from benchmark.core.results import RunResult
 from benchmark.core.telemetry import NvmlReader, Sampler, SourceMissing
 from benchmark.core.telemetry_data import (
-    Sample, Telemetry, parse_server_metrics, read_telemetry_csv, role_series, step_figures,
-    telemetry_csv)
+    Sample, Telemetry, WorkerUsage, parse_server_metrics, read_telemetry_csv, role_series,
+    step_figures, telemetry_csv, worker_samples)
 from benchmark.errors import ConfigError
 from benchmark.report import charts, tables
 from benchmark.simulator.metrics import Metrics
@@ -144,6 +144,47 @@ def test_client_bound_verdict(lag_ms, cpu_pct, calibration, bound):
     if bound:
         assert "the client, not the server, may have limited this step" in \
             figure["client_bound_reason"].lower()
+
+
+def test_worker_reports_become_one_row_per_worker_and_metric():
+    # Worker 1 sent two reports since the last reading (the sampler was late): their seconds
+    # add up (0.7 s of CPU in 1 s = 70 %), their lags are pooled. Worker 2's probe never turned.
+    reports = [(0, WorkerUsage(wall_s=0.5, cpu_s=0.25, loop_cpu_s=0.2, lags_ms=(0.1, 0.3))),
+               (1, WorkerUsage(wall_s=1.0, cpu_s=0.1, loop_cpu_s=0.05)),
+               (0, WorkerUsage(wall_s=0.5, cpu_s=0.45, loop_cpu_s=0.4, lags_ms=(0.2, 9.0)))]
+    rows = {(s.metric, s.labels): s.value for s in worker_samples(3.0, reports)}
+    assert rows == {("worker_cpu_pct", "worker=1"): 70.0,
+                    ("worker_loop_cpu_pct", "worker=1"): 60.0,
+                    ("worker_loop_lag_p50_ms", "worker=1"): 0.25,
+                    ("worker_loop_lag_max_ms", "worker=1"): 9.0,
+                    ("worker_cpu_pct", "worker=2"): 10.0,
+                    ("worker_loop_cpu_pct", "worker=2"): 5.0}
+    assert worker_samples(3.0, []) == []
+
+
+@pytest.mark.parametrize("busiest, bound", [(40.0, False), (96.0, True)])
+def test_a_saturated_worker_makes_the_step_client_bound(busiest, bound):
+    # The parent only waits for its workers (20 % of a core, no lag); one worker of two is
+    # at ``busiest`` % of its core: the limit is that worker's core, whatever the other does.
+    data = telemetry(cpu_pct=20.0)
+    for t in range(0, 21):
+        data.samples += [Sample(float(t), "client", "worker_loop_cpu_pct", "worker=1", busiest),
+                         Sample(float(t), "client", "worker_loop_cpu_pct", "worker=2", 30.0),
+                         Sample(float(t), "client", "worker_loop_lag_p50_ms", "worker=1", 0.2),
+                         Sample(float(t), "client", "worker_loop_lag_p50_ms", "worker=2", 0.4)]
+    [figure] = step_figures(data, records_for(4, start_s=2.0, tokens=100, gap_s=0.1))
+    assert figure["client_cpu_pct"] == 20.0 and figure["worker_loop_cpu_pct"] == busiest
+    assert figure["worker_loop_lag_p50_ms"] == 0.4  # the latest loop, not a sum
+    assert figure["client_bound"] is bound
+    if bound:
+        assert f"its busiest worker's event loop used {busiest:.0f}% of a CPU core" in \
+            figure["client_bound_reason"]
+        assert "its event loop used" not in figure["client_bound_reason"]
+
+
+def test_without_workers_the_worker_figures_are_empty():
+    [figure] = step_figures(telemetry(), records_for(4, start_s=2.0, tokens=100, gap_s=0.1))
+    assert figure["worker_loop_cpu_pct"] is None and figure["worker_loop_lag_p50_ms"] is None
 
 
 def run_with(data: Telemetry | None, records) -> RunResult:
