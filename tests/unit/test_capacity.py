@@ -9,11 +9,13 @@ import pytest
 from benchmark.config import RunConfig
 from benchmark.core.capacity import (
     Capacity,
+    Load,
     Probe,
     certainly_failed,
     known_bad,
     probe_from_step,
     probe_plan,
+    queue_growing,
     search_capacity,
     too_slow_alone,
     within_tolerance,
@@ -141,6 +143,51 @@ def test_certainly_failed_only_once_the_target_is_out_of_reach():
     # 100 planned at 90%: 10 misses still allow 90 good; the 11th rules it out
     assert not certainly_failed(10, 100, 0.9)
     assert certainly_failed(11, 100, 0.9)
+
+
+def loads(in_flight, *, rate: float, until_s: float, every_s: float = 0.25) -> list[Load]:
+    """A probe's samples: ``in_flight(t)`` requests in flight, ``rate`` sent per second."""
+    return [Load(at_s=i * every_s, sent=round(rate * i * every_s), in_flight=in_flight(i * every_s))
+            for i in range(int(until_s / every_s) + 1)]
+
+
+def test_a_queue_that_keeps_growing_stops_the_probe_and_says_how_much():
+    # 20 req/s offered, 10 ended per second: in flight grows by 10 every second
+    samples = loads(lambda t: round(2 + 10 * t), rate=20.0, until_s=12.0)
+    why = queue_growing(samples, rate_rps=20.0, mean_latency_s=1.5, longest_latency_s=3.0)
+    assert why is not None and why.startswith("requests in flight grew from 32 to 122 in 9 s "
+                                             "(a steady state at this rate holds about 30)")
+    # it is noticed well before the probe's 30 counted seconds, not at the first look
+    first = next(i for i in range(len(samples)) if queue_growing(
+        samples[:i + 1], rate_rps=20.0, mean_latency_s=1.5, longest_latency_s=3.0))
+    assert 8.0 <= samples[first].at_s <= 12.0
+
+
+def test_a_steady_noisy_probe_is_never_cut():
+    # a ramp-up to ~40 in flight over the first 4 s (4 s per request), then noise of +-12
+    rng = random.Random(7)
+    noise = [rng.gauss(0, 6) for _ in range(400)]
+    samples = loads(lambda t: max(0, round(min(t, 4.0) * 10 + noise[int(t * 4)])),
+                    rate=10.0, until_s=60.0)
+    for end in range(1, len(samples) + 1):
+        assert queue_growing(samples[:end], rate_rps=10.0, mean_latency_s=4.0,
+                             longest_latency_s=5.0) is None
+
+
+def test_too_little_seen_is_not_judged():
+    growing = loads(lambda t: round(2 + 10 * t), rate=20.0, until_s=30.0)
+    # 4 s past the warm-up only
+    assert queue_growing(growing[:29], rate_rps=20.0, mean_latency_s=1.0,
+                         longest_latency_s=1.0) is None
+    # nothing finished yet: no latency to compare with
+    assert queue_growing(growing, rate_rps=20.0, mean_latency_s=None,
+                         longest_latency_s=None) is None
+    # a slow server's ramp-up: every request lasts longer than the probe so far
+    assert queue_growing(growing, rate_rps=20.0, mean_latency_s=20.0,
+                         longest_latency_s=29.0) is None
+    # too few requests sent (0.5 per second) to tell a queue from chance
+    slow = loads(lambda t: round(2 + 10 * t), rate=0.5, until_s=30.0)
+    assert queue_growing(slow, rate_rps=0.5, mean_latency_s=1.0, longest_latency_s=2.0) is None
 
 
 def test_one_request_at_a_time_too_slow_is_said_plainly():
