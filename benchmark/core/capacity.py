@@ -35,8 +35,9 @@ says which (``Probe.stopped_why``).
 
 A probe counts ``min_s`` = 30 s at least: near the limit, a server's misses come in bursts (a
 cluster of Poisson arrivals fills the batch, and every request sent during it misses), so a
-10 s window holds only two or three independent bursts and its share of good requests
-scatters by 20 to 40 points at one rate; 30 s roughly halves that (README: "Capacity").
+10 s window holds only two or three independent bursts: on the simulator at 7 requests/s its
+share of good requests scattered from 54% to 100%, 30 s windows from 65% to 100% (README:
+"Capacity", tests/perf/capacity_windows.py).
 """
 
 from __future__ import annotations
