@@ -28,8 +28,16 @@ arithmetically needs 4 when the capacity is near the top but 9 when it is near t
 
 A probe is long enough to reach a steady state: requests sent in its first ``warmup_s``
 seconds are not counted, then at least ``min_s`` seconds and ``min_requests`` requests are
-(``probe_plan``). It stops early when its verdict is already certain: more requests have
-missed than the target allows out of all planned (``certainly_failed``).
+(``probe_plan``). It stops early, as failed, when it is clearly over the limit: more
+requests have missed than the target allows out of all planned (``certainly_failed``), or the
+requests in flight keep growing, which no steady state does (``queue_growing``). The probe
+says which (``Probe.stopped_why``).
+
+A probe counts ``min_s`` = 30 s at least: near the limit, a server's misses come in bursts (a
+cluster of Poisson arrivals fills the batch, and every request sent during it misses), so a
+10 s window holds only two or three independent bursts: on the simulator at 7 requests/s its
+share of good requests scattered from 54% to 100%, 30 s windows from 65% to 100% (README:
+"Capacity", tests/perf/capacity_windows.py).
 """
 
 from __future__ import annotations
@@ -45,14 +53,20 @@ from .stats import StepSummary
 
 __all__ = ["Probe", "ProbePlan", "Search", "SearchState", "Capacity", "probe_plan",
            "probe_from_step", "too_slow_alone", "search_capacity", "next_rate", "record_probe",
-           "finish", "certainly_failed", "known_bad",
+           "finish", "certainly_failed", "known_bad", "Load", "queue_growing", "miss_words",
            "within_tolerance", "TOLERANCE", "MAX_PROBES"]
 
 TOLERANCE = 0.05       # the bracket's half width, relative to its middle
 MAX_PROBES = 8         # one-at-a-time + saturation + search
 WARMUP_S = 3.0         # first seconds of a probe not counted (queues fill, batches form)
-MIN_PROBE_S = 10.0     # counted seconds of a probe, at least
+MIN_PROBE_S = 30.0     # counted seconds of a probe, at least (see the module's docstring)
 MIN_PROBE_REQUESTS = 60
+# A probe whose requests in flight keep growing is over the limit (``queue_growing``):
+QUEUE_MIN_S = 5.0      # seconds watched past the warm-up and the longest request, at least
+QUEUE_MIN_SENT = 30    # requests sent since the warm-up, at least
+QUEUE_GROWTH = 2.5     # in flight now >= this x the median of the first half, ...
+QUEUE_MARGIN = 20      # ... and at least this many more, ...
+QUEUE_LITTLE = 1.5     # ... and >= this x rate x mean latency (what a steady state holds)
 MAX_PROBE_S = 45.0     # counted seconds of a probe, at most (a slow rate gets fewer requests)
 
 KINDS = ("one at a time", "saturation", "rate")
@@ -126,7 +140,8 @@ class Probe:
     attainment: good / counted requests (None when none counted); passed: attainment reached
     the target; ttft_ms / tpot_ms: p50, p90, p99 (None without a sample); mean_e2e_ms;
     goodput_rps; output_tokens_per_s: tokens of all successful requests per second;
-    stopped_early: ended before its plan because its verdict was already certain.
+    stopped_early: ended before its plan, as failed, because it was clearly over the limit;
+    stopped_why: why, in words ("requests in flight grew from 12 to 85 in 6 s").
     """
 
     kind: str
@@ -145,6 +160,7 @@ class Probe:
     output_tokens_per_s: float | None = None
     duration_s: float | None = None
     stopped_early: bool = False
+    stopped_why: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -155,7 +171,7 @@ class Probe:
 
 
 def probe_from_step(summary: StepSummary, *, kind: str, rate_rps: float | None = None,
-                    stopped_early: bool = False) -> Probe:
+                    stopped_why: str | None = None) -> Probe:
     """A ``Probe`` from the summary of the step that measured it (which must carry an SLO
     outcome). ``rate_rps``: the offered rate; None takes the completed requests/s."""
     outcome = summary.slo
@@ -173,7 +189,7 @@ def probe_from_step(summary: StepSummary, *, kind: str, rate_rps: float | None =
         mean_output_tokens=summary.value("output_tokens", "avg"),
         goodput_rps=outcome.goodput_rps,
         output_tokens_per_s=(summary.output_tokens / duration) if duration else None,
-        duration_s=duration, stopped_early=stopped_early,
+        duration_s=duration, stopped_early=stopped_why is not None, stopped_why=stopped_why,
     )
 
 
@@ -324,6 +340,72 @@ def certainly_failed(bad: int, planned: int, attainment: float) -> bool:
     """True when ``bad`` misses out of ``planned`` counted requests already rule out reaching
     ``attainment``: the rest of the probe cannot change its verdict."""
     return bad > (1.0 - attainment) * planned + 1e-9
+
+
+def miss_words(bad: int, planned: int, attainment: float) -> str:
+    """Why ``certainly_failed`` stopped a probe, in words."""
+    return (f"{bad} requests already missed the targets, more than the "
+            f"{1.0 - attainment:.0%} of {planned} planned that the target allows")
+
+
+@dataclass(frozen=True)
+class Load:
+    """A running probe at one instant: seconds since its start, requests sent so far, and
+    those in flight (sent, not ended)."""
+
+    at_s: float
+    sent: int
+    in_flight: int
+
+
+def queue_growing(samples: list[Load], *, rate_rps: float, mean_latency_s: float | None,
+                  longest_latency_s: float | None, warmup_s: float = WARMUP_S,
+                  min_s: float = QUEUE_MIN_S, min_sent: int = QUEUE_MIN_SENT,
+                  growth: float = QUEUE_GROWTH, margin: int = QUEUE_MARGIN,
+                  little: float = QUEUE_LITTLE) -> str | None:
+    """Why a running probe is clearly over the limit because its queue keeps growing
+    ("requests in flight grew from about 12 to 85 in 14 s"), or None.
+
+    In a steady state the requests in flight hover around rate x mean latency (Little's law);
+    past the limit they grow without end (sent minus ended rises by the excess rate every
+    second). Two things look alike for a while and must not cut a healthy probe: the ramp-up
+    (in flight rises until requests start to end, for about the longest request's latency)
+    and a batching server's wander (a cluster of Poisson arrivals; measured on the simulator
+    at 7 requests/s, about 30 in flight on average: from 9 to 58 and back within 20 s).
+
+    So a probe is judged only once it has run ``min_s`` seconds past its warm-up plus its
+    longest finished request's latency (never before any request finished), with ``min_sent``
+    requests sent since the warm-up, and it is over the limit when all of these hold over the
+    samples since the warm-up: the mean in flight rises from each third to the next; in flight
+    now is at least ``growth`` times the median of the first half, and ``margin`` more; and it
+    is at least ``little`` times rate x the mean latency of the finished requests (more than
+    a steady state at this rate would hold)."""
+    if mean_latency_s is None or longest_latency_s is None or not samples:
+        return None
+    window = [s for s in samples if s.at_s >= warmup_s]
+    if len(window) < 6:
+        return None
+    span = window[-1].at_s - window[0].at_s
+    if span < longest_latency_s + min_s or window[-1].sent - window[0].sent < min_sent:
+        return None
+    cut1, cut2 = window[0].at_s + span / 3, window[0].at_s + 2 * span / 3
+    thirds = ([s.in_flight for s in window if s.at_s < cut1],
+              [s.in_flight for s in window if cut1 <= s.at_s < cut2],
+              [s.in_flight for s in window if s.at_s >= cut2])
+    if not all(thirds):
+        return None
+    first, middle, last = (sum(t) / len(t) for t in thirds)
+    if not (first < middle < last):
+        return None
+    half = sorted(s.in_flight for s in window if s.at_s <= window[0].at_s + span / 2)
+    reference = half[len(half) // 2]
+    now = window[-1].in_flight
+    if now < growth * reference or now - reference < margin:
+        return None
+    if now < little * rate_rps * mean_latency_s:
+        return None
+    return (f"requests in flight grew from about {reference} to {now} in {span:.0f} s "
+            f"(a steady state at this rate holds about {rate_rps * mean_latency_s:.0f})")
 
 
 @dataclass(frozen=True)

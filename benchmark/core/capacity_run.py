@@ -13,7 +13,10 @@ Each probe is one step of the run, numbered from 1 (the ``step`` column of the f
    search's bracket (an estimate: the search checks it before trusting it).
 3. Poisson request-rate probes (the rate mode's open-loop dispatcher), chosen by
    ``capacity.search_capacity``; each lasts ``capacity.probe_plan`` (warm-up not counted) and
-   is cut short once its verdict is certain (``capacity.certainly_failed``).
+   is cut short, as failed, once it is clearly over the limit: its verdict is certain
+   (``capacity.certainly_failed``) or its requests in flight keep growing
+   (``capacity.queue_growing``, from a sample of sent and in-flight counts every
+   ``CHECK_EVERY_S``); the probe row says why (``stopped_why``).
 
 The whole search stays within the config's ``capacity_duration_s``: a probe is shortened to
 fit, and the search ends (saying so) when too little time is left for another.
@@ -31,15 +34,18 @@ from typing import Any
 from .capacity import (
     WARMUP_S,
     Capacity,
+    Load,
     Probe,
     Search,
     SearchState,
     certainly_failed,
     finish,
     known_bad,
+    miss_words,
     next_rate,
     probe_from_step,
     probe_plan,
+    queue_growing,
     record_probe,
     saturation_rate,
     server_failing,
@@ -211,7 +217,7 @@ class _Search:
                         and first <= r.end_ns <= last)
             rate = saturation_rate(ended, (last - first) / NS_PER_S, users,
                                    [r.e2e_ms for r in records if r.ok and r.e2e_ms is not None])
-        probe = self._probe(kind, step.index, rate, records, stopped_early=False)
+        probe = self._probe(kind, step.index, rate, records, stopped_why=None)
         _check_server(f"with {users} user{'s' if users != 1 else ''} in flight", records)
         counted = [r for r in records if not r.warmup and r.ok]
         values = {"ttft": [r.ttft_ms for r in counted if r.ttft_ms is not None],
@@ -220,14 +226,16 @@ class _Search:
         return probe, values
 
     async def _rate_probe(self, rate: float) -> Probe:
-        """A Poisson probe at ``rate`` requests/s, cut short once it has certainly failed."""
+        """A Poisson probe at ``rate`` requests/s, cut short once it is clearly over the
+        limit (``_over_the_limit``)."""
         plan = probe_plan(rate, time_left_s=self.time_left())
         step = self._next_step(rate)
         config = dataclasses.replace(self.config, mode="rate", rates=(rate,),
                                      arrivals="poisson", burstiness=None, ramp_up_s=None,
                                      duration_s=plan.duration_s, requests=None,
                                      schedule_seed=self.seed)   # per probe: step_seed
-        stopped = False
+        why: str | None = None
+        samples: list[Load] = []
         with self._as(config):
             task = asyncio.create_task(self.engine._rate(self.session, step))
             try:
@@ -235,13 +243,13 @@ class _Search:
                     await asyncio.wait({task}, timeout=CHECK_EVERY_S)
                     if task.done():
                         break
-                    if self._certainly_failed(step.records, plan):
-                        stopped = True
+                    why = self._over_the_limit(step.records, plan, samples)
+                    if why is not None:
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
                         break
-                if not stopped:
+                if why is None:
                     task.result()
             finally:
                 if not task.done():
@@ -251,18 +259,32 @@ class _Search:
                 records = list(step.records)
                 start = min((r.step_start_ns for r in records if r.step_start_ns), default=0)
                 self._settle(step, "rate", warmup_before_ns=start + int(plan.warmup_s * NS_PER_S))
-        probe = self._probe("rate", step.index, rate, records, stopped_early=stopped)
+        probe = self._probe("rate", step.index, rate, records, stopped_why=why)
         _check_server(f"at {rate:.3g} requests per second", records)
         return probe
 
-    def _certainly_failed(self, records: list[RequestRecord], plan: Any) -> bool:
+    def _over_the_limit(self, records: list[RequestRecord], plan: Any,
+                        samples: list[Load]) -> str | None:
+        """Why the running probe is clearly over the limit (its verdict already certain, or
+        its queue growing), or None; appends this instant's load to ``samples``."""
         starts = [r.step_start_ns for r in records if r.step_start_ns]
         if not starts:
-            return False
-        counted_from = min(starts) + int(plan.warmup_s * NS_PER_S)
+            return None
+        now = time.perf_counter_ns()
+        start = min(starts)
+        counted_from = start + int(plan.warmup_s * NS_PER_S)
         counted = [r for r in records if r.scheduled_ns >= counted_from]
-        bad = known_bad(counted, self.slo, time.perf_counter_ns())
-        return certainly_failed(bad, plan.planned_requests, self.slo.attainment)
+        bad = known_bad(counted, self.slo, now)
+        if certainly_failed(bad, plan.planned_requests, self.slo.attainment):
+            return miss_words(bad, plan.planned_requests, self.slo.attainment)
+        ended = [(r.end_ns - r.scheduled_ns) / NS_PER_S for r in records
+                 if r.end_ns is not None and r.scheduled_ns]
+        samples.append(Load(at_s=(now - start) / NS_PER_S, sent=len(records),
+                            in_flight=len(records) - len(ended)))
+        return queue_growing(samples, rate_rps=plan.rate_rps,
+                             mean_latency_s=sum(ended) / len(ended) if ended else None,
+                             longest_latency_s=max(ended) if ended else None,
+                             warmup_s=plan.warmup_s)
 
     @contextlib.contextmanager
     def _as(self, config: Any) -> Any:
@@ -283,13 +305,13 @@ class _Search:
         self.engine._keep(step)
 
     def _probe(self, kind: str, number: int, rate: float | None,
-               records: list[RequestRecord], *, stopped_early: bool) -> Probe:
+               records: list[RequestRecord], *, stopped_why: str | None) -> Probe:
         config = self.config
         summary = summarize_step(records, step=number, mode="capacity",
                                  sequence_length=config.sequence_length,
                                  decode_length=config.decode_length, slo=self.slo)
-        probe = probe_from_step(summary, kind=kind, rate_rps=rate, stopped_early=stopped_early)
-        if stopped_early and probe.passed:  # certain by construction; finished ones may not show it
+        probe = probe_from_step(summary, kind=kind, rate_rps=rate, stopped_why=stopped_why)
+        if stopped_why is not None and probe.passed:  # over the limit; the part run may not show it
             probe = dataclasses.replace(probe, passed=False)
         self.probes.append(probe)
         # What the files show while the search goes on: the probes so far, no answer yet.

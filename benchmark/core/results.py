@@ -91,7 +91,8 @@ STATUSES = ("running", "complete", "cancelled", "failed")
 # The last four: the step's result against the latency targets (empty when none was set).
 SLO_COLUMNS = ("good", "slo_attainment", "goodput_rps", "good_output_tokens_per_s")
 # Capacity runs: each step is a probe; its kind, its rate, its verdict, and the answer.
-CAPACITY_COLUMNS = ("probe_kind", "probe_rate_rps", "probe_passed", "capacity_rps")
+CAPACITY_COLUMNS = ("probe_kind", "probe_rate_rps", "probe_passed", "probe_stopped_early",
+                    "capacity_rps")
 # Cost columns (core/cost.COST_COLUMNS): $ per million tokens and per thousand requests when a
 # price was given, kWh per million output tokens when telemetry measured energy.
 SUMMARY_COLUMNS = ("step", "metric", "unit", *STAT_KEYS, "count", "mode", *COUNT_KEYS,
@@ -518,8 +519,9 @@ def summary_csv(steps: list[StepSummary], capacity: Capacity | None = None,
 
 def _probe_cells(probe: Probe | None) -> list[str]:
     if probe is None:
-        return ["", "", ""]
-    return [probe.kind, _num(probe.rate_rps), "true" if probe.passed else "false"]
+        return ["", "", "", ""]
+    stopped = (probe.stopped_why or "yes") if probe.stopped_early else ""
+    return [probe.kind, _num(probe.rate_rps), "true" if probe.passed else "false", stopped]
 
 
 def _slo_cells(step: StepSummary) -> list[Any]:

@@ -712,7 +712,7 @@ def capacity_table(capacity: Any) -> str:
     rows = []
     for probe in capacity.probes:
         rows.append([
-            str(probe.step), probe.kind + (" (stopped early)" if probe.stopped_early else ""),
+            str(probe.step), probe.kind + _stopped(probe),
             _rps(probe.rate_rps), str(probe.requests),
             MISSING if probe.attainment is None else f"{probe.attainment:.1%}",
             "yes" if probe.passed else "no",
@@ -720,6 +720,14 @@ def capacity_table(capacity: Any) -> str:
             _triple(probe.ttft_ms), _triple(probe.tpot_ms),
         ])
     return _table(header, rows)
+
+
+def _stopped(probe: Any) -> str:
+    """" (stopped early: why)" for a probe cut short, else ""."""
+    if not probe.stopped_early:
+        return ""
+    why = getattr(probe, "stopped_why", None)
+    return f" (stopped early: {why})" if why else " (stopped early)"
 
 
 def _triple(values: dict[str, float] | None) -> str:

@@ -9,11 +9,13 @@ import pytest
 from benchmark.config import RunConfig
 from benchmark.core.capacity import (
     Capacity,
+    Load,
     Probe,
     certainly_failed,
     known_bad,
     probe_from_step,
     probe_plan,
+    queue_growing,
     search_capacity,
     too_slow_alone,
     within_tolerance,
@@ -113,9 +115,9 @@ def test_probe_plan_is_long_enough_for_a_steady_state_and_never_past_the_time_le
     slow = probe_plan(1.0)
     assert slow.warmup_s == 3.0 and slow.measure_s == 45.0       # capped
     fast = probe_plan(100.0)
-    assert fast.measure_s == 10.0 and fast.planned_requests == 1000
-    mid = probe_plan(3.0)
-    assert mid.measure_s == pytest.approx(20.0) and mid.planned_requests == 60
+    assert fast.measure_s == 30.0 and fast.planned_requests == 3000
+    mid = probe_plan(1.5)
+    assert mid.measure_s == pytest.approx(40.0) and mid.planned_requests == 60
     assert probe_plan(3.0, time_left_s=8.0).measure_s == pytest.approx(5.0)
 
 
@@ -141,6 +143,75 @@ def test_certainly_failed_only_once_the_target_is_out_of_reach():
     # 100 planned at 90%: 10 misses still allow 90 good; the 11th rules it out
     assert not certainly_failed(10, 100, 0.9)
     assert certainly_failed(11, 100, 0.9)
+
+
+def loads(in_flight, *, rate: float, until_s: float, every_s: float = 0.25) -> list[Load]:
+    """A probe's samples: ``in_flight(t)`` requests in flight, ``rate`` sent per second."""
+    return [Load(at_s=i * every_s, sent=round(rate * i * every_s), in_flight=in_flight(i * every_s))
+            for i in range(int(until_s / every_s) + 1)]
+
+
+def test_a_queue_that_keeps_growing_stops_the_probe_and_says_how_much():
+    # 20 req/s offered, 10 ended per second: in flight grows by 10 every second
+    samples = loads(lambda t: round(2 + 10 * t), rate=20.0, until_s=30.0)
+    first = next(i for i in range(len(samples)) if queue_growing(
+        samples[:i + 1], rate_rps=20.0, mean_latency_s=1.5, longest_latency_s=3.0))
+    # noticed about half way through the probe's 3 + 30 s, not at the first look
+    assert 12.0 <= samples[first].at_s <= 18.0
+    why = queue_growing(samples[:first + 1], rate_rps=20.0, mean_latency_s=1.5,
+                        longest_latency_s=3.0)
+    assert why == (f"requests in flight grew from about 64 to {samples[first].in_flight} in "
+                   f"{samples[first].at_s - 3:.0f} s (a steady state at this rate holds about 30)")
+
+
+# Requests in flight every 2 s of two healthy 43 s probes of the simulator (default timing
+# model, 512-token prompts, 128 new tokens) at 7 requests/s, mean latency about 4.5 s: a
+# batching server's in-flight count wanders far from its mean (9 to 58) and comes back.
+MEASURED = ([0, 21, 19, 18, 32, 35, 29, 32, 36, 44, 44, 35, 26, 9, 22, 32, 33, 37, 39, 54, 58,
+             56],
+            [0, 5, 17, 32, 32, 46, 49, 55, 56, 46, 47, 40, 42, 27, 31, 44, 51, 49, 37, 26, 34,
+             47, 53])
+
+
+@pytest.mark.parametrize("series", MEASURED)
+def test_a_healthy_probe_whose_queue_wanders_is_never_cut(series):
+    def in_flight(t: float) -> int:     # linear between the measured points
+        i = min(int(t // 2), len(series) - 2)
+        return round(series[i] + (series[i + 1] - series[i]) * (t / 2 - i))
+
+    samples = loads(in_flight, rate=7.0, until_s=2.0 * (len(series) - 1))
+    for end in range(1, len(samples) + 1):
+        assert queue_growing(samples[:end], rate_rps=7.0, mean_latency_s=4.5,
+                             longest_latency_s=6.0) is None
+
+
+def test_a_steady_noisy_probe_is_never_cut():
+    # a ramp-up to ~40 in flight over the first 4 s (4 s per request), then noise of +-12
+    rng = random.Random(7)
+    noise = [rng.gauss(0, 6) for _ in range(400)]
+    samples = loads(lambda t: max(0, round(min(t, 4.0) * 10 + noise[int(t * 4)])),
+                    rate=10.0, until_s=60.0)
+    for end in range(1, len(samples) + 1):
+        assert queue_growing(samples[:end], rate_rps=10.0, mean_latency_s=4.0,
+                             longest_latency_s=5.0) is None
+
+
+def test_too_little_seen_is_not_judged():
+    growing = loads(lambda t: round(2 + 10 * t), rate=20.0, until_s=30.0)
+    # 5 s past the warm-up only, which is not 5 s past the longest request (1 s)
+    assert queue_growing(growing[:33], rate_rps=20.0, mean_latency_s=1.0,
+                         longest_latency_s=1.0) is None
+    assert queue_growing(growing[:81], rate_rps=20.0, mean_latency_s=1.0,
+                         longest_latency_s=1.0) is not None
+    # nothing finished yet: no latency to compare with
+    assert queue_growing(growing, rate_rps=20.0, mean_latency_s=None,
+                         longest_latency_s=None) is None
+    # a slow server's ramp-up: every request lasts longer than the probe so far
+    assert queue_growing(growing, rate_rps=20.0, mean_latency_s=20.0,
+                         longest_latency_s=29.0) is None
+    # too few requests sent (0.5 per second) to tell a queue from chance
+    slow = loads(lambda t: round(2 + 10 * t), rate=0.5, until_s=30.0)
+    assert queue_growing(slow, rate_rps=0.5, mean_latency_s=1.0, longest_latency_s=2.0) is None
 
 
 def test_one_request_at_a_time_too_slow_is_said_plainly():
