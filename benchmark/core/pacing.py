@@ -4,8 +4,8 @@ Building and sending one request costs the client ~0.1-0.4 ms of CPU in aiohttp.
 requests start in the same turn of the event loop (a burst of completions in concurrency mode:
 every user whose stream ended in one decode step starts its next request; a burst of arrivals
 in rate mode), the loop runs all those starts back to back before it looks at its sockets
-again: 250 starts hold it ~30 ms, and a first token that arrived meanwhile is read, and
-stamped, up to 30 ms late (issue 12: 77-156 of 768 requests more than 20 ms off at 256 users).
+again: 250 starts held it 30-60 ms, and a first token that arrived meanwhile was read, and
+stamped, that much later (issue 12: 77-156 of 768 requests more than 20 ms off at 256 users).
 
 ``StartPacer`` cuts such a burst into slices: in one turn of the loop, starts go ahead until
 ``budget_ns`` of time has passed since the first of them; the rest wait (in order) for a later
@@ -56,7 +56,7 @@ class StartPacer:
         loop = asyncio.get_running_loop()
         woken = False
         while True:
-            if woken or not self._waiting:
+            if woken or not (self._waiting or self._woken):  # else others are ahead
                 now = time.perf_counter_ns()
                 if self._fresh:
                     self._open(loop, now)
