@@ -19,6 +19,9 @@ What ``run`` does, in order:
    (responses keep being read meanwhile); a late send goes at once and never moves the ones
    after it; a request never waits for another except behind ``--max-concurrency``, and that
    wait is stamped (``queued_ns`` -> ``admitted_ns``);
+   In concurrency mode a user's next request starts as soon as its stream ends, through a
+   ``pacing.StartPacer``: a burst of restarts runs at most ~1 ms per turn of the event loop,
+   so the sockets are read (and first tokens stamped) between slices; the wait is dispatch lag;
    With ``--workers N`` (N > 1) or ``--ray-address``, the steps are dealt to worker processes
    (``workers.py``) that run this same load code (``worker_main``, ``RayWorker``); this
    process builds the prompts, draws the schedule, merges records and progress, saves;
@@ -64,6 +67,7 @@ from .clients.openai import UNSENT_SAMPLING
 from ..config import RunConfig, auto_workers, check_url, parse_rates, strip_credentials
 from ..errors import BenchmarkError, ConfigError, ResultFileError, redact
 from .interrupts import cancel_on_signals
+from .pacing import StartPacer
 from .patterns import Concurrency, RateSchedule, Rounds, Slot, arrival_offsets, step_seed
 from .probe import CONTROL_TIMEOUT_S, ServerProbe, probe_server, server_answers
 from .progress import (Done, ProbeDone, ProgressCallback, ProgressEvent, RequestsDone, RoundDone,
@@ -628,6 +632,7 @@ class _Engine:
         else:
             started = time.perf_counter_ns()
         pattern.start(started)
+        pacer = StartPacer()
 
         async def user(index: int) -> None:
             nonlocal done, errors
@@ -646,6 +651,7 @@ class _Engine:
                 body = step.bodies[(pattern.issued - 1) % len(step.bodies)]
                 if pattern.issued % FREEZE_EVERY == 0:
                     gc.freeze()  # O(1): the step's records so far leave the collector's walk
+                await pacer.turn()  # a burst of restarts leaves the loop time to read
                 await self._send(session, body, record)
                 done += 1
                 errors += 0 if record.ok else 1
