@@ -14,11 +14,14 @@ What ``run`` does, in order:
 3. runs the load pattern of every step (``load.py``) with the streaming clients (``clients/``)
    on one ``aiohttp`` session without a connection limit, connections opened before a step;
    In rate mode (open loop) each step's send times are drawn up front from the schedule seed
-   (``patterns.arrival_offsets``) and kept against the monotonic clock: the dispatcher sleeps
-   to within ``SPIN_NS`` of a send time, then yields to the event loop until it is reached
-   (responses keep being read meanwhile); a late send goes at once and never moves the ones
-   after it; a request never waits for another except behind ``--max-concurrency``, and that
-   wait is stamped (``queued_ns`` -> ``admitted_ns``);
+   (``patterns.arrival_offsets``) and kept against the monotonic clock: the dispatcher hands
+   each request to the client ``HANDOFF_NS`` before its send time; the client builds it and
+   takes a connection, then holds its bytes until the send time (``clients.HeldBody``, woken
+   by ``clock.wait_until``: a timerfd, then a busy turn of the event loop; responses keep
+   being read meanwhile), so only the write is left at the send time; no byte goes earlier; a
+   late send goes at once and never moves the ones after it; a request never waits for
+   another except behind ``--max-concurrency``, and that wait is stamped (``queued_ns`` ->
+   ``admitted_ns``);
    In concurrency mode a user's next request starts as soon as its stream ends, through a
    ``pacing.StartPacer``: a burst of restarts runs at most ~1 ms per turn of the event loop,
    so the sockets are read (and first tokens stamped) between slices; the wait is dispatch lag;
@@ -77,6 +80,7 @@ from .records import RequestRecord
 from .stats import INCOMPLETE
 from .calibration_note import client_calibration
 from .capacity_run import SATURATION_USERS, run_capacity
+from .clock import wait_until
 from .results import RunResult
 from .telemetry import GpuReader, LoopProbe, Sampler
 from .telemetry_data import WorkerUsage
@@ -93,9 +97,10 @@ PROMPT_POOL_MAX = 512
 # Rounds mode: prompts are built in chunks of this many (at least one round), between rounds.
 PROMPT_CHUNK = 256
 MAX_ERROR_WARNINGS = 5
-# Rate mode: the dispatcher sleeps (event-loop timers wake up to a few ms late) until this close
-# to a send time, then yields to the loop in a busy turn until the time is reached.
-SPIN_NS = 2_000_000
+# Rate mode: each request is handed to the client this long before its send time; the client
+# builds it, takes a connection and holds its bytes back until the send time (clients.HeldBody,
+# clock.wait_until), so that only the write itself is left at the send time.
+HANDOFF_NS = 5_000_000
 # Rate mode: keep-alive connections opened before a step (more are opened as needed).
 RATE_CONNECTIONS = 64
 # Rate mode: requests still running this long after --timeout past the step's end are cut.
@@ -577,9 +582,11 @@ class _Engine:
         self._session = await self._sessions.enter_async_context(open_session())
         return self._session
 
-    async def _send(self, session: Any, body: bytes, record: RequestRecord) -> None:
+    async def _send(self, session: Any, body: bytes, record: RequestRecord,
+                    release_ns: int | None = None) -> None:
         assert self.client is not None
-        await self.client.send(session, body, record, timeout_s=self.config.timeout_s)
+        await self.client.send(session, body, record, timeout_s=self.config.timeout_s,
+                               release_ns=release_ns)
 
     async def _rounds(self, session: Any, step: _Step) -> None:
         config = self.config
@@ -627,7 +634,7 @@ class _Engine:
         session = await self._open_connections(session, step.size, len(users))
         done = errors = 0
         if share is not None:
-            await _until(share.start_ns)
+            await wait_until(share.start_ns)
             started = share.start_ns
         else:
             started = time.perf_counter_ns()
@@ -711,13 +718,14 @@ class _Engine:
 
         async def one(record: RequestRecord, body: bytes) -> None:
             nonlocal done, errors
+            due = record.scheduled_ns
             if slots is not None:
-                async with slots:
-                    record.admitted_ns = time.perf_counter_ns()
-                    await self._send(session, body, record)
+                async with slots:  # a place taken before the send time is kept until then
+                    record.admitted_ns = max(time.perf_counter_ns(), due)
+                    await self._send(session, body, record, release_ns=due)
             else:
                 record.admitted_ns = record.queued_ns
-                await self._send(session, body, record)
+                await self._send(session, body, record, release_ns=due)
             done += 1
             errors += 0 if record.ok else 1
             self._requests_progress(step, done, errors, total, start)
@@ -738,14 +746,14 @@ class _Engine:
         try:
             for number, offset in zip(numbers, offsets):
                 due = start + offset
-                while (left := due - perf_ns()) > 0:
-                    await asyncio.sleep((left - SPIN_NS) / 1e9 if left > SPIN_NS else 0)
+                if (left := due - HANDOFF_NS - perf_ns()) > 0:
+                    await asyncio.sleep(left / 1e9)  # early or late by a ms: the client holds it
                 if self._dead is not None:
                     raise _RunStopped(self._dead)
                 record = self._record(Slot(step.size, 1, number))
                 record.step_start_ns = start
                 record.scheduled_ns = due
-                record.queued_ns = perf_ns()
+                record.queued_ns = max(perf_ns(), due)
                 step.records.append(record)
                 if number % FREEZE_EVERY == 0:
                     gc.freeze()  # O(1): the step's records so far leave the collector's walk
@@ -1067,13 +1075,6 @@ class _Engine:
 # A worker process (--workers above 1): the same per-process load code, fed by the parent
 
 
-async def _until(instant_ns: int) -> None:
-    """Sleep until ``perf_counter_ns()`` reaches ``instant_ns`` (the last SPIN_NS by yielding
-    to the event loop, as the rate dispatcher does)."""
-    while (left := instant_ns - time.perf_counter_ns()) > 0:
-        await asyncio.sleep((left - SPIN_NS) / 1e9 if left > SPIN_NS else 0)
-
-
 def worker_main(index: int, tasks: Any, results_pipe: Any, config: RunConfig,
                 model: str | None, headers: dict[str, str], run_id: str) -> None:
     """A worker process's entry: run the shares the parent sends until told to exit. Ctrl-C
@@ -1130,9 +1131,10 @@ class _WorkerEngine(_Engine):
             self.sent.update(r.request_id for r in batch if r.request_id)
             self.out.send(("records", batch))
 
-    async def _send(self, session: Any, body: bytes, record: RequestRecord) -> None:
+    async def _send(self, session: Any, body: bytes, record: RequestRecord,
+                    release_ns: int | None = None) -> None:
         try:
-            await super()._send(session, body, record)
+            await super()._send(session, body, record, release_ns)
         finally:
             self.outbox.append(record)
 
@@ -1221,7 +1223,7 @@ class _WorkerEngine(_Engine):
         else:  # a part of one round: all sent at the common instant, as one process does
             if share.connections:
                 session = await self._open_connections(session, share.step, share.connections)
-            await _until(share.start_ns)
+            await wait_until(share.start_ns)
             records.extend(self._record(slot) for slot in share.slots)
             for record in records:
                 record.scheduled_ns = share.start_ns

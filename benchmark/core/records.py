@@ -38,9 +38,11 @@ class RequestRecord:
     error_kind: None, "http", "stream", "timeout", "connection", "cancelled"
     request_id: the X-Request-Id header sent (lets a server trace be matched to this record)
     step_start_ns: rate mode: the step's start, from which its schedule is counted
-    queued_ns: rate mode: when the scheduler released it (at or after ``scheduled_ns``)
-    admitted_ns: rate mode: when it got a place under --max-concurrency (= ``queued_ns``
-               without a cap); it is sent right after
+    queued_ns: rate mode: when it was due to go out: ``scheduled_ns``, or later when the
+               scheduler itself was late to hand it to the client
+    admitted_ns: rate mode: when it got a place under --max-concurrency, counted from
+               ``scheduled_ns`` at the earliest (= ``queued_ns`` without a cap); it is sent
+               right after
     retried:   True when the request was lost on a kept-alive connection the server had closed
                (no answer at all) and was sent again, once, on a fresh connection; its stamps
                are those of the second attempt (``scheduled_ns`` is unchanged, so the first

@@ -37,10 +37,11 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
 from ...errors import redact
+from ..clock import wait_until
 from ..records import RequestRecord
 from .sse import EventTooLarge, SSEParser
 
-__all__ = ["StreamDecoder", "StreamClient", "open_session", "error_message"]
+__all__ = ["StreamDecoder", "StreamClient", "HeldBody", "open_session", "error_message"]
 
 _MAX_ERROR_CHARS = 300
 DRAIN_TIMEOUT_S = 1.0
@@ -112,14 +113,21 @@ class StreamClient(ABC):
         return json.dumps(self.payload(prompt), separators=(",", ":")).encode()
 
     async def send(self, session: aiohttp.ClientSession, body: bytes, record: RequestRecord,
-                   *, timeout_s: float) -> RequestRecord:
+                   *, timeout_s: float, release_ns: int | None = None) -> RequestRecord:
         """POST ``body`` and fill ``record``; never raises except ``asyncio.CancelledError``.
+
+        ``release_ns``: the request is built and given a connection at once, but none of its
+        bytes is written before ``perf_counter_ns()`` reaches this instant (``HeldBody``), so
+        that the building is done ahead and the bytes go out on time. ``timeout_s`` counts from
+        the release.
 
         A request lost on a kept-alive connection before any answer came (the server had closed
         the socket while it sat in the pool) was never measured: it is sent again, once, on a
         fresh connection, and ``record.retried`` says so."""
         context = SimpleNamespace(record=record, reused=False)
-        await self._attempt(session, body, record, context, timeout_s=timeout_s)
+        held = 0.0 if release_ns is None else max(0, release_ns - time.perf_counter_ns()) / 1e9
+        data: bytes | HeldBody = body if release_ns is None else HeldBody(body, release_ns)
+        await self._attempt(session, data, record, context, timeout_s=timeout_s + held)
         if _lost_before_an_answer(record, context):
             _reset(record)
             record.retried = True
@@ -128,7 +136,8 @@ class StreamClient(ABC):
                                     timeout_s=timeout_s)
         return record
 
-    async def _attempt(self, session: aiohttp.ClientSession, body: bytes, record: RequestRecord,
+    async def _attempt(self, session: aiohttp.ClientSession, body: bytes | HeldBody,
+                       record: RequestRecord,
                        context: SimpleNamespace, *, timeout_s: float) -> None:
         decoder = self.decoder(record)
         headers = dict(self.headers)
@@ -157,11 +166,11 @@ class StreamClient(ABC):
         if record.end_ns is None:
             record.end_ns = time.perf_counter_ns()
 
-    async def _stream(self, session: aiohttp.ClientSession, body: bytes, headers: dict[str, str],
-                      record: RequestRecord, decoder: StreamDecoder,
+    async def _stream(self, session: aiohttp.ClientSession, body: bytes | HeldBody,
+                      headers: dict[str, str], record: RequestRecord, decoder: StreamDecoder,
                       context: SimpleNamespace) -> None:
         # Overwritten by the trace hook when the bytes are written (the stamp that counts).
-        record.sent_ns = time.perf_counter_ns()
+        record.sent_ns = max(time.perf_counter_ns(), getattr(body, "release_ns", 0))
         async with session.post(self.url, data=body, headers=headers,
                                 trace_request_ctx=context) as response:
             record.status = response.status
@@ -215,6 +224,23 @@ class StreamClient(ABC):
             decoder.on_end()
             if done:
                 await _drain(response)
+
+
+class HeldBody(aiohttp.BytesPayload):
+    """A request body whose bytes are written at ``release_ns`` at the earliest.
+
+    aiohttp builds the request, takes a connection and keeps the headers back until the first
+    bytes of the body are written (they go out together, aiohttp 3.12 and later), so holding
+    the body holds every byte of the request; what is left after the release is the write
+    itself. Written again (a request sent again on a fresh connection), it goes at once."""
+
+    def __init__(self, body: bytes, release_ns: int):
+        super().__init__(body, content_type="application/json")
+        self.release_ns = release_ns
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        await wait_until(self.release_ns)
+        await super().write_with_length(writer, content_length)
 
 
 async def _drain(response: aiohttp.ClientResponse) -> None:
