@@ -8,7 +8,6 @@ import math
 import pytest
 
 from benchmark.cli import main
-from benchmark.core.capacity import probe_plan
 from benchmark.simulator import SimulatorConfig, run_in_thread
 
 # A small server: 4 sequences at a time, 8 ms per decode step, so its capacity is a few
