@@ -117,11 +117,20 @@ def saturation_rate(ended_in_window: int, window_s: float, users: int,
     return users / (sum(times) / len(times) / 1000.0)
 
 
+# Longest text a probe or a search keeps from a run.json read back (a file may say anything).
+MAX_TEXT_CHARS = 1000
+
+
+def one_line(text: Any, limit: int = MAX_TEXT_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters (the last one "…" when cut)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def server_failing(where: str, failed: int, requests: int, first_error: str) -> str:
     """The sentence a capacity search ends with when the server broke during a probe (most of
     its requests failed: errors, not missed targets), with the server's first error, cut."""
-    error = " ".join(str(first_error).split())
-    error = error if len(error) <= 300 else error[:299] + "…"
+    error = one_line(first_error, 300)
     return (f"The search stopped: the server failed {failed} of {requests} requests {where} "
             f"(first error: {error}). Its capacity cannot "
             f"be measured while it fails; check the server's log, restart it and search again.")
@@ -167,7 +176,11 @@ class Probe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Probe":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        for name in ("kind", "stopped_why"):  # texts from a file: one line, bounded
+            if fields.get(name) is not None:
+                fields[name] = one_line(fields[name])
+        return cls(**fields)
 
 
 def probe_from_step(summary: StepSummary, *, kind: str, rate_rps: float | None = None,
@@ -480,4 +493,4 @@ class Capacity:
                    converged=bool(data.get("converged")), ended=str(data.get("ended") or ""),
                    max_throughput_rps=data.get("max_throughput_rps"),
                    probes=tuple(Probe.from_dict(p) for p in data.get("probes") or ()),
-                   message=data.get("message"))
+                   message=None if data.get("message") is None else one_line(data["message"]))

@@ -291,3 +291,15 @@ def test_when_only_one_request_at_a_time_kept_the_target_the_headline_says_so():
     text = capacity_headline(capacity)
     assert "only one request at a time did (0.179 requests per second" in text
     assert "No request rate with overlapping requests kept 90% of requests" in text
+
+
+def test_texts_of_a_capacity_read_from_a_file_are_one_bounded_line():
+    from benchmark.core.capacity import MAX_TEXT_CHARS, Capacity
+
+    long = "why\n" * 100_000
+    capacity = Capacity.from_dict({
+        "slo": {"ttft_ms": 500}, "attainment_target": 0.9, "message": long,
+        "probes": [{"kind": "rate", "step": 3, "rate_rps": 2.0, "attainment": 0.5,
+                    "passed": False, "stopped_early": True, "stopped_why": long}]})
+    for text in (capacity.message, capacity.probes[0].stopped_why):
+        assert len(text) == MAX_TEXT_CHARS and "\n" not in text and text.endswith("…")
