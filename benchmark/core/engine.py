@@ -831,7 +831,7 @@ class _Engine:
             pool = Pool.start(self.config.workers, target=worker_main, args=args)
         self.pool = pool
         if self.sampler is not None:  # the workers' own CPU and loop lag, as they report them
-            self.sampler.worker_usage = pool.take_usage
+            self.sampler.worker_usage = pool.usage.take
         waiting = set(range(pool.size))
         deadline = time.monotonic() + READY_TIMEOUT_S
         while waiting:

@@ -2,16 +2,16 @@
 
 Building and sending one request costs the client ~0.1-0.4 ms of CPU in aiohttp. When many
 requests start in the same turn of the event loop (a burst of completions in concurrency mode:
-every user whose stream ended in one decode step starts its next request; a burst of arrivals
-in rate mode), the loop runs all those starts back to back before it looks at its sockets
-again: 250 starts held it 30-60 ms, and a first token that arrived meanwhile was read, and
+every user whose stream ended in one decode step starts its next request), the loop runs all
+those starts back to back before it looks at its sockets again: 250 starts held it 30-60 ms, and a first token that arrived meanwhile was read, and
 stamped, that much later (issue 12: 77-156 of 768 requests more than 20 ms off at 256 users).
 
 ``StartPacer`` cuts such a burst into slices: in one turn of the loop, starts go ahead until
 ``budget_ns`` of time has passed since the first of them; the rest wait (in order) for a later
 turn, so the loop reads its sockets, and stamps what arrived, between slices. The wait happens
 before the request is sent, after it was scheduled: it is counted as dispatch lag, never as
-server latency.
+server latency. The concurrency pattern uses it; the rate mode builds each request ahead of
+its send time instead (``clients.HeldBody``).
 
     pacer = StartPacer()
     await pacer.turn()          # returns at once, or in a later turn of the loop

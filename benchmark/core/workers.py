@@ -29,7 +29,7 @@ How a step is dealt (pure functions below):
 Messages from a worker: ``("ready",)`` once started, ``("event", ProgressEvent)``,
 ``("records", [RequestRecord, ...])`` (finished records, streamed so that a worker that dies
 leaves what it measured), ``("usage", WorkerUsage)`` (its own CPU and loop lag, every telemetry
-interval while a share runs: kept by the pool for the telemetry sampler, ``take_usage()``, not
+interval while a share runs: kept by the pool for the telemetry sampler, ``usage.take()``, not
 returned by ``poll``) and ``("done", status, message)`` at the end of each share (status
 "ok", "stopped" with the reason, or "cancelled"). To a worker: a ``Share``, ``"cancel"``, or
 ``None`` (exit).
@@ -151,7 +151,6 @@ class Pool:
         self.results = results
         self.dead: dict[int, str] = {}
         self.usage = _Usage()
-        self.take_usage = self.usage.take
 
     @classmethod
     def start(cls, count: int, *, target: Callable[..., None], args: tuple[Any, ...]) -> "Pool":
@@ -249,7 +248,6 @@ class RayPool:
         self.started_ray = started_ray
         self.dead: dict[int, str] = {}
         self.usage = _Usage()
-        self.take_usage = self.usage.take
 
     @classmethod
     def start(cls, count: int, *, address: str, actor: type,
@@ -299,10 +297,10 @@ class RayPool:
                 for message in self.ray.get(ref, timeout=RAY_ANSWER_TIMEOUT_S):
                     self.usage.keep(out, worker, message)
             except Exception as exc:  # noqa: BLE001 - RayActorError, a node gone, a timeout
-                self.dead[worker] = (f"worker {worker + 1} of {self.size} (a Ray actor) was "
+                self.dead[worker] = (self._unanswered(worker)
+                                     if type(exc).__name__ == "GetTimeoutError" else
+                                     f"worker {worker + 1} of {self.size} (a Ray actor) was "
                                      f"lost: {type(exc).__name__}")
-                if type(exc).__name__ == "GetTimeoutError":
-                    self.dead[worker] = self._unanswered(worker)
                 out.append((worker, ("dead", self.dead[worker])))
         if not out and timeout:
             time.sleep(timeout)
